@@ -108,9 +108,13 @@ def read_sql(spec:dict) -> pd.DataFrame:
     try:
         engine = sqlalchemy.create_engine(url)
         with engine.connect() as con: return pd.read_sql(sqlalchemy.text(query), con)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
-        cause = str(getattr(e, 'orig', None) or e).splitlines()[0]
-        raise SourceError(safe_url(url), f'the query failed: {cause}', 'check data.url and data.query') from None
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError, ImportError, ValueError) as e:
+        raise SourceError(safe_url(url), f'the query failed: {_db_cause(e)}', 'check data.url and data.query') from None
+
+def _db_cause(e:BaseException) -> str:
+    "The database driver's own words, from under pandas' and SQLAlchemy's wrappers."
+    while e.__cause__ is not None: e = e.__cause__
+    return str(getattr(e, 'orig', None) or e).splitlines()[0]
 
 register('sql', read_sql)
 

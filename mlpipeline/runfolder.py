@@ -138,7 +138,8 @@ def create_run(cfg:dict, run_id:str|None=None) -> Path:
 # %% ../nbs/00b_runfolder.ipynb #000026
 def mlflow_experiment(cfg:dict) -> str:
     "Point MLflow at this config's store and experiment (created if missing); its id."
-    import mlflow
+    import logging, mlflow
+    for name in ('mlflow', 'alembic'): logging.getLogger(name).setLevel(logging.WARNING)  # no store-migration chatter on stderr
     mlflow.set_tracking_uri(uri := tracking_uri(cfg))
     name = get_key(cfg, 'mlflow.experiment')
     exp = mlflow.get_experiment_by_name(name)

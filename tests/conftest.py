@@ -1,0 +1,45 @@
+"""Shared fixtures: a throw-away project on the test sample, with its own SQLite MLflow store."""
+import os, subprocess, sys, json
+from pathlib import Path
+import pytest, yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO/'tests/data/telco_sample.csv'
+CLI = Path(sys.executable).parent/'mlpipeline'
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_tracking(monkeypatch):
+    "Tests never reach a tracking server named by the environment."
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+
+
+def write_project(path: Path, **overrides) -> Path:
+    "A project folder whose pipeline.yaml runs the test sample with a small model."
+    cfg = {'data': {'path': str(SAMPLE), 'id_column': 'rownames'}, 'target': 'churn',
+           'model': {'n_estimators': 40, 'max_depth': 3}, 'mlflow': {'model_name': 'test-model'}}
+    for k, v in overrides.items(): cfg[k] = v
+    path.mkdir(parents=True, exist_ok=True)
+    (path/'pipeline.yaml').write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path):
+    return write_project(tmp_path/'project')
+
+
+def mlpipeline(*args, cwd, timeout=600, **kw):
+    "Run the real `mlpipeline` command in `cwd`, as a user would."
+    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def only_run(project: Path) -> Path:
+    runs = [p for p in (project/'runs').iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir/'manifest.json').read_text())
