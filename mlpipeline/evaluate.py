@@ -10,14 +10,20 @@ from .train import predict, load_transform
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry
 
 # %% auto #0
-__all__ = ['classification_metrics', 'regression_metrics', 'confusion', 'latency', 'evaluate', 'prediction_frame', 'run_evaluate']
+__all__ = ['class_probabilities', 'classification_metrics', 'regression_metrics', 'confusion', 'latency', 'evaluate',
+           'prediction_frame', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
+def class_probabilities(proba:np.ndarray) -> np.ndarray:
+    "One column per class: XGBoost gives binary models' probability of class 1 alone."
+    return np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
+
+# %% ../nbs/05_evaluate.ipynb #050007
 def classification_metrics(y:np.ndarray, proba:np.ndarray) -> dict:
     "Test metrics for class codes `y` and class probabilities (binary: of class 1)."
     from sklearn import metrics as M
     binary = proba.ndim == 1
-    full = np.column_stack([1 - proba, proba]) if binary else proba
+    full = class_probabilities(proba)
     pred, labels = full.argmax(1), list(range(full.shape[1]))
     avg = 'binary' if binary else 'macro'
     onehot = np.eye(full.shape[1])[y]
@@ -29,21 +35,21 @@ def classification_metrics(y:np.ndarray, proba:np.ndarray) -> dict:
         out['pr_auc'] = M.average_precision_score(y, proba) if binary else M.average_precision_score(onehot, full, average='macro')
     return {k: float(v) for k, v in out.items()}
 
-# %% ../nbs/05_evaluate.ipynb #050007
+# %% ../nbs/05_evaluate.ipynb #050009
 def regression_metrics(y:np.ndarray, pred:np.ndarray) -> dict:
     "Test metrics for values `y` and predictions `pred`."
     from sklearn import metrics as M
     mse = M.mean_squared_error(y, pred)
     return {'mse': float(mse), 'rmse': float(np.sqrt(mse)), 'mae': float(M.mean_absolute_error(y, pred)), 'r2': float(M.r2_score(y, pred))}
 
-# %% ../nbs/05_evaluate.ipynb #050009
+# %% ../nbs/05_evaluate.ipynb #050011
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
     "The confusion matrix with its class labels (rows: true, columns: predicted)."
     from sklearn.metrics import confusion_matrix
-    pred = (proba > 0.5).astype(int) if proba.ndim == 1 else proba.argmax(1)
+    pred = class_probabilities(proba).argmax(1)
     return {'labels': tf.classes, 'matrix': confusion_matrix(y, pred, labels=list(range(len(tf.classes)))).tolist()}
 
-# %% ../nbs/05_evaluate.ipynb #050011
+# %% ../nbs/05_evaluate.ipynb #050013
 def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     "Single-row p50/p95 and whole-batch prediction time, in milliseconds."
     times = []
@@ -53,19 +59,18 @@ def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     return {'latency_row_p50_ms': 1e3 * float(np.median(times)), 'latency_row_p95_ms': 1e3 * float(np.quantile(times, 0.95)),
             'latency_batch_ms': 1e3 * batch, 'latency_batch_rows': len(df)}
 
-# %% ../nbs/05_evaluate.ipynb #050012
+# %% ../nbs/05_evaluate.ipynb #050014
 def evaluate(booster, tf:Transform, test:pd.DataFrame) -> tuple[dict, np.ndarray]:
     "The test metrics (with confusion matrix for classification) and the predictions."
     proba, y = predict(booster, tf, test), tf.encode_target(test[tf.target])
     if tf.task == 'regression': return regression_metrics(y, proba), proba
     return classification_metrics(y, proba) | {'confusion': confusion(tf, y, proba)}, proba
 
-# %% ../nbs/05_evaluate.ipynb #050015
+# %% ../nbs/05_evaluate.ipynb #050017
 def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
     "Predictions as a table: one probability column per class, or the predicted value."
-    if tf.task == 'regression': return pd.DataFrame({'prediction': proba})
-    full = np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
-    return pd.DataFrame(full, columns=[f'proba_{c}' for c in tf.classes])
+    if tf.task == 'regression': return pd.DataFrame({'prediction': proba.astype('float64')})
+    return pd.DataFrame(class_probabilities(proba), columns=[f'proba_{c}' for c in tf.classes])
 
 def run_evaluate(run_dir:str|Path) -> dict:
     "Score the run's model on its test split; write metrics.json and the test predictions."

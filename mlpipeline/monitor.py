@@ -25,12 +25,13 @@ def profile_frame(df:pd.DataFrame):
 
 def read_profile(path:str|Path):
     "A profile view written by `write_profile`."
+    whylogs()
     from whylogs.core import DatasetProfileView
-    return DatasetProfileView.read(str(path))
+    return DatasetProfileView.deserialize(Path(path).read_bytes())
 
 def write_profile(view, path:str|Path) -> Path:
-    "Write a profile view, atomically."
-    with atomic_path(path) as tmp: view.write(str(tmp))
+    "Write a profile view in whylogs' binary format, atomically."
+    with atomic_path(path) as tmp: tmp.write_bytes(view.serialize())
     return Path(path)
 
 # %% ../nbs/08_monitor.ipynb #080011

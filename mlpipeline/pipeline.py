@@ -32,7 +32,7 @@ def ensure_kernel(name:str=KERNEL) -> str:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from ipykernel.kernelspec import write_kernel_spec, get_kernel_dict
     # the kernel binds 127.0.0.1 only; its start-up notice about unencrypted TCP would repeat on every stage
-    extra = ['--IPKernelApp.log_level=ERROR']
+    extra = ['--IPKernelApp.log_level=CRITICAL']
     ksm = KernelSpecManager()
     try:
         if ksm.get_kernel_spec(name).argv == get_kernel_dict(extra)['argv']: return name

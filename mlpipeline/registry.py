@@ -9,6 +9,7 @@ import mlflow
 from .config import get_key
 from .features import Transform
 from .train import predict, load_transform
+from .evaluate import prediction_frame
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts
 
 # %% auto #0
@@ -18,10 +19,8 @@ __all__ = ['LOWER_IS_BETTER', 'prediction_output', 'PipelineModel', 'signature',
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
     "The model's answer: `prediction` and, for classification, `proba_<class>` columns."
-    if tf.task == 'regression': return pd.DataFrame({'prediction': proba.astype('float64')})
-    full = np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
-    out = pd.DataFrame(full, columns=[f'proba_{c}' for c in tf.classes])
-    out.insert(0, 'prediction', np.asarray(tf.classes, dtype=object)[full.argmax(1)])
+    out = prediction_frame(tf, proba)
+    if tf.task != 'regression': out.insert(0, 'prediction', np.asarray(tf.classes, dtype=object)[out.to_numpy().argmax(1)])
     return out
 
 # %% ../nbs/06_register.ipynb #060007

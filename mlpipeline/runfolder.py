@@ -22,7 +22,7 @@ def new_run_id() -> str:
 def atomic_path(path:str|Path):
     "Yield a temporary path beside `path`; rename it to `path` only if the block completes."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{secrets.token_hex(4)}.tmp')
+    tmp = path.with_name(f'.{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}')  # same suffix: writers pick formats by it
     try:
         yield tmp
         os.replace(tmp, path)

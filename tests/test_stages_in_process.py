@@ -1,0 +1,44 @@
+"""Importing a stage's module and calling its functions gives what the notebook gives, for every task kind."""
+import importlib, json
+import numpy as np, pandas as pd, pytest
+from mlpipeline.config import load_config
+from mlpipeline.runfolder import create_run, read_manifest
+from mlpipeline.pipeline import STAGES, open_parent_run, close_parent_run
+from conftest import write_project
+from test_pipeline import finished, client_for  # the papermill run on the same sample
+
+FUNCS = dict(zip(STAGES, [('ingest', 'run_ingest'), ('validate', 'run_validate'), ('features', 'run_features'), ('train', 'run_train'),
+                          ('evaluate', 'run_evaluate'), ('registry', 'run_register'), ('serve', 'run_serve'), ('monitor', 'run_monitor')]))
+
+
+def run_in_process(project, *overrides):
+    cfg = load_config(project=project, overrides=list(overrides))
+    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
+    for s in STAGES:
+        mod, fn = FUNCS[s]
+        getattr(importlib.import_module(f'mlpipeline.{mod}'), fn)(rd)
+    close_parent_run(rd, rid, 'FINISHED')
+    return rd
+
+
+def test_same_outputs_as_the_papermill_run(finished):
+    project, nb_run, _ = finished
+    rd = run_in_process(project)
+    for name in ('data/raw.parquet', 'data/train.parquet', 'data/test.parquet', 'data/test_predictions.parquet'):
+        pd.testing.assert_frame_equal(pd.read_parquet(rd/name), pd.read_parquet(nb_run/name), obj=name)
+    strip = lambda m: {k: v for k, v in m.items() if not k.startswith('latency')}
+    assert strip(json.loads((rd/'artifacts/metrics.json').read_text())) == strip(json.loads((nb_run/'artifacts/metrics.json').read_text()))
+    assert (rd/'artifacts/transform.json').read_text() == (nb_run/'artifacts/transform.json').read_text()
+
+
+@pytest.mark.parametrize('target, task, metric', [('contract', 'multiclass', 'f1'), ('monthly_charges', 'regression', 'r2')])
+def test_multiclass_and_regression_run_through_every_stage(tmp_path, target, task, metric):
+    rd = run_in_process(write_project(tmp_path/'p', target=target), f'mlflow.model_name={task}-model')
+    m = read_manifest(rd)
+    assert all(m['stages'][s]['status'] == 'complete' for s in STAGES) and m['stages']['03_features']['task'] == task
+    metrics = json.loads((rd/'artifacts/metrics.json').read_text())
+    assert metrics[metric] > 0.5, metrics
+    serve = json.loads((rd/'artifacts/serve_check.json').read_text())
+    assert serve['max_diff'] <= 1e-6 and serve['rows'] == 20
+    mv = client_for(tmp_path/'p').get_model_version_by_alias(f'{task}-model', 'champion')
+    assert mv.tags['task'] == task
