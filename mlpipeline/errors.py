@@ -45,7 +45,7 @@ class DataValidationError(MlpipelineError):
     def describe(self):
         lines = [f"- column '{v.get('column') or '*'}': {v['rule']}: expected {v.get('expected')}, "
                  f"observed {v.get('observed')} ({v.get('rows', 0)} rows)" for v in self.violations]
-        return f'data refused by validation, {len(lines)} violation(s):\n' + '\n'.join(lines) + '\n'
+        return f'data refused by validation, {len(lines)} violation(s):\n' + '\n'.join(lines)
 
 # %% ../nbs/00a_errors.ipynb #000017
 class StageFailed(MlpipelineError):
@@ -56,7 +56,7 @@ class StageFailed(MlpipelineError):
     @property
     def exit_code(self) -> int: return 3 if self.ename == 'DataValidationError' else 1
     def describe(self):
-        where = f' in cell {self.cell}' if self.cell is not None else ''
+        where = f' at In [{self.cell}]' if self.cell is not None else ''  # the executed notebook's own cell label
         value = self.evalue.strip()
         value = value if len(value) <= 800 else value[:800] + ' [...]'  # the executed notebook has it whole
         return (f'stage {self.stage} failed{where}: {self.ename}: {value}\n'

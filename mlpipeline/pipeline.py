@@ -71,7 +71,7 @@ def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True
     check_parameters(src, params)
     try: pm.execute_notebook(stage_notebook(src), str(out), parameters=params, kernel_name=kernel, progress_bar=progress, cwd=str(src.parent))
     except pm.PapermillExecutionError as e:
-        raise StageFailed(stage, str(out), e.exec_count, e.ename, e.evalue, f'read the traceback in {out.name}, fix the cause, then `mlpipeline run --resume {run_dir.name}`') from e
+        raise StageFailed(stage, str(out), e.exec_count, e.ename, e.evalue, f'read the traceback in {out.name} and fix the cause; then `mlpipeline run --resume {run_dir.name}` continues this run with its config, or start a new run if the config must change') from e
     except Exception as e:  # the kernel died or never started: no cell to name
         raise StageFailed(stage, str(out), None, type(e).__name__, str(e), f'then `mlpipeline run --resume {run_dir.name}`') from e
     return out

@@ -89,7 +89,7 @@ def test_a_stage_that_raises_stops_the_run_and_names_stage_cell_and_notebook(tmp
     rd = only_run(project)
     assert r.returncode == 1, r.stderr
     first = next(l for l in r.stderr.splitlines() if l.startswith('mlpipeline:'))
-    assert first.startswith('mlpipeline: stage 04_train failed in cell ') and 'XGBoostError' in first and 'max_depth' in first
+    assert first.startswith('mlpipeline: stage 04_train failed at In [') and 'XGBoostError' in first and 'max_depth' in first
     executed = rd/'04_train.ipynb'
     assert f'The executed notebook with the full traceback is {executed}' in r.stderr
     errors = [o for c in json.loads(executed.read_text())['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'error']
