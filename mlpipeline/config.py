@@ -8,8 +8,8 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'CHOICES', 'get_key', 'set_key', 'parse_override', 'merge', 'check_config', 'load_config',
-           'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'CHOICES', 'get_key', 'is_open', 'set_key', 'parse_override', 'merge', 'check_config',
+           'load_config', 'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -32,15 +32,36 @@ mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-mode
 serve: {host: 127.0.0.1, port: 8000}
 monitor: {}
 compute: {backend: local, address: null}
+validation:
+  schema: null               # a curated schema.yaml in the project; else the champion's; else inferred from the data
+  range_tolerance: 0.1       # numeric ranges of an inferred schema stretch by this share of their width
+  severity: {}               # rule -> error | warning | off, e.g. {unseen_category: warning}
+features:
+  drop: []                   # columns never used as features (besides the target and data.id_column)
+  drop_duplicates: true      # drop repeated rows (ids aside) before splitting
+  normalise: {strip: true, case: lower}   # category labels: surrounding spaces, case (lower | none)
+  dates: []                  # text columns to parse as dates; datetime columns and data.time_column are dates anyway
+  date_parts: [year, month, day, weekday, hour]
+  impute: {numeric: none, categorical: none, constant: null, ffill: false}  # none keeps XGBoost's own missing handling
+  outliers: {method: none, iqr_factor: 1.5, z: 3.0}  # none | iqr | zscore: cap numeric values at fitted bounds
+  encoding: native           # native (XGBoost categorical) | onehot | frequency
+  scaling: none              # none | standard | minmax
+  interactions: []           # pairs of numeric columns, each pair's product becomes a feature
 runs_dir: runs
 """)
 
 # %% ../nbs/00_config.ipynb #000007
-OPEN_SECTIONS = {'model', 'gate', 'serve', 'monitor', 'project'}
+OPEN_SECTIONS = {'model', 'gate', 'serve', 'monitor', 'project', 'validation.severity'}
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],
            'compute.backend': ['local', 'dask'],
-           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo']}
+           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo'],
+           'features.normalise.case': ['lower', 'none'],
+           'features.impute.numeric': ['none', 'median', 'mean', 'constant'],
+           'features.impute.categorical': ['none', 'mode', 'constant'],
+           'features.outliers.method': ['none', 'iqr', 'zscore'],
+           'features.encoding': ['native', 'onehot', 'frequency'],
+           'features.scaling': ['none', 'standard', 'minmax']}
 
 # %% ../nbs/00_config.ipynb #000008
 def get_key(cfg:dict, key:str, default=None):
@@ -51,17 +72,21 @@ def get_key(cfg:dict, key:str, default=None):
     return cfg
 
 # %% ../nbs/00_config.ipynb #000010
+def is_open(key:str) -> bool:
+    "Whether `key` lies in a section that takes any key."
+    parts = key.split('.')
+    return any('.'.join(parts[:i]) in OPEN_SECTIONS for i in range(1, len(parts) + 1))
+
 def set_key(cfg:dict, key:str, value, strict:bool=True):
     "Set dotted `key` in `cfg`; with `strict`, a key outside the known and open sections is refused."
     *parents, last = key.split('.')
-    node, path = cfg, []
-    for part in parents:
-        path.append(part)
+    node = cfg
+    for i, part in enumerate(parents):
         if not isinstance(node.get(part), dict):
-            if strict and part not in node and path[0] not in OPEN_SECTIONS: _unknown(key, path, node)
+            if strict and part not in node and not is_open('.'.join(parents[:i + 1])): _unknown(key, parents[:i + 1], node)
             node[part] = {}
         node = node[part]
-    if strict and last not in node and (parents[:1] or [last])[0] not in OPEN_SECTIONS: _unknown(key, path+[last], node)
+    if strict and last not in node and not is_open(key): _unknown(key, parents + [last], node)
     node[last] = value
     return cfg
 

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key
 from .errors import ConfigError
+from .validate import column_kind, as_numbers
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry
 
 # %% auto #0
-__all__ = ['infer_task', 'split_frame', 'Transform', 'fit_transform', 'run_features']
+__all__ = ['infer_task', 'random_split', 'time_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts', 'Transform',
+           'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -24,72 +26,194 @@ def infer_task(y:pd.Series, task:str='auto') -> str:
     return 'binary' if n == 2 else 'multiclass'
 
 # %% ../nbs/03_features.ipynb #030009
-def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42) -> dict[str, pd.DataFrame]:
-    "Split `df` into train, valid and test, stratified for classification."
+def random_split(df:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:
+    "A seeded split, stratified on the target for classification."
     from sklearn.model_selection import train_test_split
-    strat = (lambda d: d[target]) if task != 'regression' else (lambda d: None)
+    strat = (lambda d: d[target].astype(str)) if task != 'regression' else (lambda d: None)
     rest, te = train_test_split(df, test_size=test, random_state=seed, stratify=strat(df))
     tr, va = train_test_split(rest, test_size=valid / (1 - test), random_state=seed, stratify=strat(rest))
-    return {'train': tr.reset_index(drop=True), 'valid': va.reset_index(drop=True), 'test': te.reset_index(drop=True)}
+    return {'train': tr, 'valid': va, 'test': te}
 
-# %% ../nbs/03_features.ipynb #030012
-def _text(s:pd.Series) -> pd.Series:
-    return s.astype(str).where(s.notna())
+def time_split(df:pd.DataFrame, time_column:str, valid:float, test:float) -> dict[str, pd.DataFrame]:
+    "Past to train, then valid, the most recent to test; a timestamp never spans two splits."
+    t = pd.to_datetime(df[time_column], errors='coerce', format='mixed')
+    if t.isna().any(): raise ConfigError('data.time_column', f'{int(t.isna().sum())} rows of {time_column!r} are not dates', 'clean them or choose another column')
+    ts = np.sort(t.to_numpy())
+    c1, c2 = ts[int(len(ts) * (1 - valid - test))], ts[int(len(ts) * (1 - test))]
+    return {'train': df[t < c1], 'valid': df[(t >= c1) & (t < c2)], 'test': df[t >= c2]}
 
+def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None) -> dict[str, pd.DataFrame]:
+    "Split `df` into train, valid and test: by time when `time_column` is given, else at random."
+    parts = time_split(df, time_column, valid, test) if time_column else random_split(df, target, task, valid, test, seed)
+    for k, v in parts.items():
+        if len(v) == 0: raise ConfigError('split', f'the {k} split is empty ({len(df)} rows)', 'use more data or larger split fractions')
+    return {k: v.reset_index(drop=True) for k, v in parts.items()}
+
+# %% ../nbs/03_features.ipynb #030014
+def drop_duplicates(df:pd.DataFrame, id_column:str|None=None) -> tuple[pd.DataFrame, int]:
+    "`df` without repeated rows (the id column aside), and how many were dropped."
+    keep = ~df.drop(columns=[c for c in (id_column,) if c and c in df]).duplicated()
+    return df[keep].reset_index(drop=True), int((~keep).sum())
+
+# %% ../nbs/03_features.ipynb #030017
+def labels(s:pd.Series, strip:bool=True, case:str='lower') -> pd.Series:
+    "Category labels as text, normalised; missing stays missing."
+    t = s.astype(str).where(s.notna())
+    if strip: t = t.str.strip()
+    if case == 'lower': t = t.str.lower()
+    return t
+
+def date_parts(s:pd.Series, parts:list, name:str) -> dict:
+    "Numeric date parts of a column of dates (or text that parses as dates)."
+    t = pd.to_datetime(s, errors='coerce', format='mixed')
+    if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_convert('UTC').dt.tz_localize(None)
+    get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.weekday, 'hour': t.dt.hour}
+    return {f'{name}_{p}': get[p].astype('float64') for p in parts}
+
+# %% ../nbs/03_features.ipynb #030019
 @dataclass
 class Transform:
-    "The fitted feature transform: from raw columns to the model's input, and the target to its codes."
+    "The fitted feature transform: raw rows to the model's input, and the target to its codes."
     target: str
     task: str
-    numeric: list = field(default_factory=list)
-    categories: dict = field(default_factory=dict)  # column -> training categories, in order
-    features: list = field(default_factory=list)  # input columns in model order
-    classes: list|None = None  # target classes for classification, in code order
+    inputs: list                                       # raw columns read, in order
+    numeric: list = field(default_factory=list)        # raw numeric inputs
+    categories: dict = field(default_factory=dict)     # categorical input -> training labels (normalised)
+    dates: dict = field(default_factory=dict)          # date input -> parts
+    classes: list|None = None                          # target classes, in code order
+    normalise: dict = field(default_factory=lambda: {'strip': True, 'case': 'lower'})
+    time_column: str|None = None
+    ffill: bool = False
+    caps: dict = field(default_factory=dict)           # numeric column -> [low, high]
+    fill: dict = field(default_factory=dict)           # column -> fill value
+    encoding: str = 'native'
+    frequencies: dict = field(default_factory=dict)    # categorical input -> {label: training share}
+    scale: dict = field(default_factory=dict)          # numeric column -> [center, scale]
+    interactions: list = field(default_factory=list)   # [[a, b], ...]
+    outputs: list = field(default_factory=list)        # model input columns, in order
+
+    def base(self, df:pd.DataFrame) -> pd.DataFrame:
+        "Raw rows as normalised labels and numbers (date parts included), before fitted steps."
+        col = lambda c: df[c] if c in df else pd.Series(np.nan, index=df.index, dtype='float64')
+        out = {c: as_numbers(col(c)) for c in self.numeric}
+        for d, parts in self.dates.items(): out |= date_parts(col(d), parts, d)
+        out |= {c: labels(col(c), **self.normalise) for c in self.categories}
+        b = pd.DataFrame(out, index=df.index)
+        if self.ffill and self.time_column in df:  # forward fill in time order; single rows fall back to `fill`
+            order = pd.to_datetime(df[self.time_column], errors='coerce', format='mixed').sort_values(kind='stable').index
+            b = b.loc[order].ffill().loc[df.index]
+        return b
 
     def apply(self, df:pd.DataFrame) -> pd.DataFrame:
         "The model input for the raw rows `df`."
-        cols = {}
-        for c in self.features:
-            s = df[c] if c in df else pd.Series(np.nan, index=df.index)
-            if c in self.categories: cols[c] = pd.Categorical(_text(s), categories=self.categories[c])
-            else: cols[c] = pd.to_numeric(s, errors='coerce').astype('float64')
-        return pd.DataFrame(cols, index=df.index)
+        b = self.base(df)
+        for c, (lo, hi) in self.caps.items(): b[c] = b[c].clip(lo, hi)
+        b = b.fillna({c: v for c, v in self.fill.items() if c in b})
+        out = {c: b[c] for c in b if c not in self.categories}
+        for c, cats in self.categories.items():
+            if self.encoding == 'onehot': out |= {f'{c}={v}': b[c].eq(v).astype('float64') for v in cats}
+            elif self.encoding == 'frequency': out[c] = b[c].map(self.frequencies[c]).astype('float64').fillna(0.0)
+            else: out[c] = pd.Categorical(b[c], categories=cats)
+        for c, (center, scale) in self.scale.items(): out[c] = (out[c] - center) / scale
+        for a, z in self.interactions: out[f'{a}*{z}'] = out[a] * out[z]
+        return pd.DataFrame(out, index=df.index)[self.outputs]
 
     def encode_target(self, y:pd.Series) -> np.ndarray:
         "Target codes for classification (0..k-1), float values for regression."
         if self.task == 'regression': return y.astype('float64').to_numpy()
-        codes = pd.Categorical(_text(y), categories=self.classes).codes
+        codes = pd.Categorical(y.astype(str).where(y.notna()), categories=self.classes).codes
         if (codes < 0).any(): raise ValueError(f'target {self.target!r} has values outside the training classes {self.classes}')
         return codes.astype('int32')
 
-    def to_json(self) -> str: return json.dumps(asdict(self), indent=1)
+    def to_json(self) -> str: return json.dumps(asdict(self), indent=1, default=float)
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030013
-def fit_transform(train:pd.DataFrame, target:str, task:str, drop:list=()) -> Transform:
-    "Fit the `Transform` on the training split: feature columns, numeric columns, categories, classes."
-    feats = [c for c in train.columns if c != target and c not in drop]
-    numeric = [c for c in feats if pd.api.types.is_numeric_dtype(train[c]) or pd.api.types.is_bool_dtype(train[c])]
-    cats = {c: sorted(_text(train[c]).dropna().unique().tolist()) for c in feats if c not in numeric}
-    classes = sorted(_text(train[target]).dropna().unique().tolist()) if task != 'regression' else None
-    return Transform(target=target, task=task, numeric=numeric, categories=cats, features=feats, classes=classes)
+# %% ../nbs/03_features.ipynb #030021
+def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0) -> dict:
+    "Outlier caps per numeric column: Tukey's fences (IQR) or mean +/- z standard deviations."
+    if method == 'none': return {}
+    caps = {}
+    for c in cols:
+        x = b[c].dropna()
+        if x.empty: continue
+        if method == 'iqr': q1, q3 = x.quantile([0.25, 0.75]); lo, hi = q1 - iqr_factor * (q3 - q1), q3 + iqr_factor * (q3 - q1)
+        else: lo, hi = x.mean() - z * x.std(), x.mean() + z * x.std()
+        caps[c] = [float(lo), float(hi)]
+    return caps
 
-# %% ../nbs/03_features.ipynb #030018
+def fit_fill(b:pd.DataFrame, numeric:list, categorical:list, impute:dict) -> dict:
+    "Fill values: median, mean or a constant for numbers; the mode or a constant for categories."
+    how_n, how_c, const = impute.get('numeric', 'none'), impute.get('categorical', 'none'), impute.get('constant')
+    fill = {}
+    for c in numeric:
+        if how_n in ('median', 'mean') and b[c].notna().any(): fill[c] = float(getattr(b[c], how_n)())
+        elif how_n == 'constant': fill[c] = float(const if const is not None else 0)
+    for c in categorical:
+        if how_c == 'mode' and b[c].notna().any(): fill[c] = b[c].mode().iloc[0]
+        elif how_c == 'constant': fill[c] = str(const if const is not None else 'missing')
+    return fill
+
+def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
+    "Center and scale per numeric column: standard (mean, sd) or min-max (min, range)."
+    if how == 'none': return {}
+    stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
+    return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
+
+# %% ../nbs/03_features.ipynb #030023
+def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
+    "Split the input columns into numeric, date and categorical ones."
+    kind = {c: column_kind(train[c]) for c in inputs}
+    ds = [c for c in inputs if c in dates or c == time_column or kind[c] == 'datetime']
+    num = [c for c in inputs if c not in ds and kind[c] in ('numeric', 'boolean')]
+    return num, ds, [c for c in inputs if c not in num and c not in ds]
+
+def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None, drop:list=(), time_column:str|None=None) -> Transform:
+    "Fit the `Transform` on the training split, with the `features.*` options `opts`."
+    o = opts or {}
+    inputs = [c for c in train.columns if c != target and c not in drop]
+    num, ds, cats = input_kinds(train, inputs, o.get('dates', []), time_column)
+    tf = Transform(target=target, task=task, inputs=inputs, numeric=num, categories={c: [] for c in cats},
+                   dates={d: list(o.get('date_parts', ['year', 'month', 'day', 'weekday', 'hour'])) for d in ds},
+                   normalise=dict(o.get('normalise', {'strip': True, 'case': 'lower'})), time_column=time_column,
+                   ffill=bool(get_key(o, 'impute.ffill', False)) and time_column is not None, encoding=o.get('encoding', 'native'))
+    tf.classes = sorted({str(v) for v in train[target].dropna()}) if task != 'regression' else None
+    b = tf.base(train)
+    numeric_cols = [c for c in b if c not in tf.categories]
+    tf.caps = fit_caps(b, numeric_cols, **(o.get('outliers') or {'method': 'none'}))
+    for c, (lo, hi) in tf.caps.items(): b[c] = b[c].clip(lo, hi)
+    tf.fill = fit_fill(b, numeric_cols, cats, o.get('impute') or {})
+    b = b.fillna(tf.fill)
+    tf.categories = {c: sorted(b[c].dropna().unique().tolist()) for c in cats}
+    tf.frequencies = {c: b[c].value_counts(normalize=True).round(8).to_dict() for c in cats} if tf.encoding == 'frequency' else {}
+    tf.scale = fit_scale(b, numeric_cols, o.get('scaling', 'none'))
+    tf.interactions = [list(p) for p in o.get('interactions', [])]
+    for a, z in tf.interactions:
+        if a not in numeric_cols or z not in numeric_cols: raise ConfigError('features.interactions', f'[{a}, {z}]: both must be numeric inputs; numeric: {numeric_cols}')
+    tf.outputs = []; tf.outputs = list(_columns(tf, b))
+    return tf
+
+def _columns(tf:Transform, b:pd.DataFrame) -> list:
+    cols = [c for c in b if c not in tf.categories]
+    for c, cats in tf.categories.items(): cols += [f'{c}={v}' for v in cats] if tf.encoding == 'onehot' else [c]
+    return cols + [f'{a}*{z}' for a, z in tf.interactions]
+
+# %% ../nbs/03_features.ipynb #030031
 def run_features(run_dir:str|Path) -> Transform:
-    "Split the raw table, fit the transform on train, and write the splits and `transform.json`."
+    "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
+    import mlflow
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '03_features'):
+    with stage_run(rd, '03_features', cfg['features']):
+        target, idc, tcol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'data.time_column')
         df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
-        target = cfg['target']
+        dropped = 0
+        if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
         task = infer_task(df[target], cfg['task'])
-        parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'])
-        drop = [c for c in (get_key(cfg, 'data.id_column'),) if c]
-        tf = fit_transform(parts['train'], target, task, drop)
+        parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol)
+        tf = fit_transform(parts['train'], target, task, cfg['features'], [c for c in [idc, *get_key(cfg, 'features.drop')] if c], tcol)
         outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')
-        import mlflow
-        mlflow.log_params({'task': task, 'n_features': len(tf.features), 'n_categorical': len(tf.categories)} | {f'rows_{k}': len(v) for k, v in parts.items()})
-        mlflow.log_artifact(rd/'artifacts/transform.json')
-        finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'}, task=task)
+        mlflow.log_metrics({'duplicates_dropped': dropped, 'n_features': len(tf.outputs)} | {f'rows_{k}': len(v) for k, v in parts.items()})
+        mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
+        finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'}, task=task, duplicates_dropped=dropped)
     return tf

@@ -38,7 +38,7 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
 def signature(tf:Transform, rows:pd.DataFrame):
     "The model signature for raw rows like `rows` (the training split)."
     from mlflow.models import infer_signature
-    X = rows[[c for c in tf.features if c in rows]]
+    X = rows[[c for c in tf.inputs if c in rows]]
     n, k = len(X), len(tf.classes or [1])
     shaped = {'binary': np.full(n, 0.5), 'multiclass': np.full((n, k), 1 / k), 'regression': np.zeros(n)}[tf.task]
     return infer_signature(X, prediction_output(tf, shaped))
@@ -68,7 +68,8 @@ def log_pipeline_model(run_dir:Path, tf:Transform, rows:pd.DataFrame):
     "Log the transform and booster of this run as one pyfunc model in the active MLflow run."
     import mlpipeline, xgboost, sklearn
     reqs = [f'xgboost=={xgboost.__version__}', f'pandas=={pd.__version__}', f'numpy=={np.__version__}', f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', 'pyyaml']
-    arts = {'transform': str(stage_output(run_dir, '03_features', 'transform')), 'model': str(stage_output(run_dir, '04_train', 'model'))}
+    arts = {'transform': str(stage_output(run_dir, '03_features', 'transform')), 'model': str(stage_output(run_dir, '04_train', 'model')),
+            'schema': str(stage_output(run_dir, '02_validate', 'schema'))}
     return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts=arts, signature=signature(tf, rows),
                                    code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
 
@@ -96,7 +97,9 @@ def run_register(run_dir:str|Path) -> dict:
         mlflow.log_dict({'passed': passed, 'checks': lines}, 'gate.json'); mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here
         client = mlflow.MlflowClient()
-        mv = mlflow.register_model(info.model_uri, name, tags=lineage_tags(rd, cfg))
+        mlflow.log_artifact(stage_output(rd, '02_validate', 'schema'))
+        tags = lineage_tags(rd, cfg) | {'schema_uri': f'runs:/{mlflow.active_run().info.run_id}/schema.yaml'}
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
         client.set_registered_model_alias(name, 'challenger', mv.version)
         if passed: client.set_registered_model_alias(name, 'champion', mv.version)
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,

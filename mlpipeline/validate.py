@@ -2,95 +2,226 @@
 
 # %% ../nbs/02_validate.ipynb #020003
 from __future__ import annotations
+import html, json, math
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
-import pandas as pd, yaml
-from .config import get_key
-from .errors import DataValidationError
+import numpy as np, pandas as pd, yaml
+from .config import get_key, project_path
+from .errors import DataValidationError, ConfigError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, atomic_path
 
 # %% auto #0
-__all__ = ['column_kind', 'column_schema', 'infer_schema', 'violation', 'check_target', 'check_table', 'validate_frame',
-           'errors_in', 'run_validate']
+__all__ = ['RULES', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema', 'min_rows_for_split',
+           'infer_schema', 'violation', 'check_values', 'check_target', 'check_table', 'validate', 'errors_in',
+           'champion_schema', 'reference_schema', 'report_frame', 'report_html', 'run_validate']
 
-# %% ../nbs/02_validate.ipynb #020005
-def column_kind(s:pd.Series) -> str:
+# %% ../nbs/02_validate.ipynb #020006
+def as_numbers(s:pd.Series) -> pd.Series:
+    "The values of `s` as numbers; text that is not a number becomes missing."
+    return pd.to_numeric(s, errors='coerce') if not pd.api.types.is_numeric_dtype(s) else s.astype('float64')
+
+def column_kind(s:pd.Series, numeric_share:float=0.95) -> str:
     "numeric, boolean, datetime or categorical."
     if pd.api.types.is_bool_dtype(s): return 'boolean'
     if pd.api.types.is_numeric_dtype(s): return 'numeric'
     if pd.api.types.is_datetime64_any_dtype(s): return 'datetime'
+    present = s.dropna()
+    if len(present) and as_numbers(present).notna().mean() >= numeric_share: return 'numeric'
     return 'categorical'
 
-# %% ../nbs/02_validate.ipynb #020007
-def column_schema(s:pd.Series) -> dict:
-    "What one column looks like: kind, dtype, missing share, and its range or number of categories."
-    kind, present = column_kind(s), s.dropna()
-    out = {'kind': kind, 'dtype': str(s.dtype), 'missing_share': round(float(s.isna().mean()), 6)}
-    if kind == 'numeric' and len(present): out |= {'min': float(present.min()), 'max': float(present.max())}
-    if kind in ('categorical', 'boolean'): out['n_categories'] = int(present.nunique())
-    return out
-
-def infer_schema(df:pd.DataFrame, target:str, id_column:str|None=None) -> dict:
-    "The schema of a table: its columns, its target and its row count."
-    y = df[target] if target in df else pd.Series(dtype=float)
-    classes = sorted(map(str, y.dropna().unique())) if column_kind(y) != 'numeric' or y.nunique() <= 20 else None
-    return {'rows': len(df), 'target': {'name': target, 'kind': column_kind(y), 'classes': classes},
-            'id_column': id_column, 'columns': {str(c): column_schema(df[c]) for c in df.columns}}
+# %% ../nbs/02_validate.ipynb #020009
+def norm_label(v) -> str:
+    "A category label as compared: no surrounding spaces, case folded."
+    return str(v).strip().casefold()
 
 # %% ../nbs/02_validate.ipynb #020010
-def violation(column, rule:str, expected, observed, rows:int, severity:str='error') -> dict:
-    "One row of the validation report."
-    return dict(column=column, rule=rule, expected=expected, observed=observed, rows=int(rows), severity=severity)
-
-# %% ../nbs/02_validate.ipynb #020011
-def check_target(df:pd.DataFrame, target:str, min_per_class:int=3) -> list[dict]:
-    "The target exists, has no missing values and is not constant; each class is frequent enough to split."
-    if target not in df: return [violation(target, 'target_column_missing', 'a column named ' + repr(target), f'columns: {list(df.columns)[:12]}', len(df))]
-    y, out = df[target], []
-    if (n := int(y.isna().sum())): out.append(violation(target, 'target_missing_values', 'no missing target', f'{n} missing', n))
-    if y.nunique() < 2: out.append(violation(target, 'target_constant', 'at least 2 distinct values', f'{y.nunique()} distinct', len(df)))
-    elif column_kind(y) != 'numeric':
-        rare = y.value_counts()[lambda c: c < min_per_class]
-        out += [violation(target, 'target_class_too_rare', f'>= {min_per_class} rows per class (one per split)', f'class {k!r}: {n} rows', n) for k, n in rare.items()]
-    return out
+def infer_column(s:pd.Series, tolerance:float=0.1, unique:bool=False) -> dict:
+    "The schema of one column: kind, missing allowance, range with tolerance or domain, uniqueness."
+    kind, present = column_kind(s), s.dropna()
+    miss = float(s.isna().mean())
+    c = {'kind': kind, 'nullable': miss > 0, 'max_missing': round(min(1.0, miss * 1.5 + 0.02), 4) if miss > 0 else 0.0}
+    if kind == 'numeric' and len(present):
+        x = as_numbers(present).dropna()
+        c |= {'min': float(x.min()), 'max': float(x.max()), 'tolerance': tolerance, 'integer': bool(np.allclose(x % 1, 0))}
+    if kind in ('categorical', 'boolean'):
+        c['domain'] = sorted({str(v).strip() for v in present}, key=str.casefold)
+    return c | ({'unique': True} if unique else {})
 
 # %% ../nbs/02_validate.ipynb #020013
-def check_table(df:pd.DataFrame, cfg:dict) -> list[dict]:
-    "Structural rules for the whole table: rows for the split, all-missing columns, duplicate ids, mostly-missing columns."
-    out, n = [], len(df)
-    smallest = min(get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'))
-    if n * smallest < 10: out.append(violation(None, 'too_few_rows', f'>= {int(10 / smallest) + 1} rows (10 in the smallest split)', f'{n} rows', n))
-    for c in df.columns:
-        miss = df[c].isna().mean() if n else 1.0
-        if miss == 1.0: out.append(violation(c, 'all_missing', 'some values', 'every value missing', n))
-        elif miss > 0.5: out.append(violation(c, 'mostly_missing', '<= 50% missing', f'{miss:.1%} missing', int(miss * n), 'warning'))
-    if (idc := get_key(cfg, 'data.id_column')):
-        if idc not in df: out.append(violation(idc, 'id_column_missing', 'the configured id column', 'absent', n))
-        elif (d := int(df[idc].duplicated().sum())): out.append(violation(idc, 'duplicate_ids', 'unique ids', f'{d} duplicated', d))
+@dataclass
+class Schema:
+    "What valid data looks like: columns, target, id column and row-count bounds."
+    columns: dict
+    target: dict|None = None  # {'name', 'kind', 'classes'}
+    id_column: str|None = None
+    rows: dict = field(default_factory=dict)  # {'min': n, 'max': n or None}
+    source: str = 'inferred'
+
+    def to_yaml(self) -> str: return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+    @classmethod
+    def from_yaml(cls, text:str) -> Schema: return cls(**yaml.safe_load(text))
+    @property
+    def features(self) -> list: return [c for c in self.columns if c not in (self.id_column, (self.target or {}).get('name'))]
+
+# %% ../nbs/02_validate.ipynb #020014
+def min_rows_for_split(cfg:dict, per_split:int=10) -> int:
+    "Rows needed for `per_split` rows in the smallest of the valid and test splits."
+    return math.ceil(per_split / min(get_key(cfg, 'split.valid'), get_key(cfg, 'split.test')))
+
+def infer_schema(df:pd.DataFrame, cfg:dict) -> Schema:
+    "Infer the schema of a training table, the way TFX SchemaGen does."
+    target, idc, tol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
+    cols = {str(c): infer_column(df[c], tol, unique=(c == idc)) for c in df.columns}
+    y = df[target] if target in df else pd.Series(dtype=float)
+    classification = cfg.get('task') in ('binary', 'multiclass') or (cfg.get('task') == 'auto' and (column_kind(y) != 'numeric' or y.nunique() <= 20))
+    classes = sorted({str(v) for v in y.dropna()}) if classification else None
+    tgt = {'name': target, 'kind': column_kind(y), 'classes': classes}
+    return Schema(columns=cols, target=tgt, id_column=idc, rows={'min': min_rows_for_split(cfg), 'max': None})
+
+# %% ../nbs/02_validate.ipynb #020017
+RULES = {  # rule -> default severity
+    'empty_batch': 'error', 'too_few_rows': 'error', 'too_many_rows': 'warning', 'missing_column': 'error',
+    'unexpected_column': 'warning', 'type_mismatch': 'error', 'missing_values': 'error', 'all_missing': 'error',
+    'out_of_range': 'error', 'unseen_category': 'error', 'constant_column': 'warning', 'duplicate_rows': 'warning',
+    'duplicate_ids': 'error', 'target_missing_column': 'error', 'target_missing_values': 'error',
+    'target_constant': 'error', 'target_unseen_class': 'error', 'target_class_too_rare': 'error'}
+
+def violation(column, rule:str, expected, observed, rows:int, n:int) -> dict:
+    "One row of the validation report."
+    return dict(column=column, rule=rule, expected=expected, observed=observed, rows=int(rows),
+                share=round(rows / n, 6) if n else 1.0, severity=RULES[rule])
+
+# %% ../nbs/02_validate.ipynb #020018
+def _examples(values) -> str:
+    return ', '.join(repr(v) for v in list(dict.fromkeys(values))[:3])
+
+def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
+    "Rules for one column's values: type, missing share, range, domain, uniqueness, all missing."
+    n, out, present = len(s), [], s.dropna()
+    if n and s.isna().all(): return [violation(name, 'all_missing', 'some values', 'every value missing', n, n)]
+    if spec['kind'] == 'numeric':
+        x = as_numbers(present)
+        if (bad := int(x.isna().sum())): out.append(violation(name, 'type_mismatch', 'numbers', f'{bad} non-numeric values, e.g. {_examples(present[x.isna()])}', bad, n))
+        if 'min' in spec:
+            pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
+            off = x[(x < spec['min'] - pad) | (x > spec['max'] + pad)]
+            if len(off): out.append(violation(name, 'out_of_range', f"[{spec['min']:g}, {spec['max']:g}] +/- {pad:g}", f'{len(off)} values, e.g. {_examples(off)}', len(off), n))
+    elif spec['kind'] == 'datetime' and len(bad := present[pd.to_datetime(present, errors='coerce', format='mixed').isna()]):
+        out.append(violation(name, 'type_mismatch', 'dates', f'{len(bad)} unparseable values, e.g. {_examples(bad)}', len(bad), n))
+    if 'domain' in spec:
+        known = {norm_label(v) for v in spec['domain']}
+        new = present[~present.map(norm_label).isin(known)]
+        if len(new) > spec.get('max_unseen', 0) * n: out.append(violation(name, 'unseen_category', f"one of {len(known)} known values", f'{len(new)} values, e.g. {_examples(new)}', len(new), n))
+    miss = int(s.isna().sum())
+    if n and miss / n > spec.get('max_missing', 0): out.append(violation(name, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{miss / n:.2%} missing', miss, n))
+    if spec.get('unique') and (d := int(present.duplicated().sum())): out.append(violation(name, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(present[present.duplicated()])}', d, n))
     return out
 
-# %% ../nbs/02_validate.ipynb #020015
-def validate_frame(df:pd.DataFrame, cfg:dict) -> list[dict]:
-    "Every violation of `df` against the config's rules (empty table, target, structure)."
-    if len(df) == 0: return [violation(None, 'empty_table', '> 0 rows', '0 rows', 0)]
-    return check_target(df, cfg['target']) + check_table(df, cfg)
+# %% ../nbs/02_validate.ipynb #020020
+def check_target(df:pd.DataFrame, target:dict, min_per_class:int=3) -> list[dict]:
+    "The target exists, has no missing values, is not constant, has no new classes and no class too rare to split."
+    n, name = len(df), target['name']
+    if name not in df: return [violation(name, 'target_missing_column', f'a column {name!r}', f'columns: {list(df.columns)[:12]}', n, n)]
+    y, out = df[name], []
+    if (m := int(y.isna().sum())): out.append(violation(name, 'target_missing_values', 'no missing target', f'{m} missing', m, n))
+    if y.nunique() < 2: return out + [violation(name, 'target_constant', 'at least 2 distinct values', f'{y.nunique()} distinct: {_examples(y.dropna())}', n, n)]
+    if target.get('classes'):
+        new = y.dropna()[~y.dropna().astype(str).isin(target['classes'])]
+        if len(new): out.append(violation(name, 'target_unseen_class', f"one of {target['classes']}", f'{len(new)} rows, e.g. {_examples(new)}', len(new), n))
+        rare = y.astype(str).value_counts()[lambda c: c < min_per_class]
+        out += [violation(name, 'target_class_too_rare', f'>= {min_per_class} rows per class (one per split)', f'class {k!r}: {c} rows', c, n) for k, c in rare.items()]
+    return out
+
+# %% ../nbs/02_validate.ipynb #020022
+def check_table(df:pd.DataFrame, schema:Schema, mode:str) -> list[dict]:
+    "Table rules: empty, row bounds, missing and unexpected columns, duplicate rows, constant columns."
+    n, out = len(df), []
+    if n == 0: return [violation(None, 'empty_batch', '> 0 rows', '0 rows', 0, 0)]
+    needed = schema.features if mode != 'train' else list(schema.columns)
+    for c in needed:
+        if c not in df and c != (schema.target or {}).get('name'): out.append(violation(c, 'missing_column', 'present', 'absent', n, n))
+    for c in df.columns:
+        if str(c) not in schema.columns: out.append(violation(c, 'unexpected_column', 'not in the schema', 'present (ignored)', n, n))
+    if mode == 'request': return out
+    if mode == 'train' and n < (lo := schema.rows.get('min') or 0): out.append(violation(None, 'too_few_rows', f'>= {lo} rows', f'{n} rows', n, n))
+    if mode == 'train' and (hi := schema.rows.get('max')) and n > hi: out.append(violation(None, 'too_many_rows', f'<= {hi} rows', f'{n} rows', n, n))
+    same = df.drop(columns=[c for c in (schema.id_column,) if c in df])
+    if (d := int(same.duplicated().sum())): out.append(violation(None, 'duplicate_rows', 'distinct rows', f'{d} repeated rows', d, n))
+    if n > 1: out += [violation(c, 'constant_column', 'more than one value', f'always {_examples(df[c].dropna())}', n, n)
+                      for c in schema.features if c in df and df[c].nunique(dropna=False) == 1 and df[c].notna().any()]
+    return out
+
+# %% ../nbs/02_validate.ipynb #020024
+def validate(df:pd.DataFrame, schema:Schema, mode:str='train', severity:dict|None=None) -> list[dict]:
+    "Every violation of `df` against `schema`, with severities after the config's overrides."
+    out = check_table(df, schema, mode)
+    if len(df):
+        for c, spec in schema.columns.items():
+            if c in df and c != (schema.target or {}).get('name'): out += check_values(df[c], spec, c)
+        if mode == 'train' and schema.target: out += check_target(df, schema.target)
+    for v in out:
+        v['severity'] = (severity or {}).get(v['rule'], v['severity'])
+        if v['severity'] not in ('error', 'warning', 'off'): raise ConfigError(f"validation.severity.{v['rule']}", f"{v['severity']!r} is not one of error, warning, off")
+    return [v for v in out if v['severity'] != 'off']
 
 def errors_in(report:list[dict]) -> list[dict]:
     "The violations that stop the run."
     return [v for v in report if v['severity'] == 'error']
 
-# %% ../nbs/02_validate.ipynb #020018
+# %% ../nbs/02_validate.ipynb #020027
+def champion_schema(cfg:dict) -> Schema|None:
+    "The schema the current champion was trained with, if there is a champion."
+    import mlflow
+    from mlpipeline.runfolder import mlflow_experiment
+    mlflow_experiment(cfg)
+    try: mv = mlflow.MlflowClient().get_model_version_by_alias(get_key(cfg, 'mlflow.model_name'), 'champion')
+    except mlflow.exceptions.MlflowException: return None
+    if 'schema_uri' not in mv.tags: return None
+    s = Schema.from_yaml(Path(mlflow.artifacts.download_artifacts(mv.tags['schema_uri'])).read_text())
+    s.source = f"champion {get_key(cfg, 'mlflow.model_name')} version {mv.version}"
+    return s
+
+def reference_schema(cfg:dict) -> Schema|None:
+    "The schema new training data must meet: curated, else the champion's, else none."
+    if (p := get_key(cfg, 'validation.schema')):
+        path = project_path(cfg, p)
+        if not path.exists(): raise ConfigError('validation.schema', f'no schema file at {path}', 'write one (copy a run\'s artifacts/schema.yaml) or unset the key')
+        s = Schema.from_yaml(path.read_text()); s.source = f'project {p}'
+        return s
+    return champion_schema(cfg)
+
+# %% ../nbs/02_validate.ipynb #020029
+REPORT_COLUMNS = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']
+
+def report_frame(report:list[dict]) -> pd.DataFrame:
+    "The report as a table, errors first."
+    df = pd.DataFrame(report, columns=REPORT_COLUMNS)
+    return df.sort_values('severity', key=lambda s: s.ne('error'), kind='stable').reset_index(drop=True)
+
+def report_html(report:list[dict], title:str) -> str:
+    "A self-contained HTML page of the report."
+    rows = ''.join('<tr class="{}">{}</tr>'.format(r.severity, ''.join(f'<td>{html.escape(str(getattr(r, c)))}</td>' for c in REPORT_COLUMNS))
+                   for r in report_frame(report).itertuples())
+    head = ''.join(f'<th>{c}</th>' for c in REPORT_COLUMNS)
+    style = 'body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.error{background:#fdd}.warning{background:#ffd}'
+    body = f'<table><tr>{head}</tr>{rows}</table>' if report else '<p>No violations.</p>'
+    return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>'
+
+# %% ../nbs/02_validate.ipynb #020032
 def run_validate(run_dir:str|Path) -> list[dict]:
-    "Validate the raw table; write schema.yaml and validation.json; raise `DataValidationError` on errors."
+    "Validate the raw table against the reference schema; write the schema and the report; raise on errors."
     import mlflow
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '02_validate'):
         df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
-        report = validate_frame(df, cfg)
-        with atomic_path(rd/'artifacts/schema.yaml') as tmp:
-            tmp.write_text(yaml.safe_dump(infer_schema(df, cfg['target'], get_key(cfg, 'data.id_column')), sort_keys=False))
+        schema = reference_schema(cfg) or infer_schema(df, cfg)
+        report = validate(df, schema, 'train', get_key(cfg, 'validation.severity'))
+        with atomic_path(rd/'artifacts/schema.yaml') as tmp: tmp.write_text(schema.to_yaml())
         write_json(report, rd/'artifacts/validation.json')
-        mlflow.log_artifact(rd/'artifacts/schema.yaml'); mlflow.log_artifact(rd/'artifacts/validation.json')
+        with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(report, f'Validation of run {rd.name} against the {schema.source} schema'))
+        for a in ('schema.yaml', 'validation.json', 'validation.html'): mlflow.log_artifact(rd/'artifacts'/a)
+        mlflow.set_tag('schema_source', schema.source)
         mlflow.log_metrics({'validation_errors': len(errors_in(report)), 'validation_warnings': len(report) - len(errors_in(report))})
         if errors_in(report): raise DataValidationError(errors_in(report))
-        finish_stage(rd, '02_validate', {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json'})
+        finish_stage(rd, '02_validate', {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json'}, schema_source=schema.source)
     return report
