@@ -40,12 +40,13 @@ def infer_column(s:pd.Series, tolerance:float=0.1, unique:bool=False) -> dict:
     kind, present = column_kind(s), s.dropna()
     miss = float(s.isna().mean())
     c = {'kind': kind, 'nullable': miss > 0, 'max_missing': round(min(1.0, miss * 1.5 + 0.02), 4) if miss > 0 else 0.0}
+    if unique: return c | {'unique': True}  # an id: new data brings new values, so no range and no domain
     if kind == 'numeric' and len(present):
         x = as_numbers(present).dropna()
         c |= {'min': float(x.min()), 'max': float(x.max()), 'tolerance': tolerance, 'integer': bool(np.allclose(x % 1, 0))}
     if kind in ('categorical', 'boolean'):
         c['domain'] = sorted({str(v).strip() for v in present}, key=str.casefold)
-    return c | ({'unique': True} if unique else {})
+    return c
 
 # %% ../nbs/02_validate.ipynb #020013
 @dataclass

@@ -43,3 +43,23 @@ def only_run(project: Path) -> Path:
 
 def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir/'manifest.json').read_text())
+
+
+def client_for(project: Path):
+    "An MLflow client on the project's own SQLite store."
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{project/'mlruns.db'}")
+    return mlflow.MlflowClient()
+
+
+def registered_models(project: Path) -> list:
+    return client_for(project).search_registered_models() if (project/'mlruns.db').exists() else []
+
+
+@pytest.fixture(scope='session')
+def finished(tmp_path_factory):
+    "One full run of the pipeline on the test sample, through the CLI, shared by the tests that only read it."
+    project = write_project(tmp_path_factory.mktemp('full')/'project')
+    r = mlpipeline('run', '--quiet', cwd=project)
+    assert r.returncode == 0, r.stderr
+    return project, only_run(project), r

@@ -3,21 +3,9 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import mlflow, pandas as pd, pytest
 from mlpipeline.pipeline import STAGES
-from conftest import CLI, SAMPLE, mlpipeline, write_project, only_run, manifest
+from conftest import CLI, SAMPLE, mlpipeline, write_project, only_run, manifest, client_for, registered_models
 
 
-def client_for(project: Path):
-    mlflow.set_tracking_uri(f"sqlite:///{project/'mlruns.db'}")
-    return mlflow.MlflowClient()
-
-
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-    "One full run of the pipeline on the test sample."
-    project = write_project(tmp_path_factory.mktemp('full')/'project')
-    r = mlpipeline('run', '--quiet', cwd=project)
-    assert r.returncode == 0, r.stderr
-    return project, only_run(project), r
 
 
 def test_full_run_leaves_executed_notebooks_and_a_complete_manifest(finished):
@@ -63,10 +51,6 @@ def test_champion_loads_in_a_fresh_process_and_predicts_as_evaluated(finished):
     want = pd.read_parquet(rd/'data/test_predictions.parquet')
     assert (got[want.columns] - want).abs().max().max() < 1e-6
     assert set(got.prediction) <= {'No', 'Yes'}
-
-
-def registered_models(project: Path) -> list:
-    return client_for(project).search_registered_models() if (project/'mlruns.db').exists() else []
 
 
 def test_refused_data_stops_before_training_with_exit_code_3(tmp_path):

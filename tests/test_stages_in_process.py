@@ -4,8 +4,7 @@ import numpy as np, pandas as pd, pytest
 from mlpipeline.config import load_config
 from mlpipeline.runfolder import create_run, read_manifest
 from mlpipeline.pipeline import STAGES, open_parent_run, close_parent_run
-from conftest import write_project
-from test_pipeline import finished, client_for  # the papermill run on the same sample
+from conftest import write_project, client_for, SAMPLE
 
 FUNCS = dict(zip(STAGES, [('ingest', 'run_ingest'), ('validate', 'run_validate'), ('features', 'run_features'), ('train', 'run_train'),
                           ('evaluate', 'run_evaluate'), ('registry', 'run_register'), ('serve', 'run_serve'), ('monitor', 'run_monitor')]))
@@ -42,3 +41,17 @@ def test_multiclass_and_regression_run_through_every_stage(tmp_path, target, tas
     assert serve['max_diff'] <= 1e-6 and serve['rows'] == 20
     mv = client_for(tmp_path/'p').get_model_version_by_alias(f'{task}-model', 'champion')
     assert mv.tags['task'] == task
+
+
+def test_a_time_split_with_every_feature_option_runs_through_every_stage(tmp_path):
+    sample = pd.read_csv(SAMPLE)
+    sample['signed_up'] = (pd.Timestamp('2022-01-01') + pd.to_timedelta(sample.rownames, unit='h')).astype(str)
+    sample.to_csv(tmp_path/'timed.csv', index=False)
+    rd = run_in_process(write_project(tmp_path/'p', data={'path': str(tmp_path/'timed.csv'), 'id_column': 'rownames', 'time_column': 'signed_up'}),
+                        'features.impute={numeric: median, categorical: mode, ffill: true}', 'features.outliers.method=iqr',
+                        'features.encoding=onehot', 'features.scaling=standard', 'features.interactions=[[tenure, monthly_charges]]')
+    tf = json.loads((rd/'artifacts/transform.json').read_text())
+    assert 'signed_up_month' in tf['outputs'] and 'tenure*monthly_charges' in tf['outputs'] and tf['ffill']
+    t = {k: pd.to_datetime(pd.read_parquet(rd/f'data/{k}.parquet').signed_up) for k in ('train', 'test')}
+    assert t['train'].max() < t['test'].min()
+    assert json.loads((rd/'artifacts/serve_check.json').read_text())['max_diff'] <= 1e-6
