@@ -8,8 +8,8 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'CHOICES', 'get_key', 'is_open', 'set_key', 'parse_override', 'merge', 'check_config',
-           'load_config', 'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'is_open', 'set_key', 'parse_override', 'merge',
+           'check_config', 'load_config', 'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -26,8 +26,25 @@ task: auto                   # auto | binary | multiclass | regression
 split: {valid: 0.15, test: 0.15}
 seed: 42
 model: {n_estimators: 300, max_depth: 6, learning_rate: 0.1, subsample: 1.0, colsample_bytree: 1.0, min_child_weight: 1.0, early_stopping_rounds: 30, nthread: 2}
-tuning: {method: none, trials: 20, timeout_s: 600}
-gate: {thresholds: {}}
+tuning:
+  method: none               # none | grid | random | bayes (optuna's GridSampler, RandomSampler, TPESampler)
+  trials: 20                 # trial budget
+  timeout_s: 600             # time budget
+  space:                     # random and bayes: parameter -> [low, high, int | float | log]
+    max_depth: [2, 10, int]
+    learning_rate: [0.01, 0.3, log]
+    min_child_weight: [0.5, 10.0, log]
+    subsample: [0.5, 1.0, float]
+    colsample_bytree: [0.5, 1.0, float]
+    reg_lambda: [0.001, 10.0, log]
+  grid: {max_depth: [3, 5, 7], learning_rate: [0.05, 0.1, 0.2], min_child_weight: [1, 5]}   # grid: parameter -> values
+gate:
+  thresholds: {}             # test metric -> bound (a minimum for scores, a maximum for losses), e.g. {roc_auc: 0.8}
+  metric: auto               # compared with the champion: auto = roc_auc (classification) or rmse (regression)
+  max_drop: 0.0              # allowed worsening against the champion, in the metric's units (or a share: relative)
+  relative: false
+  bootstrap: 1000            # resamples of the test split for the confidence interval of the difference
+  confidence: 0.95
 mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-model}
 serve: {host: 127.0.0.1, port: 8000}
 monitor: {}
@@ -51,7 +68,8 @@ runs_dir: runs
 """)
 
 # %% ../nbs/00_config.ipynb #000007
-OPEN_SECTIONS = {'model', 'gate', 'serve', 'monitor', 'project', 'validation.severity'}
+OPEN_SECTIONS = {'model', 'gate.thresholds', 'serve', 'monitor', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
+REPLACED = {'tuning.space', 'tuning.grid'}  # a user's search space replaces the default one whole
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],
            'compute.backend': ['local', 'dask'],
@@ -107,7 +125,7 @@ def merge(cfg:dict, extra:dict, prefix:str='') -> dict:
     "Deep-merge `extra` into `cfg` key by key, refusing unknown keys."
     for k, v in (extra or {}).items():
         key = f'{prefix}{k}'
-        if isinstance(v, dict) and isinstance(get_key(cfg, key), dict) and v: merge(cfg, v, key + '.')
+        if isinstance(v, dict) and isinstance(get_key(cfg, key), dict) and v and key not in REPLACED: merge(cfg, v, key + '.')
         else: set_key(cfg, key, v)
     return cfg
 

@@ -2,16 +2,18 @@
 
 # %% ../nbs/05_evaluate.ipynb #050003
 from __future__ import annotations
-import time
+import json, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform
 from .train import predict, load_transform
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path
 
 # %% auto #0
-__all__ = ['class_probabilities', 'classification_metrics', 'regression_metrics', 'confusion', 'latency', 'evaluate',
-           'prediction_frame', 'run_evaluate']
+__all__ = ['LOWER_IS_BETTER', 'class_probabilities', 'classification_metrics', 'regression_metrics', 'confusion', 'latency',
+           'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot', 'residual_plots',
+           'evaluation_plots', 'report_page', 'metric_fn', 'gate_metric', 'paired_bootstrap', 'decide',
+           'champion_predictions', 'run_gate', 'prediction_frame', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def class_probabilities(proba:np.ndarray) -> np.ndarray:
@@ -67,6 +69,163 @@ def evaluate(booster, tf:Transform, test:pd.DataFrame) -> tuple[dict, np.ndarray
     return classification_metrics(y, proba) | {'confusion': confusion(tf, y, proba)}, proba
 
 # %% ../nbs/05_evaluate.ipynb #050017
+def _figure(title:str):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=90); ax.set_title(title)
+    return fig, ax
+
+def _save(fig, path:Path) -> Path:
+    import matplotlib.pyplot as plt
+    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+    return path
+
+def curve_plots(tf:Transform, y:np.ndarray, proba:np.ndarray, out:Path) -> dict:
+    "ROC and precision-recall curves: one curve, or one per class (one against the rest)."
+    from sklearn.metrics import roc_curve, precision_recall_curve, auc
+    full, paths = class_probabilities(proba), {}
+    classes = [1] if proba.ndim == 1 else range(full.shape[1])
+    for name, fn, xl, yl in (('roc', roc_curve, 'false positive rate', 'true positive rate'), ('pr', precision_recall_curve, 'recall', 'precision')):
+        fig, ax = _figure('ROC curve' if name == 'roc' else 'Precision-recall curve')
+        for k in classes:
+            if len(np.unique(y == k)) < 2: continue
+            a, b, _ = fn(y == k, full[:, k])
+            x_, y_ = (a, b) if name == 'roc' else (b, a)
+            ax.plot(x_, y_, label=f'{tf.classes[k]} (AUC {auc(x_, y_):.3f})')
+        if name == 'roc': ax.plot([0, 1], [0, 1], ls=':', c='grey')
+        ax.set_xlabel(xl); ax.set_ylabel(yl); ax.legend(loc='lower right' if name == 'roc' else 'lower left', fontsize=8)
+        paths[name] = _save(fig, out/f'{name}.png')
+    return paths
+
+def confusion_plot(conf:dict, out:Path) -> Path:
+    "The confusion matrix with its counts."
+    m = np.array(conf['matrix']); fig, ax = _figure('Confusion matrix (rows: true)')
+    ax.imshow(m, cmap='Blues')
+    ax.set_xticks(range(len(m)), conf['labels'], rotation=30); ax.set_yticks(range(len(m)), conf['labels'])
+    for i, j in np.ndindex(m.shape): ax.text(j, i, m[i, j], ha='center', va='center', color='white' if m[i, j] > m.max() / 2 else 'black')
+    ax.set_xlabel('predicted'); ax.set_ylabel('true')
+    return _save(fig, out/'confusion.png')
+
+def calibration_plot(y:np.ndarray, proba:np.ndarray, out:Path) -> Path:
+    "Observed frequency against predicted probability (binary: of the positive class; else: of the predicted class)."
+    from sklearn.calibration import calibration_curve
+    full = class_probabilities(proba)
+    hit, conf = (y == 1, proba) if proba.ndim == 1 else (full.argmax(1) == y, full.max(1))
+    frac, mean = calibration_curve(hit, conf, n_bins=10, strategy='quantile')
+    fig, ax = _figure('Calibration'); ax.plot(mean, frac, marker='o'); ax.plot([0, 1], [0, 1], ls=':', c='grey')
+    ax.set_xlabel('predicted probability'); ax.set_ylabel('observed frequency')
+    return _save(fig, out/'calibration.png')
+
+def importance_plot(booster, out:Path, top:int=20) -> Path:
+    "Feature importance by total gain."
+    gain = pd.Series(booster.get_score(importance_type='total_gain')).sort_values().tail(top)
+    fig, ax = _figure(f'Feature importance (total gain, top {len(gain)})'); ax.barh(gain.index, gain.values); ax.tick_params(labelsize=7)
+    return _save(fig, out/'importance.png')
+
+def residual_plots(y:np.ndarray, pred:np.ndarray, out:Path) -> dict:
+    "Residuals against predictions, and predictions against the truth."
+    fig, ax = _figure('Residuals'); ax.scatter(pred, y - pred, s=6, alpha=0.5); ax.axhline(0, c='grey', ls=':')
+    ax.set_xlabel('predicted'); ax.set_ylabel('actual - predicted'); r = _save(fig, out/'residuals.png')
+    fig, ax = _figure('Predicted against actual'); ax.scatter(y, pred, s=6, alpha=0.5); lo, hi = min(y.min(), pred.min()), max(y.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], c='grey', ls=':'); ax.set_xlabel('actual'); ax.set_ylabel('predicted')
+    return {'residuals': r, 'predicted_vs_actual': _save(fig, out/'predicted_vs_actual.png')}
+
+# %% ../nbs/05_evaluate.ipynb #050018
+def evaluation_plots(booster, tf:Transform, y:np.ndarray, proba:np.ndarray, metrics:dict, out:Path) -> dict:
+    "Every plot for the task, as PNG files in `out`."
+    out.mkdir(parents=True, exist_ok=True)
+    if tf.task == 'regression': paths = residual_plots(y, proba, out)
+    else: paths = curve_plots(tf, y, proba, out) | {'confusion': confusion_plot(metrics['confusion'], out), 'calibration': calibration_plot(y, proba, out)}
+    return paths | {'importance': importance_plot(booster, out)}
+
+def report_page(title:str, metrics:dict, gate:dict|None, images:dict) -> str:
+    "The evaluation report: metrics, the gate's decision and the plots, in one self-contained HTML page."
+    import base64, html
+    rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>' for k, v in metrics.items() if isinstance(v, (int, float)))
+    gate_html = '' if gate is None else (f"<h2>Gate: {'passed' if gate['passed'] else 'refused'}</h2><ul>" + ''.join(f'<li>{html.escape(l)}</li>' for l in gate['checks']) + '</ul>')
+    imgs = ''.join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>' for k, p in images.items())
+    style = 'body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:8px}'
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>'
+            f'<h1>{html.escape(title)}</h1>{gate_html}<h2>Test metrics</h2><table>{rows}</table><h2>Plots</h2>{imgs}</body></html>')
+
+# %% ../nbs/05_evaluate.ipynb #050022
+LOWER_IS_BETTER = ('mse', 'rmse', 'mae', 'log_loss')
+
+def metric_fn(name:str, task:str):
+    "A function (y, predictions) -> the metric `name`, for the task."
+    if task == 'regression': return lambda y, p: regression_metrics(y, p)[name]
+    from sklearn.metrics import roc_auc_score
+    if name == 'roc_auc': return lambda y, p: roc_auc_score(y, p) if p.ndim == 1 else roc_auc_score(y, p, multi_class='ovr', labels=list(range(p.shape[1])))
+    return lambda y, p: classification_metrics(y, p)[name]
+
+def gate_metric(cfg_gate:dict, task:str) -> str:
+    "The metric the champion comparison uses."
+    return cfg_gate.get('metric', 'auto') if cfg_gate.get('metric', 'auto') != 'auto' else ('rmse' if task == 'regression' else 'roc_auc')
+
+def paired_bootstrap(y:np.ndarray, cand:np.ndarray, champ:np.ndarray, fn, n:int=1000, confidence:float=0.95, seed:int=0) -> tuple[float, float, float]:
+    "The metric difference candidate - champion on all rows, and its bootstrap confidence interval."
+    rng, diffs = np.random.default_rng(seed), []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        try: diffs.append(fn(y[i], cand[i]) - fn(y[i], champ[i]))
+        except ValueError: continue  # a resample with one class has no ROC-AUC
+    lo, hi = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(fn(y, cand) - fn(y, champ)), float(lo), float(hi)
+
+# %% ../nbs/05_evaluate.ipynb #050024
+def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False) -> dict:
+    "The gate's decision: every threshold held and, with a champion, no worse than allowed. A line per check."
+    checks = []
+    for k, bound in (thresholds or {}).items():
+        low = k in LOWER_IS_BETTER or k.startswith('latency')
+        if k not in metrics: checks.append(f'FAIL {k}: no such test metric'); continue
+        ok = metrics[k] <= bound if low else metrics[k] >= bound
+        checks.append(f"{'pass' if ok else 'FAIL'} {k} = {metrics[k]:.4f} ({'<=' if low else '>='} {bound})")
+    if comparison:
+        c = comparison; sign = -1 if c['metric'] in LOWER_IS_BETTER else 1  # improvement = sign * difference
+        allowed = max_drop * abs(c['champion']) if relative else max_drop
+        worst = min(sign * c['ci_low'], sign * c['ci_high'])
+        ok = worst >= -allowed
+        checks.append(f"{'pass' if ok else 'FAIL'} {c['metric']} against champion version {c['version']}: {c['candidate']:.4f} vs {c['champion']:.4f}, "
+                      f"difference {c['difference']:+.4f} ({c['confidence']:.0%} CI {c['ci_low']:+.4f} to {c['ci_high']:+.4f}), allowed drop {allowed:.4f}")
+    return {'passed': all(l.startswith('pass') for l in checks), 'checks': checks, 'comparison': comparison}
+
+# %% ../nbs/05_evaluate.ipynb #050026
+def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.ndarray|None, str|None, str]:
+    "The champion's predictions for the test rows in the candidate's class order, its version, and why not if it cannot."
+    import mlflow
+    from mlpipeline.config import get_key
+    name = get_key(cfg, 'mlflow.model_name')
+    try: mv = mlflow.MlflowClient().get_model_version_by_alias(name, 'champion')
+    except mlflow.exceptions.MlflowException: return None, None, 'no champion yet'
+    from mlpipeline.serve import conform
+    try:
+        model = mlflow.pyfunc.load_model(f'models:/{name}@champion')
+        out = model.predict(conform(model, test.drop(columns=[tf.target])))
+    except Exception as e: return None, str(mv.version), f'the champion cannot score this test split: {type(e).__name__}: {str(e)[:300]}'
+    if tf.task == 'regression': return out['prediction'].to_numpy(float), str(mv.version), ''
+    cols = [f'proba_{c}' for c in tf.classes]
+    if not set(cols) <= set(out.columns): return None, str(mv.version), f'the champion predicts other classes ({list(out.columns)})'
+    p = out[cols].to_numpy(float)
+    return (p[:, 1] if tf.task == 'binary' else p), str(mv.version), ''
+
+def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.ndarray) -> dict:
+    "Decide the gate for this candidate: thresholds, then the paired bootstrap against the champion."
+    g = cfg['gate']
+    champ, version, why = champion_predictions(cfg, tf, test)
+    comparison = None
+    if champ is not None:
+        name, y = gate_metric(g, tf.task), tf.encode_target(test[tf.target])
+        fn = metric_fn(name, tf.task)
+        d, lo, hi = paired_bootstrap(y, proba, champ, fn, g.get('bootstrap', 1000), g.get('confidence', 0.95), cfg['seed'])
+        comparison = {'metric': name, 'version': version, 'candidate': float(fn(y, proba)), 'champion': float(fn(y, champ)),
+                      'difference': d, 'ci_low': lo, 'ci_high': hi, 'confidence': g.get('confidence', 0.95)}
+    out = decide(metrics, g.get('thresholds'), comparison, g.get('max_drop', 0.0), g.get('relative', False))
+    if champ is None: out['checks'].append(f'note: not compared with a champion ({why})')
+    if champ is None and version is not None: out |= {'passed': False}; out['checks'][-1] = f'FAIL champion version {version}: {why}'
+    return out
+
+# %% ../nbs/05_evaluate.ipynb #050028
 def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
     "Predictions as a table: one probability column per class, or the predicted value."
     if tf.task == 'regression': return pd.DataFrame({'prediction': proba.astype('float64')})
@@ -81,9 +240,14 @@ def run_evaluate(run_dir:str|Path) -> dict:
         booster = xgb.Booster(model_file=stage_output(rd, '04_train', 'model'))
         metrics, proba = evaluate(booster, tf, test)
         metrics |= latency(booster, tf, test)
-        write_json(metrics, rd/'artifacts/metrics.json')
+        gate = run_gate(cfg, tf, test, metrics, proba)
+        images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
+        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images))
+        write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')
-        mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))})
-        mlflow.log_dict(metrics, 'metrics.json')
-        finish_stage(rd, '05_evaluate', {'metrics': rd/'artifacts/metrics.json', 'test_predictions': output_entry(rd, preds, rows=len(test))})
+        mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))} | {'gate_passed': int(gate['passed'])})
+        mlflow.log_dict(metrics, 'metrics.json'); mlflow.log_dict(gate, 'gate.json')
+        mlflow.log_artifacts(rd/'artifacts/plots', 'plots'); mlflow.log_artifact(rd/'artifacts/evaluation.html')
+        finish_stage(rd, '05_evaluate', {'metrics': rd/'artifacts/metrics.json', 'gate': rd/'artifacts/gate.json', 'report': rd/'artifacts/evaluation.html',
+                                         'test_predictions': output_entry(rd, preds, rows=len(test))}, gate_passed=gate['passed'])
     return metrics

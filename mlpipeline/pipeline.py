@@ -12,7 +12,8 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
-           'run_pipeline', 'summary', 'status_lines', 'latest_run', 'parser', 'main']
+           'execute_run', 'run_pipeline', 'parse_model_ref', 'reproduce', 'summary', 'status_lines', 'latest_run',
+           'parser', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
@@ -131,6 +132,23 @@ def say(msg:str, quiet:bool=False):
     if not quiet: print(msg, file=sys.stderr, flush=True)
 
 # %% ../nbs/09_pipeline.ipynb #090019
+def execute_run(rd:Path, cfg:dict, progress:bool=True) -> Path:
+    "Execute the run folder's planned stages from the first without complete outputs, under its lock."
+    plan = read_manifest(rd).get('plan', STAGES)
+    kernel = ensure_kernel()
+    with run_lock(rd):
+        rid, start = open_parent_run(rd, cfg), first_incomplete(rd, plan)
+        say(f'run {rd.name}: {rd}' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
+        for i, stage in enumerate(plan[start:], start + 1):
+            t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
+            try: execute_stage(stage, rd, kernel, progress)
+            except MlpipelineError as e:
+                mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
+            say(f'[{i}/{len(plan)}] {stage} done in {time.perf_counter() - t:.1f}s', not progress)
+        update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
+        close_parent_run(rd, rid, 'FINISHED')
+    return rd
+
 def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|None=None, project:str|Path|None=None,
                  progress:bool=True) -> Path:
     "Run every stage notebook into a new run folder (or continue `resume`); return the run folder."
@@ -138,21 +156,47 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
         if overrides: raise UsageError('--resume continues a run with its own config; it takes no -p overrides', 'start a new run to change the config')
         rd = find_run(resume, load_config(config, project=project)); cfg = read_config(rd/'config.yaml')
     else: cfg = load_config(config, overrides, project); rd = create_run(cfg)
-    kernel = ensure_kernel()
-    with run_lock(rd):
-        rid, start = open_parent_run(rd, cfg), first_incomplete(rd)
-        say(f'run {rd.name}: {rd}' + (f' (resuming at {STAGES[start]})' if resume else ''), not progress)
-        for i, stage in enumerate(STAGES[start:], start + 1):
-            t = time.perf_counter(); say(f'[{i}/{len(STAGES)}] {stage}', not progress)
-            try: execute_stage(stage, rd, kernel, progress)
-            except MlpipelineError as e:
-                mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
-            say(f'[{i}/{len(STAGES)}] {stage} done in {time.perf_counter() - t:.1f}s', not progress)
-        update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
-        close_parent_run(rd, rid, 'FINISHED')
-    return rd
+    return execute_run(rd, cfg, progress)
 
 # %% ../nbs/09_pipeline.ipynb #090021
+def parse_model_ref(ref:str, default_name:str) -> tuple[str, str]:
+    "`name@alias`, `name/version`, an alias or a version number -> (name, alias or version)."
+    if '@' in ref: return tuple(ref.split('@', 1))
+    if '/' in ref: return tuple(ref.rsplit('/', 1))
+    return default_name, ref
+
+def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
+    "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
+    import mlflow, pandas as pd, numpy as np
+    from mlpipeline.ingest import data_version
+    from mlpipeline.serve import model_uri, load_model, conform
+    cfg = load_config(config); mlflow_experiment(cfg)
+    name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
+    client = mlflow.MlflowClient()
+    try: mv = client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)
+    except mlflow.exceptions.MlflowException: raise UsageError(f'no model version {ref!r} in {mlflow.get_tracking_uri()}', 'list them with `mlpipeline models list`') from None
+    src = Path(mv.tags.get('run_folder', ''))
+    snapshot = src/'data/raw.parquet'
+    if not snapshot.exists(): raise UsageError(f'version {mv.version} was trained in {src}, whose data snapshot is gone', 'reproduce needs that run folder')
+    if (got := data_version(pd.read_parquet(snapshot))['sha256']) != mv.tags.get('data_sha256'):
+        raise UsageError(f'the data snapshot {snapshot} has changed since version {mv.version} was trained ({got[:12]} != {mv.tags.get("data_sha256", "")[:12]})')
+    rcfg = read_config(src/'config.yaml')
+    rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
+    rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
+    rd = create_run(rcfg); update_manifest(rd, plan=STAGES[:STAGES.index('05_evaluate') + 1], reproduces=f'{name}/{mv.version}')
+    execute_run(rd, rcfg, progress)
+    model = load_model(model_uri(name, mv.version))
+    test = pd.read_parquet(rd/'data/test.parquet')
+    registered = model.predict(conform(model, test.drop(columns=[rcfg['target']])))
+    retrained = pd.read_parquet(rd/'data/test_predictions.parquet')
+    diff = float(np.max(np.abs(registered[retrained.columns].to_numpy(float) - retrained.to_numpy(float))))
+    out = {'model': name, 'version': int(mv.version), 'run_folder': str(rd), 'rows': len(test), 'max_diff': diff, 'match': diff == 0.0}
+    write_json(out, rd/'artifacts/reproduce.json')
+    if not out['match']: raise MlpipelineError(f'version {mv.version} does not reproduce: predictions differ by up to {diff:.3g} on {len(test)} test rows (run {rd})',
+                                               'compare the package versions and the config in both run folders')
+    return out
+
+# %% ../nbs/09_pipeline.ipynb #090023
 def summary(run_dir:Path) -> str:
     "What a finished run produced, in a few lines."
     m, lines = read_manifest(run_dir), [f'run folder: {run_dir}']
@@ -182,7 +226,7 @@ def latest_run(cfg:dict) -> Path:
     if not runs: raise UsageError('this project has no runs yet', 'start one with `mlpipeline run`')
     return runs[-1].parent
 
-# %% ../nbs/09_pipeline.ipynb #090022
+# %% ../nbs/09_pipeline.ipynb #090024
 def parser() -> argparse.ArgumentParser:
     "The `mlpipeline` command line."
     p = argparse.ArgumentParser(prog='mlpipeline', description='A notebook-first MLOps pipeline for tabular data.')
@@ -194,7 +238,25 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--quiet', action='store_true', help='no progress display')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?'); s.add_argument('--config')
+    m = sub.add_parser('models', help='the registered versions and the alias history')
+    m.add_argument('what', choices=['list', 'history']); m.add_argument('--config')
+    pr = sub.add_parser('promote', help='make a version the champion')
+    pr.add_argument('version'); pr.add_argument('--why', default='promoted by hand'); pr.add_argument('--config')
+    rb = sub.add_parser('rollback', help='give champion back to the version it replaced')
+    rb.add_argument('--why', default='rollback'); rb.add_argument('--config')
+    rp = sub.add_parser('reproduce', help='re-run a version on its data snapshot and check its predictions')
+    rp.add_argument('ref', help='champion, a version number, name@alias or name/version'); rp.add_argument('--config'); rp.add_argument('--quiet', action='store_true')
     return p
+
+def registry_command(args) -> str:
+    "Run a `models`, `promote` or `rollback` command; what it prints."
+    from mlpipeline import registry
+    cfg = load_config(args.config)
+    if args.command == 'models':
+        table = registry.list_versions(cfg) if args.what == 'list' else registry.audit_log(cfg)
+        return table.to_string(index=False) if len(table) else f"no {'versions' if args.what == 'list' else 'alias moves'} of {get_key(cfg, 'mlflow.model_name')} yet"
+    e = registry.promote(cfg, args.version, args.why) if args.command == 'promote' else registry.rollback(cfg, args.why)
+    return f"{e['model']}: champion {e['from_version'] or '-'} -> {e['to_version']} ({e['why']})"
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `mlpipeline` command."
@@ -206,6 +268,10 @@ def main(argv:list[str]|None=None) -> int:
         elif args.command == 'status':
             cfg = load_config(args.config)
             print('\n'.join(status_lines(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))))
+        elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
+        elif args.command == 'reproduce':
+            r = reproduce(args.ref, args.config, progress=not args.quiet)
+            print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")
         return 0
     except MlpipelineError as e:
         print(f'mlpipeline: {e}', file=sys.stderr); return e.exit_code

@@ -2,19 +2,21 @@
 
 # %% ../nbs/06_register.ipynb #060003
 from __future__ import annotations
-import json
+import datetime as dt, getpass, hashlib, json, os, socket
 from pathlib import Path
 import numpy as np, pandas as pd
 import mlflow
 from .config import get_key
+from .errors import UsageError
 from .features import Transform
 from .train import predict, load_transform
 from .evaluate import prediction_frame
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'prediction_output', 'PipelineModel', 'signature', 'gate', 'lineage_tags', 'log_pipeline_model',
-           'check_reproduces', 'run_register']
+__all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
+           'audit_experiment', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
+           'rollback', 'reference_summary', 'log_pipeline_model', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -31,79 +33,170 @@ class PipelineModel(mlflow.pyfunc.PythonModel):
         self.tf = Transform.from_json(Path(context.artifacts['transform']).read_text())
         self.booster = xgb.Booster(model_file=context.artifacts['model'])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input:pd.DataFrame, params:dict|None=None) -> pd.DataFrame:
         return prediction_output(self.tf, predict(self.booster, self.tf, pd.DataFrame(model_input)))
 
 # %% ../nbs/06_register.ipynb #060009
+def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
+    "`rows` with pandas' nullable dtypes replaced by the numpy types MLflow's signature understands."
+    out = rows.copy()
+    for c in out:
+        dt_ = out[c].dtype
+        if isinstance(dt_, pd.api.extensions.ExtensionDtype) and dt_.kind in 'iub':
+            out[c] = out[c].astype('float64') if out[c].isna().any() else out[c].astype(dt_.numpy_dtype)
+    return out
+
 def signature(tf:Transform, rows:pd.DataFrame):
     "The model signature for raw rows like `rows` (the training split)."
     from mlflow.models import infer_signature
-    X = rows[[c for c in tf.inputs if c in rows]]
+    X = signature_frame(rows[[c for c in tf.inputs if c in rows]])
     n, k = len(X), len(tf.classes or [1])
     shaped = {'binary': np.full(n, 0.5), 'multiclass': np.full((n, k), 1 / k), 'regression': np.zeros(n)}[tf.task]
     return infer_signature(X, prediction_output(tf, shaped))
 
 # %% ../nbs/06_register.ipynb #060013
-LOWER_IS_BETTER = ('mse', 'rmse', 'mae', 'log_loss')
+def registry_client(cfg:dict):
+    "An MLflow client on this config's tracking store (pointed there first, so the client does not open a default one)."
+    mlflow_experiment(cfg)
+    return mlflow.MlflowClient()
 
-def gate(metrics:dict, thresholds:dict) -> tuple[bool, list[str]]:
-    "Whether `metrics` pass every threshold, and a line per check."
-    lines = []
-    for k, bound in (thresholds or {}).items():
-        if k not in metrics: lines.append(f'FAIL {k}: no such test metric (have {", ".join(m for m in metrics if not isinstance(metrics[m], dict))})'); continue
-        low = k in LOWER_IS_BETTER or k.startswith('latency')
-        ok = metrics[k] <= bound if low else metrics[k] >= bound
-        lines.append(f"{'pass' if ok else 'FAIL'} {k} = {metrics[k]:.4f} ({'<=' if low else '>='} {bound})")
-    return all(l.startswith('pass') for l in lines), lines
+def who() -> str:
+    "Who moves an alias: `MLPIPELINE_USER`, else the login name, at this host."
+    try: user = os.environ.get('MLPIPELINE_USER') or getpass.getuser()
+    except OSError: user = str(os.getuid())
+    return f'{user}@{socket.gethostname()}'
+
+def alias_version(client, name:str, alias:str) -> str|None:
+    "The version an alias points at, or None."
+    try: return str(client.get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException: return None
+
+def audit_experiment(cfg:dict) -> str:
+    "The id of the experiment holding the alias audit log."
+    mlflow_experiment(cfg)
+    name = f"{get_key(cfg, 'mlflow.experiment')}-audit"
+    exp = mlflow.get_experiment_by_name(name)
+    return exp.experiment_id if exp else mlflow.MlflowClient().create_experiment(name)  # the store is set just above
+
+# %% ../nbs/06_register.ipynb #060014
+def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:
+    "Point `alias` at `version` and append the move to the audit log."
+    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
+    entry = {'model': name, 'alias': alias, 'from_version': alias_version(client, name, alias) or '', 'to_version': str(version),
+             'who': who(), 'when': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'why': why}
+    client.set_registered_model_alias(name, alias, str(version))
+    client.create_run(audit_experiment(cfg), run_name=f'{alias} {entry["from_version"] or "-"} -> {version}', tags={f'audit.{k}': v for k, v in entry.items()})
+    return entry
+
+def audit_log(cfg:dict, alias:str|None=None) -> pd.DataFrame:
+    "Every alias move of this config's model, newest first."
+    runs = mlflow.search_runs([audit_experiment(cfg)], filter_string=f"tags.`audit.model` = '{get_key(cfg, 'mlflow.model_name')}'", order_by=['start_time DESC'])
+    cols = ['when', 'alias', 'from_version', 'to_version', 'who', 'why']
+    if runs.empty: return pd.DataFrame(columns=cols)
+    log = runs[[f'tags.audit.{c}' for c in cols]].set_axis(cols, axis=1)
+    return (log[log.alias == alias] if alias else log).reset_index(drop=True)
 
 # %% ../nbs/06_register.ipynb #060016
-def lineage_tags(run_dir:Path, cfg:dict) -> dict:
-    "Tags that lead from a model version back to its code, data and run folder."
-    m = read_manifest(run_dir)
-    return git_facts(cfg['project']) | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
-                                         'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', '')}
+def notebook_hash(path:Path) -> str:
+    "sha256 of a notebook's code cells only: outputs and metadata do not change it."
+    cells = json.loads(Path(path).read_text())['cells']
+    return hashlib.sha256('\n\0'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code').encode()).hexdigest()
 
-# %% ../nbs/06_register.ipynb #060018
-def log_pipeline_model(run_dir:Path, tf:Transform, rows:pd.DataFrame):
-    "Log the transform and booster of this run as one pyfunc model in the active MLflow run."
+def lineage_tags(run_dir:Path, cfg:dict) -> dict:
+    "Tags that lead from a model version back to its code, data, config and run folder."
+    m = read_manifest(run_dir)
+    from mlpipeline.pipeline import notebooks_dir, STAGES
+    nbs = {f'notebook.{s}': notebook_hash(notebooks_dir()/f'{s}.ipynb')[:16] for s in STAGES}
+    return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
+            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed'])}
+
+# %% ../nbs/06_register.ipynb #060019
+def list_versions(cfg:dict) -> pd.DataFrame:
+    "Every version of the model: aliases, creation time, test metric, data version, commit, run folder."
+    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
+    rows = []
+    try: registered = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException: return pd.DataFrame(columns=['version'])
+    aliases = {}
+    for a, v in registered.aliases.items(): aliases.setdefault(str(v), []).append(a)
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        t = mv.tags
+        rows.append({'version': int(mv.version), 'aliases': ','.join(sorted(aliases.get(str(mv.version), []))),
+                     'created': dt.datetime.fromtimestamp(mv.creation_timestamp / 1000).isoformat(timespec='seconds'),
+                     'gate_passed': t.get('gate_passed', ''), 'data_sha256': t.get('data_sha256', '')[:12],
+                     'git_commit': t.get('git_commit', '')[:10], 'run_folder': Path(t.get('run_folder', '')).name})
+    return pd.DataFrame(rows).sort_values('version', ascending=False).reset_index(drop=True) if rows else pd.DataFrame(columns=['version'])
+
+def promote(cfg:dict, version:int|str, why:str='promoted by hand') -> dict:
+    "Make `version` the champion (the audit log records who and why)."
+    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
+    try: client.get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException: raise UsageError(f'model {name} has no version {version}', 'list them with `mlpipeline models list`') from None
+    return move_alias(cfg, 'champion', version, why)
+
+def rollback(cfg:dict, why:str='rollback') -> dict:
+    "Give `champion` back to the version it replaced; repeated rollbacks walk further back."
+    log = audit_log(cfg, 'champion')
+    current = log.iloc[0].to_version if len(log) else None
+    made = next((r for r in log.itertuples() if r.to_version == current and not r.why.startswith('rollback')), None)
+    if made is None or not made.from_version:
+        raise UsageError(f"model {get_key(cfg, 'mlflow.model_name')} has no earlier champion to roll back to", 'see the history with `mlpipeline models history`')
+    return move_alias(cfg, 'champion', made.from_version, f'{why}: from version {current}')
+
+# %% ../nbs/06_register.ipynb #060021
+def reference_summary(train:pd.DataFrame) -> dict:
+    "A small summary of the training data: per column its type, missing share, and quantiles or top values."
+    out = {}
+    for c in train:
+        s = train[c]
+        d = {'dtype': str(s.dtype), 'missing_share': float(s.isna().mean())}
+        if pd.api.types.is_numeric_dtype(s): d |= {k: float(v) for k, v in s.describe(percentiles=[.05, .5, .95]).drop('count').items()}
+        else: d['top'] = {str(k): int(v) for k, v in s.value_counts().head(20).items()}
+        out[str(c)] = d
+    return {'rows': len(train), 'columns': out}
+
+def log_pipeline_model(run_dir:Path, tf:Transform, train:pd.DataFrame):
+    "Log this run's transform, booster, schema and training summary as one pyfunc model in the active MLflow run."
     import mlpipeline, xgboost, sklearn
+    write_json(reference_summary(train), run_dir/'artifacts/reference_summary.json')
     reqs = [f'xgboost=={xgboost.__version__}', f'pandas=={pd.__version__}', f'numpy=={np.__version__}', f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', 'pyyaml']
-    arts = {'transform': str(stage_output(run_dir, '03_features', 'transform')), 'model': str(stage_output(run_dir, '04_train', 'model')),
-            'schema': str(stage_output(run_dir, '02_validate', 'schema'))}
-    return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts=arts, signature=signature(tf, rows),
-                                   code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
+    arts = {'transform': stage_output(run_dir, '03_features', 'transform'), 'model': stage_output(run_dir, '04_train', 'model'),
+            'schema': stage_output(run_dir, '02_validate', 'schema'), 'reference_summary': run_dir/'artifacts/reference_summary.json'}
+    return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts={k: str(v) for k, v in arts.items()},
+                                   signature=signature(tf, train), code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
 
 def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, tol:float=1e-6) -> float:
     "Load the logged model back; it must give the evaluation's predictions. Returns the largest difference."
-    got = mlflow.pyfunc.load_model(model_uri).predict(rows)
+    from mlpipeline.serve import conform
+    model = mlflow.pyfunc.load_model(model_uri)
+    got = model.predict(conform(model, rows))
     cols = list(expected.columns)
     diff = float(np.max(np.abs(got[cols].to_numpy(float) - expected.to_numpy(float)))) if len(rows) else 0.0
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff
 
-# %% ../nbs/06_register.ipynb #060019
+# %% ../nbs/06_register.ipynb #060022
 def run_register(run_dir:str|Path) -> dict:
-    "Log the pipeline model, check it, and register a version: `challenger`, and `champion` if the gate passes."
+    "Log the pipeline model, check it, register a version as `challenger`, and as `champion` if the gate passed."
     rd, cfg = open_run(run_dir)
     name = get_key(cfg, 'mlflow.model_name')
-    with stage_run(rd, '06_register'):
+    with stage_run(rd, '06_register') as run:
         tf, test = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'test'))
         train = pd.read_parquet(stage_output(rd, '03_features', 'train'))
-        metrics = json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())
+        gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
         expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
         info = log_pipeline_model(rd, tf, train)
         diff = check_reproduces(info.model_uri, test, expected)
-        passed, lines = gate(metrics, get_key(cfg, 'gate.thresholds'))
-        mlflow.log_dict({'passed': passed, 'checks': lines}, 'gate.json'); mlflow.log_metric('reproduce_max_diff', diff)
+        rid = run.info.run_id
+        mlflow.log_artifact(stage_output(rd, '02_validate', 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here
-        client = mlflow.MlflowClient()
-        mlflow.log_artifact(stage_output(rd, '02_validate', 'schema'))
-        tags = lineage_tags(rd, cfg) | {'schema_uri': f'runs:/{mlflow.active_run().info.run_id}/schema.yaml'}
+        tags = lineage_tags(rd, cfg) | {'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
-        client.set_registered_model_alias(name, 'challenger', mv.version)
-        if passed: client.set_registered_model_alias(name, 'champion', mv.version)
+        moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
+        if gate['passed']: moves.append(move_alias(cfg, 'champion', mv.version, 'gate passed: ' + '; '.join(gate['checks'])))
+        mlflow.log_dict(audit_log(cfg).to_dict(orient='records'), 'alias_audit.json')
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,
-               'aliases': ['challenger'] + (['champion'] if passed else []), 'gate_passed': passed, 'gate': lines, 'reproduce_max_diff': diff}
+               'aliases': [m['alias'] for m in moves], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}
         write_json(out, rd/'artifacts/registered.json')
         finish_stage(rd, '06_register', {'registered': rd/'artifacts/registered.json'}, model_version=int(mv.version))
     return out

@@ -10,7 +10,7 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 from .errors import UsageError
 
 # %% auto #0
-__all__ = ['model_uri', 'load_model', 'predict_records', 'run_serve']
+__all__ = ['model_uri', 'load_model', 'conform', 'predict_records', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070005
 def model_uri(name:str, ref:str|int='champion') -> str:
@@ -25,10 +25,19 @@ def load_model(uri:str):
     except mlflow.exceptions.MlflowException as e:
         raise UsageError(f'cannot load {uri} from {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'check the name and alias with `mlpipeline models list`') from None
 
+def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
+    "`rows` limited to the model's inputs, numeric ones cast to the types its signature names (MLflow refuses int64 -> double)."
+    schema = model.metadata.get_input_schema()
+    if schema is None: return rows
+    out = rows[[c for c in rows if c in schema.input_names()]].copy()  # the model reads only its inputs
+    for col in schema.inputs:
+        if col.name in out and col.type.name in ('double', 'float'): out[col.name] = pd.to_numeric(out[col.name], errors='coerce').astype('float64')
+    return out
+
 def predict_records(model, records:dict|list[dict]) -> list[dict]:
     "Predictions for one JSON record or a list of them, one dict per record."
     rows = pd.DataFrame.from_records([records] if isinstance(records, dict) else records)
-    return model.predict(rows).to_dict(orient='records')
+    return model.predict(conform(model, rows)).to_dict(orient='records')
 
 # %% ../nbs/07_serve.ipynb #070009
 def run_serve(run_dir:str|Path, n:int=20) -> dict:

@@ -2,14 +2,15 @@
 
 # %% ../nbs/04_train.ipynb #040003
 from __future__ import annotations
-import json
+import json, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path
+from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'fit_booster', 'predict', 'load_transform', 'run_train']
+__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'suggest', 'sampler', 'tune',
+           'load_transform', 'run_train']
 
 # %% ../nbs/04_train.ipynb #040005
 OBJECTIVES = {'binary': ('binary:logistic', 'logloss'), 'multiclass': ('multi:softprob', 'mlogloss'), 'regression': ('reg:squarederror', 'rmse')}
@@ -29,16 +30,19 @@ def dmatrix(tf:Transform, df:pd.DataFrame):
     y = tf.encode_target(df[tf.target]) if tf.target in df else None
     return xgb.DMatrix(tf.apply(df), label=y, enable_categorical=True)
 
-def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42):
-    "Train a booster with early stopping on `valid`; return it cut at its best iteration."
+def boost(tf:Transform, dtrain, dvalid, model:dict, seed:int=42, callbacks:list=()):
+    "Train on DMatrix `dtrain` with early stopping on `dvalid`; return the booster cut at its best iteration."
     import xgboost as xgb
-    dtrain, dvalid = dmatrix(tf, train), dmatrix(tf, valid)
-    b = xgb.train(xgb_params(model, tf, seed), dtrain, num_boost_round=int(model.get('n_estimators', 300)),
-                  evals=[(dvalid, 'valid')], early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False)
+    b = xgb.train(xgb_params(model, tf, seed), dtrain, num_boost_round=int(model.get('n_estimators', 300)), evals=[(dvalid, 'valid')],
+                  early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, callbacks=list(callbacks))
     best = b.best_iteration if model.get('early_stopping_rounds') else b.num_boosted_rounds() - 1
     out = b[: best + 1]
     out.set_attr(best_iteration=str(best), best_score=str(getattr(b, 'best_score', '')))
     return out
+
+def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42):
+    "Train a booster on raw `train` rows with early stopping on `valid`, cut at its best iteration."
+    return boost(tf, dmatrix(tf, train), dmatrix(tf, valid), model, seed)
 
 # %% ../nbs/04_train.ipynb #040009
 def predict(booster, tf:Transform, df:pd.DataFrame) -> np.ndarray:
@@ -46,6 +50,46 @@ def predict(booster, tf:Transform, df:pd.DataFrame) -> np.ndarray:
     return booster.inplace_predict(tf.apply(df))
 
 # %% ../nbs/04_train.ipynb #040013
+def suggest(trial, method:str, tuning:dict) -> dict:
+    "The parameters of one optuna trial."
+    if method == 'grid': return {k: trial.suggest_categorical(k, list(v)) for k, v in tuning['grid'].items()}
+    out = {}
+    for k, (lo, hi, kind) in tuning['space'].items():
+        out[k] = trial.suggest_int(k, int(lo), int(hi)) if kind == 'int' else trial.suggest_float(k, float(lo), float(hi), log=kind == 'log')
+    return out
+
+def sampler(method:str, tuning:dict, seed:int):
+    "optuna's sampler for `method`, seeded."
+    import optuna
+    if method == 'grid': return optuna.samplers.GridSampler({k: list(v) for k, v in tuning['grid'].items()}, seed=seed)
+    if method == 'random': return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+# %% ../nbs/04_train.ipynb #040015
+def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tuning:dict, seed:int=42, progress:bool=True) -> tuple[dict, list]:
+    "Search `tuning.method` for the best parameters; the best params and every trial's record."
+    import mlflow, optuna
+    from optuna_integration import XGBoostPruningCallback
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    method, metric = tuning['method'], xgb_params(model, tf, seed)['eval_metric']
+    dtrain, dvalid = dmatrix(tf, train), dmatrix(tf, valid)
+    def objective(trial):
+        params = suggest(trial, method, tuning)
+        mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)})
+        mlflow.log_params(params)
+        try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
+        except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); mlflow.end_run('KILLED'); raise
+        score = float(b.attr('best_score'))
+        mlflow.log_metric(f'valid_{metric}', score); mlflow.set_tag('state', 'complete'); mlflow.end_run()
+        return score
+    study = optuna.create_study(direction='minimize', sampler=sampler(method, tuning, seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10))
+    study.optimize(objective, n_trials=tuning['trials'], timeout=tuning['timeout_s'], show_progress_bar=progress)
+    trials = [{'number': t.number, 'state': t.state.name, 'value': t.value, 'params': t.params, 'seconds': t.duration.total_seconds() if t.duration else None} for t in study.trials]
+    done = [t for t in study.trials if t.state.name == 'COMPLETE']
+    if not done: raise RuntimeError(f'no tuning trial completed ({len(study.trials)} tried, budget {tuning["trials"]} trials / {tuning["timeout_s"]} s)')
+    return study.best_params, trials
+
+# %% ../nbs/04_train.ipynb #040019
 def load_transform(run_dir:str|Path) -> Transform:
     "The transform fitted by `03_features` in this run."
     return Transform.from_json(stage_output(run_dir, '03_features', 'transform').read_text())
@@ -54,12 +98,21 @@ def run_train(run_dir:str|Path):
     "Fit the booster on the run's train split and save it as `artifacts/model.ubj`."
     import mlflow
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '04_train', cfg['model']):
+    with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method']}):
         tf = load_transform(rd)
         train, valid = (pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
-        b = fit_booster(tf, train, valid, cfg['model'], cfg['seed'])
+        model = dict(cfg['model'])
+        if cfg['tuning']['method'] != 'none':
+            t = time.perf_counter()
+            best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'])
+            write_json({'method': cfg['tuning']['method'], 'best_params': best, 'seconds': time.perf_counter() - t, 'trials': trials}, rd/'artifacts/tuning.json')
+            mlflow.log_params({f'best_{k}': v for k, v in best.items()})
+            mlflow.log_metrics({'tuning_seconds': time.perf_counter() - t, 'tuning_trials': len(trials), 'tuning_pruned': sum(x['state'] == 'PRUNED' for x in trials)})
+            mlflow.log_artifact(rd/'artifacts/tuning.json'); model |= best
+        b = fit_booster(tf, train, valid, model, cfg['seed'])
         with atomic_path(rd/'artifacts/model.ubj') as tmp: b.save_model(tmp)
         best = {'best_iteration': int(b.attr('best_iteration'))} | ({'valid_' + OBJECTIVES[tf.task][1]: float(b.attr('best_score'))} if b.attr('best_score') else {})
         mlflow.log_metrics(best); mlflow.set_tag('task', tf.task)
-        finish_stage(rd, '04_train', {'model': rd/'artifacts/model.ubj'}, **best)
+        mlflow.log_dict(model, 'params.json')
+        finish_stage(rd, '04_train', {'model': rd/'artifacts/model.ubj'} | ({'tuning': rd/'artifacts/tuning.json'} if cfg['tuning']['method'] != 'none' else {}), params=model, **best)
     return b
