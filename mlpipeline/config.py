@@ -41,8 +41,8 @@ tuning:
 gate:
   thresholds: {}             # test metric -> bound (a minimum for scores, a maximum for losses), e.g. {roc_auc: 0.8}
   metric: auto               # compared with the champion: auto = roc_auc (classification) or rmse (regression)
-  max_drop: 0.0              # allowed worsening against the champion, in the metric's units (or a share: relative)
-  relative: false
+  max_drop: 0.02             # non-inferiority margin against the champion: allowed worsening, as a share of the
+  relative: true             # champion's value (relative) or in the metric's units
   bootstrap: 1000            # resamples of the test split for the confidence interval of the difference
   confidence: 0.95
 mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-model}

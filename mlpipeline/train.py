@@ -37,7 +37,7 @@ def boost(tf:Transform, dtrain, dvalid, model:dict, seed:int=42, callbacks:list=
                   early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, callbacks=list(callbacks))
     best = b.best_iteration if model.get('early_stopping_rounds') else b.num_boosted_rounds() - 1
     out = b[: best + 1]
-    out.set_attr(best_iteration=str(best), best_score=str(getattr(b, 'best_score', '')))
+    out.set_attr(best_iteration=str(best), **({'best_score': str(b.best_score)} if model.get('early_stopping_rounds') else {}))
     return out
 
 def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42):

@@ -4,21 +4,7 @@ import numpy as np, pandas as pd, pytest
 from mlpipeline.config import load_config
 from mlpipeline.runfolder import create_run, read_manifest
 from mlpipeline.pipeline import STAGES, open_parent_run, close_parent_run
-from conftest import write_project, client_for, SAMPLE
-
-FUNCS = dict(zip(STAGES, [('ingest', 'run_ingest'), ('validate', 'run_validate'), ('features', 'run_features'), ('train', 'run_train'),
-                          ('evaluate', 'run_evaluate'), ('registry', 'run_register'), ('serve', 'run_serve'), ('monitor', 'run_monitor')]))
-
-
-def run_in_process(project, *overrides):
-    cfg = load_config(project=project, overrides=list(overrides))
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
-    for s in STAGES:
-        mod, fn = FUNCS[s]
-        getattr(importlib.import_module(f'mlpipeline.{mod}'), fn)(rd)
-    close_parent_run(rd, rid, 'FINISHED')
-    return rd
-
+from conftest import write_project, client_for, SAMPLE, run_in_process
 
 def test_same_outputs_as_the_papermill_run(finished):
     project, nb_run, _ = finished
