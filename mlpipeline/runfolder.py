@@ -140,13 +140,16 @@ def mlflow_experiment(cfg:dict) -> str:
     "Point MLflow at this config's store and experiment (created if missing); its id."
     import logging, mlflow
     for name in ('mlflow', 'alembic'): logging.getLogger(name).setLevel(logging.WARNING)  # no store-migration chatter on stderr
+    user_set = {k for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID') if k in os.environ}
     mlflow.set_tracking_uri(uri := tracking_uri(cfg))
     name = get_key(cfg, 'mlflow.experiment')
     exp = mlflow.get_experiment_by_name(name)
-    if exp is not None: return mlflow.set_experiment(name).experiment_id
     local = uri.startswith(('sqlite:', 'file:')) or '://' not in uri
-    exp_id = mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
-    return mlflow.set_experiment(experiment_id=exp_id).experiment_id
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+    mlflow.set_experiment(experiment_id=exp_id)
+    # MLflow exports both to the environment; left there they would steer every later project and child process
+    for k in {'MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'} - user_set: os.environ.pop(k, None)
+    return exp_id
 
 # %% ../nbs/00b_runfolder.ipynb #000027
 def git_facts(path:str|Path) -> dict:

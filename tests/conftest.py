@@ -10,8 +10,8 @@ CLI = Path(sys.executable).parent/'mlpipeline'
 
 @pytest.fixture(autouse=True)
 def _no_outside_tracking(monkeypatch):
-    "Tests never reach a tracking server named by the environment."
-    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    "Tests never reach a tracking server or experiment named by the environment."
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False); monkeypatch.delenv('MLFLOW_EXPERIMENT_ID', raising=False)
 
 
 def write_project(path: Path, **overrides) -> Path:
@@ -31,7 +31,7 @@ def project(tmp_path):
 
 def mlpipeline(*args, cwd, timeout=600, **kw):
     "Run the real `mlpipeline` command in `cwd`, as a user would."
-    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
     return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
@@ -49,6 +49,7 @@ def client_for(project: Path):
     "An MLflow client on the project's own SQLite store."
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{project/'mlruns.db'}")
+    for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)  # MLflow exports them; the next project must not inherit them
     return mlflow.MlflowClient()
 
 

@@ -85,7 +85,7 @@ def test_a_stage_that_raises_stops_the_run_and_names_stage_cell_and_notebook(tmp
 
 def test_resume_finishes_a_killed_run_without_redoing_finished_stages(tmp_path):
     project = write_project(tmp_path/'project')
-    env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
     p = subprocess.Popen([str(CLI), 'run', '--quiet'], cwd=project, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
