@@ -67,7 +67,7 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     "Numeric date parts of a column of dates (or text that parses as dates)."
     t = pd.to_datetime(s, errors='coerce', format='mixed')
     if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_convert('UTC').dt.tz_localize(None)
-    get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.weekday, 'hour': t.dt.hour}
+    get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
 # %% ../nbs/03_features.ipynb #030019
