@@ -221,6 +221,7 @@ def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.n
         comparison = {'metric': name, 'version': version, 'candidate': float(fn(y, proba)), 'champion': float(fn(y, champ)),
                       'difference': d, 'ci_low': lo, 'ci_high': hi, 'confidence': g.get('confidence', 0.95)}
     out = decide(metrics, g.get('thresholds'), comparison, g.get('max_drop', 0.0), g.get('relative', False))
+    out['champion_version'] = version  # 06_register promotes only if the champion is still this one
     if champ is None: out['checks'].append(f'note: not compared with a champion ({why})')
     if champ is None and version is not None: out |= {'passed': False}; out['checks'][-1] = f'FAIL champion version {version}: {why}'
     return out

@@ -16,7 +16,7 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 # %% auto #0
 __all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
            'audit_experiment', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
-           'rollback', 'reference_summary', 'log_pipeline_model', 'check_reproduces', 'run_register']
+           'rollback', 'reference_summary', 'log_pipeline_model', 'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -165,6 +165,11 @@ def log_pipeline_model(run_dir:Path, tf:Transform, train:pd.DataFrame):
     return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts={k: str(v) for k, v in arts.items()},
                                    signature=signature(tf, train), code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
 
+def still_valid(gate:dict, champion_now:str|None) -> dict:
+    "The gate's decision, withdrawn if the champion it was judged against has changed since (another run promoted)."
+    if not gate['passed'] or champion_now == gate.get('champion_version'): return gate
+    return gate | {'passed': False, 'checks': gate['checks'] + [f"FAIL the champion moved since evaluation (judged against {gate.get('champion_version') or 'none'}, now {champion_now}): evaluate again"]}
+
 def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, tol:float=1e-6) -> float:
     "Load the logged model back; it must give the evaluation's predictions. Returns the largest difference."
     from mlpipeline.serve import conform
@@ -190,6 +195,7 @@ def run_register(run_dir:str|Path) -> dict:
         rid = run.info.run_id
         mlflow.log_artifact(stage_output(rd, '02_validate', 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here
+        gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
         tags = lineage_tags(rd, cfg) | {'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]

@@ -78,3 +78,18 @@ def test_reproduce_reports_a_match_and_refuses_a_changed_snapshot(project):
     pd.read_parquet(raw).assign(tenure=lambda d: d.tenure + 1).to_parquet(raw)
     r = mlpipeline('reproduce', 'churn/1', cwd=p)
     assert r.returncode == 2 and 'has changed since version 1 was trained' in r.stderr
+
+
+def test_a_champion_promoted_while_a_run_evaluates_is_not_silently_replaced(tmp_path):
+    "Two runs of one project: the slower one's gate was judged with no champion, and must not promote over the faster one."
+    from mlpipeline import ingest, validate, features, train, evaluate, registry as reg
+    from mlpipeline.runfolder import create_run
+    p = write_project(tmp_path/'p', mlflow={'model_name': 'race'})
+    slow = create_run(load_config(project=p))
+    for stage in (ingest.run_ingest, validate.run_validate, features.run_features, train.run_train, evaluate.run_evaluate): stage(slow)
+    assert json.loads((slow/'artifacts/gate.json').read_text())['champion_version'] is None
+    run_in_process(p)  # the fast run: version 1, champion
+    out = reg.run_register(slow)
+    assert out['version'] == 2 and out['aliases'] == ['challenger'] and not out['gate_passed']
+    assert any('the champion moved since evaluation' in c for c in out['gate'])
+    assert str(client_for(p).get_model_version_by_alias('race', 'champion').version) == '1'
