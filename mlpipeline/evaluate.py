@@ -164,11 +164,16 @@ def gate_metric(cfg_gate:dict, task:str) -> str:
 
 def paired_bootstrap(y:np.ndarray, cand:np.ndarray, champ:np.ndarray, fn, n:int=1000, confidence:float=0.95, seed:int=0) -> tuple[float, float, float]:
     "The metric difference candidate - champion on all rows, and its bootstrap confidence interval."
+    import warnings
     rng, diffs = np.random.default_rng(seed), []
     for _ in range(n):
         i = rng.integers(0, len(y), len(y))
-        try: diffs.append(fn(y[i], cand[i]) - fn(y[i], champ[i]))
-        except ValueError: continue  # a resample with one class has no ROC-AUC
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # a resample with one class has no ranking metric: skipped below
+            try: d = fn(y[i], cand[i]) - fn(y[i], champ[i])
+            except (ValueError, KeyError): continue
+        if np.isfinite(d): diffs.append(d)
+    if not diffs: raise ValueError(f'no bootstrap resample of the {len(y)} test rows could be scored; the test split is too small or has one class')
     lo, hi = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(fn(y, cand) - fn(y, champ)), float(lo), float(hi)
 

@@ -12,8 +12,8 @@ from .validate import column_kind, as_numbers
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry
 
 # %% auto #0
-__all__ = ['infer_task', 'random_split', 'time_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts', 'Transform',
-           'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'run_features']
+__all__ = ['infer_task', 'random_split', 'time_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts', 'feature_name',
+           'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -70,7 +70,12 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #030019
+# %% ../nbs/03_features.ipynb #030020
+def feature_name(name) -> str:
+    "A model column name XGBoost accepts."
+    return str(name).replace('[', '(').replace(']', ')').replace('<', 'lt')
+
+# %% ../nbs/03_features.ipynb #030022
 @dataclass
 class Transform:
     "The fitted feature transform: raw rows to the model's input, and the target to its codes."
@@ -116,7 +121,7 @@ class Transform:
             else: out[c] = pd.Categorical(b[c], categories=cats)
         for c, (center, scale) in self.scale.items(): out[c] = (out[c] - center) / scale
         for a, z in self.interactions: out[f'{a}*{z}'] = out[a] * out[z]
-        return pd.DataFrame(out, index=df.index)[self.outputs]
+        return pd.DataFrame(out, index=df.index).rename(columns=feature_name)[self.outputs]
 
     def encode_target(self, y:pd.Series) -> np.ndarray:
         "Target codes for classification (0..k-1), float values for regression."
@@ -129,7 +134,7 @@ class Transform:
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030021
+# %% ../nbs/03_features.ipynb #030024
 def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0) -> dict:
     "Outlier caps per numeric column: Tukey's fences (IQR) or mean +/- z standard deviations."
     if method == 'none': return {}
@@ -160,7 +165,7 @@ def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
     stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
     return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
 
-# %% ../nbs/03_features.ipynb #030023
+# %% ../nbs/03_features.ipynb #030026
 def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
     "Split the input columns into numeric, date and categorical ones."
     kind = {c: column_kind(train[c]) for c in inputs}
@@ -196,9 +201,9 @@ def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None,
 def _columns(tf:Transform, b:pd.DataFrame) -> list:
     cols = [c for c in b if c not in tf.categories]
     for c, cats in tf.categories.items(): cols += [f'{c}={v}' for v in cats] if tf.encoding == 'onehot' else [c]
-    return cols + [f'{a}*{z}' for a, z in tf.interactions]
+    return [feature_name(c) for c in cols + [f'{a}*{z}' for a, z in tf.interactions]]
 
-# %% ../nbs/03_features.ipynb #030031
+# %% ../nbs/03_features.ipynb #030034
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow

@@ -165,9 +165,8 @@ register('http', read_http)
 def load_data(cfg:dict) -> pd.DataFrame:
     "Read the configured source into one DataFrame."
     spec = dict(cfg['data'])
-    kind = source_kind(spec)
-    if kind in ('csv', 'parquet', 'folder') and spec.get('path'): spec['path'] = str(project_path(cfg, spec['path']))
-    df = get_source(kind)(spec)
+    if spec.get('path') and '://' not in str(spec['path']): spec['path'] = str(project_path(cfg, spec['path']))  # a file, folder or glob
+    df = get_source(source_kind(spec))(spec)
     if len(df) == 0: raise SourceError(describe_source(cfg), f'the source returned no rows (columns: {list(df.columns)})', 'check the file, query or URL')
     return df
 

@@ -63,7 +63,7 @@ def registry_client(cfg:dict):
 def who() -> str:
     "Who moves an alias: `MLPIPELINE_USER`, else the login name, at this host."
     try: user = os.environ.get('MLPIPELINE_USER') or getpass.getuser()
-    except OSError: user = str(os.getuid())
+    except (OSError, KeyError): user = str(os.getuid())  # no passwd entry (a container's arbitrary uid)
     return f'{user}@{socket.gethostname()}'
 
 def alias_version(client, name:str, alias:str) -> str|None:
@@ -129,19 +129,20 @@ def list_versions(cfg:dict) -> pd.DataFrame:
 
 def promote(cfg:dict, version:int|str, why:str='promoted by hand') -> dict:
     "Make `version` the champion (the audit log records who and why)."
+    if why.startswith('rollback'): why = f'promoted: {why}'  # the prefix marks rollbacks in the log
     client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
     try: client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException: raise UsageError(f'model {name} has no version {version}', 'list them with `mlpipeline models list`') from None
     return move_alias(cfg, 'champion', version, why)
 
-def rollback(cfg:dict, why:str='rollback') -> dict:
+def rollback(cfg:dict, why:str='by hand') -> dict:
     "Give `champion` back to the version it replaced; repeated rollbacks walk further back."
     log = audit_log(cfg, 'champion')
     current = log.iloc[0].to_version if len(log) else None
     made = next((r for r in log.itertuples() if r.to_version == current and not r.why.startswith('rollback')), None)
     if made is None or not made.from_version:
         raise UsageError(f"model {get_key(cfg, 'mlflow.model_name')} has no earlier champion to roll back to", 'see the history with `mlpipeline models history`')
-    return move_alias(cfg, 'champion', made.from_version, f'{why}: from version {current}')
+    return move_alias(cfg, 'champion', made.from_version, f'rollback from version {current}: {why}')
 
 # %% ../nbs/06_register.ipynb #060021
 def reference_summary(train:pd.DataFrame) -> dict:

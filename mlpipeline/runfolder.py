@@ -101,14 +101,16 @@ def stage_output(run_dir:str|Path, stage:str, name:str) -> Path:
 def run_lock(run_dir:str|Path):
     "Hold the run folder's lock file (naming this pid) while the block runs; refuse a live holder."
     p = Path(run_dir)/'.lock'
-    for _ in range(2):
-        try:
-            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY); os.write(fd, str(os.getpid()).encode()); os.close(fd)
-            break
-        except FileExistsError:
-            pid = int(p.read_text() or 0)
-            if _alive(pid): raise UsageError(f'run folder {run_dir} is being executed by process {pid}', 'wait for it, or stop that process') from None
-            p.unlink(missing_ok=True)  # stale: its holder died
+    tmp = p.with_name(f'.lock.{os.getpid()}.tmp'); tmp.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try: os.link(tmp, p); break  # atomic: the lock never exists without its pid
+            except FileExistsError:
+                pid = int(p.read_text().strip() or -1) if p.read_text().strip().isdigit() else -1
+                if pid == -1 or _alive(pid): raise UsageError(f'run folder {run_dir} is being executed by process {pid if pid > 0 else "unknown"}', f'wait for it, or stop that process (and remove {p} if no process holds it)') from None
+                p.unlink(missing_ok=True)  # stale: its holder died
+        else: raise UsageError(f'could not take the lock {p}', 'another process keeps taking it; try again')
+    finally: tmp.unlink(missing_ok=True)
     try: yield p
     finally: p.unlink(missing_ok=True)
 

@@ -37,7 +37,8 @@ def boost(tf:Transform, dtrain, dvalid, model:dict, seed:int=42, callbacks:list=
                   early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, callbacks=list(callbacks))
     best = b.best_iteration if model.get('early_stopping_rounds') else b.num_boosted_rounds() - 1
     out = b[: best + 1]
-    out.set_attr(best_iteration=str(best), **({'best_score': str(b.best_score)} if model.get('early_stopping_rounds') else {}))
+    score = b.best_score if model.get('early_stopping_rounds') else float(b.eval(dvalid).rsplit(':', 1)[1])  # the last round's
+    out.set_attr(best_iteration=str(best), best_score=str(score))
     return out
 
 def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42):
@@ -75,12 +76,12 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
     dtrain, dvalid = dmatrix(tf, train), dmatrix(tf, valid)
     def objective(trial):
         params = suggest(trial, method, tuning)
-        mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)})
-        mlflow.log_params(params)
-        try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
-        except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); mlflow.end_run('KILLED'); raise
-        score = float(b.attr('best_score'))
-        mlflow.log_metric(f'valid_{metric}', score); mlflow.set_tag('state', 'complete'); mlflow.end_run()
+        with mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)}):
+            mlflow.log_params(params)
+            try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
+            except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
+            score = float(b.attr('best_score'))
+            mlflow.log_metric(f'valid_{metric}', score); mlflow.set_tag('state', 'complete')
         return score
     study = optuna.create_study(direction='minimize', sampler=sampler(method, tuning, seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10))
     study.optimize(objective, n_trials=tuning['trials'], timeout=tuning['timeout_s'], show_progress_bar=progress)
@@ -89,7 +90,7 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
     if not done: raise RuntimeError(f'no tuning trial completed ({len(study.trials)} tried, budget {tuning["trials"]} trials / {tuning["timeout_s"]} s)')
     return study.best_params, trials
 
-# %% ../nbs/04_train.ipynb #040019
+# %% ../nbs/04_train.ipynb #040021
 def load_transform(run_dir:str|Path) -> Transform:
     "The transform fitted by `03_features` in this run."
     return Transform.from_json(stage_output(run_dir, '03_features', 'transform').read_text())

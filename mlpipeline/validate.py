@@ -74,7 +74,8 @@ def infer_schema(df:pd.DataFrame, cfg:dict) -> Schema:
     target, idc, tol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
     cols = {str(c): infer_column(df[c], tol, unique=(c == idc)) for c in df.columns}
     y = df[target] if target in df else pd.Series(dtype=float)
-    classification = cfg.get('task') in ('binary', 'multiclass') or (cfg.get('task') == 'auto' and (column_kind(y) != 'numeric' or y.nunique() <= 20))
+    from mlpipeline.features import infer_task  # features imports this module
+    classification = y.nunique() > 0 and (cfg.get('task') in ('binary', 'multiclass') or infer_task(y.dropna(), 'auto') != 'regression')
     classes = sorted({str(v) for v in y.dropna()}) if classification else None
     tgt = {'name': target, 'kind': column_kind(y), 'classes': classes}
     return Schema(columns=cols, target=tgt, id_column=idc, rows={'min': min_rows_for_split(cfg), 'max': None})
@@ -155,6 +156,7 @@ def check_table(df:pd.DataFrame, schema:Schema, mode:str) -> list[dict]:
 # %% ../nbs/02_validate.ipynb #020024
 def validate(df:pd.DataFrame, schema:Schema, mode:str='train', severity:dict|None=None) -> list[dict]:
     "Every violation of `df` against `schema`, with severities after the config's overrides."
+    if unknown := set(severity or {}) - set(RULES): raise ConfigError(f'validation.severity.{sorted(unknown)[0]}', 'is not a validation rule', f"use one of {', '.join(RULES)}")
     out = check_table(df, schema, mode)
     if len(df):
         for c, spec in schema.columns.items():

@@ -33,6 +33,8 @@ def test_relative_paths_are_read_from_the_project(tmp_path, sample):
     (Path(cfg['project'])/'data').mkdir()
     sample.head(50).to_csv(Path(cfg['project'])/'data/x.csv', index=False)
     assert len(load_data(cfg)) == 50
+    folder = load_config(project=cfg['project'], overrides=['data.path=data'])  # a folder, relative to the project, not the cwd
+    assert len(load_data(folder)) == 50
 
 
 def test_sqlite_query(tmp_path, sample):

@@ -56,12 +56,12 @@ def test_promote_and_rollback_are_in_the_audit_log(project):
     p, _ = project
     r = mlpipeline('promote', '2', '--why', 'trying the small model', cwd=p)
     assert r.returncode == 0 and 'champion 1 -> 2' in r.stdout, r.stderr
-    r = mlpipeline('rollback', cwd=p)
+    r = mlpipeline('rollback', '--why', 'bad data', cwd=p)
     assert r.returncode == 0 and 'champion 2 -> 1' in r.stdout, r.stderr
     assert str(client_for(p).get_model_version_by_alias('churn', 'champion').version) == '1'
     log = registry.audit_log(load_config(project=p), 'champion')
     assert list(zip(log.from_version, log.to_version)) == [('2', '1'), ('1', '2'), ('', '1')]
-    assert log.why[1] == 'trying the small model' and log.who.str.contains('@').all()
+    assert log.why[0] == 'rollback from version 2: bad data' and log.why[1] == 'trying the small model' and log.who.str.contains('@').all()
     assert mlpipeline('rollback', cwd=p).returncode == 2  # version 1 replaced no one
     assert mlpipeline('promote', '9', cwd=p).returncode == 2
     listing = mlpipeline('models', 'list', cwd=p).stdout.splitlines()
