@@ -208,7 +208,9 @@ def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.
         model = mlflow.pyfunc.load_model(f'models:/{name}@champion')
         out = model.predict(conform(model, test.drop(columns=[tf.target])))
     except Exception as e: return None, str(mv.version), f'the champion cannot score this test split: {type(e).__name__}: {str(e)[:300]}'
-    if tf.task == 'regression': return out['prediction'].to_numpy(float), str(mv.version), ''
+    if tf.task == 'regression':
+        if not pd.api.types.is_numeric_dtype(out['prediction']): return None, str(mv.version), 'the champion is not a regression model'
+        return out['prediction'].to_numpy(float), str(mv.version), ''
     cols = [f'proba_{c}' for c in tf.classes]
     if not set(cols) <= set(out.columns): return None, str(mv.version), f'the champion predicts other classes ({list(out.columns)})'
     p = out[cols].to_numpy(float)

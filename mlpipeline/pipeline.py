@@ -213,8 +213,8 @@ def summary(run_dir:Path) -> str:
 def status_lines(run_dir:Path) -> list[str]:
     "One line per stage: its status, when it finished, and its outputs."
     m = read_manifest(run_dir)
-    out = [f"run {m.get('run_id', run_dir.name)}: {m.get('status', 'incomplete')}"]
-    for s in STAGES:
+    out = [f"run {m.get('run_id', run_dir.name)}: {m.get('status', 'incomplete')}" + (f" (reproduces {m['reproduces']})" if 'reproduces' in m else '')]
+    for s in m.get('plan', STAGES):
         e = m['stages'].get(s, {})
         st = ('complete' if stage_complete(run_dir, s) else 'changed outputs') if e.get('status') == 'complete' else e.get('status', 'not run')
         out.append(f"  {s:<12} {st:<16} {e.get('finished', ''):<20} {', '.join(e.get('outputs', {}))}")

@@ -74,6 +74,8 @@ def test_reproduce_reports_a_match_and_refuses_a_changed_snapshot(project):
     assert r.returncode == 0 and 'churn version 1 reproduces' in r.stdout, r.stderr
     out = json.loads(next((p/'runs').glob('*/artifacts/reproduce.json')).read_text())
     assert out['match'] and out['max_diff'] == 0.0 and out['rows'] == 60
+    status = mlpipeline('status', Path(out['run_folder']).name, cwd=p).stdout.splitlines()
+    assert 'reproduces churn/1' in status[0] and len(status) == 6  # the five stages it plans
     raw = rd/'data/raw.parquet'
     pd.read_parquet(raw).assign(tenure=lambda d: d.tenure + 1).to_parquet(raw)
     r = mlpipeline('reproduce', 'churn/1', cwd=p)
@@ -93,3 +95,12 @@ def test_a_champion_promoted_while_a_run_evaluates_is_not_silently_replaced(tmp_
     assert out['version'] == 2 and out['aliases'] == ['challenger'] and not out['gate_passed']
     assert any('the champion moved since evaluation' in c for c in out['gate'])
     assert str(client_for(p).get_model_version_by_alias('race', 'champion').version) == '1'
+
+
+def test_a_candidate_of_another_task_is_not_compared_and_not_promoted(tmp_path):
+    p = write_project(tmp_path/'p', mlflow={'model_name': 'mixed'})
+    run_in_process(p)  # a churn classifier: version 1, champion
+    rd = run_in_process(p, 'target=monthly_charges')
+    gate = json.loads((rd/'artifacts/gate.json').read_text())
+    assert not gate['passed'] and any(c.startswith('FAIL champion version 1: the champion') for c in gate['checks'])  # cannot score, or not a regressor
+    assert str(client_for(p).get_model_version_by_alias('mixed', 'champion').version) == '1'
