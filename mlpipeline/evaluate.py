@@ -2,7 +2,7 @@
 
 # %% ../nbs/05_evaluate.ipynb #050003
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform

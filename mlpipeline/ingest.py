@@ -2,10 +2,10 @@
 
 # %% ../nbs/01_ingest.ipynb #010003
 from __future__ import annotations
-import glob as globlib, hashlib, importlib.resources, json
+import glob as globlib, hashlib, importlib.resources
 from pathlib import Path
 import pandas as pd
-from .config import get_key, project_path
+from .config import project_path
 from .errors import SourceError
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
 

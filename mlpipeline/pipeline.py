@@ -167,9 +167,9 @@ def parse_model_ref(ref:str, default_name:str) -> tuple[str, str]:
 
 def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
-    import mlflow, pandas as pd, numpy as np
+    import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
-    from mlpipeline.serve import model_uri, load_model, conform
+    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap
     cfg = load_config(config); mlflow_experiment(cfg)
     name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
     client = mlflow.MlflowClient()
@@ -189,7 +189,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
     test = pd.read_parquet(rd/'data/test.parquet')
     registered = model.predict(conform(model, test.drop(columns=[rcfg['target']])))
     retrained = pd.read_parquet(rd/'data/test_predictions.parquet')
-    diff = float(np.max(np.abs(registered[retrained.columns].to_numpy(float) - retrained.to_numpy(float))))
+    diff = prediction_gap(registered, retrained)
     out = {'model': name, 'version': int(mv.version), 'run_folder': str(rd), 'rows': len(test), 'max_diff': diff, 'match': diff == 0.0}
     write_json(out, rd/'artifacts/reproduce.json')
     if not out['match']: raise MlpipelineError(f'version {mv.version} does not reproduce: predictions differ by up to {diff:.3g} on {len(test)} test rows (run {rd})',
@@ -199,7 +199,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
 # %% ../nbs/09_pipeline.ipynb #090023
 def summary(run_dir:Path) -> str:
     "What a finished run produced, in a few lines."
-    m, lines = read_manifest(run_dir), [f'run folder: {run_dir}']
+    lines = [f'run folder: {run_dir}']
     reg, metrics = run_dir/'artifacts/registered.json', run_dir/'artifacts/metrics.json'
     if metrics.exists():
         lines.append('test metrics: ' + ', '.join(f'{k} {v:.4f}' for k, v in json.loads(metrics.read_text()).items() if isinstance(v, float) and not k.startswith('latency')))

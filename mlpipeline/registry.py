@@ -173,11 +173,9 @@ def still_valid(gate:dict, champion_now:str|None) -> dict:
 
 def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, tol:float=1e-6) -> float:
     "Load the logged model back; it must give the evaluation's predictions. Returns the largest difference."
-    from mlpipeline.serve import conform
+    from mlpipeline.serve import conform, prediction_gap
     model = mlflow.pyfunc.load_model(model_uri)
-    got = model.predict(conform(model, rows))
-    cols = list(expected.columns)
-    diff = float(np.max(np.abs(got[cols].to_numpy(float) - expected.to_numpy(float)))) if len(rows) else 0.0
+    diff = prediction_gap(model.predict(conform(model, rows)), expected)
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff
 

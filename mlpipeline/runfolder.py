@@ -2,7 +2,7 @@
 
 # %% ../nbs/00b_runfolder.ipynb #000003
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, json, os, secrets, subprocess, tempfile
+import contextlib, datetime as dt, hashlib, json, os, secrets, subprocess
 from pathlib import Path
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key
 from .errors import MlpipelineError, UsageError

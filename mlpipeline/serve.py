@@ -4,13 +4,12 @@
 from __future__ import annotations
 import time
 from pathlib import Path
-import pandas as pd
-from .config import get_key
+import numpy as np, pandas as pd
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
 from .errors import UsageError
 
 # %% auto #0
-__all__ = ['model_uri', 'load_model', 'conform', 'predict_records', 'run_serve']
+__all__ = ['model_uri', 'load_model', 'conform', 'prediction_gap', 'predict_records', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070005
 def model_uri(name:str, ref:str|int='champion') -> str:
@@ -34,6 +33,10 @@ def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
         if col.name in out and col.type.name in ('double', 'float'): out[col.name] = pd.to_numeric(out[col.name], errors='coerce').astype('float64')
     return out
 
+def prediction_gap(answer:pd.DataFrame, expected:pd.DataFrame) -> float:
+    "The largest absolute difference between two prediction tables, on `expected`'s columns."
+    return float(np.max(np.abs(answer[expected.columns].to_numpy(float) - expected.to_numpy(float)))) if len(expected) else 0.0
+
 def predict_records(model, records:dict|list[dict]) -> list[dict]:
     "Predictions for one JSON record or a list of them, one dict per record."
     rows = pd.DataFrame.from_records([records] if isinstance(records, dict) else records)
@@ -42,7 +45,7 @@ def predict_records(model, records:dict|list[dict]) -> list[dict]:
 # %% ../nbs/07_serve.ipynb #070009
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
-    import json, numpy as np
+    import json
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '07_serve'):
         reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
@@ -51,7 +54,7 @@ def run_serve(run_dir:str|Path, n:int=20) -> dict:
         t = time.perf_counter(); model = load_model(reg['model_uri']); load_s = time.perf_counter() - t
         answers = pd.DataFrame(predict_records(model, records))
         expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions')).head(n)
-        diff = float(np.max(np.abs(answers[expected.columns].to_numpy(float) - expected.to_numpy(float))))
+        diff = prediction_gap(answers, expected)
         out = {'model_uri': reg['model_uri'], 'rows': len(records), 'max_diff': diff, 'load_s': round(load_s, 3)}
         if not diff <= 1e-6: raise AssertionError(f"{reg['model_uri']} answers JSON records differently from evaluation: {out}")
         write_json(out, rd/'artifacts/serve_check.json')

@@ -2,7 +2,7 @@
 
 # %% ../nbs/04_train.ipynb #040003
 from __future__ import annotations
-import json, time
+import time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform

@@ -2,7 +2,7 @@
 
 # %% ../nbs/02_validate.ipynb #020003
 from __future__ import annotations
-import html, json, math
+import html, math
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
