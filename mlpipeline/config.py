@@ -46,7 +46,18 @@ gate:
   bootstrap: 1000            # resamples of the test split for the confidence interval of the difference
   confidence: 0.95
 mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-model}
-serve: {host: 127.0.0.1, port: 8000}
+serve:
+  model: null                # name@alias or name/version; default: mlflow.model_name@champion
+  host: 127.0.0.1            # bound to this machine unless told otherwise
+  port: 8000
+  workers: 1                 # uvicorn worker processes
+  reload_s: 5                # how often the registry is asked whether the alias moved (0: never)
+  shadow: false              # the challenger also scores every request, off the response path
+  max_body_bytes: 10000000
+  max_rows: 10000            # records per request
+  api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
+  capture: {enabled: true, dir: capture, flush_s: 10, flush_rows: 20000}   # request log for monitoring (Parquet)
+  batch_rows: 50000          # rows per chunk in `mlpipeline predict`
 monitor: {}
 compute: {backend: local, address: null}
 validation:
@@ -68,7 +79,7 @@ runs_dir: runs
 """)
 
 # %% ../nbs/00_config.ipynb #000007
-OPEN_SECTIONS = {'model', 'gate.thresholds', 'serve', 'monitor', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
+OPEN_SECTIONS = {'model', 'gate.thresholds', 'monitor', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
 REPLACED = {'tuning.space', 'tuning.grid'}  # a user's search space replaces the default one whole
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],

@@ -2,10 +2,10 @@
 
 # %% ../nbs/05_evaluate.ipynb #050003
 from __future__ import annotations
-import time
+import json, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from .features import Transform
+from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path
 
@@ -54,9 +54,9 @@ def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
 # %% ../nbs/05_evaluate.ipynb #050013
 def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     "Single-row p50/p95 and whole-batch prediction time, in milliseconds."
-    times = []
-    for i in range(min(n, len(df))):
-        t = time.perf_counter(); predict(booster, tf, df.iloc[[i]]); times.append(time.perf_counter() - t)
+    enc, times = RowEncoder(tf), []
+    for r in json.loads(df.head(n).to_json(orient='records')):
+        t = time.perf_counter(); booster.inplace_predict(enc.matrix(records_columns([r], tf.inputs))); times.append(time.perf_counter() - t)
     t = time.perf_counter(); predict(booster, tf, df); batch = time.perf_counter() - t
     return {'latency_row_p50_ms': 1e3 * float(np.median(times)), 'latency_row_p95_ms': 1e3 * float(np.quantile(times, 0.95)),
             'latency_batch_ms': 1e3 * batch, 'latency_batch_rows': len(df)}

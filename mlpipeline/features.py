@@ -13,7 +13,8 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_ta
 
 # %% auto #0
 __all__ = ['infer_task', 'random_split', 'time_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts', 'feature_name',
-           'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'run_features']
+           'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'RowEncoder',
+           'codes_matrix', 'records_columns', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -204,6 +205,64 @@ def _columns(tf:Transform, b:pd.DataFrame) -> list:
     return [feature_name(c) for c in cols + [f'{a}*{z}' for a, z in tf.interactions]]
 
 # %% ../nbs/03_features.ipynb #030034
+class RowEncoder:
+    "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
+    def __init__(self, tf:Transform, cache:int=100_000):
+        self.tf, self.cache, self.fast = tf, cache, not tf.dates and not tf.ffill
+        self.codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in tf.categories.items()}
+        self.seen = {c: {} for c in tf.categories}  # raw value -> normalised label, per column
+        self.fill_n = {c: v for c, v in tf.fill.items() if c not in tf.categories}
+
+    def label(self, c:str, v) -> str|None:
+        "The normalised label of raw value `v` (as `labels` gives it), remembered."
+        if v is None or (isinstance(v, float) and v != v): return None
+        seen = self.seen[c]
+        if (out := seen.get(v)) is None:
+            out = str(v)
+            if self.tf.normalise.get('strip', True): out = out.strip()
+            if self.tf.normalise.get('case', 'lower') == 'lower': out = out.lower()
+            if len(seen) < self.cache: seen[v] = out
+        return out
+
+    def number(self, v) -> float:
+        "A raw value as a float (as `as_numbers` gives it): text that is not a number is missing."
+        if v is None: return np.nan
+        if isinstance(v, (int, float)): return float(v)
+        x = pd.to_numeric(pd.Series([v], dtype=object), errors='coerce').iloc[0]
+        return float(x) if x == x and x is not None and not isinstance(x, str) else np.nan
+
+    def matrix(self, cols:dict) -> np.ndarray:
+        "The model input for columns of raw values (`{column: [values]}`), in `tf.outputs` order."
+        tf, out = self.tf, {}
+        if not self.fast: return tf.apply(pd.DataFrame(cols)).pipe(codes_matrix)
+        n = len(next(iter(cols.values()))) if cols else 0
+        missing = [None] * n
+        for c in tf.numeric:
+            x = np.array([self.number(v) for v in cols.get(c, missing)], dtype='float64')
+            if c in tf.caps: x = np.clip(x, *tf.caps[c])
+            if c in self.fill_n: x = np.where(np.isnan(x), self.fill_n[c], x)
+            out[c] = x
+        for c, cats in tf.categories.items():
+            lab = [self.label(c, v) for v in cols.get(c, missing)]
+            if c in tf.fill: lab = [tf.fill[c] if v is None else v for v in lab]
+            if tf.encoding == 'onehot': out |= {f'{c}={k}': np.array([v == k for v in lab], dtype='float64') for k in cats}
+            elif tf.encoding == 'frequency': out[c] = np.array([tf.frequencies[c].get(v, 0.0) if v is not None else 0.0 for v in lab], dtype='float64')
+            else: out[c] = np.array([self.codes[c].get(v, np.nan) for v in lab], dtype='float64')
+        for c, (center, scale) in tf.scale.items(): out[c] = (out[c] - center) / scale
+        for a, z in tf.interactions: out[f'{a}*{z}'] = out[a] * out[z]
+        named = {feature_name(k): v for k, v in out.items()}
+        return np.column_stack([named[c] for c in tf.outputs]) if n else np.empty((0, len(tf.outputs)))
+
+def codes_matrix(X:pd.DataFrame) -> np.ndarray:
+    "A model input table as a float matrix: categorical columns as their codes (missing: NaN)."
+    col = lambda s: s.cat.codes.replace(-1, np.nan).to_numpy('float64') if isinstance(s.dtype, pd.CategoricalDtype) else s.to_numpy('float64')
+    return np.column_stack([col(X[c]) for c in X]) if len(X.columns) else np.empty((len(X), 0))
+
+def records_columns(records:list[dict], inputs:list) -> dict:
+    "JSON records as columns of raw values for `inputs` (an absent field is None)."
+    return {c: [r.get(c) for r in records] for c in inputs}
+
+# %% ../nbs/03_features.ipynb #030038
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow

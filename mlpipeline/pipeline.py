@@ -12,8 +12,8 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
-           'execute_run', 'run_pipeline', 'parse_model_ref', 'reproduce', 'summary', 'status_lines', 'latest_run',
-           'parser', 'registry_command', 'main']
+           'execute_run', 'run_pipeline', 'reproduce', 'summary', 'status_lines', 'latest_run', 'parser',
+           'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
@@ -159,17 +159,11 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
     return execute_run(rd, cfg, progress)
 
 # %% ../nbs/09_pipeline.ipynb #090021
-def parse_model_ref(ref:str, default_name:str) -> tuple[str, str]:
-    "`name@alias`, `name/version`, an alias or a version number -> (name, alias or version)."
-    if '@' in ref: return tuple(ref.split('@', 1))
-    if '/' in ref: return tuple(ref.rsplit('/', 1))
-    return default_name, ref
-
 def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
     import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
-    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap
+    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap, parse_model_ref
     cfg = load_config(config); mlflow_experiment(cfg)
     name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
     client = mlflow.MlflowClient()
@@ -246,6 +240,15 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument('--why', default='rollback'); rb.add_argument('--config')
     rp = sub.add_parser('reproduce', help='re-run a version on its data snapshot and check its predictions')
     rp.add_argument('ref', help='champion, a version number, name@alias or name/version'); rp.add_argument('--config'); rp.add_argument('--quiet', action='store_true')
+    sv = sub.add_parser('serve', help='serve a registered model over HTTP (default: the champion on 127.0.0.1:8000)')
+    pd_ = sub.add_parser('predict', help='score a CSV or Parquet file with a registered model, in chunks')
+    for x in (sv, pd_):
+        x.add_argument('--model', help='name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
+        x.add_argument('--config'); x.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    sv.add_argument('--host', help='interface to bind (default: serve.host, 127.0.0.1)'); sv.add_argument('--port', type=int, help='default: serve.port, 8000')
+    sv.add_argument('--workers', type=int, help='uvicorn worker processes (default: serve.workers, 1)')
+    pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows'); pd_.add_argument('--output', required=True, help='.parquet or .csv')
+    pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)'); pd_.add_argument('--quiet', action='store_true')
     return p
 
 def registry_command(args) -> str:
@@ -269,6 +272,13 @@ def main(argv:list[str]|None=None) -> int:
             cfg = load_config(args.config)
             print('\n'.join(status_lines(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))))
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
+        elif args.command == 'serve':
+            from mlpipeline.serve import serve
+            serve(args.config, args.param, args.model, args.host, args.port, args.workers)
+        elif args.command == 'predict':
+            from mlpipeline.serve import predict_file
+            r = predict_file(load_config(args.config, args.param), args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
+            print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
         elif args.command == 'reproduce':
             r = reproduce(args.ref, args.config, progress=not args.quiet)
             print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")

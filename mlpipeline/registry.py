@@ -16,7 +16,8 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 # %% auto #0
 __all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
            'audit_experiment', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
-           'rollback', 'reference_summary', 'log_pipeline_model', 'still_valid', 'check_reproduces', 'run_register']
+           'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'still_valid', 'check_reproduces',
+           'run_register']
 
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -166,6 +167,10 @@ def log_pipeline_model(run_dir:Path, tf:Transform, train:pd.DataFrame):
     return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts={k: str(v) for k, v in arts.items()},
                                    signature=signature(tf, train), code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
 
+def test_metric_tags(metrics:dict) -> dict:
+    "The test metrics as version tags (`test.roc_auc`), so the service and `models list` show them without a run lookup."
+    return {f'test.{k}': f'{v:.6g}' for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith('latency')}
+
 def still_valid(gate:dict, champion_now:str|None) -> dict:
     "The gate's decision, withdrawn if the champion it was judged against has changed since (another run promoted)."
     if not gate['passed'] or champion_now == gate.get('champion_version'): return gate
@@ -179,7 +184,7 @@ def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, to
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff
 
-# %% ../nbs/06_register.ipynb #060022
+# %% ../nbs/06_register.ipynb #060023
 def run_register(run_dir:str|Path) -> dict:
     "Log the pipeline model, check it, register a version as `challenger`, and as `champion` if the gate passed."
     rd, cfg = open_run(run_dir)
@@ -195,7 +200,8 @@ def run_register(run_dir:str|Path) -> dict:
         mlflow.log_artifact(stage_output(rd, '02_validate', 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here
         gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
-        tags = lineage_tags(rd, cfg) | {'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
+        tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())) | {
+            'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
         if gate['passed']: moves.append(move_alias(cfg, 'champion', mv.version, 'gate passed: ' + '; '.join(gate['checks'])))

@@ -2,21 +2,40 @@
 
 # %% ../nbs/07_serve.ipynb #070003
 from __future__ import annotations
-import time
+import collections, datetime as dt, hmac, json, logging, os, threading, time, uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
+from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
+from .config import get_key
+from .errors import UsageError, DataValidationError
+from .features import Transform, RowEncoder, records_columns
+from .validate import Schema, RULES, norm_label, validate, errors_in
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
-from .errors import UsageError
+
+log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['model_uri', 'load_model', 'conform', 'prediction_gap', 'predict_records', 'run_serve']
+__all__ = ['log', 'model_uri', 'parse_model_ref', 'load_model', 'conform', 'prediction_gap', 'predict_records', 'Field',
+           'request_fields', 'severities', 'check_records', 'Served', 'served_from', 'model_artifacts', 'load_served',
+           'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder', 'ShadowScorer', 'ApiError',
+           'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
+           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'score_frame', 'predict_file',
+           'run_serve']
 
-# %% ../nbs/07_serve.ipynb #070005
+# %% ../nbs/07_serve.ipynb #070006
 def model_uri(name:str, ref:str|int='champion') -> str:
     "The registry URI of model `name` at an alias (`champion`) or a version number."
     return f'models:/{name}/{ref}' if str(ref).isdigit() else f'models:/{name}@{ref}'
 
-# %% ../nbs/07_serve.ipynb #070007
+def parse_model_ref(ref:str|None, default_name:str) -> tuple[str, str]:
+    "`name@alias`, `name/version`, an alias or a version number -> (name, alias or version); none: the champion."
+    if not ref: return default_name, 'champion'
+    if '@' in ref: return tuple(ref.split('@', 1))
+    if '/' in ref: return tuple(ref.rsplit('/', 1))
+    return default_name, ref
+
+# %% ../nbs/07_serve.ipynb #070008
 def load_model(uri:str):
     "Load a registered pyfunc model, with a clear error when the registry has no such model or alias."
     import mlflow
@@ -38,25 +57,598 @@ def prediction_gap(answer:pd.DataFrame, expected:pd.DataFrame) -> float:
     return float(np.max(np.abs(answer[expected.columns].to_numpy(float) - expected.to_numpy(float)))) if len(expected) else 0.0
 
 def predict_records(model, records:dict|list[dict]) -> list[dict]:
-    "Predictions for one JSON record or a list of them, one dict per record."
+    "Predictions of the pyfunc `model` for one JSON record or a list of them, one dict per record."
     rows = pd.DataFrame.from_records([records] if isinstance(records, dict) else records)
     return model.predict(conform(model, rows)).to_dict(orient='records')
 
-# %% ../nbs/07_serve.ipynb #070009
+# %% ../nbs/07_serve.ipynb #070010
+@dataclass
+class Field:
+    "One input field of a request: its kind and the schema's rules for it."
+    name: str
+    kind: str = 'numeric'                  # numeric | categorical | boolean | datetime
+    nullable: bool = True
+    lo: float = -np.inf                    # range with the schema's tolerance
+    hi: float = np.inf
+    domain: frozenset|None = None          # known labels, normalised
+
+    def check(self, v) -> tuple:
+        "(the value the model takes, the rule it breaks or None)."
+        if v is None or (isinstance(v, float) and v != v): return None, (None if self.nullable else 'missing_values')
+        if self.kind == 'numeric':
+            x = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _number(v)
+            if x is None: return None, 'type_mismatch'
+            return x, ('out_of_range' if not self.lo <= x <= self.hi else None)
+        if isinstance(v, (dict, list)): return None, 'type_mismatch'
+        if self.kind == 'datetime' and pd.isna(pd.to_datetime(str(v), errors='coerce', format='mixed')): return None, 'type_mismatch'
+        return v, ('unseen_category' if self.domain is not None and norm_label(v) not in self.domain else None)
+
+    def expected(self, rule:str) -> str:
+        "What the rule wanted, for the error message."
+        if rule == 'out_of_range': return f'a number in [{self.lo:g}, {self.hi:g}]'
+        if rule == 'unseen_category': return f'one of {sorted(self.domain)[:8]}' + (' ...' if len(self.domain) > 8 else '')
+        return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, {'numeric': 'a number', 'datetime': 'a date'}.get(self.kind, 'a text label'))
+
+def _number(v) -> float|None:
+    if isinstance(v, bool) or not isinstance(v, str): return None
+    try: x = float(v)
+    except ValueError: return None
+    return x if x == x else None
+
+# %% ../nbs/07_serve.ipynb #070011
+def request_fields(schema:Schema|None, tf:Transform) -> list[Field]:
+    "The fields of a request: the transform's inputs, with the rules the schema gives them."
+    out = []
+    for c in tf.inputs:
+        spec = (schema.columns.get(c) if schema else None) or {'kind': 'numeric' if c in tf.numeric else 'datetime' if c in tf.dates else 'categorical', 'nullable': True}
+        f = Field(c, spec['kind'], bool(spec.get('nullable')) or spec.get('max_missing', 0) > 0)
+        if 'min' in spec:
+            pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
+            f.lo, f.hi = spec['min'] - pad, spec['max'] + pad
+        if 'domain' in spec and not spec.get('max_unseen'): f.domain = frozenset(norm_label(v) for v in spec['domain'])
+        out.append(f)
+    return out
+
+def severities(cfg:dict) -> dict:
+    "Each rule's severity: the defaults of `02_validate` with the config's `validation.severity` on top."
+    return RULES | (get_key(cfg, 'validation.severity') or {})
+
+def check_records(records:list, fields:list[Field], severity:dict) -> tuple[dict, list, list]:
+    "Columns of the values the model takes, the problems that refuse the request, and the warnings."
+    cols, problems, warnings = {f.name: [] for f in fields}, [], []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            problems.append({'row': i, 'field': None, 'rule': 'type_mismatch', 'expected': 'a JSON object per record', 'got': type(r).__name__})
+            continue
+        for f in fields:
+            v, rule = f.check(r[f.name]) if f.name in r else (None, 'missing_column')
+            cols[f.name].append(v)
+            if rule and (sev := severity.get(rule, 'error')) != 'off':
+                (problems if sev == 'error' else warnings).append({'row': i, 'field': f.name, 'rule': rule, 'expected': f.expected(rule), 'got': repr(r.get(f.name))[:80]})
+    return cols, problems, warnings
+
+# %% ../nbs/07_serve.ipynb #070015
+@dataclass
+class Served:
+    "A registered version loaded for serving."
+    name: str
+    version: str
+    alias: str|None
+    tf: Transform
+    booster: object
+    schema: Schema|None = None
+    tags: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)  # the training summary logged with the model
+    loaded_at: str = ''
+
+    def __post_init__(self):
+        self.fields, self.encoder = request_fields(self.schema, self.tf), RowEncoder(self.tf)
+        self.classes = np.asarray(self.tf.classes or [], dtype=object)
+        self.outputs = ['prediction'] + [f'proba_{c}' for c in self.tf.classes or []]
+
+    def predict(self, cols:dict) -> np.ndarray:
+        "The booster's output for columns of checked values."
+        return self.booster.inplace_predict(self.encoder.matrix(cols))
+
+    def answers(self, out:np.ndarray) -> list[dict]:
+        "One answer per row: `prediction` and, for classification, `proba_<class>`."
+        if self.tf.task == 'regression': return [{'prediction': float(v)} for v in out]
+        p = np.column_stack([1 - out, out]) if out.ndim == 1 else out
+        labels = self.classes[p.argmax(1)].tolist()
+        return [dict(zip(self.outputs, (lab, *row))) for lab, row in zip(labels, p.tolist())]
+
+def served_from(model, name:str, version:str, alias:str|None=None, tags:dict|None=None, schema:Schema|None=None, reference:dict|None=None) -> Served:
+    "A `Served` from a loaded pyfunc model: the transform and booster its python model holds."
+    pm = model.unwrap_python_model()
+    if not hasattr(pm, 'booster'): raise UsageError(f'{name} version {version} is not an mlpipeline model (no transform and booster inside)')
+    return Served(name, str(version), alias, pm.tf, pm.booster, schema, tags or {}, reference or {}, dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
+
+def model_artifacts(local:Path) -> dict:
+    "The files a downloaded pyfunc model bundles, by artifact name (`schema`, `transform`, ...)."
+    from mlflow.models import Model
+    arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
+    return {k: local/v['path'] for k, v in arts.items() if (local/v['path']).exists()}
+
+def load_served(name:str, ref:str='champion') -> Served:
+    "Load version or alias `ref` of registered model `name` for serving, with the schema and summary it bundles."
+    import mlflow
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version(name, ref) if str(ref).isdigit() else client.get_model_version_by_alias(name, ref)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri(name, mv.version)))
+    except mlflow.exceptions.MlflowException as e:
+        raise UsageError(f'no model {name}@{ref} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'list them with `mlpipeline models list`, or train one with `mlpipeline run`') from None
+    arts = model_artifacts(local)
+    schema = Schema.from_yaml(arts['schema'].read_text()) if 'schema' in arts else None
+    reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
+    return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
+
+# %% ../nbs/07_serve.ipynb #070019
+class ServiceMetrics:
+    "The service's Prometheus metrics, in a registry of its own."
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram, Gauge, disable_created_metrics
+        disable_created_metrics()  # `_created` series double the page and no dashboard reads them
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter('mlpipeline_requests', 'HTTP requests by endpoint and status code', ['endpoint', 'code'], registry=r)
+        self.latency = Histogram('mlpipeline_request_seconds', 'Request latency in seconds', ['endpoint'], registry=r,
+                                 buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+        self.rows = Counter('mlpipeline_predicted_rows', 'Rows scored, by model version', ['version'], registry=r)
+        self.labels = Counter('mlpipeline_predictions', 'Predictions by model version and predicted label', ['version', 'prediction'], registry=r)
+        self.scores = {}
+        self.invalid = Counter('mlpipeline_invalid_fields', 'Refused or warned fields by field and rule', ['field', 'rule'], registry=r)
+        self.version = Gauge('mlpipeline_model_version', 'The version served under each role', ['role'], registry=r)
+        self.reloads = Counter('mlpipeline_model_reloads', 'Versions swapped in after an alias moved', registry=r)
+        self.captured = Counter('mlpipeline_captured_rows', 'Rows written to the request capture', registry=r)
+        self.dropped = Counter('mlpipeline_capture_dropped_rows', 'Rows the capture dropped because its buffer was full', registry=r)
+        self.shadow = Counter('mlpipeline_shadow_rows', 'Rows scored by the shadow model, by agreement', ['agree'], registry=r)
+
+    def score_histogram(self, served:Served):
+        "The prediction-score histogram for this model's task."
+        from prometheus_client import Histogram
+        key = 'value' if served.tf.task == 'regression' else 'proba'
+        if key not in self.scores:
+            q = (served.reference.get('columns', {}).get(served.tf.target) or {})
+            edges = sorted({float(q[k]) for k in ('min', '5%', '25%', '50%', '75%', '95%', 'max') if k in q}) if key == 'value' else [i / 10 for i in range(1, 11)]
+            self.scores[key] = Histogram(f'mlpipeline_prediction_{key}', 'Predicted probability (positive class if binary, else the predicted class) or value',
+                                         ['version'], registry=self.registry, **({'buckets': edges} if edges else {}))
+        return self.scores[key]
+
+    def observe(self, served:Served, out:np.ndarray, answers:list[dict]):
+        "Count the rows, labels and scores of one scored request."
+        v, h = served.version, self.score_histogram(served)
+        self.rows.labels(v).inc(len(answers))
+        if served.tf.task != 'regression':
+            for lab, k in collections.Counter(a['prediction'] for a in answers).items(): self.labels.labels(v, lab).inc(k)
+        for s in (out if out.ndim == 1 else out.max(1)).tolist(): h.labels(v).observe(s)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+# %% ../nbs/07_serve.ipynb #070021
+@dataclass
+class Captured:
+    "One scored request, as the capture log stores it."
+    request_id: str
+    time: float
+    served: Served
+    cols: dict
+    answers: list
+    shadow: Served|None = None
+    shadow_answers: list|None = None
+
+class Capture:
+    "A rolling Parquet log of scored requests, written off the request path by a background thread."
+    def __init__(self, folder:str|Path, flush_s:float=10, flush_rows:int=20000, max_rows:int=1_000_000, metrics:ServiceMetrics|None=None):
+        self.folder, self.flush_s, self.flush_rows, self.max_rows, self.metrics = Path(folder), flush_s, flush_rows, max_rows, metrics
+        self.queue, self.pending, self.seq, self.lock = collections.deque(), 0, 0, threading.Lock()
+        self.wake, self.stopping, self.thread = threading.Event(), False, None
+
+    def add(self, item:Captured):
+        "Queue one scored request (called on the request path: no I/O)."
+        n = len(item.answers)
+        with self.lock:
+            full = self.pending + n > self.max_rows
+            if not full: self.queue.append(item); self.pending += n
+        if full and self.metrics: self.metrics.dropped.inc(n)
+        if self.pending >= self.flush_rows: self.wake.set()
+
+    def start(self):
+        self.thread = threading.Thread(target=self._run, name='capture-writer', daemon=True); self.thread.start(); return self
+
+    def _run(self):
+        while not self.stopping:
+            self.wake.wait(self.flush_s); self.wake.clear()
+            try: self.flush()
+            except Exception: log.exception('request capture: writing failed; the rows stay queued')
+
+    def close(self):
+        "Stop the writer and write what is left."
+        self.stopping = True; self.wake.set()
+        if self.thread: self.thread.join(timeout=30)
+        self.flush()
+
+    def flush(self) -> list[Path]:
+        "Write the queued requests, one file per model version; the files written."
+        with self.lock: items, self.queue, self.pending = list(self.queue), collections.deque(), 0
+        groups = collections.defaultdict(list)
+        for i in items: groups[(i.served.name, i.served.version)].append(i)
+        return [self._write(g) for g in groups.values()]
+
+    def _write(self, items:list[Captured]) -> Path:
+        table = capture_table(items)
+        now = dt.datetime.now(dt.timezone.utc); self.seq += 1
+        path = self.folder/items[0].served.name/f'date={now:%Y-%m-%d}'/f'v{items[0].served.version}-{now:%H%M%S%f}-{os.getpid()}-{self.seq}.parquet'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name('.' + path.name); table.to_parquet(tmp, index=False); os.replace(tmp, path)
+        if self.metrics: self.metrics.captured.inc(len(table))
+        return path
+
+# %% ../nbs/07_serve.ipynb #070022
+def capture_table(items:list[Captured]) -> pd.DataFrame:
+    "Captured requests of one model version as a table: one row per scored record."
+    first, acc = items[0].served, collections.defaultdict(list)
+    idc = first.schema.id_column if first.schema and first.schema.id_column not in [f.name for f in first.fields] else None
+    for it in items:
+        n = len(it.answers)
+        acc['request_id'] += [it.request_id] * n; acc['row'] += range(n); acc['time'] += [it.time] * n
+        for f in first.fields: acc[f.name] += it.cols[f.name]
+        for k in first.outputs[:len(it.answers[0])]: acc[k] += [a[k] for a in it.answers]
+        if idc: acc[idc] += [a.get(idc) for a in it.answers]
+        sh = it.shadow_answers or [{}] * n
+        acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
+        acc['shadow_prediction'] += [a.get('prediction') for a in sh]
+    df = pd.DataFrame(acc)
+    df['time'] = pd.to_datetime(df['time'], unit='s', utc=True)
+    for f in first.fields:
+        df[f.name] = df[f.name].astype('float64') if f.kind == 'numeric' else df[f.name].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')
+    df.insert(3, 'model_name', first.name); df.insert(4, 'model_version', first.version)
+    if idc: df[idc] = df[idc].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')  # ids of any type, as text
+    return df.astype({'request_id': 'string', 'model_version': 'string', 'shadow_version': 'string', 'row': 'int32'})
+
+# %% ../nbs/07_serve.ipynb #070026
+class ModelHolder:
+    "The served model and the shadow model, swapped atomically when their aliases move in the registry."
+    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None):
+        self.name, self.ref, self.reload_s, self.metrics = name, ref, reload_s, metrics
+        self.current = load_served(name, ref)
+        self.shadow_alias = 'challenger' if shadow and not ref.isdigit() else None
+        self.shadow = self._load_shadow()
+        self.stop, self.thread = threading.Event(), None
+        self._gauge()
+
+    def _load_shadow(self) -> Served|None:
+        if not self.shadow_alias: return None
+        try: s = load_served(self.name, self.shadow_alias)
+        except UsageError: return None
+        return s if s.version != self.current.version else None
+
+    def _gauge(self):
+        if not self.metrics: return
+        self.metrics.version.labels('served').set(int(self.current.version))
+        self.metrics.version.labels('shadow').set(int(self.shadow.version) if self.shadow else 0)
+
+    def check(self) -> bool:
+        "Swap in the versions the aliases point at now; whether anything changed."
+        import mlflow
+        aliases = {a: str(v) for a, v in mlflow.MlflowClient().get_registered_model(self.name).aliases.items()}
+        changed = False
+        if not self.ref.isdigit() and aliases.get(self.ref, self.current.version) != self.current.version:
+            new = load_served(self.name, self.ref)
+            log.warning('%s@%s moved: serving version %s (was %s)', self.name, self.ref, new.version, self.current.version)
+            self.current, changed = new, True
+            if self.metrics: self.metrics.reloads.inc()
+        if self.shadow_alias:
+            want = aliases.get(self.shadow_alias)
+            if (None if want == self.current.version else want) != (self.shadow.version if self.shadow else None): self.shadow, changed = self._load_shadow(), True
+        if changed: self._gauge()
+        return changed
+
+    def _watch(self):
+        while not self.stop.wait(self.reload_s):
+            try: self.check()
+            except Exception as e: log.warning('model reload check failed (still serving version %s): %s', self.current.version, e)
+
+    def start(self):
+        if self.reload_s and self.reload_s > 0:
+            self.thread = threading.Thread(target=self._watch, name='model-watcher', daemon=True); self.thread.start()
+        return self
+
+    def close(self): self.stop.set()
+
+# %% ../nbs/07_serve.ipynb #070027
+class ShadowScorer:
+    "Scores answered requests with the shadow model off the response path, then hands them to the capture log."
+    def __init__(self, holder:ModelHolder, capture:Capture|None, metrics:ServiceMetrics|None=None, max_queue:int=10000):
+        self.holder, self.capture, self.metrics, self.max_queue = holder, capture, metrics, max_queue
+        self.queue, self.wake, self.stopping = collections.deque(), threading.Event(), False
+        self.thread = threading.Thread(target=self._run, name='shadow-scorer', daemon=True)
+
+    def add(self, item:Captured):
+        if len(self.queue) >= self.max_queue:
+            if self.metrics: self.metrics.shadow.labels('dropped').inc(len(item.answers))
+            return
+        self.queue.append(item); self.wake.set()
+
+    def _run(self):
+        while not self.stopping or self.queue:
+            if not self.queue: self.wake.wait(0.5); self.wake.clear(); continue
+            item, sh = self.queue.popleft(), self.holder.shadow
+            try:
+                if sh is not None:
+                    cols = {f.name: item.cols.get(f.name, [None] * len(item.answers)) for f in sh.fields}
+                    item.shadow, item.shadow_answers = sh, sh.answers(sh.predict(cols))
+                    if self.metrics:
+                        agree = sum(a['prediction'] == b['prediction'] for a, b in zip(item.answers, item.shadow_answers))
+                        self.metrics.shadow.labels('yes').inc(agree); self.metrics.shadow.labels('no').inc(len(item.answers) - agree)
+            except Exception: log.exception('shadow scoring failed for request %s', item.request_id)
+            if self.capture: self.capture.add(item)
+
+    def start(self): self.thread.start(); return self
+    def close(self):
+        self.stopping = True; self.wake.set(); self.thread.join(timeout=30)
+
+# %% ../nbs/07_serve.ipynb #070029
+class ApiError(Exception):
+    "A request refused with an HTTP status, a message and, for invalid records, the problems."
+    def __init__(self, status:int, message:str, problems:list|None=None):
+        super().__init__(message); self.status, self.message, self.problems = status, message, problems
+
+def problem_text(p:dict) -> str:
+    "One problem as a sentence."
+    where = f"row {p['row']}" + (f", field {p['field']!r}" if p['field'] else '')
+    return f"{where}: {p['rule']} (expected {p['expected']}, got {p['got']})"
+
+async def read_body(request, limit:int) -> bytes:
+    "The request body, refused with 413 past `limit` bytes before it is all read."
+    if int(request.headers.get('content-length') or 0) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
+    return bytes(body)
+
+def parse_payload(body:bytes, max_rows:int) -> tuple[list, bool]:
+    "The records of a request body and whether it held a single record."
+    try: payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e: raise ApiError(400, f'malformed JSON: {e}') from None
+    if isinstance(payload, dict): return [payload], True
+    if not isinstance(payload, list): raise ApiError(422, f'expected a JSON object (one record) or a list of them, got {type(payload).__name__}')
+    if not payload: raise ApiError(422, 'empty list: send at least one record')
+    if len(payload) > max_rows: raise ApiError(413, f'{len(payload)} records in one request; at most {max_rows} (serve.max_rows)')
+    return payload, False
+
+# %% ../nbs/07_serve.ipynb #070031
+def request_id(request) -> str:
+    "The client's `X-Request-ID` when it is a sane one, else a new id."
+    rid = request.headers.get('x-request-id', '')
+    return rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+
+def metadata(served:Served) -> dict:
+    "What `/metadata` says about the served version."
+    t = served.tags
+    return {'name': served.name, 'version': served.version, 'alias': served.alias, 'task': served.tf.task, 'classes': served.tf.classes,
+            'data_version': t.get('data_sha256'), 'git_commit': t.get('git_commit'), 'git_dirty': t.get('git_dirty'), 'run_folder': t.get('run_folder'),
+            'test_metrics': {k[5:]: float(v) for k, v in t.items() if k.startswith('test.')}, 'loaded_at': served.loaded_at,
+            'schema': {f.name: {'kind': f.kind, 'nullable': f.nullable} | ({'min': f.lo, 'max': f.hi} if np.isfinite(f.lo) else {})
+                       | ({'domain': sorted(f.domain)} if f.domain is not None else {}) for f in served.fields},
+            'id_column': served.schema.id_column if served.schema else None}
+
+# %% ../nbs/07_serve.ipynb #070032
+@dataclass
+class Service:
+    "Everything one service process holds: config, model holder, metrics, capture and shadow scorer."
+    cfg: dict
+    holder: ModelHolder
+    metrics: ServiceMetrics
+    capture: Capture|None = None
+    shadow: ShadowScorer|None = None
+    api_key: str|None = None
+    started: float = field(default_factory=time.time)
+
+def open_service(cfg:dict, ref:str|None=None) -> Service:
+    "Load the model named by `ref` (default `serve.model`, else the champion) and set up metrics and capture."
+    from mlpipeline.runfolder import mlflow_experiment
+    mlflow_experiment(cfg)
+    name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
+    metrics = ServiceMetrics()
+    holder = ModelHolder(name, which, bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics)
+    c = get_key(cfg, 'serve.capture') or {}
+    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics) if c.get('enabled', True) else None
+    shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias else None
+    key_env = get_key(cfg, 'serve.api_key_env')
+    return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None)
+
+# %% ../nbs/07_serve.ipynb #070033
+def make_app(svc:Service):
+    "The FastAPI application of a service: /predict, /health, /metadata, /metrics."
+    from contextlib import asynccontextmanager
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+    from starlette.concurrency import run_in_threadpool
+    limit, max_rows, severity = int(get_key(svc.cfg, 'serve.max_body_bytes')), int(get_key(svc.cfg, 'serve.max_rows')), severities(svc.cfg)
+    as_json = lambda obj, status=200: Response(json.dumps(obj, default=str).encode(), status, media_type='application/json')
+
+    @asynccontextmanager
+    async def lifespan(app):
+        for part in (svc.holder, svc.capture, svc.shadow):
+            if part: part.start()
+        yield
+        for part in (svc.holder, svc.shadow, svc.capture):  # the shadow queue drains into the capture, which writes last
+            if part: part.close()
+
+    app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan)
+
+    def authorise(request):
+        if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
+            raise ApiError(401, 'missing or wrong API key (send it in the X-API-Key header)')
+
+    async def score(request, rid:str) -> dict:
+        authorise(request)
+        records, single = parse_payload(await read_body(request, limit), max_rows)
+        served = svc.holder.current  # one version answers the whole request
+        cols, problems, warnings = check_records(records, served.fields, severity)
+        for p in problems + warnings: svc.metrics.invalid.labels(str(p['field']), p['rule']).inc()
+        if problems: raise ApiError(422, f'{len(problems)} invalid value(s): ' + '; '.join(problem_text(p) for p in problems[:5]) + (' ...' if len(problems) > 5 else ''), problems[:100])
+        out = served.predict(cols) if len(records) <= 64 else await run_in_threadpool(served.predict, cols)
+        answers = served.answers(out)
+        idc = served.schema.id_column if served.schema else None
+        if idc:
+            for a, r in zip(answers, records): a[idc] = r.get(idc)
+        svc.metrics.observe(served, out, answers)
+        item = Captured(rid, time.time(), served, cols, answers)
+        if svc.shadow: svc.shadow.add(item)
+        elif svc.capture: svc.capture.add(item)
+        body = {'request_id': rid, 'model': {'name': served.name, 'version': served.version, 'alias': served.alias}}
+        body |= {'prediction': answers[0]} if single else {'predictions': answers}
+        return body | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
+
+    @app.post('/predict')
+    async def predict(request: Request):
+        t, rid = time.perf_counter(), request_id(request)
+        try: resp = as_json(await score(request, rid))
+        except ApiError as e: resp = as_json({'error': e.message, 'request_id': rid} | ({'problems': e.problems} if e.problems else {}), e.status)
+        except Exception:
+            log.exception('request %s failed', rid)
+            resp = as_json({'error': 'internal error while scoring; the server log has the details', 'request_id': rid}, 500)
+        resp.headers['x-request-id'] = rid
+        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(time.perf_counter() - t)
+        return resp
+
+    @app.get('/health')
+    async def health():
+        s = svc.holder.current
+        return as_json({'status': 'ok', 'model_loaded': s is not None, 'model': s.name, 'version': s.version, 'uptime_s': round(time.time() - svc.started, 1)})
+
+    @app.get('/metadata')
+    async def meta(request: Request):
+        try: authorise(request)
+        except ApiError as e: return as_json({'error': e.message}, e.status)
+        return as_json(metadata(svc.holder.current) | ({'shadow': metadata(svc.holder.shadow)} if svc.holder.shadow else {}))
+
+    @app.get('/metrics')
+    async def metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST
+        return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def no_tracebacks(request, exc):
+        log.exception('unhandled error on %s', request.url.path)
+        return as_json({'error': 'internal error; the server log has the details'}, 500)
+    return app
+
+# %% ../nbs/07_serve.ipynb #070035
+def port_free(host:str, port:int) -> bool:
+    "Whether a server could listen on `host:port` now."
+    import socket
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closed socket in TIME_WAIT does not block
+        try: s.bind((host, port)); return True
+        except OSError: return False
+
+def app_from_env():
+    "The application of one uvicorn worker, from the config `serve` put in the environment."
+    from mlpipeline.config import load_config
+    a = json.loads(os.environ['MLPIPELINE_SERVE'])
+    return make_app(open_service(load_config(a['config'], a['overrides']), a['model']))
+
+def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, host:str|None=None, port:int|None=None, workers:int|None=None):
+    "Run the service until interrupted."
+    import uvicorn
+    from mlpipeline.config import load_config
+    cfg = load_config(config, overrides)
+    host, port, workers = host or get_key(cfg, 'serve.host'), int(port or get_key(cfg, 'serve.port')), int(workers or get_key(cfg, 'serve.workers') or 1)
+    if not port_free(host, port): raise UsageError(f'cannot listen on {host}:{port}: the address is in use', 'choose another port with --port')
+    svc = open_service(cfg, model)
+    s = svc.holder.current
+    print(f"serving {s.name} version {s.version}{f' ({s.alias})' if s.alias else ''} on http://{host}:{port} with {workers} worker(s): "
+          f"POST /predict, GET /health /metadata /metrics" + (f'; capture -> {svc.capture.folder}' if svc.capture else ''), flush=True)
+    opts = dict(host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=10)
+    if workers == 1: return uvicorn.run(make_app(svc), **opts)
+    os.environ['MLPIPELINE_SERVE'] = json.dumps({'config': config, 'overrides': list(overrides), 'model': model})
+    uvicorn.run('mlpipeline.serve:app_from_env', factory=True, workers=workers, **opts)
+
+# %% ../nbs/07_serve.ipynb #070037
+def read_chunks(path:Path, rows:int):
+    "The rows of a CSV or Parquet file in chunks of `rows`, and the row count (None when unknown)."
+    if path.suffix.lower() in ('.parquet', '.pq'):
+        import pyarrow.parquet as pq
+        f = pq.ParquetFile(path)
+        return (b.to_pandas() for b in f.iter_batches(batch_size=rows)), f.metadata.num_rows
+    if path.suffix.lower() in ('.csv', '.txt', '.gz'): return pd.read_csv(path, chunksize=rows), None
+    raise UsageError(f'cannot score {path}: not a .csv or .parquet file')
+
+class TableSink:
+    "Tables appended to one CSV or Parquet file, which appears under its name only when closed without error."
+    def __init__(self, path:Path, model:str):
+        self.path, self.model, self.tmp, self.writer, self.rows = path, model, path.with_name(f'.{path.name}.tmp'), None, 0
+
+    def write(self, df:pd.DataFrame):
+        if self.path.suffix.lower() == '.csv': df.to_csv(self.tmp, mode='a', header=self.rows == 0, index=False)
+        else:
+            import pyarrow as pa, pyarrow.parquet as pq
+            t = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata({'mlpipeline.model': self.model})
+            self.writer = self.writer or pq.ParquetWriter(self.tmp, t.schema)
+            self.writer.write_table(t)
+        self.rows += len(df)
+
+    def __enter__(self): self.tmp.unlink(missing_ok=True); return self
+    def __exit__(self, kind, *_):
+        if self.writer: self.writer.close()
+        if kind is None: os.replace(self.tmp, self.path)
+        else: self.tmp.unlink(missing_ok=True)
+
+def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
+    "Predictions for a table of raw rows, with the id column and the model version."
+    from mlpipeline.registry import prediction_output
+    out = prediction_output(served.tf, served.booster.inplace_predict(served.tf.apply(df)))
+    idc = served.schema.id_column if served.schema else None
+    if idc and idc in df: out.insert(0, idc, df[idc].to_numpy())
+    return out.assign(model_name=served.name, model_version=served.version)
+
+# %% ../nbs/07_serve.ipynb #070038
+def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True) -> dict:
+    "Score a CSV or Parquet file in chunks into `output` (.parquet or .csv); a summary of what was written."
+    from tqdm.auto import tqdm
+    from mlpipeline.runfolder import mlflow_experiment, sha256_file
+    src, out = Path(source), Path(output)
+    if not src.exists(): raise UsageError(f'no input file {src}')
+    mlflow_experiment(cfg)
+    served = load_served(*parse_model_ref(model or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
+    chunks, total = read_chunks(src, int(rows or get_key(cfg, 'serve.batch_rows')))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink, done, warnings = TableSink(out, f'{served.name}/{served.version}'), 0, []
+    with sink, tqdm(total=total, unit='rows', desc=f'scoring with {served.name} v{served.version}', disable=not progress) as bar:
+        for df in chunks:
+            report = [v | {'observed': f"{v['observed']} in input rows {done}-{done + len(df) - 1}"} for v in validate(df, served.schema, 'batch', severities(cfg))] if served.schema else []
+            if errs := errors_in(report): raise DataValidationError(errs, 'fix those rows, or set validation.severity for the rule')
+            sink.write(score_frame(served, df)); warnings += report
+            done += len(df); bar.update(len(df))
+        if done == 0: raise DataValidationError([{'column': None, 'rule': 'empty_batch', 'expected': '> 0 rows', 'observed': '0 rows', 'rows': 0}])
+    meta = {'model': served.name, 'version': served.version, 'model_uri': model_uri(served.name, served.version), 'input': str(src),
+            'input_sha256': sha256_file(src), 'output': str(out), 'rows': done, 'warnings': warnings,
+            'written': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+    write_json(meta, out.with_name(out.name + '.json'))
+    return meta
+
+# %% ../nbs/07_serve.ipynb #070040
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
-    import json
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '07_serve'):
         reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
         test = pd.read_parquet(stage_output(rd, '03_features', 'test')).head(n)
         records = json.loads(test.drop(columns=[cfg['target']]).to_json(orient='records'))
         t = time.perf_counter(); model = load_model(reg['model_uri']); load_s = time.perf_counter() - t
-        answers = pd.DataFrame(predict_records(model, records))
         expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions')).head(n)
-        diff = prediction_gap(answers, expected)
-        out = {'model_uri': reg['model_uri'], 'rows': len(records), 'max_diff': diff, 'load_s': round(load_s, 3)}
-        if not diff <= 1e-6: raise AssertionError(f"{reg['model_uri']} answers JSON records differently from evaluation: {out}")
+        served = served_from(model, reg['name'], reg['version'], schema=Schema.from_yaml(stage_output(rd, '02_validate', 'schema').read_text()))
+        cols, problems, _ = check_records(records, served.fields, severities(cfg) | {'out_of_range': 'warning', 'unseen_category': 'warning'})
+        if problems: raise AssertionError(f'the registered schema refuses test rows: {[problem_text(p) for p in problems[:3]]}')
+        fast = pd.DataFrame(served.answers(served.predict(cols)))
+        out = {'model_uri': reg['model_uri'], 'rows': len(records), 'max_diff': prediction_gap(pd.DataFrame(predict_records(model, records)), expected),
+               'fast_path_max_diff': prediction_gap(fast, expected), 'load_s': round(load_s, 3)}
+        if not (out['max_diff'] <= 1e-6 and out['fast_path_max_diff'] <= 1e-6): raise AssertionError(f"{reg['model_uri']} answers JSON records differently from evaluation: {out}")
         write_json(out, rd/'artifacts/serve_check.json')
         finish_stage(rd, '07_serve', {'serve_check': rd/'artifacts/serve_check.json'})
     return out

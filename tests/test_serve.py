@@ -1,0 +1,233 @@
+"""The REST service and batch scoring: a real `mlpipeline serve` on 127.0.0.1, a real registry, real Parquet files."""
+import json, os, signal, socket, subprocess, threading, time
+from pathlib import Path
+import httpx, pandas as pd, pytest
+from conftest import CLI, SAMPLE, write_project, run_in_process, client_for, mlpipeline
+
+SERVE = {'reload_s': 0.5, 'max_body_bytes': 100_000, 'max_rows': 200, 'capture': {'flush_s': 0.3}}
+
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+class Server:
+    "`mlpipeline serve` in a subprocess on a free port of 127.0.0.1, stopped with SIGTERM as a process manager would."
+    def __init__(self, project: Path, *args, env: dict | None = None):
+        self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
+        e = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID', 'MLPIPELINE_API_KEY')} | (env or {})
+        self.proc = subprocess.Popen([str(CLI), 'serve', '--port', str(self.port), *args], cwd=project, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        t = time.time()
+        while time.time() - t < 90:
+            assert self.proc.poll() is None, self.proc.stdout.read()
+            try:
+                if httpx.get(self.url + '/health', timeout=2).status_code == 200: break
+            except httpx.TransportError: time.sleep(0.2)
+        else: raise TimeoutError(f'{self.url} did not come up')
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> str:
+        "Stop the server; its output."
+        self.http.close(); self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+    "A project whose champion (version 1) was trained on the test sample, and a server for it."
+    project = write_project(tmp_path_factory.mktemp('serve')/'project', serve=SERVE)
+    run_in_process(project)
+    srv = Server(project)
+    yield project, srv
+    srv.stop()
+
+
+def records(n, start=0) -> list:
+    rows = pd.read_csv(SAMPLE).drop(columns=['churn']).iloc[start:start + n]
+    return json.loads(rows.to_json(orient='records'))
+
+
+def champion(project) -> str:
+    return str(client_for(project).get_model_version_by_alias('test-model', 'champion').version)
+
+
+def test_single_and_batch_predictions_match_the_registered_model(served):
+    import mlflow
+    project, srv = served
+    r = srv.http.post('/predict', json=records(1)[0], headers={'X-Request-ID': 'req-single'})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body['request_id'] == 'req-single' == r.headers['x-request-id']
+    assert body['model'] == {'name': 'test-model', 'version': champion(project), 'alias': 'champion'}
+    assert set(body['prediction']) == {'prediction', 'proba_No', 'proba_Yes', 'rownames'} and body['prediction']['rownames'] == records(1)[0]['rownames']
+    batch = srv.http.post('/predict', json=records(50)).json()['predictions']
+    model = mlflow.pyfunc.load_model(f"models:/test-model/{champion(project)}")
+    from mlpipeline.serve import conform
+    expected = model.predict(conform(model, pd.DataFrame(records(50))))
+    got = pd.DataFrame(batch)
+    assert got.prediction.tolist() == expected.prediction.tolist()
+    assert (got.proba_Yes - expected.proba_Yes).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize('case, body, status, words', [
+    ('malformed JSON', b'{"tenure": 3,', 400, ['malformed JSON']),
+    ('missing field', 'drop:contract', 422, ["'contract'", 'missing_column']),
+    ('wrong type', {'tenure': 'three'}, 422, ["'tenure'", 'type_mismatch', 'a number']),
+    ('unknown category', {'contract': 'Ten years'}, 422, ["'contract'", 'unseen_category']),
+    ('null where training had none', {'tenure': None}, 422, ["'tenure'", 'missing_values']),
+    ('empty list', b'[]', 422, ['empty list']),
+    ('not a record', b'"hello"', 422, ['expected a JSON object']),
+    ('too many rows', 'rows:201', 413, ['at most 200']),
+    ('oversized body', 'bytes:200000', 413, ['larger than 100000 bytes']),
+])
+def test_bad_requests_get_a_clear_4xx(served, case, body, status, words):
+    _, srv = served
+    rec = records(1)[0]
+    if isinstance(body, bytes): content = body
+    elif isinstance(body, dict): content = json.dumps(rec | body).encode()
+    elif body == 'drop:contract': content = json.dumps({k: v for k, v in rec.items() if k != 'contract'}).encode()
+    elif body.startswith('rows:'): content = json.dumps([rec] * int(body[5:])).encode()
+    else: content = json.dumps([rec | {'pad': 'x' * int(body[6:])}]).encode()
+    r = srv.http.post('/predict', content=content, headers={'Content-Type': 'application/json'})
+    assert r.status_code == status, (case, r.status_code, r.text)
+    err = r.json()['error']
+    assert all(w in err for w in words), (case, err)
+    assert 'Traceback' not in r.text and 'File "' not in r.text
+
+
+def test_concurrent_clients_get_no_errors(served):
+    _, srv = served
+    recs, codes = records(40), []
+    def client(i):
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            codes.extend(c.post('/predict', json=recs[(i + k) % 40]).status_code for k in range(30))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert codes == [200] * 240
+
+
+def test_health_metadata_and_metrics(served):
+    project, srv = served
+    h = srv.http.get('/health').json()
+    assert h['status'] == 'ok' and h['model_loaded'] and h['version'] == champion(project)
+    m = srv.http.get('/metadata').json()
+    tags = client_for(project).get_model_version('test-model', m['version']).tags
+    assert m['data_version'] == tags['data_sha256'] and len(m['data_version']) == 64 and m['git_commit'] == tags['git_commit']
+    assert 0.5 < m['test_metrics']['roc_auc'] <= 1 and m['classes'] == ['No', 'Yes']
+    assert m['schema']['contract']['domain'] == ['month-to-month', 'one year', 'two year'] and m['schema']['tenure']['kind'] == 'numeric'
+    srv.http.post('/predict', json={'tenure': 'bad'})
+    text = srv.http.get('/metrics').text
+    lines = dict(l.rsplit(' ', 1) for l in text.splitlines() if l and not l.startswith('#'))
+    assert float(lines['mlpipeline_requests_total{code="200",endpoint="/predict"}']) >= 1
+    assert float(lines['mlpipeline_requests_total{code="422",endpoint="/predict"}']) >= 1
+    assert float(lines['mlpipeline_invalid_fields_total{field="tenure",rule="type_mismatch"}']) >= 1
+    assert any(k.startswith('mlpipeline_request_seconds_bucket') for k in lines) and any(k.startswith('mlpipeline_predictions_total{prediction="No"') for k in lines)
+
+
+def test_captured_requests_land_in_parquet_with_their_ids(served):
+    project, srv = served
+    ids = [f'capture-{i}' for i in range(5)]
+    for i, rid in enumerate(ids): assert srv.http.post('/predict', json=records(i + 1), headers={'X-Request-ID': rid}).status_code == 200
+    folder = project/'capture/test-model'
+    for _ in range(50):
+        files = list(folder.glob('date=*/*.parquet'))
+        got = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=['request_id'])
+        if set(ids) <= set(got.request_id): break
+        time.sleep(0.2)
+    mine = got[got.request_id.isin(ids)]
+    assert mine.groupby('request_id').size().to_dict() == {rid: i + 1 for i, rid in enumerate(ids)}
+    assert set(mine.model_version) == {champion(project)} and mine.tenure.dtype == 'float64'
+    assert mine[mine.request_id == 'capture-2'].rownames.tolist() == [str(r['rownames']) for r in records(3)]
+    assert not list(folder.rglob('.*'))  # no temporary file left behind
+
+
+def test_api_key_is_enforced_when_set(served):
+    project, _ = served
+    srv = Server(project, env={'MLPIPELINE_API_KEY': 's3cret-key'})
+    try:
+        rec = records(1)[0]
+        assert srv.http.post('/predict', json=rec).status_code == 401
+        assert srv.http.post('/predict', json=rec, headers={'X-API-Key': 'wrong'}).status_code == 401
+        assert srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-key'}).status_code == 200
+        assert srv.http.get('/metadata').status_code == 401 and srv.http.get('/health').status_code == 200
+    finally: out = srv.stop()
+    assert 's3cret-key' not in out
+
+
+def test_batch_scoring_in_chunks(served, tmp_path):
+    project, _ = served
+    src = tmp_path/'in.parquet'; pd.read_csv(SAMPLE).drop(columns=['churn']).to_parquet(src)
+    r = mlpipeline('predict', '--input', str(src), '--output', str(tmp_path/'out.parquet'), '--chunk-rows', '150', '--quiet', cwd=project)
+    assert r.returncode == 0, r.stderr
+    out = pd.read_parquet(tmp_path/'out.parquet')
+    assert len(out) == 400 and out.rownames.tolist() == pd.read_csv(SAMPLE).rownames.tolist() and set(out.model_version) == {champion(project)}
+    meta = json.loads((tmp_path/'out.parquet.json').read_text())
+    assert meta['rows'] == 400 and meta['version'] == champion(project) and len(meta['input_sha256']) == 64
+    # the service answers the same rows the same way
+    _, srv = served
+    online = pd.DataFrame(srv.http.post('/predict', json=records(150, 200)).json()['predictions'])
+    assert (online.proba_Yes.to_numpy() - out.proba_Yes.iloc[200:350].to_numpy()).__abs__().max() < 1e-6
+    # a bad row in the third chunk: exit 3, the rule and the rows named, no output written
+    bad = pd.read_csv(SAMPLE).drop(columns=['churn']); bad.loc[320, 'contract'] = 'Ten years'
+    bad.to_csv(tmp_path/'bad.csv', index=False)
+    r = mlpipeline('predict', '--input', str(tmp_path/'bad.csv'), '--output', str(tmp_path/'bad_out.csv'), '--chunk-rows', '150', '--quiet', cwd=project)
+    assert r.returncode == 3, r.stderr
+    assert "'contract'" in r.stderr and 'unseen_category' in r.stderr and 'input rows 300-399' in r.stderr
+    assert not (tmp_path/'bad_out.csv').exists() and not list(tmp_path.glob('.*'))
+
+
+def test_serve_refuses_a_busy_port_and_a_missing_model(served):
+    project, srv = served
+    r = mlpipeline('serve', '--port', str(srv.port), cwd=project, timeout=120)
+    assert r.returncode == 2 and 'in use' in r.stderr, r.stderr
+    r = mlpipeline('serve', '--port', str(free_port()), '--model', 'no-such-model@champion', cwd=project, timeout=120)
+    assert r.returncode == 2 and 'no-such-model' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_champion_moved_during_a_stream_of_requests(served):
+    "Runs last in this module: it moves champion to a new version."
+    project, srv = served
+    client = client_for(project)
+    v1 = client.get_model_version('test-model', champion(project))
+    v2 = client.create_model_version('test-model', v1.source, v1.run_id, tags=v1.tags)
+    answers, stop = [], threading.Event()
+    def stream():
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            while not stop.is_set():
+                r = c.post('/predict', json=records(1)[0]); answers.append((r.status_code, r.json().get('model', {}).get('version')))
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads: t.start()
+    time.sleep(1.0)
+    r = mlpipeline('promote', str(v2.version), '--why', 'hot reload test', cwd=project)
+    assert r.returncode == 0, r.stderr
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(v == str(v2.version) for _, v in answers[-5:]): time.sleep(0.2)
+    time.sleep(0.5); stop.set()
+    for t in threads: t.join()
+    codes, versions = [c for c, _ in answers], [v for _, v in answers]
+    assert codes == [200] * len(codes) and len(codes) > 20
+    assert versions[0] == str(v1.version) and versions[-1] == str(v2.version)
+    first_new = versions.index(str(v2.version))
+    assert set(versions[first_new + 10:]) <= {str(v2.version)}  # once swapped, never back (a few in flight may finish on the old one)
+    assert srv.http.get('/health').json()['version'] == str(v2.version)
+    assert 'mlpipeline_model_reloads_total 1.0' in srv.http.get('/metrics').text
+
+
+def test_shadow_mode_logs_both_predictions(served):
+    project, _ = served
+    client = client_for(project)
+    champ = champion(project)
+    other = next((v.version for v in client.search_model_versions("name = 'test-model'") if str(v.version) != champ), None)
+    if other is None:
+        v = client.get_model_version('test-model', champ); other = client.create_model_version('test-model', v.source, v.run_id, tags=v.tags).version
+    client.set_registered_model_alias('test-model', 'challenger', other)
+    srv = Server(project, '-p', 'serve.shadow=true', '-p', 'serve.capture.dir=shadow-capture')
+    try:
+        for i in range(3): assert srv.http.post('/predict', json=records(2), headers={'X-Request-ID': f'shadow-{i}'}).json()['model']['version'] == champ
+        assert srv.http.get('/metadata').json()['shadow']['version'] == str(other)
+    finally: srv.stop()  # SIGTERM drains the shadow queue and writes the capture
+    got = pd.read_parquet(project/'shadow-capture/test-model')
+    assert len(got) == 6 and set(got.shadow_version) == {str(other)} and set(got.model_version) == {champ}
+    assert (got.prediction == got.shadow_prediction).all()  # the same model files: the same answers
