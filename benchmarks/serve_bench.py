@@ -20,7 +20,7 @@ def free_port() -> int:
 def wait_ready(port: int, path: str, proc, timeout: float = 120):
     t = time.time()
     while time.time() - t < timeout:
-        if proc.poll() is not None: raise RuntimeError(f'server exited with {proc.returncode}: {proc.stdout.read()[-2000:] if proc.stdout else ""}')
+        if proc.poll() is not None: proc.log.seek(0); raise RuntimeError(f'server exited with {proc.returncode}: {proc.log.read()[-2000:]}')
         try:
             c = http.client.HTTPConnection('127.0.0.1', port, timeout=2); c.request('GET', path)
             if c.getresponse().status == 200: return time.time() - t
@@ -72,7 +72,10 @@ def client_loop_n(port, path, body, n):
 
 
 def start(cmd: list, env: dict, cwd: Path):
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile('w+')  # not a pipe: a server logging every request would fill it and block
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
 
 
 def stop(proc):
@@ -104,8 +107,8 @@ def main():
           f'{a.concurrency} clients x {a.seconds:g}s of single rows, then {a.batches} batches of 1000 rows; {os.cpu_count()} cores')
     capdir = Path(tempfile.mkdtemp())
     servers = {
-        'mlpipeline serve': lambda p: ([str(bindir/'mlpipeline'), 'serve', '--model', f'{served.name}/{served.version}', '--port', str(p), '-p', f'serve.capture.dir={capdir}'], '/health', '/predict', lambda r: r),
         'mlpipeline (no capture)': lambda p: ([str(bindir/'mlpipeline'), 'serve', '--model', f'{served.name}/{served.version}', '--port', str(p), '-p', 'serve.capture.enabled=false'], '/health', '/predict', lambda r: r),
+        'mlpipeline serve': lambda p: ([str(bindir/'mlpipeline'), 'serve', '--model', f'{served.name}/{served.version}', '--port', str(p), '-p', f'serve.capture.dir={capdir}'], '/health', '/predict', lambda r: r),
         'mlflow models serve': lambda p: ([str(bindir/'mlflow'), 'models', 'serve', '-m', uri, '--env-manager', 'local', '-h', '127.0.0.1', '-p', str(p)], '/ping', '/invocations', lambda r: {'dataframe_records': r if isinstance(r, list) else [r]}),
     }
     results = {}
@@ -115,7 +118,7 @@ def main():
         try:
             up = wait_ready(port, ready, proc)
             one, many = json.dumps(wrap(recs[0])).encode(), json.dumps(wrap(recs)).encode()
-            client_loop_n(port, path, one, 50)  # warm up
+            client_loop_n(port, path, one, 300)  # warm up (the first server measured otherwise pays for a cold machine)
             one_client = {f'c1_{k}': v for k, v in load(port, path, one, a.seconds, 1).items()}
             results[name] = {'start_s': up} | one_client | load(port, path, one, a.seconds, a.concurrency) | batches(port, path, many, a.batches, len(recs))
         finally: stop(proc)

@@ -214,20 +214,22 @@ class RowEncoder:
         self.fill_n = {c: v for c, v in tf.fill.items() if c not in tf.categories}
 
     def label(self, c:str, v) -> str|None:
-        "The normalised label of raw value `v` (as `labels` gives it), remembered."
+        "The normalised label of raw value `v` (as `labels` gives it); text labels are remembered."
         if v is None or (isinstance(v, float) and v != v): return None
         seen = self.seen[c]
-        if (out := seen.get(v)) is None:
+        if (out := seen.get(v) if isinstance(v, str) else None) is None:  # only text: 1, 1.0 and True are equal keys
             out = str(v)
             if self.tf.normalise.get('strip', True): out = out.strip()
             if self.tf.normalise.get('case', 'lower') == 'lower': out = out.lower()
-            if len(seen) < self.cache: seen[v] = out
+            if isinstance(v, str) and len(seen) < self.cache: seen[v] = out
         return out
 
     def number(self, v) -> float:
         "A raw value as a float (as `as_numbers` gives it): text that is not a number is missing."
         if v is None: return np.nan
-        if isinstance(v, (int, float)): return float(v)
+        if isinstance(v, (int, float)):
+            try: return float(v)
+            except OverflowError: return np.nan  # an integer too large for a float
         x = pd.to_numeric(pd.Series([v], dtype=object), errors='coerce').iloc[0]
         return float(x) if x == x and x is not None and not isinstance(x, str) else np.nan
 

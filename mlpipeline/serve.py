@@ -16,12 +16,12 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['log', 'model_uri', 'parse_model_ref', 'load_model', 'conform', 'prediction_gap', 'predict_records', 'Field',
-           'request_fields', 'severities', 'check_records', 'Served', 'served_from', 'model_artifacts', 'load_served',
-           'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder', 'ShadowScorer', 'ApiError',
-           'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
-           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'score_frame', 'predict_file',
-           'run_serve']
+__all__ = ['log', 'WHOLE_FILE', 'model_uri', 'parse_model_ref', 'load_model', 'conform', 'prediction_gap', 'predict_records',
+           'Field', 'request_fields', 'severities', 'check_records', 'Served', 'served_from', 'model_artifacts',
+           'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder', 'ShadowScorer',
+           'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service',
+           'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
+           'missing_checks', 'score_frame', 'predict_file', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def model_uri(name:str, ref:str|int='champion') -> str:
@@ -64,48 +64,46 @@ def predict_records(model, records:dict|list[dict]) -> list[dict]:
 # %% ../nbs/07_serve.ipynb #070010
 @dataclass
 class Field:
-    "One input field of a request: its kind and the schema's rules for it."
+    "One input field of a request: its kind (as the transform reads it) and the schema's rules for it."
     name: str
-    kind: str = 'numeric'                  # numeric | categorical | boolean | datetime
+    kind: str = 'numeric'                  # numeric | boolean | datetime | categorical
     nullable: bool = True
     lo: float = -np.inf                    # range with the schema's tolerance
     hi: float = np.inf
-    domain: frozenset|None = None          # known labels, normalised
+    domain: frozenset|None = None          # the labels the model knows, normalised as the transform normalises them
+    encoder: RowEncoder|None = None        # the transform's own parsing of numbers and labels
 
     def check(self, v) -> tuple:
         "(the value the model takes, the rule it breaks or None)."
         if v is None or (isinstance(v, float) and v != v): return None, (None if self.nullable else 'missing_values')
-        if self.kind == 'numeric':
-            x = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _number(v)
-            if x is None: return None, 'type_mismatch'
+        if self.kind in ('numeric', 'boolean'):
+            ok = isinstance(v, (int, float, str)) and (self.kind == 'boolean' or not isinstance(v, bool))
+            x = self.encoder.number(v) if ok else np.nan
+            if x != x or (self.kind == 'boolean' and x not in (0.0, 1.0)): return None, 'type_mismatch'
             return x, ('out_of_range' if not self.lo <= x <= self.hi else None)
         if isinstance(v, (dict, list)): return None, 'type_mismatch'
-        if self.kind == 'datetime' and pd.isna(pd.to_datetime(str(v), errors='coerce', format='mixed')): return None, 'type_mismatch'
-        return v, ('unseen_category' if self.domain is not None and norm_label(v) not in self.domain else None)
+        if self.kind == 'datetime': return (v, None) if pd.notna(pd.to_datetime(str(v), errors='coerce', format='mixed')) else (None, 'type_mismatch')
+        return v, ('unseen_category' if self.domain is not None and self.encoder.label(self.name, v) not in self.domain else None)
 
     def expected(self, rule:str) -> str:
         "What the rule wanted, for the error message."
         if rule == 'out_of_range': return f'a number in [{self.lo:g}, {self.hi:g}]'
         if rule == 'unseen_category': return f'one of {sorted(self.domain)[:8]}' + (' ...' if len(self.domain) > 8 else '')
-        return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, {'numeric': 'a number', 'datetime': 'a date'}.get(self.kind, 'a text label'))
-
-def _number(v) -> float|None:
-    if isinstance(v, bool) or not isinstance(v, str): return None
-    try: x = float(v)
-    except ValueError: return None
-    return x if x == x else None
+        kinds = {'numeric': 'a number', 'boolean': 'true, false, 0 or 1', 'datetime': 'a date'}
+        return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, kinds.get(self.kind, 'a text label'))
 
 # %% ../nbs/07_serve.ipynb #070011
-def request_fields(schema:Schema|None, tf:Transform) -> list[Field]:
-    "The fields of a request: the transform's inputs, with the rules the schema gives them."
-    out = []
+def request_fields(schema:Schema|None, tf:Transform, encoder:RowEncoder|None=None) -> list[Field]:
+    "The fields of a request: the transform's inputs, read as the transform reads them, with the schema's rules."
+    encoder, out = encoder or RowEncoder(tf), []
     for c in tf.inputs:
-        spec = (schema.columns.get(c) if schema else None) or {'kind': 'numeric' if c in tf.numeric else 'datetime' if c in tf.dates else 'categorical', 'nullable': True}
-        f = Field(c, spec['kind'], bool(spec.get('nullable')) or spec.get('max_missing', 0) > 0)
-        if 'min' in spec:
+        spec = (schema.columns.get(c) if schema else None) or {}
+        kind = 'datetime' if c in tf.dates else 'categorical' if c in tf.categories else 'boolean' if spec.get('kind') == 'boolean' else 'numeric'
+        f = Field(c, kind, bool(spec.get('nullable', True)) or spec.get('max_missing', 0) > 0, encoder=encoder)
+        if kind == 'numeric' and 'min' in spec:
             pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
             f.lo, f.hi = spec['min'] - pad, spec['max'] + pad
-        if 'domain' in spec and not spec.get('max_unseen'): f.domain = frozenset(norm_label(v) for v in spec['domain'])
+        if kind == 'categorical' and not spec.get('max_unseen'): f.domain = frozenset(tf.categories[c])
         out.append(f)
     return out
 
@@ -142,7 +140,8 @@ class Served:
     loaded_at: str = ''
 
     def __post_init__(self):
-        self.fields, self.encoder = request_fields(self.schema, self.tf), RowEncoder(self.tf)
+        self.encoder = RowEncoder(self.tf)
+        self.fields = request_fields(self.schema, self.tf, self.encoder)
         self.classes = np.asarray(self.tf.classes or [], dtype=object)
         self.outputs = ['prediction'] + [f'proba_{c}' for c in self.tf.classes or []]
 
@@ -272,9 +271,14 @@ class Capture:
     def flush(self) -> list[Path]:
         "Write the queued requests, one file per model version; the files written."
         with self.lock: items, self.queue, self.pending = list(self.queue), collections.deque(), 0
-        groups = collections.defaultdict(list)
+        groups, written = collections.defaultdict(list), []
         for i in items: groups[(i.served.name, i.served.version)].append(i)
-        return [self._write(g) for g in groups.values()]
+        for g in groups.values():
+            try: written.append(self._write(g))
+            except Exception:  # keep the rows for the next attempt (the queue stays bounded by max_rows)
+                with self.lock: self.queue.extendleft(reversed(g)); self.pending += sum(len(i.answers) for i in g)
+                raise
+        return written
 
     def _write(self, items:list[Captured]) -> Path:
         table = capture_table(items)
@@ -301,6 +305,8 @@ def capture_table(items:list[Captured]) -> pd.DataFrame:
         acc['shadow_prediction'] += [a.get('prediction') for a in sh]
     df = pd.DataFrame(acc)
     df['time'] = pd.to_datetime(df['time'], unit='s', utc=True)
+    pred = 'float64' if first.tf.task == 'regression' else 'string'  # fixed types: every file of the folder reads as one table
+    df = df.astype({'prediction': pred, 'shadow_prediction': pred})
     for f in first.fields:
         df[f.name] = df[f.name].astype('float64') if f.kind == 'numeric' else df[f.name].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')
     df.insert(3, 'model_name', first.name); df.insert(4, 'model_version', first.version)
@@ -366,8 +372,10 @@ class ShadowScorer:
         self.thread = threading.Thread(target=self._run, name='shadow-scorer', daemon=True)
 
     def add(self, item:Captured):
+        "Queue an answered request for shadow scoring; when the queue is full, capture it without the shadow's answer."
         if len(self.queue) >= self.max_queue:
             if self.metrics: self.metrics.shadow.labels('dropped').inc(len(item.answers))
+            if self.capture: self.capture.add(item)
             return
         self.queue.append(item); self.wake.set()
 
@@ -495,7 +503,8 @@ def make_app(svc:Service):
         answers = served.answers(out)
         idc = served.schema.id_column if served.schema else None
         if idc:
-            for a, r in zip(answers, records): a[idc] = r.get(idc)
+            for a, r in zip(answers, records):
+                if idc in r: a[idc] = r[idc]
         svc.metrics.observe(served, out, answers)
         item = Captured(rid, time.time(), served, cols, answers)
         if svc.shadow: svc.shadow.add(item)
@@ -590,6 +599,10 @@ class TableSink:
             import pyarrow as pa, pyarrow.parquet as pq
             t = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata({'mlpipeline.model': self.model})
             self.writer = self.writer or pq.ParquetWriter(self.tmp, t.schema)
+            if t.schema != self.writer.schema:
+                try: t = t.cast(self.writer.schema)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as e:
+                    raise UsageError(f'the chunk from row {self.rows} has other column types than the first chunk: {e}', 'pass a larger --chunk-rows or fix the column types') from None
             self.writer.write_table(t)
         self.rows += len(df)
 
@@ -599,12 +612,24 @@ class TableSink:
         if kind is None: os.replace(self.tmp, self.path)
         else: self.tmp.unlink(missing_ok=True)
 
+WHOLE_FILE = ('missing_values', 'all_missing', 'constant_column')  # shares: judged on the whole file, not per chunk
+
+def missing_checks(schema:Schema, missing:dict, n:int, severity:dict) -> list:
+    "`missing_values` and `all_missing` for a whole file, from the missing counts of its chunks."
+    from mlpipeline.validate import violation
+    out = []
+    for c in schema.features:
+        m, spec = missing.get(c, 0), schema.columns[c]
+        if n and m == n: out.append(violation(c, 'all_missing', 'some values', 'every value missing', n, n))
+        elif n and m / n > spec.get('max_missing', 0): out.append(violation(c, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{m / n:.2%} missing', m, n))
+    return [v | {'severity': severity.get(v['rule'], v['severity'])} for v in out if severity.get(v['rule'], v['severity']) != 'off']
+
 def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
     "Predictions for a table of raw rows, with the id column and the model version."
     from mlpipeline.registry import prediction_output
     out = prediction_output(served.tf, served.booster.inplace_predict(served.tf.apply(df)))
     idc = served.schema.id_column if served.schema else None
-    if idc and idc in df: out.insert(0, idc, df[idc].to_numpy())
+    if idc and idc in df: out.insert(0, idc, df[idc].convert_dtypes().array)  # nullable types: a missing id does not turn ints into floats
     return out.assign(model_name=served.name, model_version=served.version)
 
 # %% ../nbs/07_serve.ipynb #070038
@@ -618,14 +643,19 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     served = load_served(*parse_model_ref(model or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
     chunks, total = read_chunks(src, int(rows or get_key(cfg, 'serve.batch_rows')))
     out.parent.mkdir(parents=True, exist_ok=True)
-    sink, done, warnings = TableSink(out, f'{served.name}/{served.version}'), 0, []
+    sink, done, warnings, missing, sev = TableSink(out, f'{served.name}/{served.version}'), 0, [], collections.Counter(), severities(cfg)
     with sink, tqdm(total=total, unit='rows', desc=f'scoring with {served.name} v{served.version}', disable=not progress) as bar:
         for df in chunks:
-            report = [v | {'observed': f"{v['observed']} in input rows {done}-{done + len(df) - 1}"} for v in validate(df, served.schema, 'batch', severities(cfg))] if served.schema else []
+            report = [v | {'observed': f"{v['observed']} in input rows {done}-{done + len(df) - 1}"} for v in validate(df, served.schema, 'batch', sev)
+                      if v['rule'] not in WHOLE_FILE] if served.schema else []
             if errs := errors_in(report): raise DataValidationError(errs, 'fix those rows, or set validation.severity for the rule')
+            missing.update({c: int(df[c].isna().sum()) for c in df.columns})
             sink.write(score_frame(served, df)); warnings += report
             done += len(df); bar.update(len(df))
         if done == 0: raise DataValidationError([{'column': None, 'rule': 'empty_batch', 'expected': '> 0 rows', 'observed': '0 rows', 'rows': 0}])
+        whole = missing_checks(served.schema, missing, done, sev) if served.schema else []
+        if errs := errors_in(whole): raise DataValidationError(errs, 'fix the data, or set validation.severity for the rule')
+        warnings += whole
     meta = {'model': served.name, 'version': served.version, 'model_uri': model_uri(served.name, served.version), 'input': str(src),
             'input_sha256': sha256_file(src), 'output': str(out), 'rows': done, 'warnings': warnings,
             'written': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}

@@ -35,9 +35,10 @@ class Server:
 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
-    "A project whose champion (version 1) was trained on the test sample, and a server for it."
+    "A project whose champion (version 1) was trained on the test sample, a weaker challenger (version 2), and a server."
     project = write_project(tmp_path_factory.mktemp('serve')/'project', serve=SERVE)
     run_in_process(project)
+    run_in_process(project, 'model.max_depth=1', 'model.n_estimators=3', 'gate.thresholds.roc_auc=0.999')  # refused: challenger only
     srv = Server(project)
     yield project, srv
     srv.stop()
@@ -117,13 +118,17 @@ def test_health_metadata_and_metrics(served):
     assert m['data_version'] == tags['data_sha256'] and len(m['data_version']) == 64 and m['git_commit'] == tags['git_commit']
     assert 0.5 < m['test_metrics']['roc_auc'] <= 1 and m['classes'] == ['No', 'Yes']
     assert m['schema']['contract']['domain'] == ['month-to-month', 'one year', 'two year'] and m['schema']['tenure']['kind'] == 'numeric'
-    srv.http.post('/predict', json={'tenure': 'bad'})
-    text = srv.http.get('/metrics').text
-    lines = dict(l.rsplit(' ', 1) for l in text.splitlines() if l and not l.startswith('#'))
-    assert float(lines['mlpipeline_requests_total{code="200",endpoint="/predict"}']) >= 1
-    assert float(lines['mlpipeline_requests_total{code="422",endpoint="/predict"}']) >= 1
-    assert float(lines['mlpipeline_invalid_fields_total{field="tenure",rule="type_mismatch"}']) >= 1
-    assert any(k.startswith('mlpipeline_request_seconds_bucket') for k in lines) and any(k.startswith('mlpipeline_predictions_total{prediction="No"') for k in lines)
+    def counters():
+        lines = dict(l.rsplit(' ', 1) for l in srv.http.get('/metrics').text.splitlines() if l and not l.startswith('#'))
+        return {k: float(v) for k, v in lines.items()}
+    before = counters()
+    srv.http.post('/predict', json=records(1)[0] | {'tenure': 'bad'}); srv.http.post('/predict', json=records(3))
+    after = counters()
+    diff = lambda k: after.get(k, 0) - before.get(k, 0)
+    assert diff('mlpipeline_requests_total{code="422",endpoint="/predict"}') == 1 and diff('mlpipeline_requests_total{code="200",endpoint="/predict"}') == 1
+    assert diff('mlpipeline_invalid_fields_total{field="tenure",rule="type_mismatch"}') == 1
+    assert diff(f'mlpipeline_predicted_rows_total{{version="{h["version"]}"}}') == 3 and diff('mlpipeline_request_seconds_count{endpoint="/predict"}') == 2
+    assert sum(diff(k) for k in after if k.startswith('mlpipeline_predictions_total{')) == 3
 
 
 def test_captured_requests_land_in_parquet_with_their_ids(served):
@@ -148,12 +153,13 @@ def test_api_key_is_enforced_when_set(served):
     srv = Server(project, env={'MLPIPELINE_API_KEY': 's3cret-key'})
     try:
         rec = records(1)[0]
-        assert srv.http.post('/predict', json=rec).status_code == 401
-        assert srv.http.post('/predict', json=rec, headers={'X-API-Key': 'wrong'}).status_code == 401
+        refused = [srv.http.post('/predict', json=rec), srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-keY'}), srv.http.get('/metadata')]
+        assert [r.status_code for r in refused] == [401] * 3 and all('X-API-Key' in r.json()['error'] for r in refused)
         assert srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-key'}).status_code == 200
-        assert srv.http.get('/metadata').status_code == 401 and srv.http.get('/health').status_code == 200
+        assert srv.http.get('/metadata', headers={'X-API-Key': 's3cret-key'}).status_code == 200 and srv.http.get('/health').status_code == 200
+        assert not any('s3cret' in r.text for r in refused + [srv.http.get('/metrics')])
     finally: out = srv.stop()
-    assert 's3cret-key' not in out
+    assert 's3cret' not in out
 
 
 def test_batch_scoring_in_chunks(served, tmp_path):
@@ -169,6 +175,14 @@ def test_batch_scoring_in_chunks(served, tmp_path):
     _, srv = served
     online = pd.DataFrame(srv.http.post('/predict', json=records(150, 200)).json()['predictions'])
     assert (online.proba_Yes.to_numpy() - out.proba_Yes.iloc[200:350].to_numpy()).__abs__().max() < 1e-6
+    # a missing id and a missing value in a one-row last chunk: ids keep their type, missing shares count over the file
+    odd = pd.read_csv(SAMPLE).drop(columns=['churn']).astype({'rownames': 'Int64'}); odd.loc[399, ['rownames', 'total_charges']] = [pd.NA, None]
+    odd.to_csv(tmp_path/'odd.csv', index=False)
+    r = mlpipeline('predict', '--input', str(tmp_path/'odd.csv'), '--output', str(tmp_path/'odd.parquet'), '--chunk-rows', '399', '--quiet', cwd=project)
+    assert r.returncode == 0, r.stderr
+    import pyarrow.parquet as pq
+    ids = pq.read_table(tmp_path/'odd.parquet').column('rownames')
+    assert str(ids.type) == 'int64' and ids.is_null().to_pylist() == [False] * 399 + [True]
     # a bad row in the third chunk: exit 3, the rule and the rows named, no output written
     bad = pd.read_csv(SAMPLE).drop(columns=['churn']); bad.loc[320, 'contract'] = 'Ten years'
     bad.to_csv(tmp_path/'bad.csv', index=False)
@@ -191,7 +205,8 @@ def test_champion_moved_during_a_stream_of_requests(served):
     project, srv = served
     client = client_for(project)
     v1 = client.get_model_version('test-model', champion(project))
-    v2 = client.create_model_version('test-model', v1.source, v1.run_id, tags=v1.tags)
+    v2 = client.get_model_version_by_alias('test-model', 'challenger')  # the weaker model: its answers differ
+    assert v2.version != v1.version
     answers, stop = [], threading.Event()
     def stream():
         with httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -217,17 +232,24 @@ def test_champion_moved_during_a_stream_of_requests(served):
 
 def test_shadow_mode_logs_both_predictions(served):
     project, _ = served
+    import mlflow
+    from mlpipeline.serve import conform
     client = client_for(project)
     champ = champion(project)
-    other = next((v.version for v in client.search_model_versions("name = 'test-model'") if str(v.version) != champ), None)
-    if other is None:
-        v = client.get_model_version('test-model', champ); other = client.create_model_version('test-model', v.source, v.run_id, tags=v.tags).version
+    other = next(str(v.version) for v in client.search_model_versions("name = 'test-model'") if str(v.version) != champ)
     client.set_registered_model_alias('test-model', 'challenger', other)
     srv = Server(project, '-p', 'serve.shadow=true', '-p', 'serve.capture.dir=shadow-capture')
     try:
         for i in range(3): assert srv.http.post('/predict', json=records(2), headers={'X-Request-ID': f'shadow-{i}'}).json()['model']['version'] == champ
-        assert srv.http.get('/metadata').json()['shadow']['version'] == str(other)
+        assert srv.http.get('/metadata').json()['shadow']['version'] == other
     finally: srv.stop()  # SIGTERM drains the shadow queue and writes the capture
     got = pd.read_parquet(project/'shadow-capture/test-model')
-    assert len(got) == 6 and set(got.shadow_version) == {str(other)} and set(got.model_version) == {champ}
-    assert (got.prediction == got.shadow_prediction).all()  # the same model files: the same answers
+    assert len(got) == 6 and set(got.shadow_version) == {other} and set(got.model_version) == {champ}
+    expected = {}
+    for v in (champ, other):
+        m = mlflow.pyfunc.load_model(f'models:/test-model/{v}'); expected[v] = m.predict(conform(m, pd.DataFrame(records(2)))).proba_Yes.tolist()
+    assert expected[champ] != expected[other]  # two different models
+    got = got.sort_values(['request_id', 'row'])
+    assert got.proba_Yes.tolist() == pytest.approx(expected[champ] * 3)
+    labels = lambda p: ['Yes' if x > 0.5 else 'No' for x in p]
+    assert got.shadow_prediction.tolist() == labels(expected[other]) * 3
