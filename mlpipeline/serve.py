@@ -35,13 +35,15 @@ def parse_model_ref(ref:str|None, default_name:str) -> tuple[str, str]:
     if '/' in ref: return tuple(ref.rsplit('/', 1))
     return default_name, ref
 
-# %% ../nbs/07_serve.ipynb #070008
+# %% ../nbs/07_serve.ipynb #070009
 def load_model(uri:str):
     "Load a registered pyfunc model, with a clear error when the registry has no such model or alias."
-    import mlflow
+    import sys, mlflow, mlpipeline.registry  # noqa: F401 (the installed package's model class, not a bundled copy)
+    path = list(sys.path)
     try: return mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as e:
         raise UsageError(f'cannot load {uri} from {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'check the name and alias with `mlpipeline models list`') from None
+    finally: sys.path[:] = path  # MLflow prepends the model's bundled code to sys.path; this process runs the installed package
 
 def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
     "`rows` limited to the model's inputs, numeric ones cast to the types its signature names (MLflow refuses int64 -> double)."
@@ -61,7 +63,7 @@ def predict_records(model, records:dict|list[dict]) -> list[dict]:
     rows = pd.DataFrame.from_records([records] if isinstance(records, dict) else records)
     return model.predict(conform(model, rows)).to_dict(orient='records')
 
-# %% ../nbs/07_serve.ipynb #070010
+# %% ../nbs/07_serve.ipynb #070011
 @dataclass
 class Field:
     "One input field of a request: its kind (as the transform reads it) and the schema's rules for it."
@@ -92,7 +94,7 @@ class Field:
         kinds = {'numeric': 'a number', 'boolean': 'true, false, 0 or 1', 'datetime': 'a date'}
         return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, kinds.get(self.kind, 'a text label'))
 
-# %% ../nbs/07_serve.ipynb #070011
+# %% ../nbs/07_serve.ipynb #070012
 def request_fields(schema:Schema|None, tf:Transform, encoder:RowEncoder|None=None) -> list[Field]:
     "The fields of a request: the transform's inputs, read as the transform reads them, with the schema's rules."
     encoder, out = encoder or RowEncoder(tf), []
@@ -125,7 +127,7 @@ def check_records(records:list, fields:list[Field], severity:dict) -> tuple[dict
                 (problems if sev == 'error' else warnings).append({'row': i, 'field': f.name, 'rule': rule, 'expected': f.expected(rule), 'got': repr(r.get(f.name))[:80]})
     return cols, problems, warnings
 
-# %% ../nbs/07_serve.ipynb #070015
+# %% ../nbs/07_serve.ipynb #070016
 @dataclass
 class Served:
     "A registered version loaded for serving."
@@ -182,7 +184,7 @@ def load_served(name:str, ref:str='champion') -> Served:
     reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
     return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
 
-# %% ../nbs/07_serve.ipynb #070019
+# %% ../nbs/07_serve.ipynb #070020
 class ServiceMetrics:
     "The service's Prometheus metrics, in a registry of its own."
     def __init__(self):
@@ -225,7 +227,7 @@ class ServiceMetrics:
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
 
-# %% ../nbs/07_serve.ipynb #070021
+# %% ../nbs/07_serve.ipynb #070022
 @dataclass
 class Captured:
     "One scored request, as the capture log stores it."
@@ -289,7 +291,7 @@ class Capture:
         if self.metrics: self.metrics.captured.inc(len(table))
         return path
 
-# %% ../nbs/07_serve.ipynb #070022
+# %% ../nbs/07_serve.ipynb #070023
 def capture_table(items:list[Captured]) -> pd.DataFrame:
     "Captured requests of one model version as a table: one row per scored record."
     first, acc = items[0].served, collections.defaultdict(list)
@@ -313,7 +315,7 @@ def capture_table(items:list[Captured]) -> pd.DataFrame:
     if idc: df[idc] = df[idc].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')  # ids of any type, as text
     return df.astype({'request_id': 'string', 'model_version': 'string', 'shadow_version': 'string', 'row': 'int32'})
 
-# %% ../nbs/07_serve.ipynb #070026
+# %% ../nbs/07_serve.ipynb #070027
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
     def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None):
@@ -363,7 +365,7 @@ class ModelHolder:
 
     def close(self): self.stop.set()
 
-# %% ../nbs/07_serve.ipynb #070027
+# %% ../nbs/07_serve.ipynb #070028
 class ShadowScorer:
     "Scores answered requests with the shadow model off the response path, then hands them to the capture log."
     def __init__(self, holder:ModelHolder, capture:Capture|None, metrics:ServiceMetrics|None=None, max_queue:int=10000):
@@ -397,7 +399,7 @@ class ShadowScorer:
     def close(self):
         self.stopping = True; self.wake.set(); self.thread.join(timeout=30)
 
-# %% ../nbs/07_serve.ipynb #070029
+# %% ../nbs/07_serve.ipynb #070030
 class ApiError(Exception):
     "A request refused with an HTTP status, a message and, for invalid records, the problems."
     def __init__(self, status:int, message:str, problems:list|None=None):
@@ -427,7 +429,7 @@ def parse_payload(body:bytes, max_rows:int) -> tuple[list, bool]:
     if len(payload) > max_rows: raise ApiError(413, f'{len(payload)} records in one request; at most {max_rows} (serve.max_rows)')
     return payload, False
 
-# %% ../nbs/07_serve.ipynb #070031
+# %% ../nbs/07_serve.ipynb #070032
 def request_id(request) -> str:
     "The client's `X-Request-ID` when it is a sane one, else a new id."
     rid = request.headers.get('x-request-id', '')
@@ -443,7 +445,7 @@ def metadata(served:Served) -> dict:
                        | ({'domain': sorted(f.domain)} if f.domain is not None else {}) for f in served.fields},
             'id_column': served.schema.id_column if served.schema else None}
 
-# %% ../nbs/07_serve.ipynb #070032
+# %% ../nbs/07_serve.ipynb #070033
 @dataclass
 class Service:
     "Everything one service process holds: config, model holder, metrics, capture and shadow scorer."
@@ -468,7 +470,7 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None)
 
-# %% ../nbs/07_serve.ipynb #070033
+# %% ../nbs/07_serve.ipynb #070034
 def make_app(svc:Service):
     "The FastAPI application of a service: /predict, /health, /metadata, /metrics."
     from contextlib import asynccontextmanager
@@ -547,7 +549,7 @@ def make_app(svc:Service):
         return as_json({'error': 'internal error; the server log has the details'}, 500)
     return app
 
-# %% ../nbs/07_serve.ipynb #070035
+# %% ../nbs/07_serve.ipynb #070036
 def port_free(host:str, port:int) -> bool:
     "Whether a server could listen on `host:port` now."
     import socket
@@ -578,7 +580,7 @@ def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, hos
     os.environ['MLPIPELINE_SERVE'] = json.dumps({'config': config, 'overrides': list(overrides), 'model': model})
     uvicorn.run('mlpipeline.serve:app_from_env', factory=True, workers=workers, **opts)
 
-# %% ../nbs/07_serve.ipynb #070037
+# %% ../nbs/07_serve.ipynb #070038
 def read_chunks(path:Path, rows:int):
     "The rows of a CSV or Parquet file in chunks of `rows`, and the row count (None when unknown)."
     if path.suffix.lower() in ('.parquet', '.pq'):
@@ -632,7 +634,7 @@ def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
     if idc and idc in df: out.insert(0, idc, df[idc].convert_dtypes().array)  # nullable types: a missing id does not turn ints into floats
     return out.assign(model_name=served.name, model_version=served.version)
 
-# %% ../nbs/07_serve.ipynb #070038
+# %% ../nbs/07_serve.ipynb #070039
 def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True) -> dict:
     "Score a CSV or Parquet file in chunks into `output` (.parquet or .csv); a summary of what was written."
     from tqdm.auto import tqdm
@@ -662,7 +664,7 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     write_json(meta, out.with_name(out.name + '.json'))
     return meta
 
-# %% ../nbs/07_serve.ipynb #070040
+# %% ../nbs/07_serve.ipynb #070041
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
     rd, cfg = open_run(run_dir)

@@ -148,14 +148,14 @@ def test_captured_requests_land_in_parquet_with_their_ids(served):
     assert not list(folder.rglob('.*'))  # no temporary file left behind
 
 
-def test_api_key_is_enforced_when_set(served):
+def test_api_key_is_enforced_when_set_with_two_workers(served):
     project, _ = served
-    srv = Server(project, env={'MLPIPELINE_API_KEY': 's3cret-key'})
+    srv = Server(project, '--workers', '2', env={'MLPIPELINE_API_KEY': 's3cret-key'})
     try:
         rec = records(1)[0]
         refused = [srv.http.post('/predict', json=rec), srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-keY'}), srv.http.get('/metadata')]
         assert [r.status_code for r in refused] == [401] * 3 and all('X-API-Key' in r.json()['error'] for r in refused)
-        assert srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-key'}).status_code == 200
+        assert [srv.http.post('/predict', json=rec, headers={'X-API-Key': 's3cret-key'}).status_code for _ in range(20)] == [200] * 20
         assert srv.http.get('/metadata', headers={'X-API-Key': 's3cret-key'}).status_code == 200 and srv.http.get('/health').status_code == 200
         assert not any('s3cret' in r.text for r in refused + [srv.http.get('/metrics')])
     finally: out = srv.stop()
