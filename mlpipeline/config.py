@@ -23,7 +23,7 @@ data:
   http: {records_key: null, page_param: null, timeout_s: 30, retries: 3, max_pages: 1000}
 target: churn
 task: auto                   # auto | binary | multiclass | regression
-split: {valid: 0.15, test: 0.15}
+split: {valid: 0.15, test: 0.15, group: null}   # group: a column whose rows stay in one split (e.g. a customer id)
 seed: 42
 model: {n_estimators: 300, max_depth: 6, learning_rate: 0.1, subsample: 1.0, colsample_bytree: 1.0, min_child_weight: 1.0, early_stopping_rounds: 30, nthread: 2}
 tuning:
@@ -64,6 +64,18 @@ validation:
   schema: null               # a curated schema.yaml in the project; else the champion's; else inferred from the data
   range_tolerance: 0.1       # numeric ranges of an inferred schema stretch by this share of their width
   severity: {}               # rule -> error | warning | off, e.g. {unseen_category: warning}
+leakage:                     # checks after the split (03a_leakage); warnings unless strict
+  enabled: true
+  strict: false              # every leakage finding is an error: the run stops before training (exit code 3)
+  single_feature: 0.95       # a feature alone scoring this (ROC-AUC, accuracy or R2, out of fold) is a probable leak
+  margin: 0.005              # ... as is one within this of a small model on every feature ...
+  match_min: 0.9             # ... when it scores at least this
+  max_rows: 20000            # training rows sampled for the single-feature models
+  mapping_min_rows: 10       # categories this frequent that each map to one target value ...
+  mapping_coverage: 0.9      # ... and hold this share of the rows: a deterministic mapping
+  drop_id_like: true         # drop id-like columns (unique per row, row numbers) before training
+  max_shared: 0.01           # share of valid or test rows whose features also appear in train before a warning
+  after_prediction: []       # features recorded after the prediction time: refused
 features:
   drop: []                   # columns never used as features (besides the target and data.id_column)
   drop_duplicates: true      # drop repeated rows (ids aside) before splitting

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path, read_manifest
 
 # %% auto #0
 __all__ = ['LOWER_IS_BETTER', 'class_probabilities', 'classification_metrics', 'regression_metrics', 'confusion', 'latency',
            'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot', 'residual_plots',
-           'evaluation_plots', 'report_page', 'metric_fn', 'gate_metric', 'paired_bootstrap', 'decide',
-           'champion_predictions', 'run_gate', 'prediction_frame', 'run_evaluate']
+           'evaluation_plots', 'leakage_section', 'report_page', 'metric_fn', 'gate_metric', 'paired_bootstrap',
+           'decide', 'champion_predictions', 'run_gate', 'prediction_frame', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def class_probabilities(proba:np.ndarray) -> np.ndarray:
@@ -138,7 +138,18 @@ def evaluation_plots(booster, tf:Transform, y:np.ndarray, proba:np.ndarray, metr
     else: paths = curve_plots(tf, y, proba, out) | {'confusion': confusion_plot(metrics['confusion'], out), 'calibration': calibration_plot(y, proba, out)}
     return paths | {'importance': importance_plot(booster, out)}
 
-def report_page(title:str, metrics:dict, gate:dict|None, images:dict) -> str:
+def leakage_section(leak:dict|None) -> str:
+    "The leakage findings of `03_features` as an HTML section: column, rule, its score alone against all features', action."
+    import html
+    if not leak: return ''
+    full, scores, dropped = leak.get('all_features', float('nan')), leak.get('single_feature', {}), leak.get('id_like', {})
+    act = lambda v: 'dropped' if v['rule'] == 'id_like_column' and v['column'] in dropped and 'dropped' in v['observed'] else 'run stopped' if v['severity'] == 'error' else 'warned'
+    rows = ''.join(f"<tr><td>{html.escape(str(v['column'] or '*'))}</td><td>{v['rule']}</td><td>{html.escape(v['observed'])}</td>"
+                   f"<td>{scores.get(v['column'], float('nan')):.4f}</td><td>{act(v)}</td></tr>" for v in leak.get('violations', []))
+    head = f'<h2>Leakage</h2><p>A small model on every feature scores {full:.4f} on the validation split.</p>'
+    return head + (f'<table><tr><th>column</th><th>rule</th><th>observed</th><th>score alone</th><th>action</th></tr>{rows}</table>' if rows else '<p>No finding.</p>')
+
+def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str='') -> str:
     "The evaluation report: metrics, the gate's decision and the plots, in one self-contained HTML page."
     import base64, html
     rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>' for k, v in metrics.items() if isinstance(v, (int, float)))
@@ -146,7 +157,7 @@ def report_page(title:str, metrics:dict, gate:dict|None, images:dict) -> str:
     imgs = ''.join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>' for k, p in images.items())
     style = 'body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:8px}'
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>'
-            f'<h1>{html.escape(title)}</h1>{gate_html}<h2>Test metrics</h2><table>{rows}</table><h2>Plots</h2>{imgs}</body></html>')
+            f'<h1>{html.escape(title)}</h1>{gate_html}<h2>Test metrics</h2><table>{rows}</table>{extra}<h2>Plots</h2>{imgs}</body></html>')
 
 # %% ../nbs/05_evaluate.ipynb #050022
 LOWER_IS_BETTER = ('mse', 'rmse', 'mae', 'log_loss')
@@ -250,7 +261,9 @@ def run_evaluate(run_dir:str|Path) -> dict:
         metrics |= latency(booster, tf, test)
         gate = run_gate(cfg, tf, test, metrics, proba)
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
-        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images))
+        outs = read_manifest(rd)['stages']['03_features']['outputs']
+        leak = json.loads(stage_output(rd, '03_features', 'leakage').read_text()) if 'leakage' in outs else None
+        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak)))
         write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')
         mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))} | {'gate_passed': int(gate['passed'])})

@@ -12,9 +12,9 @@ from .validate import column_kind, as_numbers
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry
 
 # %% auto #0
-__all__ = ['infer_task', 'random_split', 'time_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts', 'feature_name',
-           'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform', 'RowEncoder',
-           'codes_matrix', 'records_columns', 'run_features']
+__all__ = ['infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts',
+           'feature_name', 'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform',
+           'RowEncoder', 'codes_matrix', 'records_columns', 'check_leakage', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -43,20 +43,30 @@ def time_split(df:pd.DataFrame, time_column:str, valid:float, test:float) -> dic
     c1, c2 = ts[int(len(ts) * (1 - valid - test))], ts[int(len(ts) * (1 - test))]
     return {'train': df[t < c1], 'valid': df[(t >= c1) & (t < c2)], 'test': df[t >= c2]}
 
-def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None) -> dict[str, pd.DataFrame]:
-    "Split `df` into train, valid and test: by time when `time_column` is given, else at random."
-    parts = time_split(df, time_column, valid, test) if time_column else random_split(df, target, task, valid, test, seed)
+def group_split(df:pd.DataFrame, group:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:
+    "A seeded split that keeps all rows of one `group` value in one split."
+    from sklearn.model_selection import GroupShuffleSplit
+    if group not in df: raise ConfigError('split.group', f'no column {group!r}', f'use one of {list(df.columns)[:12]}')
+    pick = lambda d, size: next(GroupShuffleSplit(1, test_size=size, random_state=seed).split(d, groups=d[group].astype(str)))
+    rest_i, te_i = pick(df, test); rest = df.iloc[rest_i]
+    tr_i, va_i = pick(rest, valid / (1 - test))
+    return {'train': rest.iloc[tr_i], 'valid': rest.iloc[va_i], 'test': df.iloc[te_i]}
+
+def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict[str, pd.DataFrame]:
+    "Split `df` into train, valid and test: by time when `time_column` is given, by group with `group`, else at random."
+    parts = (time_split(df, time_column, valid, test) if time_column else group_split(df, group, valid, test, seed) if group
+             else random_split(df, target, task, valid, test, seed))
     for k, v in parts.items():
         if len(v) == 0: raise ConfigError('split', f'the {k} split is empty ({len(df)} rows)', 'use more data or larger split fractions')
     return {k: v.reset_index(drop=True) for k, v in parts.items()}
 
-# %% ../nbs/03_features.ipynb #030014
+# %% ../nbs/03_features.ipynb #030016
 def drop_duplicates(df:pd.DataFrame, id_column:str|None=None) -> tuple[pd.DataFrame, int]:
     "`df` without repeated rows (the id column aside), and how many were dropped."
     keep = ~df.drop(columns=[c for c in (id_column,) if c and c in df]).duplicated()
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
-# %% ../nbs/03_features.ipynb #030017
+# %% ../nbs/03_features.ipynb #030019
 def labels(s:pd.Series, strip:bool=True, case:str='lower') -> pd.Series:
     "Category labels as text, normalised; missing stays missing."
     t = s.astype(str).where(s.notna())
@@ -71,12 +81,12 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #030020
+# %% ../nbs/03_features.ipynb #030022
 def feature_name(name) -> str:
     "A model column name XGBoost accepts."
     return str(name).replace('[', '(').replace(']', ')').replace('<', 'lt')
 
-# %% ../nbs/03_features.ipynb #030022
+# %% ../nbs/03_features.ipynb #030024
 @dataclass
 class Transform:
     "The fitted feature transform: raw rows to the model's input, and the target to its codes."
@@ -135,7 +145,7 @@ class Transform:
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030024
+# %% ../nbs/03_features.ipynb #030026
 def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0) -> dict:
     "Outlier caps per numeric column: Tukey's fences (IQR) or mean +/- z standard deviations."
     if method == 'none': return {}
@@ -166,7 +176,7 @@ def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
     stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
     return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
 
-# %% ../nbs/03_features.ipynb #030026
+# %% ../nbs/03_features.ipynb #030028
 def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
     "Split the input columns into numeric, date and categorical ones."
     kind = {c: column_kind(train[c]) for c in inputs}
@@ -204,7 +214,7 @@ def _columns(tf:Transform, b:pd.DataFrame) -> list:
     for c, cats in tf.categories.items(): cols += [f'{c}={v}' for v in cats] if tf.encoding == 'onehot' else [c]
     return [feature_name(c) for c in cols + [f'{a}*{z}' for a, z in tf.interactions]]
 
-# %% ../nbs/03_features.ipynb #030034
+# %% ../nbs/03_features.ipynb #030036
 class RowEncoder:
     "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
     def __init__(self, tf:Transform, cache:int=100_000):
@@ -264,7 +274,26 @@ def records_columns(records:list[dict], inputs:list) -> dict:
     "JSON records as columns of raw values for `inputs` (an absent field is None)."
     return {c: [r.get(c) for r in records] for c in inputs}
 
-# %% ../nbs/03_features.ipynb #030038
+# %% ../nbs/03_features.ipynb #030041
+def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list, task:str) -> tuple[list, dict]:
+    "Run the leakage checks, write and log their report, and stop on an error."
+    import re, mlflow
+    from mlpipeline.leakage import leakage_checks
+    from mlpipeline.validate import report_html, errors_in
+    from mlpipeline.runfolder import atomic_path
+    from mlpipeline.errors import DataValidationError
+    if not get_key(cfg, 'leakage.enabled'): return [], {}
+    found, facts = leakage_checks(raw, parts, features, cfg['target'], task, cfg['leakage'], cfg['seed'], get_key(cfg, 'validation.severity'))
+    write_json({'violations': found} | facts, rd/'artifacts/leakage.json')
+    with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(report_html(found, f'Leakage checks of run {rd.name} (all features: {facts["all_features"]:.4f})'))
+    name = lambda c: re.sub(r'[^0-9A-Za-z_. /-]', '_', str(c))
+    mlflow.log_metrics({f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v} | {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
+                       | {'leakage_all_features': facts['all_features'], 'leakage_findings': len(found)})
+    mlflow.log_artifact(rd/'artifacts/leakage.html')
+    if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), or set leakage.strict: false to be warned only')
+    return found, facts
+
+# %% ../nbs/03_features.ipynb #030042
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow
@@ -275,11 +304,16 @@ def run_features(run_dir:str|Path) -> Transform:
         dropped = 0
         if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
         task = infer_task(df[target], cfg['task'])
-        parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol)
-        tf = fit_transform(parts['train'], target, task, cfg['features'], [c for c in [idc, *get_key(cfg, 'features.drop')] if c], tcol)
+        parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol, get_key(cfg, 'split.group'))
+        drop = [c for c in [idc, *get_key(cfg, 'features.drop')] if c]
+        found, facts = check_leakage(rd, cfg, df, parts, [c for c in df.columns if c != target and c not in drop], task)
+        if get_key(cfg, 'leakage.drop_id_like'): drop += list(facts.get('id_like', {}))
+        tf = fit_transform(parts['train'], target, task, cfg['features'], drop, tcol)
         outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')
         mlflow.log_metrics({'duplicates_dropped': dropped, 'n_features': len(tf.outputs)} | {f'rows_{k}': len(v) for k, v in parts.items()})
         mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
-        finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'}, task=task, duplicates_dropped=dropped)
+        leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
+        finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
+                     leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})))
     return tf

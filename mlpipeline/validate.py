@@ -86,7 +86,10 @@ RULES = {  # rule -> default severity
     'unexpected_column': 'warning', 'type_mismatch': 'error', 'missing_values': 'error', 'all_missing': 'error',
     'out_of_range': 'error', 'unseen_category': 'error', 'constant_column': 'warning', 'duplicate_rows': 'warning',
     'duplicate_ids': 'error', 'target_missing_column': 'error', 'target_missing_values': 'error',
-    'target_constant': 'error', 'target_unseen_class': 'error', 'target_class_too_rare': 'error'}
+    'target_constant': 'error', 'target_unseen_class': 'error', 'target_class_too_rare': 'error',
+    # leakage, checked by `03_features` after the split (`03a_leakage`)
+    'single_feature_leak': 'warning', 'target_mapping': 'warning', 'id_like_column': 'warning', 'rows_shared_across_splits': 'warning',
+    'recorded_after_prediction': 'error'}
 
 def violation(column, rule:str, expected, observed, rows:int, n:int) -> dict:
     "One row of the validation report."
