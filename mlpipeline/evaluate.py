@@ -146,7 +146,7 @@ def leakage_section(leak:dict|None) -> str:
     act = lambda v: 'dropped' if v['rule'] == 'id_like_column' and v['column'] in dropped and 'dropped' in v['observed'] else 'run stopped' if v['severity'] == 'error' else 'warned'
     rows = ''.join(f"<tr><td>{html.escape(str(v['column'] or '*'))}</td><td>{v['rule']}</td><td>{html.escape(v['observed'])}</td>"
                    f"<td>{scores.get(v['column'], float('nan')):.4f}</td><td>{act(v)}</td></tr>" for v in leak.get('violations', []))
-    head = f'<h2>Leakage</h2><p>A small model on every feature scores {full:.4f} on the validation split.</p>'
+    head = f'<h2>Leakage</h2><p>A small model on every feature scores {full:.4f} (out of fold on the training split); each finding is checked after the split.</p>'
     return head + (f'<table><tr><th>column</th><th>rule</th><th>observed</th><th>score alone</th><th>action</th></tr>{rows}</table>' if rows else '<p>No finding.</p>')
 
 def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str='') -> str:

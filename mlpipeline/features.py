@@ -47,6 +47,7 @@ def group_split(df:pd.DataFrame, group:str, valid:float, test:float, seed:int) -
     "A seeded split that keeps all rows of one `group` value in one split."
     from sklearn.model_selection import GroupShuffleSplit
     if group not in df: raise ConfigError('split.group', f'no column {group!r}', f'use one of {list(df.columns)[:12]}')
+    if (n := df[group].nunique()) < 10: raise ConfigError('split.group', f'{group!r} has {n} groups; three splits need at least 10', 'choose a column with more distinct values')
     pick = lambda d, size: next(GroupShuffleSplit(1, test_size=size, random_state=seed).split(d, groups=d[group].astype(str)))
     rest_i, te_i = pick(df, test); rest = df.iloc[rest_i]
     tr_i, va_i = pick(rest, valid / (1 - test))
@@ -54,6 +55,7 @@ def group_split(df:pd.DataFrame, group:str, valid:float, test:float, seed:int) -
 
 def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict[str, pd.DataFrame]:
     "Split `df` into train, valid and test: by time when `time_column` is given, by group with `group`, else at random."
+    if time_column and group: raise ConfigError('split.group', 'cannot be combined with data.time_column (a time split already keeps the future out)', 'unset one of them')
     parts = (time_split(df, time_column, valid, test) if time_column else group_split(df, group, valid, test, seed) if group
              else random_split(df, target, task, valid, test, seed))
     for k, v in parts.items():
@@ -282,11 +284,15 @@ def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list
     from mlpipeline.validate import report_html, errors_in
     from mlpipeline.runfolder import atomic_path
     from mlpipeline.errors import DataValidationError
-    if not get_key(cfg, 'leakage.enabled'): return [], {}
-    found, facts = leakage_checks(raw, parts, features, cfg['target'], task, cfg['leakage'], cfg['seed'], get_key(cfg, 'validation.severity'))
+    from mlpipeline.leakage import late_features
+    if not get_key(cfg, 'leakage.enabled'):  # a feature recorded after the prediction time is refused even so
+        if errs := late_features(features, get_key(cfg, 'leakage.after_prediction'), raw.columns): raise DataValidationError(errs)
+        return [], {}
+    dates = [c for c in [get_key(cfg, 'data.time_column'), *get_key(cfg, 'features.dates')] if c]
+    found, facts = leakage_checks(raw, parts, features, cfg['target'], task, cfg['leakage'], cfg['seed'], get_key(cfg, 'validation.severity'), dates)
     write_json({'violations': found} | facts, rd/'artifacts/leakage.json')
     with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(report_html(found, f'Leakage checks of run {rd.name} (all features: {facts["all_features"]:.4f})'))
-    name = lambda c: re.sub(r'[^0-9A-Za-z_. /-]', '_', str(c))
+    name = lambda c: re.sub(r'[^0-9A-Za-z_-]', '_', str(c))  # MLflow refuses some names with dots and slashes
     mlflow.log_metrics({f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v} | {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
                        | {'leakage_all_features': facts['all_features'], 'leakage_findings': len(found)})
     mlflow.log_artifact(rd/'artifacts/leakage.html')

@@ -4,31 +4,36 @@
 from __future__ import annotations
 import numpy as np, pandas as pd
 from .config import get_key
+from .errors import ConfigError
 from .validate import column_kind, as_numbers, violation
 
 # %% auto #0
-__all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'target_mapping', 'id_like', 'shared_rows', 'leakage_checks']
+__all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'target_mapping', 'id_like', 'shared_rows', 'late_features',
+           'leakage_checks']
 
 # %% ../nbs/03a_leakage.ipynb #030006
 def feature_matrix(df:pd.DataFrame, cols:list) -> np.ndarray:
     "Columns as numbers for a quick model: numeric as is, others as category codes (missing: NaN)."
     col = lambda s: as_numbers(s).to_numpy(float) if column_kind(s) in ('numeric', 'boolean') else s.astype('category').cat.codes.replace(-1, np.nan).to_numpy(float)
-    return np.column_stack([col(df[c]) for c in cols])
+    return np.column_stack([col(df[c]) for c in cols]) if cols else np.empty((len(df), 0))
 
 def quick_score(train:pd.DataFrame, cols:list, target:str, task:str, depth:int=2, trees:int=30, folds:int=3, seed:int=0) -> float:
-    "The out-of-fold score of a small XGBoost model on `cols`: ROC-AUC (binary), accuracy (multiclass) or R2 (regression)."
+    "The out-of-fold score of a small XGBoost model on `cols`: ROC-AUC (classification, macro one-vs-rest) or R2."
     import xgboost as xgb
     from sklearn.model_selection import cross_val_predict, KFold, StratifiedKFold
-    from sklearn.metrics import roc_auc_score, accuracy_score, r2_score
-    X, opts = feature_matrix(train, cols), dict(n_estimators=trees, max_depth=depth, nthread=2, random_state=seed)
+    from sklearn.metrics import roc_auc_score, r2_score
+    opts = dict(n_estimators=trees, max_depth=depth, nthread=2, random_state=seed)
+    df = train.dropna(subset=[target])
+    if not cols or len(df) < 2 * folds: return float('nan')
     if task == 'regression':
-        y = train[target].astype(float).to_numpy()
-        return float(r2_score(y, cross_val_predict(xgb.XGBRegressor(**opts), X, y, cv=KFold(folds, shuffle=True, random_state=seed))))
-    y = train[target].astype(str).astype('category').cat.codes.to_numpy()
-    if np.bincount(y).min() < folds: return float('nan')  # a class too rare to score out of fold
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    if task == 'binary': return float(roc_auc_score(y, cross_val_predict(xgb.XGBClassifier(**opts), X, y, cv=cv, method='predict_proba')[:, 1]))
-    return float(accuracy_score(y, cross_val_predict(xgb.XGBClassifier(**opts), X, y, cv=cv)))
+        y = df[target].astype(float).to_numpy()
+        return float(r2_score(y, cross_val_predict(xgb.XGBRegressor(**opts), feature_matrix(df, cols), y, cv=KFold(folds, shuffle=True, random_state=seed))))
+    counts = df[target].astype(str).value_counts()
+    df = df[df[target].astype(str).isin(counts.index[counts >= folds])]  # classes too rare to score out of fold
+    if df[target].nunique() < 2: return float('nan')
+    y = df[target].astype(str).astype('category').cat.codes.to_numpy()
+    p = cross_val_predict(xgb.XGBClassifier(**opts), feature_matrix(df, cols), y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method='predict_proba')
+    return float(roc_auc_score(y, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(y, p, multi_class='ovr', average='macro'))
 
 # %% ../nbs/03a_leakage.ipynb #030007
 def single_feature_scores(train:pd.DataFrame, features:list, target:str, task:str, max_rows:int=20000, seed:int=0) -> tuple[dict, float]:
@@ -45,43 +50,55 @@ def target_mapping(train:pd.DataFrame, col:str, target:str, min_rows:int=10, cov
     big = g[g['size'] >= min_rows]
     if len(big) < 2 or len(s) == 0: return None
     share = big.loc[big['nunique'] == 1, 'size'].sum() / len(s)
-    return float(share) if (big['nunique'] == 1).all() and share >= coverage else None
+    values = s[s[col].isin(big.index)].groupby(col)[target].first().nunique()  # one value everywhere is no mapping
+    return float(share) if (big['nunique'] == 1).all() and values >= 2 and share >= coverage else None
 
 def id_like(s:pd.Series) -> str|None:
-    "Why `s` looks like an id (unique per row, or a row-number sequence), or None."
+    "Why `s` looks like an id (a row-number sequence, dense unique integers, unique text), or None."
     x = s.dropna()
-    if len(x) < 20 or column_kind(s) == 'datetime': return None
-    numeric = pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x)
-    if numeric and not np.allclose(x % 1, 0): return None  # measurements such as amounts are often unique
-    if numeric and len(x) == len(s) and (np.diff(x.to_numpy(float)) == 1).mean() > 0.9: return 'a row-number sequence (steps of 1)'
-    return 'unique per row' if x.nunique() == len(x) else None
+    if len(x) < 20 or column_kind(s) == 'datetime' or x.nunique() < len(x): return None
+    if pd.api.types.is_bool_dtype(x): return None
+    if pd.api.types.is_numeric_dtype(x):
+        v = x.to_numpy(float)
+        if not np.allclose(v % 1, 0): return None  # measurements such as amounts are often unique
+        if len(x) == len(s) and (np.diff(v) == 1).mean() > 0.9: return 'a row-number sequence (steps of 1)'
+        return 'unique integers filling their range (shuffled row numbers)' if v.max() - v.min() + 1 <= 1.1 * len(v) else None  # unique counts or amounts spread wider
+    if pd.to_datetime(x.head(200).astype(str), errors='coerce', format='mixed').notna().mean() > 0.95: return None  # dates as text
+    return 'unique text per row'
 
 # %% ../nbs/03a_leakage.ipynb #030014
 def shared_rows(parts:dict, features:list) -> dict:
     "How many feature rows of each non-training split also appear in training."
+    if not features: return {k: 0 for k in parts if k != 'train'}
     key = lambda d: set(pd.util.hash_pandas_object(d[features].astype(str), index=False))
     seen = key(parts['train'])
     return {k: int(pd.util.hash_pandas_object(v[features].astype(str), index=False).isin(seen).sum()) for k, v in parts.items() if k != 'train'}
 
 # %% ../nbs/03a_leakage.ipynb #030017
-def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task:str, opts:dict, seed:int=0, severity:dict|None=None) -> tuple[list, dict]:
-    "Leakage violations, and the facts behind them: scores, mappings, id-like columns, shared rows."
+def late_features(features:list, declared:list, columns) -> list:
+    "Violations for features declared as recorded after the prediction time (always errors); unknown names are refused."
+    if unknown := [c for c in declared or [] if c not in columns]:
+        raise ConfigError('leakage.after_prediction', f'{unknown} are not columns of the data', f'use names from {list(columns)[:12]}')
+    return [violation(c, 'recorded_after_prediction', 'only values known at prediction time', 'declared in leakage.after_prediction', 1, 1) | {'severity': 'error'}
+            for c in declared or [] if c in features]
+
+def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task:str, opts:dict, seed:int=0, severity:dict|None=None,
+                   dates:list=()) -> tuple[list, dict]:
+    "Leakage violations, and the facts behind them: scores, mappings, id-like columns (`dates` are never ids), shared rows."
     n, out = len(parts['train']), []
     thr, margin, floor = opts.get('single_feature', 0.95), opts.get('margin', 0.005), opts.get('match_min', 0.9)
     scores, full = single_feature_scores(parts['train'], features, target, task, opts.get('max_rows', 20000), seed)
     for c, s in sorted(scores.items(), key=lambda kv: -np.nan_to_num(kv[1], nan=-1)):
-        if s >= thr or (len(scores) > 1 and s >= max(floor, full - margin)):  # one strong feature among weak ones is ordinary
-            out.append(violation(c, 'single_feature_leak', f'alone < {thr:g} and below the all-feature model ({full:.4f}) by > {margin:g}', f'alone scores {s:.4f}', n, n))
+        if s >= thr or (len(scores) > 1 and s >= max(floor, full - margin)):  # near a weak all-feature model is ordinary: hence the floor
+            out.append(violation(c, 'single_feature_leak', f'alone < {thr:g}, or < {floor:g} when within {margin:g} of all features ({full:.4f})', f'alone scores {s:.4f}', n, n))
     maps = {c: m for c in features if column_kind(parts['train'][c]) == 'categorical'
             and (m := target_mapping(parts['train'], c, target, opts.get('mapping_min_rows', 10), opts.get('mapping_coverage', 0.9))) is not None}
     out += [violation(c, 'target_mapping', 'categories with mixed target values', f'every frequent category has one target value ({m:.0%} of rows)', n, n) for c, m in maps.items()]
-    ids = {c: why for c in features if (why := id_like(raw[c]))}
+    ids = {c: why for c in features if c not in dates and (why := id_like(raw[c]))}
     out += [violation(c, 'id_like_column', 'a feature that repeats across rows', why + ('; dropped' if opts.get('drop_id_like', True) else ''), len(raw), len(raw)) for c, why in ids.items()]
     shared = shared_rows(parts, [c for c in features if c not in ids])
     share = opts.get('max_shared', 0.01)
     out += [violation(None, 'rows_shared_across_splits', f'<= {share:.0%} of {k} rows also in train', f'{m} {k} rows also in train', m, len(parts[k])) for k, m in shared.items() if m > share * len(parts[k])]
-    late = [c for c in opts.get('after_prediction') or [] if c in features]
-    out += [violation(c, 'recorded_after_prediction', 'only values known at prediction time', 'declared in leakage.after_prediction', n, n) for c in late]
     out = [v | {'severity': 'error' if opts.get('strict') else (severity or {}).get(v['rule'], v['severity'])} for v in out]
-    out = [v for v in out if v['severity'] != 'off']
+    out = [v for v in out if v['severity'] != 'off'] + late_features(features, opts.get('after_prediction'), raw.columns)
     return out, {'single_feature': scores, 'all_features': full, 'target_mapping': maps, 'id_like': ids, 'shared_rows': shared}
