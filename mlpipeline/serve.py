@@ -287,13 +287,15 @@ class Capture:
         now = dt.datetime.now(dt.timezone.utc); self.seq += 1
         path = self.folder/items[0].served.name/f'date={now:%Y-%m-%d}'/f'v{items[0].served.version}-{now:%H%M%S%f}-{os.getpid()}-{self.seq}.parquet'
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name('.' + path.name); table.to_parquet(tmp, index=False); os.replace(tmp, path)
-        if self.metrics: self.metrics.captured.inc(len(table))
+        import pyarrow.parquet as pq
+        tmp = path.with_name('.' + path.name); pq.write_table(table, tmp); os.replace(tmp, path)
+        if self.metrics: self.metrics.captured.inc(table.num_rows)
         return path
 
 # %% ../nbs/07_serve.ipynb #070023
-def capture_table(items:list[Captured]) -> pd.DataFrame:
-    "Captured requests of one model version as a table: one row per scored record."
+def capture_table(items:list[Captured]):
+    "Captured requests of one model version as an Arrow table with fixed types: one row per scored record."
+    import pyarrow as pa
     first, acc = items[0].served, collections.defaultdict(list)
     idc = first.schema.id_column if first.schema and first.schema.id_column not in [f.name for f in first.fields] else None
     for it in items:
@@ -305,15 +307,17 @@ def capture_table(items:list[Captured]) -> pd.DataFrame:
         sh = it.shadow_answers or [{}] * n
         acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
         acc['shadow_prediction'] += [a.get('prediction') for a in sh]
-    df = pd.DataFrame(acc)
-    df['time'] = pd.to_datetime(df['time'], unit='s', utc=True)
-    pred = 'float64' if first.tf.task == 'regression' else 'string'  # fixed types: every file of the folder reads as one table
-    df = df.astype({'prediction': pred, 'shadow_prediction': pred})
-    for f in first.fields:
-        df[f.name] = df[f.name].astype('float64') if f.kind == 'numeric' else df[f.name].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')
-    df.insert(3, 'model_name', first.name); df.insert(4, 'model_version', first.version)
-    if idc: df[idc] = df[idc].map(lambda v: None if v is None else str(v), na_action='ignore').astype('string')  # ids of any type, as text
-    return df.astype({'request_id': 'string', 'model_version': 'string', 'shadow_version': 'string', 'row': 'int32'})
+    text = lambda vals: pa.array([None if v is None else str(v) for v in vals], pa.string())
+    pred = (lambda vals: pa.array(vals, pa.float64())) if first.tf.task == 'regression' else text
+    n = len(acc['row'])
+    cols = {'request_id': text(acc['request_id']), 'row': pa.array(acc['row'], pa.int32()),
+            'time': pa.array((np.asarray(acc['time']) * 1e6).astype('int64'), pa.timestamp('us', tz='UTC')),
+            'model_name': pa.array([first.name] * n, pa.string()), 'model_version': pa.array([first.version] * n, pa.string())}
+    cols |= {f.name: pa.array(acc[f.name], pa.float64()) if f.kind in ('numeric', 'boolean') else text(acc[f.name]) for f in first.fields}
+    cols |= {k: pred(acc[k]) if k == 'prediction' else pa.array(acc[k], pa.float64()) for k in first.outputs if k in acc}
+    if idc: cols[idc] = text(acc[idc])  # ids of any type, as text
+    cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction'])}
+    return pa.table(cols)  # fixed types: every file of the folder reads as one table
 
 # %% ../nbs/07_serve.ipynb #070027
 class ModelHolder:
