@@ -3,7 +3,6 @@
 # %% ../nbs/03a_leakage.ipynb #030003
 from __future__ import annotations
 import numpy as np, pandas as pd
-from .config import get_key
 from .errors import ConfigError
 from .validate import column_kind, as_numbers, violation
 

@@ -9,8 +9,8 @@ import numpy as np, pandas as pd
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
 from .config import get_key
 from .errors import UsageError, DataValidationError
-from .features import Transform, RowEncoder, records_columns
-from .validate import Schema, RULES, norm_label, validate, errors_in
+from .features import Transform, RowEncoder
+from .validate import Schema, RULES, validate, errors_in
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
 
 log = logging.getLogger('mlpipeline.serve')
