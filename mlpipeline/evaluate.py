@@ -142,8 +142,8 @@ def leakage_section(leak:dict|None) -> str:
     "The leakage findings of `03_features` as an HTML section: column, rule, its score alone against all features', action."
     import html
     if not leak: return ''
-    full, scores, dropped = leak.get('all_features', float('nan')), leak.get('single_feature', {}), leak.get('id_like', {})
-    act = lambda v: 'dropped' if v['rule'] == 'id_like_column' and v['column'] in dropped and 'dropped' in v['observed'] else 'run stopped' if v['severity'] == 'error' else 'warned'
+    full, scores = leak.get('all_features', float('nan')), leak.get('single_feature', {})
+    act = lambda v: 'run stopped' if v['severity'] == 'error' else 'dropped' if v['observed'].endswith('; dropped') else 'warned'
     rows = ''.join(f"<tr><td>{html.escape(str(v['column'] or '*'))}</td><td>{v['rule']}</td><td>{html.escape(v['observed'])}</td>"
                    f"<td>{scores.get(v['column'], float('nan')):.4f}</td><td>{act(v)}</td></tr>" for v in leak.get('violations', []))
     head = f'<h2>Leakage</h2><p>A small model on every feature scores {full:.4f} (out of fold on the training split); each finding is checked after the split.</p>'

@@ -4,7 +4,7 @@
 from __future__ import annotations
 import numpy as np, pandas as pd
 from .errors import ConfigError
-from .validate import column_kind, as_numbers, violation
+from .validate import RULES, column_kind, as_numbers, violation, apply_severity
 
 # %% auto #0
 __all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'target_mapping', 'id_like', 'shared_rows', 'late_features',
@@ -98,6 +98,5 @@ def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task
     shared = shared_rows(parts, [c for c in features if c not in ids])
     share = opts.get('max_shared', 0.01)
     out += [violation(None, 'rows_shared_across_splits', f'<= {share:.0%} of {k} rows also in train', f'{m} {k} rows also in train', m, len(parts[k])) for k, m in shared.items() if m > share * len(parts[k])]
-    out = [v | {'severity': 'error' if opts.get('strict') else (severity or {}).get(v['rule'], v['severity'])} for v in out]
-    out = [v for v in out if v['severity'] != 'off'] + late_features(features, opts.get('after_prediction'), raw.columns)
+    out = apply_severity(out, dict.fromkeys(RULES, 'error') if opts.get('strict') else severity) + late_features(features, opts.get('after_prediction'), raw.columns)
     return out, {'single_feature': scores, 'all_features': full, 'target_mapping': maps, 'id_like': ids, 'shared_rows': shared}

@@ -622,13 +622,8 @@ WHOLE_FILE = ('missing_values', 'all_missing', 'constant_column')  # shares: jud
 
 def missing_checks(schema:Schema, missing:dict, n:int, severity:dict) -> list:
     "`missing_values` and `all_missing` for a whole file, from the missing counts of its chunks."
-    from mlpipeline.validate import violation
-    out = []
-    for c in schema.features:
-        m, spec = missing.get(c, 0), schema.columns[c]
-        if n and m == n: out.append(violation(c, 'all_missing', 'some values', 'every value missing', n, n))
-        elif n and m / n > spec.get('max_missing', 0): out.append(violation(c, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{m / n:.2%} missing', m, n))
-    return [v | {'severity': severity.get(v['rule'], v['severity'])} for v in out if severity.get(v['rule'], v['severity']) != 'off']
+    from mlpipeline.validate import missing_rule, apply_severity
+    return apply_severity([v for c in schema.features for v in missing_rule(c, missing.get(c, 0), n, schema.columns[c])], severity)
 
 def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
     "Predictions for a table of raw rows, with the id column and the model version."

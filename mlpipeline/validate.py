@@ -12,8 +12,9 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 
 # %% auto #0
 __all__ = ['RULES', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema', 'min_rows_for_split',
-           'infer_schema', 'violation', 'check_values', 'check_target', 'check_table', 'validate', 'errors_in',
-           'champion_schema', 'reference_schema', 'report_frame', 'report_html', 'run_validate']
+           'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target', 'check_table', 'validate',
+           'apply_severity', 'errors_in', 'champion_schema', 'reference_schema', 'report_frame', 'report_html',
+           'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -100,10 +101,16 @@ def violation(column, rule:str, expected, observed, rows:int, n:int) -> dict:
 def _examples(values) -> str:
     return ', '.join(repr(v) for v in list(dict.fromkeys(values))[:3])
 
+def missing_rule(name, miss:int, n:int, spec:dict) -> list[dict]:
+    "`all_missing` when all `n` values are missing, `missing_values` when `miss` passes the column's allowed share."
+    if n and miss == n: return [violation(name, 'all_missing', 'some values', 'every value missing', n, n)]
+    if n and miss / n > spec.get('max_missing', 0): return [violation(name, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{miss / n:.2%} missing', miss, n)]
+    return []
+
 def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
     "Rules for one column's values: type, missing share, range, domain, uniqueness, all missing."
     n, out, present = len(s), [], s.dropna()
-    if n and s.isna().all(): return [violation(name, 'all_missing', 'some values', 'every value missing', n, n)]
+    if n and s.isna().all(): return missing_rule(name, n, n, spec)
     if spec['kind'] == 'numeric':
         x = as_numbers(present)
         if (bad := int(x.isna().sum())): out.append(violation(name, 'type_mismatch', 'numbers', f'{bad} non-numeric values, e.g. {_examples(present[x.isna()])}', bad, n))
@@ -117,8 +124,7 @@ def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
         known = {norm_label(v) for v in spec['domain']}
         new = present[~present.map(norm_label).isin(known)]
         if len(new) > spec.get('max_unseen', 0) * n: out.append(violation(name, 'unseen_category', f"one of {len(known)} known values", f'{len(new)} values, e.g. {_examples(new)}', len(new), n))
-    miss = int(s.isna().sum())
-    if n and miss / n > spec.get('max_missing', 0): out.append(violation(name, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{miss / n:.2%} missing', miss, n))
+    out += missing_rule(name, int(s.isna().sum()), n, spec)
     if spec.get('unique') and (d := int(present.duplicated().sum())): out.append(violation(name, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(present[present.duplicated()])}', d, n))
     return out
 
@@ -165,10 +171,14 @@ def validate(df:pd.DataFrame, schema:Schema, mode:str='train', severity:dict|Non
         for c, spec in schema.columns.items():
             if c in df and c != (schema.target or {}).get('name'): out += check_values(df[c], spec, c)
         if mode == 'train' and schema.target: out += check_target(df, schema.target)
-    for v in out:
+    return apply_severity(out, severity)
+
+def apply_severity(report:list[dict], severity:dict|None) -> list[dict]:
+    "The report with the config's severities (`validation.severity`) applied and the rules turned `off` left out."
+    for v in report:
         v['severity'] = (severity or {}).get(v['rule'], v['severity'])
         if v['severity'] not in ('error', 'warning', 'off'): raise ConfigError(f"validation.severity.{v['rule']}", f"{v['severity']!r} is not one of error, warning, off")
-    return [v for v in out if v['severity'] != 'off']
+    return [v for v in report if v['severity'] != 'off']
 
 def errors_in(report:list[dict]) -> list[dict]:
     "The violations that stop the run."
