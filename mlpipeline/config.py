@@ -23,7 +23,8 @@ data:
   http: {records_key: null, page_param: null, timeout_s: 30, retries: 3, max_pages: 1000}
 target: churn
 task: auto                   # auto | binary | multiclass | regression
-split: {valid: 0.15, test: 0.15, group: null}   # group: a column whose rows stay in one split (e.g. a customer id)
+split: {valid: 0.15, test: 0.15, group: null, holdout: null}   # group: a column whose rows stay in one split (e.g. a customer id);
+                             # holdout: a labelled CSV/Parquet file that is the test split (train and valid come from data)
 seed: 42
 model: {n_estimators: 300, max_depth: 6, learning_rate: 0.1, subsample: 1.0, colsample_bytree: 1.0, min_child_weight: 1.0, early_stopping_rounds: 30, nthread: 2}
 tuning:
@@ -58,10 +59,30 @@ serve:
   api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
   capture: {enabled: true, dir: capture, flush_s: 10, flush_rows: 20000}   # request log for monitoring (Parquet)
   batch_rows: 50000          # rows per chunk in `mlpipeline predict`
-monitor: {}
+monitor:
+  model: null                # name@alias or name/version; default: serve.model, else mlflow.model_name@champion
+  dir: monitoring            # each monitored batch's profile, report and decision: <dir>/<model>/<monitor-id>/
+  workers: 2                 # processes profiling a large batch in parallel (1: in this process)
+  chunk_rows: 500000         # at most this many rows per profiling call
+  min_rows: 100              # a smaller batch is profiled and reported, but no drift is decided
+  drift:                     # a column drifts when its test says so after Holm's correction AND the change is large:
+    alpha: 0.01              # family-wise error over all columns: a no-drift batch alerts at most this often
+    ks: 0.1                  # effect sizes, any of which makes a change large: KS statistic (numeric columns),
+    psi: 0.1                 # population stability index,
+    hellinger: 0.05          # Hellinger distance (null: not used)
+    bins: 10                 # numeric columns: bins at the reference's quantiles for PSI, Hellinger and the plots
+  alerts: {webhook: null, webhook_env: MLPIPELINE_WEBHOOK_URL, timeout_s: 5}   # JSON POST on an alert; the URL may be a secret
+  retrain:                   # the policy `mlpipeline monitor --retrain` applies
+    drift_share: 0.3         # retrain when this share of the features drifts,
+    prediction_drift: true   # or the prediction drifts,
+    performance_drop: 0.05   # or the labelled metric is this much worse than the version's test metric (share of it)
+    min_rows: 500            # ... once this many labelled new rows exist
+    cooldown_h: 24           # hours after a retrain before the next one
+    holdout_share: 0.3       # the most recent labelled rows that score the gate instead of training
+    max_rows: null           # training window: the newest rows kept (null: all)
 compute: {backend: local, address: null}
 validation:
-  schema: null               # a curated schema.yaml in the project; else the champion's; else inferred from the data
+  schema: null               # a curated schema.yaml in the project; else the champion's; else inferred (infer: always)
   range_tolerance: 0.1       # numeric ranges of an inferred schema stretch by this share of their width
   severity: {}               # rule -> error | warning | off, e.g. {unseen_category: warning}
 leakage:                     # checks after the split (03a_leakage); warnings unless strict
@@ -91,7 +112,7 @@ runs_dir: runs
 """)
 
 # %% ../nbs/00_config.ipynb #000007
-OPEN_SECTIONS = {'model', 'gate.thresholds', 'monitor', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
+OPEN_SECTIONS = {'model', 'gate.thresholds', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
 REPLACED = {'tuning.space', 'tuning.grid'}  # a user's search space replaces the default one whole
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],

@@ -6,15 +6,16 @@ import json
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import get_key
+from .config import get_key, project_path
 from .errors import ConfigError
 from .validate import column_kind, as_numbers
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry, sha256_file
 
 # %% auto #0
-__all__ = ['infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'drop_duplicates', 'labels', 'date_parts',
-           'feature_name', 'Transform', 'fit_caps', 'fit_fill', 'fit_scale', 'input_kinds', 'fit_transform',
-           'RowEncoder', 'codes_matrix', 'records_columns', 'check_leakage', 'run_features']
+__all__ = ['infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'read_holdout', 'with_holdout',
+           'drop_duplicates', 'labels', 'date_parts', 'feature_name', 'Transform', 'fit_caps', 'fit_fill', 'fit_scale',
+           'input_kinds', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns', 'check_leakage',
+           'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -63,12 +64,27 @@ def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:fl
     return {k: v.reset_index(drop=True) for k, v in parts.items()}
 
 # %% ../nbs/03_features.ipynb #030016
+def read_holdout(path:str|Path, columns:list, target:str) -> pd.DataFrame:
+    "The holdout file's rows with the data's columns, in order; refused when a column is missing."
+    path = Path(path)
+    if not path.exists(): raise ConfigError('split.holdout', f'no file {path}', 'point it at a labelled CSV or Parquet file, or unset it')
+    df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
+    if missing := [c for c in columns if c not in df]:
+        raise ConfigError('split.holdout', f'{path} ({len(df)} rows) lacks columns {missing[:5]}' + (' (the target)' if target in missing else ''), 'give it every column of the data')
+    if len(df) == 0: raise ConfigError('split.holdout', f'{path} has no rows')
+    return df[columns].reset_index(drop=True)
+
+def with_holdout(parts:dict, holdout:pd.DataFrame) -> dict:
+    "The splits with `holdout` as the test split; the rows set aside for testing join training."
+    return {'train': pd.concat([parts['train'], parts['test']], ignore_index=True), 'valid': parts['valid'], 'test': holdout}
+
+# %% ../nbs/03_features.ipynb #030019
 def drop_duplicates(df:pd.DataFrame, id_column:str|None=None) -> tuple[pd.DataFrame, int]:
     "`df` without repeated rows (the id column aside), and how many were dropped."
     keep = ~df.drop(columns=[c for c in (id_column,) if c and c in df]).duplicated()
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
-# %% ../nbs/03_features.ipynb #030019
+# %% ../nbs/03_features.ipynb #030022
 def labels(s:pd.Series, strip:bool=True, case:str='lower') -> pd.Series:
     "Category labels as text, normalised; missing stays missing."
     t = s.astype(str).where(s.notna())
@@ -83,12 +99,12 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #030022
+# %% ../nbs/03_features.ipynb #030025
 def feature_name(name) -> str:
     "A model column name XGBoost accepts."
     return str(name).replace('[', '(').replace(']', ')').replace('<', 'lt')
 
-# %% ../nbs/03_features.ipynb #030024
+# %% ../nbs/03_features.ipynb #030027
 @dataclass
 class Transform:
     "The fitted feature transform: raw rows to the model's input, and the target to its codes."
@@ -147,7 +163,7 @@ class Transform:
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030026
+# %% ../nbs/03_features.ipynb #030029
 def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0) -> dict:
     "Outlier caps per numeric column: Tukey's fences (IQR) or mean +/- z standard deviations."
     if method == 'none': return {}
@@ -178,7 +194,7 @@ def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
     stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
     return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
 
-# %% ../nbs/03_features.ipynb #030028
+# %% ../nbs/03_features.ipynb #030031
 def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
     "Split the input columns into numeric, date and categorical ones."
     kind = {c: column_kind(train[c]) for c in inputs}
@@ -216,7 +232,7 @@ def _columns(tf:Transform, b:pd.DataFrame) -> list:
     for c, cats in tf.categories.items(): cols += [f'{c}={v}' for v in cats] if tf.encoding == 'onehot' else [c]
     return [feature_name(c) for c in cols + [f'{a}*{z}' for a, z in tf.interactions]]
 
-# %% ../nbs/03_features.ipynb #030036
+# %% ../nbs/03_features.ipynb #030039
 class RowEncoder:
     "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
     def __init__(self, tf:Transform, cache:int=100_000):
@@ -276,7 +292,7 @@ def records_columns(records:list[dict], inputs:list) -> dict:
     "JSON records as columns of raw values for `inputs` (an absent field is None)."
     return {c: [r.get(c) for r in records] for c in inputs}
 
-# %% ../nbs/03_features.ipynb #030041
+# %% ../nbs/03_features.ipynb #030044
 def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list, task:str) -> tuple[list, dict]:
     "Run the leakage checks, write and log their report, and stop on an error."
     import re, mlflow
@@ -299,7 +315,7 @@ def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list
     if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), or set leakage.strict: false to be warned only')
     return found, facts
 
-# %% ../nbs/03_features.ipynb #030042
+# %% ../nbs/03_features.ipynb #030045
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow
@@ -311,6 +327,7 @@ def run_features(run_dir:str|Path) -> Transform:
         if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
         task = infer_task(df[target], cfg['task'])
         parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol, get_key(cfg, 'split.group'))
+        if hold := get_key(cfg, 'split.holdout'): parts = with_holdout(parts, read_holdout(project_path(cfg, hold), list(df.columns), target))
         drop = [c for c in [idc, *get_key(cfg, 'features.drop')] if c]
         found, facts = check_leakage(rd, cfg, df, parts, [c for c in df.columns if c != target and c not in drop], task)
         if get_key(cfg, 'leakage.drop_id_like'): drop += list(facts.get('id_like', {}))
@@ -321,5 +338,6 @@ def run_features(run_dir:str|Path) -> Transform:
         mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
         leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
         finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
-                     leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})))
+                     leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})),
+                     **({'holdout': str(hold), 'holdout_sha256': sha256_file(project_path(cfg, hold))} if hold else {}))
     return tf

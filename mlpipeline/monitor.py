@@ -2,13 +2,24 @@
 
 # %% ../nbs/08_monitor.ipynb #080003
 from __future__ import annotations
-import os
+import datetime as dt, json, logging, math, os, re, sys
 from pathlib import Path
 import numpy as np, pandas as pd
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path
+from .config import get_key, project_path, set_key
+from .errors import UsageError, MlpipelineError
+from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, write_table, new_run_id, mlflow_experiment
+
+log = logging.getLogger('mlpipeline.monitor')
 
 # %% auto #0
-__all__ = ['whylogs', 'profile_frame', 'read_profile', 'write_profile', 'run_monitor']
+__all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile', 'merge_views',
+           'row_ranges', 'profile_parallel', 'normalise_labels', 'column_kind', 'numeric_bins', 'categorical_bins',
+           'psi', 'hellinger', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table', 'parse_when',
+           'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks', 'label_keys',
+           'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision',
+           'retrain_window', 'retrain', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url',
+           'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch',
+           'batch_facts', 'alert_reasons', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -35,13 +46,478 @@ def write_profile(view, path:str|Path) -> Path:
     return Path(path)
 
 # %% ../nbs/08_monitor.ipynb #080011
+_FRAME = None  # the table forked workers read their row ranges from (inherited, never pickled)
+
+def _profile_range(bounds:tuple) -> bytes:
+    return profile_frame(_FRAME.iloc[bounds[0]:bounds[1]]).serialize()
+
+def merge_views(views:list):
+    "One profile view of several."
+    out = views[0]
+    for v in views[1:]: out = out.merge(v)
+    return out
+
+def row_ranges(n:int, workers:int, max_rows:int) -> list[tuple]:
+    "As few row ranges as keep `workers` busy, none longer than `max_rows`."
+    k = max(workers, math.ceil(n / max_rows))
+    k = math.ceil(k / workers) * workers  # whole rounds: no worker idles on the last one
+    size = math.ceil(n / k)
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+def profile_parallel(df:pd.DataFrame, workers:int=2, max_rows:int=500_000, min_rows:int=50_000):
+    "The profile of `df`, built over row ranges in `workers` forked processes and merged."
+    import multiprocessing as mp
+    global _FRAME
+    if workers <= 1 or len(df) < min_rows or 'fork' not in mp.get_all_start_methods(): return profile_frame(df)
+    whylogs()  # imported before the fork, so the workers start warm
+    _FRAME = df
+    try:
+        with mp.get_context('fork').Pool(workers) as pool: parts = pool.map(_profile_range, row_ranges(len(df), workers, max_rows))
+    finally: _FRAME = None
+    from whylogs.core import DatasetProfileView
+    return merge_views([DatasetProfileView.deserialize(b) for b in parts])
+
+# %% ../nbs/08_monitor.ipynb #080014
+def normalise_labels(df:pd.DataFrame) -> pd.DataFrame:
+    "`df` with text labels stripped and case folded."
+    from mlpipeline.validate import norm_label
+    out = df.copy()
+    for c in out:
+        if pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c]):
+            codes, uniques = pd.factorize(out[c])
+            out[c] = pd.Series(np.asarray([norm_label(u) for u in uniques], dtype=object), dtype=object).reindex(codes).to_numpy()
+    return out
+
+# %% ../nbs/08_monitor.ipynb #080017
+def column_kind(col) -> str|None:
+    "`numeric` when a profiled column has a distribution and no text, `categorical` with frequent items, else None."
+    dist, types = col.get_metric('distribution'), col.get_metric('types')
+    if dist is not None and not dist.kll.value.is_empty() and not (types and types.string.value): return 'numeric'
+    return 'categorical' if col.get_metric('frequent_items') is not None else None
+
+def numeric_bins(ref, cur, bins:int=10) -> tuple[list, np.ndarray, np.ndarray]:
+    "Bin labels and the reference's and current shares in bins cut at the reference's quantiles."
+    rk, ck = ref.get_metric('distribution').kll.value, cur.get_metric('distribution').kll.value
+    edges = np.unique(rk.get_quantiles(list(np.linspace(0, 1, bins + 1)[1:-1])))
+    labels = [f'< {edges[0]:.4g}'] + [f'[{a:.4g}, {b:.4g})' for a, b in zip(edges, edges[1:])] + [f'>= {edges[-1]:.4g}']
+    return labels, np.asarray(rk.get_pmf(list(edges))), np.asarray(ck.get_pmf(list(edges)))
+
+def categorical_bins(ref, cur) -> tuple[list, np.ndarray, np.ndarray]:
+    "Category labels (plus `(other)`) and the reference's and current shares of each."
+    from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
+    rs, cs = get_frequent_stats(ref, config=None), get_frequent_stats(cur, config=None)
+    rf, cf = ({i['value']: i['estimate'] for i in s['frequent_items']} for s in (rs, cs))
+    keys = sorted(set(rf) | set(cf), key=lambda k: -rf.get(k, 0))
+    p = np.array([rf.get(k, 0) for k in keys] + [max(rs['total_count'] - sum(rf.values()), 0)], float)
+    q = np.array([cf.get(k, 0) for k in keys] + [max(cs['total_count'] - sum(cf.values()), 0)], float)
+    return keys + ['(other)'], p / max(p.sum(), 1), q / max(q.sum(), 1)
+
+def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
+    "Population stability index of shares `q` against reference shares `p` (empty bins count as `eps`)."
+    p, q = np.clip(p, eps, None), np.clip(q, eps, None)
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum((q - p) * np.log(q / p)))
+
+def hellinger(p:np.ndarray, q:np.ndarray) -> float:
+    "Hellinger distance of two share vectors: 0 the same, 1 disjoint."
+    return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+
+# %% ../nbs/08_monitor.ipynb #080019
+def column_drift(ref, cur, bins:int=10) -> dict|None:
+    "One column, current against reference: whylogs' test (KS or chi-square), its statistic and p-value, PSI, Hellinger."
+    whylogs()
+    from whylogs.viz.drift.column_drift_algorithms import KS, ChiSquare
+    kind = column_kind(ref)
+    if kind is None or column_kind(cur) is None: return None
+    if kind == 'numeric' and column_kind(cur) == 'numeric': score, (labels, p, q) = KS().calculate(cur, ref), numeric_bins(ref, cur, bins)
+    else: kind, score, (labels, p, q) = 'categorical', ChiSquare().calculate(cur, ref), categorical_bins(ref, cur)
+    if score is None: return None
+    return {'kind': kind, 'test': score.algorithm, 'statistic': float(score.statistic), 'p_value': float(score.pvalue),
+            'psi': psi(p, q), 'hellinger': hellinger(p, q), 'bins': labels, 'reference': p.round(6).tolist(), 'current': q.round(6).tolist()}
+
+# %% ../nbs/08_monitor.ipynb #080023
+def holm(p:np.ndarray) -> np.ndarray:
+    "Holm's step-down adjusted p-values: reject where below alpha, and the family-wise error stays at most alpha."
+    p = np.asarray(p, float); m = len(p)
+    if m == 0: return p
+    order = np.argsort(p)
+    adj = np.empty(m); adj[order] = np.minimum(1, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    return adj
+
+def large_change(t:pd.DataFrame, opts:dict) -> pd.Series:
+    "Rows whose effect size reaches a configured threshold (a threshold of None is not used)."
+    big = pd.Series(False, index=t.index)
+    if opts.get('ks') is not None: big |= (t.kind == 'numeric') & (t.statistic >= opts['ks'])
+    for k in ('psi', 'hellinger'):
+        if opts.get(k) is not None: big |= t[k] >= opts[k]
+    return big
+
+# %% ../nbs/08_monitor.ipynb #080025
+DRIFT_COLUMNS = ['column', 'role', 'kind', 'test', 'statistic', 'p_value', 'p_adjusted', 'psi', 'hellinger', 'drifted', 'reason']
+
+def why_text(r) -> str:
+    "The decision for one row of the drift table, in words."
+    stat = f"{'KS' if r.test == 'ks' else 'chi-square'} {r.statistic:.3g}, p {r.p_value:.2g} (Holm {r.p_adjusted:.2g}), PSI {r.psi:.3f}, Hellinger {r.hellinger:.3f}"
+    return ('drifted: ' if r.drifted else 'significant but small: ' if r.significant else 'no significant change: ') + stat
+
+def drift_table(ref, cur, columns:dict, opts:dict) -> pd.DataFrame:
+    "Per column (`columns`: name -> role, `feature` or `prediction`): tests, effect sizes and the drift decision."
+    rc, cc = ref.get_columns(), cur.get_columns()
+    rows = [{'column': c, 'role': r} | d for c, r in columns.items() if c in rc and c in cc and (d := column_drift(rc[c], cc[c], opts.get('bins', 10)))]
+    t = pd.DataFrame(rows, columns=DRIFT_COLUMNS[:6] + ['psi', 'hellinger', 'bins', 'reference', 'current'])
+    t['p_adjusted'] = holm(t.p_value.to_numpy())
+    t['significant'] = t.p_adjusted < opts['alpha']
+    t['drifted'] = t.significant & large_change(t, opts)
+    t['reason'] = [why_text(r) for r in t.itertuples()] if len(t) else []
+    return t.sort_values(['drifted', 'p_adjusted'], ascending=[False, True]).reset_index(drop=True)
+
+# %% ../nbs/08_monitor.ipynb #080028
+CAPTURE_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'shadow_version', 'shadow_prediction']
+
+def parse_when(text:str|None, now:dt.datetime|None=None) -> pd.Timestamp|None:
+    "A point in time: ISO text, or `<n>m|h|d` before `now`."
+    if not text: return None
+    now = pd.Timestamp(now or dt.datetime.now(dt.timezone.utc))
+    if m := re.fullmatch(r'(\d+(?:\.\d+)?)\s*([mhd])', str(text).strip()):
+        return now - pd.Timedelta(float(m[1]), {'m': 'min', 'h': 'h', 'd': 'D'}[m[2]])
+    try: t = pd.Timestamp(text)
+    except ValueError: raise UsageError(f'cannot read {text!r} as a time', 'give an ISO time (2026-11-24T10:00) or a span before now (24h, 7d, 30m)') from None
+    return t.tz_localize('UTC') if t.tzinfo is None else t
+
+def batch_files(folder:Path, since=None, until=None) -> list[Path]:
+    "The data files under `folder`, without those in `date=` folders wholly outside the window."
+    files = sorted(f for f in folder.rglob('*') if f.suffix.lower() in ('.parquet', '.pq', '.csv') and not f.name.startswith('.'))
+    def inside(f):
+        d = next((p.name[5:] for p in f.parents if p.name.startswith('date=')), None)
+        if d is None: return True
+        day = pd.Timestamp(d, tz='UTC')
+        return not ((since is not None and day + pd.Timedelta('1D') <= since) or (until is not None and day >= until))
+    return [f for f in files if inside(f)]
+
+def read_batch(path:str|Path, since:str|None=None, until:str|None=None) -> pd.DataFrame:
+    "A production batch from a file or folder, cut to [since, until) on its `time` column."
+    p, lo, hi = Path(path), parse_when(since), parse_when(until)
+    if not p.exists(): raise UsageError(f'no file or folder {p}', 'pass --data a CSV or Parquet file, a folder of them, or the capture folder (serve.capture.dir/<model>)')
+    files = batch_files(p, lo, hi) if p.is_dir() else [p]
+    read = lambda f: pd.read_parquet(f) if f.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(f)
+    df = pd.concat([read(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    if lo is None and hi is None or len(df) == 0: return df
+    if 'time' not in df: raise UsageError(f'{p} has no time column, so --since and --until cannot cut it', 'drop them, or pass the capture folder')
+    t = pd.to_datetime(df['time'], utc=True, format='mixed')
+    return df[(t >= lo if lo is not None else True) & (t < hi if hi is not None else True)].reset_index(drop=True)
+
+# %% ../nbs/08_monitor.ipynb #080031
+def prediction_columns(tf) -> list[str]:
+    "The output columns whose drift is tested."
+    if tf.task == 'regression': return ['prediction']
+    return [f'proba_{c}' for c in tf.classes[-1:]] if tf.task == 'binary' else [f'proba_{c}' for c in tf.classes]
+
+def batch_predictions(served, df:pd.DataFrame) -> pd.DataFrame:
+    "The batch's own answers when it carries them (the capture), else the model's on its inputs."
+    from mlpipeline.serve import score_frame
+    cols = prediction_columns(served.tf)
+    if all(c in df for c in cols): return df[cols].astype('float64')
+    return score_frame(served, df)[cols].astype('float64')
+
+# %% ../nbs/08_monitor.ipynb #080033
+def quality_checks(served, df:pd.DataFrame, severity:dict|None=None) -> list[dict]:
+    "The batch's violations of the model's schema (none without a schema)."
+    from mlpipeline.validate import validate
+    if served.schema is None or len(df) == 0: return []
+    extra = [c for c in df if c in CAPTURE_META or c.startswith('proba_') or c == 'prediction']
+    return validate(df.drop(columns=extra), served.schema, 'batch', severity)
+
+def label_keys(batch:pd.DataFrame, labels:pd.DataFrame, id_column:str|None) -> list[str]:
+    "The columns that join labels to the batch: request id (and row), else the id column."
+    for keys in (['request_id', 'row'], ['request_id'], [id_column] if id_column else []):
+        if keys and all(k in batch and k in labels for k in keys): return keys
+    raise UsageError(f"the labels (columns {list(labels.columns)[:8]}) share no key with the batch: they need request_id (and row), or {id_column or 'an id column'}",
+                     'export the labels with the request_id the service returned')
+
+def key_text(s:pd.Series) -> pd.Series:
+    "Join keys as text, with 7 and 7.0 the same key."
+    return s.map(lambda v: f'{v:.15g}' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else str(v)) if pd.api.types.is_numeric_dtype(s) else s.astype(str)
+
+def labelled_rows(batch:pd.DataFrame, labels:pd.DataFrame, target:str, id_column:str|None) -> pd.DataFrame:
+    "The batch's rows that have a label, with the label in column `target` (the batch's columns keep their types)."
+    if target not in labels: raise UsageError(f'the labels have no column {target!r} (the target)', f'columns: {list(labels.columns)[:8]}')
+    keys = label_keys(batch, labels, id_column)
+    keyed = lambda d: d.assign(**{f'_key{i}': key_text(d[k]) for i, k in enumerate(keys)})
+    kcols = [f'_key{i}' for i in range(len(keys))]
+    lab = keyed(labels.dropna(subset=[target])).drop_duplicates(kcols, keep='last')[kcols + [target]]
+    return keyed(batch.drop(columns=[target], errors='ignore')).merge(lab, on=kcols, how='inner').drop(columns=kcols)
+
+# %% ../nbs/08_monitor.ipynb #080036
+def labelled_metrics(served, labelled:pd.DataFrame) -> dict:
+    "The model's metrics on labelled rows (classification: from the recorded probabilities)."
+    from mlpipeline.evaluate import classification_metrics, regression_metrics
+    tf = served.tf
+    known = labelled[labelled[tf.target].astype(str).isin(tf.classes)] if tf.task != 'regression' else labelled
+    if len(known) == 0: return {'rows': 0}
+    y, out = tf.encode_target(known[tf.target]), known[prediction_columns(tf)].to_numpy(float)
+    if tf.task == 'regression': return regression_metrics(y, out[:, 0]) | {'rows': len(known)}
+    return classification_metrics(y, out[:, 0] if tf.task == 'binary' else out) | {'rows': len(known), 'unknown_labels': len(labelled) - len(known)}
+
+def performance_drop(metric:str, now:float|None, test:float|None) -> float|None:
+    "How much worse `now` is than `test`, as a share of `test` (negative: better)."
+    from mlpipeline.evaluate import LOWER_IS_BETTER
+    if now is None or test is None or not test or now != now: return None
+    return (now - test) / abs(test) if metric in LOWER_IS_BETTER else (test - now) / abs(test)
+
+def metric_over_time(served, labelled:pd.DataFrame, metric:str, freq:str='D') -> pd.DataFrame:
+    "The metric per period of the rows' `time` (empty without times)."
+    if 'time' not in labelled or len(labelled) == 0: return pd.DataFrame(columns=['period', 'rows', metric])
+    t = pd.to_datetime(labelled['time'], utc=True, format='mixed').dt.floor(freq)
+    rows = [{'period': k, 'rows': len(g), metric: labelled_metrics(served, g).get(metric, float('nan'))} for k, g in labelled.groupby(t)]
+    return pd.DataFrame(rows)
+
+# %% ../nbs/08_monitor.ipynb #080039
+def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None, now:pd.Timestamp|None=None) -> dict:
+    "What the retraining policy says about this batch's `facts` (drift share, prediction drift, drop, labelled rows)."
+    now = now or pd.Timestamp.now(tz='UTC')
+    triggers = []
+    if facts.get('drift_share', 0) >= opts['drift_share']: triggers.append(f"{facts['drift_share']:.0%} of the features drifted (threshold {opts['drift_share']:.0%})")
+    if opts.get('prediction_drift') and facts.get('prediction_drifted'): triggers.append('the prediction drifted')
+    if (d := facts.get('performance_drop')) is not None and opts.get('performance_drop') is not None and d >= opts['performance_drop']:
+        triggers.append(f"the labelled {facts.get('metric')} is {d:.1%} worse than on the test split (threshold {opts['performance_drop']:.0%})")
+    out = {'triggers': triggers, 'labelled_rows': int(facts.get('labelled_rows', 0))}
+    if not triggers: return out | {'action': 'none', 'why': 'no trigger crossed its threshold'}
+    if out['labelled_rows'] < opts['min_rows']: return out | {'action': 'wait', 'why': f"{out['labelled_rows']} labelled new rows; retraining needs {opts['min_rows']}"}
+    if last_retrain is not None and now - last_retrain < pd.Timedelta(hours=opts['cooldown_h']):
+        return out | {'action': 'wait', 'why': f"cool-down: the last retrain was at {last_retrain:%Y-%m-%d %H:%M} UTC, {opts['cooldown_h']} h must pass"}
+    return out | {'action': 'retrain', 'why': '; '.join(triggers)}
+
+# %% ../nbs/08_monitor.ipynb #080042
+def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float=0.3, max_rows:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Training rows (the base data, then the older labelled rows) and the holdout (the most recent labelled rows)."
+    new = labelled.sort_values('time', kind='stable') if 'time' in labelled else labelled
+    new = new.reindex(columns=base.columns)  # columns the batch lacks (an id it did not send) stay missing
+    k = max(1, math.ceil(len(new) * holdout_share))
+    train = pd.concat([base, new.iloc[:len(new) - k]], ignore_index=True)
+    return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
+
+# %% ../nbs/08_monitor.ipynb #080044
+def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True) -> dict:
+    "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
+    from mlpipeline.ingest import load_data
+    from mlpipeline.pipeline import execute_run
+    from mlpipeline.runfolder import create_run, update_manifest
+    opts = get_key(cfg, 'monitor.retrain')
+    train, hold = retrain_window(load_data(cfg), labelled, opts['holdout_share'], opts['max_rows'])
+    data, holdout = write_table(train, folder/'retrain_data.parquet'), write_table(hold, folder/'retrain_holdout.parquet')
+    rcfg = json.loads(json.dumps(cfg))
+    for k, v in {'data.path': str(data.resolve()), 'data.source': 'parquet', 'split.holdout': str(holdout.resolve()), 'validation.schema': 'infer'}.items(): set_key(rcfg, k, v)
+    rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
+    execute_run(rd, rcfg, progress)
+    reg = json.loads((rd/'artifacts/registered.json').read_text())
+    return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
+            'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'}
+
+# %% ../nbs/08_monitor.ipynb #080046
+def share_plot(row, path:Path) -> Path:
+    "Bars of the reference's and the current shares per bin of one column."
+    from mlpipeline.evaluate import _figure, _save
+    fig, ax = _figure(f"{row['column']}{' (drifted)' if row['drifted'] else ''}")
+    bins, keep = list(row['bins']), np.argsort(-np.maximum(row['reference'], row['current']))[:12]
+    keep = sorted(keep) if row['kind'] == 'numeric' else keep
+    x = np.arange(len(keep))
+    ax.bar(x - 0.2, np.asarray(row['reference'])[keep], 0.4, label='reference'); ax.bar(x + 0.2, np.asarray(row['current'])[keep], 0.4, label='current')
+    ax.set_xticks(x, [str(bins[i])[:18] for i in keep], rotation=45, ha='right', fontsize=7); ax.set_ylabel('share of rows'); ax.legend(fontsize=8)
+    return _save(fig, path)
+
+def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) -> Path:
+    "The labelled metric per period, with the test split's value."
+    from mlpipeline.evaluate import _figure, _save
+    fig, ax = _figure(f'{metric} on labelled rows')
+    ax.plot(over_time['period'], over_time[metric], marker='o', label='production')
+    if test is not None: ax.axhline(test, ls=':', c='grey', label='test split')
+    ax.legend(fontsize=8); fig.autofmt_xdate()
+    return _save(fig, path)
+
+# %% ../nbs/08_monitor.ipynb #080047
+def html_table(df:pd.DataFrame, floats:str='{:.4g}') -> str:
+    "A DataFrame as a plain HTML table."
+    import html
+    cell = lambda v: floats.format(v) if isinstance(v, float) else html.escape(str(v))
+    return '<table><tr>' + ''.join(f'<th>{html.escape(str(c))}</th>' for c in df.columns) + '</tr>' + ''.join(
+        '<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False)) + '</table>'
+
+def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, images:dict) -> str:
+    "The monitoring report: decision, drift table, quality findings, performance and plots in one HTML page."
+    import base64, html
+    s, alert = summary, summary['alert']
+    head = (f"<p class='{'bad' if alert else 'good'}'><b>{'ALERT' if alert else 'No alert'}</b>: {html.escape(s['alert_text'])}</p>"
+            f"<p>{s['rows']} rows of {html.escape(s['data'])} against {s['model']} version {s['version']}'s reference ({s['reference_rows']} training rows). "
+            f"Decision: <b>{s['decision']['action']}</b> ({html.escape(s['decision']['why'])}).</p>")
+    drift = html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '<p>No drift decision (too few rows).</p>'
+    qual = html_table(pd.DataFrame(quality)[['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']]) if quality else '<p>No violation of the schema.</p>'
+    perf = (html_table(pd.DataFrame([s['performance']])) + (html_table(over_time) if len(over_time) else '')) if s.get('performance') else '<p>No labels.</p>'
+    imgs = ''.join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{html.escape(k)}</figcaption></figure>' for k, p in images.items())
+    style = ('body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}'
+             '.bad{background:#fdd;padding:6px}.good{background:#dfd;padding:6px}figure{display:inline-block;margin:6px}')
+    title = f"Monitoring {s['model']} v{s['version']}: {s['monitor_id']}"
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
+            f'{head}<h2>Drift</h2>{drift}<h2>Data quality</h2>{qual}<h2>Performance on labelled rows</h2>{perf}<h2>Distributions: reference against current</h2>{imgs}</body></html>')
+
+# %% ../nbs/08_monitor.ipynb #080049
+def webhook_url(cfg:dict) -> str|None:
+    "The alert webhook: the variable `monitor.alerts.webhook_env` names, else `monitor.alerts.webhook`."
+    return os.environ.get(get_key(cfg, 'monitor.alerts.webhook_env') or '') or get_key(cfg, 'monitor.alerts.webhook')
+
+def post_alert(url:str, payload:dict, timeout:float=5, tries:int=2) -> str:
+    "POST `payload` as JSON; how it went, in a few words."
+    import urllib.request, urllib.error
+    body, err = json.dumps(payload, default=str).encode(), ''
+    for _ in range(tries):
+        req = urllib.request.Request(url, body, {'Content-Type': 'application/json', 'User-Agent': 'mlpipeline-monitor'}, method='POST')
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r: return f'sent ({r.status})'
+        except (urllib.error.URLError, OSError) as e: err = str(getattr(e, 'reason', e))
+    return f'failed: {err}'
+
+def alert_payload(s:dict) -> dict:
+    "What the webhook receives: the summary without bulky parts."
+    return {k: s[k] for k in ('monitor_id', 'model', 'version', 'data', 'rows', 'alert', 'alert_text', 'drifted_features', 'drift_share',
+                              'prediction_drifted', 'quality_errors', 'performance', 'decision', 'report') if k in s}
+
+# %% ../nbs/08_monitor.ipynb #080051
+def reference_view(served):
+    "The reference profile the registry's version points at (tag `reference_profile`)."
+    import mlflow
+    uri = served.tags.get('reference_profile')
+    if not uri: raise UsageError(f'{served.name} version {served.version} has no reference profile (its run did not finish 08_monitor)', 'run `mlpipeline run` to register a version with one')
+    return read_profile(mlflow.artifacts.download_artifacts(uri))
+
+def last_retrain(exp_id:str, model:str) -> pd.Timestamp|None:
+    "When the last retrain of `model` started by monitoring finished, from the monitoring runs."
+    import mlflow
+    runs = mlflow.search_runs([exp_id], filter_string=f"tags.`monitor.model` = '{model}' and tags.`monitor.retrained` = 'true'", order_by=['start_time DESC'], max_results=1)
+    return None if runs.empty else pd.Timestamp(runs.start_time.iloc[0]).tz_convert('UTC')
+
+def metric_name(text:str) -> str:
+    "A column name as MLflow accepts it in a metric name."
+    return re.sub(r'[^0-9A-Za-z_-]', '_', str(text))
+
+# %% ../nbs/08_monitor.ipynb #080052
+def profile_batch(served, df:pd.DataFrame, preds:pd.DataFrame, workers:int=2, chunk_rows:int=500_000):
+    "The profile of a batch's model inputs (labels normalised) and its predictions."
+    inputs = [c for c in served.tf.inputs if c in df]
+    return profile_parallel(pd.concat([normalise_labels(df[inputs]), preds], axis=1), workers, chunk_rows)
+
+def batch_facts(table:pd.DataFrame, quality:list, perf:dict|None, drop:float|None, metric:str) -> dict:
+    "The numbers the alert and the policy read from one batch's results."
+    from mlpipeline.validate import errors_in
+    feats = table[table.role == 'feature'] if len(table) else table
+    drifted = feats.loc[feats.drifted, 'column'].tolist() if len(table) else []
+    return {'drifted_features': drifted, 'features_tested': len(feats), 'drift_share': len(drifted) / len(feats) if len(feats) else 0.0,
+            'prediction_drifted': bool(len(table) and table[(table.role == 'prediction') & table.drifted].shape[0]),
+            'quality_errors': len(errors_in(quality)), 'quality_warnings': len(quality) - len(errors_in(quality)),
+            'performance': perf, 'performance_drop': drop, 'metric': metric, 'labelled_rows': (perf or {}).get('rows', 0)}
+
+def alert_reasons(f:dict, max_drop:float|None) -> list[str]:
+    "Why the batch alerts: drifted features or prediction, schema errors, a labelled metric's drop past the policy's."
+    return ([f"drift in {len(f['drifted_features'])} of {f['features_tested']} features: {', '.join(f['drifted_features'][:8])}"] if f['drifted_features'] else []) + (
+        ['the prediction drifted'] if f['prediction_drifted'] else []) + ([f"{f['quality_errors']} schema errors"] if f['quality_errors'] else []) + (
+        [f"labelled {f['metric']} {f['performance_drop']:.1%} worse than on the test split"] if f['performance_drop'] is not None and max_drop is not None and f['performance_drop'] >= max_drop else [])
+
+# %% ../nbs/08_monitor.ipynb #080053
+def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
+            do_retrain:bool=False, progress:bool=True) -> dict:
+    "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
+    import mlflow
+    from mlpipeline.serve import load_served, parse_model_ref, severities
+    from mlpipeline.evaluate import gate_metric
+    mlflow_experiment(cfg)
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # a bar per small download is noise here
+    m = cfg['monitor']
+    served = load_served(*parse_model_ref(model or m['model'] or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
+    ref, mid = reference_view(served), new_run_id()
+    folder = project_path(cfg, m['dir'])/served.name/mid; (folder/'plots').mkdir(parents=True)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    batch, labelled, quality = None, None, []
+    if str(data).endswith('.bin'): view = read_profile(data)
+    else:
+        batch = read_batch(data, since, until)
+        if len(batch) == 0: raise UsageError(f'no rows in {data}' + (f' between {since or "the start"} and {until or "now"}' if since or until else ''), 'widen the window or check the path')
+        say(f'monitoring {len(batch)} rows of {data} with {served.name} version {served.version}')
+        quality = quality_checks(served, batch, severities(cfg))
+        preds = batch_predictions(served, batch)
+        view = profile_batch(served, batch, preds, m['workers'], m['chunk_rows'])
+        batch = batch.assign(**preds)
+    write_profile(view, folder/'profile.bin')
+    rows = int(view.to_pandas()['counts/n'].max())
+    roles = {c: 'feature' for c in served.tf.inputs} | {c: 'prediction' for c in prediction_columns(served.tf)}
+    table = drift_table(ref, view, roles, m['drift']) if rows >= m['min_rows'] else drift_table(ref, view, {}, m['drift'])
+    metric, perf, over_time = gate_metric(cfg['gate'], served.tf.task), None, pd.DataFrame()
+    if batch is not None and (labels is not None or served.tf.target in batch):  # delayed labels, or a batch labelled inline
+        labelled = labelled_rows(batch, read_batch(labels), served.tf.target, served.schema.id_column if served.schema else None) if labels is not None else batch.dropna(subset=[served.tf.target])
+        perf, over_time = labelled_metrics(served, labelled), metric_over_time(served, labelled, metric)
+    test_value = float(served.tags[f'test.{metric}']) if f'test.{metric}' in served.tags else None
+    facts = batch_facts(table, quality, perf, performance_drop(metric, (perf or {}).get(metric), test_value), metric)
+    exp_id = monitoring_experiment(cfg)
+    decision = retrain_decision(facts, m['retrain'], last_retrain(exp_id, served.name))
+    if decision['action'] == 'retrain' and labelled is None: decision |= {'action': 'wait', 'why': 'no labelled rows to retrain on'}
+    if decision['action'] == 'retrain' and not do_retrain: decision['why'] += ' (run with --retrain to act on it)'
+    elif decision['action'] == 'retrain':
+        say(f"retraining: {decision['why']}")
+        decision['retrain'] = retrain(cfg, labelled, folder, progress)
+        decision['action'] = decision['retrain']['action']
+    reasons = alert_reasons(facts, m['retrain']['performance_drop'])
+    s = {'monitor_id': mid, 'model': served.name, 'version': served.version, 'data': str(data), 'since': since, 'until': until, 'rows': rows,
+         'reference_rows': int(ref.to_pandas()['counts/n'].max()), 'alert': bool(reasons),
+         'alert_text': '; '.join(reasons) or 'no drift, no schema error, no performance drop', 'decision': decision, 'test_metric': test_value, 'folder': str(folder), 'report': str(folder/'report.html')} | facts
+    write_json(table.to_dict(orient='records'), folder/'drift.json')
+    images = {r['column']: share_plot(r, folder/'plots'/f'{metric_name(r["column"])}.png') for r in table.to_dict(orient='records')}
+    if len(over_time) > 0: images = {f'{metric} over time': metric_plot(over_time, metric, test_value, folder/'plots/metric.png')} | images
+    with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
+    if s['alert']:
+        log.warning(f"ALERT {served.name} v{served.version}: {s['alert_text']} (report {folder/'report.html'})")
+        if url := webhook_url(cfg): s['webhook'] = post_alert(url, alert_payload(s), get_key(cfg, 'monitor.alerts.timeout_s'))
+    write_json(s, folder/'summary.json')
+    log_monitoring_run(exp_id, s, table, over_time, folder)
+    return s
+
+# %% ../nbs/08_monitor.ipynb #080054
+def monitoring_experiment(cfg:dict) -> str:
+    "The id of the experiment holding the monitoring runs."
+    import mlflow
+    mlflow_experiment(cfg)
+    name = f"{get_key(cfg, 'mlflow.experiment')}-monitoring"
+    exp = mlflow.get_experiment_by_name(name)
+    return exp.experiment_id if exp else mlflow.MlflowClient().create_experiment(name)
+
+def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.DataFrame, folder:Path):
+    "One MLflow run per monitored batch: drift metrics, performance, the decision as tags, the report and profile."
+    import mlflow
+    d = s['decision']
+    tags = {'monitor.model': s['model'], 'monitor.version': s['version'], 'monitor.data': s['data'][:500], 'alert': str(s['alert']).lower(),
+            'alert.text': s['alert_text'][:5000], 'monitor.decision': d['action'], 'monitor.why': d['why'][:5000],
+            'monitor.retrained': str('retrain' in d).lower(), 'monitor.folder': str(folder)} | ({'monitor.retrain_run': d['retrain']['run_folder'], 'monitor.new_version': str(d['retrain']['version'])} if 'retrain' in d else {})
+    metrics = {'rows': s['rows'], 'drift_share': s['drift_share'], 'drifted_features': len(s['drifted_features']), 'prediction_drifted': int(s['prediction_drifted']),
+               'quality_errors': s['quality_errors'], 'quality_warnings': s['quality_warnings']}
+    for r in table.itertuples(): metrics |= {f'drift_psi/{metric_name(r.column)}': r.psi, f'drift_hellinger/{metric_name(r.column)}': r.hellinger, f'drift_p/{metric_name(r.column)}': r.p_adjusted}
+    metrics |= {f'labelled_{k}': v for k, v in (s['performance'] or {}).items() if isinstance(v, (int, float))}
+    if s['performance_drop'] is not None: metrics['performance_drop'] = s['performance_drop']
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{s['model']} v{s['version']} {s['monitor_id']}", tags=tags):
+        mlflow.log_params({'model': s['model'], 'version': s['version'], 'since': s['since'], 'until': s['until']})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v and abs(v) != float('inf')})
+        for i, r in enumerate(over_time.itertuples()):
+            v = getattr(r, s['metric'], float('nan'))
+            if v == v: mlflow.log_metric(f"labelled_{s['metric']}_daily", v, step=i, timestamp=int(pd.Timestamp(r.period).timestamp() * 1000))
+        for f in ('report.html', 'summary.json', 'drift.json', 'profile.bin'): mlflow.log_artifact(folder/f)
+
+# %% ../nbs/08_monitor.ipynb #080056
 def run_monitor(run_dir:str|Path) -> Path:
-    "Profile the training split as the reference; log it and tag the registered version with it."
-    import json, mlflow
+    "Profile the training split and the held-out predictions as the reference; log it and tag the registered version."
+    import mlflow
+    from mlpipeline.train import load_transform
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '08_monitor') as run:
-        train = pd.read_parquet(stage_output(rd, '03_features', 'train'))
-        ref = write_profile(profile_frame(train), rd/'artifacts/profiles/reference.bin')
+        tf, train = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'train'))
+        preds = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
+        cols = [c for c in prediction_columns(tf) if c in preds]
+        view = profile_frame(normalise_labels(train)).merge(profile_frame(preds[cols]))
+        ref = write_profile(view, rd/'artifacts/profiles/reference.bin')
         mlflow.log_artifact(ref, 'profiles')
         reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
         mlflow.MlflowClient().set_model_version_tag(reg['name'], str(reg['version']), 'reference_profile', f'runs:/{run.info.run_id}/profiles/reference.bin')

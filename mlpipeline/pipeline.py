@@ -13,7 +13,7 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
            'execute_run', 'run_pipeline', 'reproduce', 'summary', 'status_lines', 'latest_run', 'parser',
-           'registry_command', 'main']
+           'monitor_lines', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
@@ -249,7 +249,29 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument('--workers', type=int, help='uvicorn worker processes (default: serve.workers, 1)')
     pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows'); pd_.add_argument('--output', required=True, help='.parquet or .csv')
     pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)'); pd_.add_argument('--quiet', action='store_true')
+    mo = sub.add_parser('monitor', help='profile a production batch or capture window: drift, quality, labelled performance, alerts, retraining')
+    mo.add_argument('--data', required=True, help='a CSV or Parquet file, a folder of them, the capture folder (capture/<model>), or a profile.bin')
+    mo.add_argument('--model', help='name@alias or name/version (default: monitor.model, else the champion)')
+    mo.add_argument('--labels', help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
+    mo.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)'); mo.add_argument('--until', help='window end (exclusive)')
+    mo.add_argument('--retrain', action='store_true', help='when the retraining policy fires, retrain and let the gate decide the promotion')
+    mo.add_argument('--config'); mo.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    mo.add_argument('--quiet', action='store_true')
     return p
+
+def monitor_lines(s:dict) -> list[str]:
+    "What `mlpipeline monitor` prints: the batch, the drift, quality, performance and the decision."
+    perf = s.get('performance') or {}
+    d = s['decision']
+    out = [f"{s['rows']} rows monitored with {s['model']} version {s['version']} ({s['monitor_id']})",
+           f"drift: {len(s['drifted_features'])} of {s['features_tested']} features" + (f" ({', '.join(s['drifted_features'][:8])})" if s['drifted_features'] else '')
+           + f"; prediction {'drifted' if s['prediction_drifted'] else 'stable'}",
+           f"quality: {s['quality_errors']} errors, {s['quality_warnings']} warnings",
+           f"performance: {s['metric']} {perf[s['metric']]:.4f} on {perf['rows']} labelled rows (test split {s['test_metric']})" if s['metric'] in perf else 'performance: no labels',
+           f"{'ALERT: ' + s['alert_text'] if s['alert'] else 'no alert'}" + (f" (webhook {s['webhook']})" if 'webhook' in s else ''),
+           f"decision: {d['action']} ({d['why']})" + (f"; new version {d['retrain']['version']}, run {d['retrain']['run_folder']}" if 'retrain' in d else ''),
+           f"report: {s['report']}"]
+    return out
 
 def registry_command(args) -> str:
     "Run a `models`, `promote` or `rollback` command; what it prints."
@@ -279,6 +301,10 @@ def main(argv:list[str]|None=None) -> int:
             from mlpipeline.serve import predict_file
             r = predict_file(load_config(args.config, args.param), args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
             print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
+        elif args.command == 'monitor':
+            from mlpipeline.monitor import monitor
+            s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet)
+            print('\n'.join(monitor_lines(s)))
         elif args.command == 'reproduce':
             r = reproduce(args.ref, args.config, progress=not args.quiet)
             print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")

@@ -198,8 +198,9 @@ def champion_schema(cfg:dict) -> Schema|None:
     return s
 
 def reference_schema(cfg:dict) -> Schema|None:
-    "The schema new training data must meet: curated, else the champion's, else none."
-    if (p := get_key(cfg, 'validation.schema')):
+    "The schema new training data must meet: curated, else the champion's, else none (`infer`: none, on purpose)."
+    if (p := get_key(cfg, 'validation.schema')) == 'infer': return None  # retraining on drifted data learns its new ranges
+    if p:
         path = project_path(cfg, p)
         if not path.exists(): raise ConfigError('validation.schema', f'no schema file at {path}', 'write one (copy a run\'s artifacts/schema.yaml) or unset the key')
         s = Schema.from_yaml(path.read_text()); s.source = f'project {p}'
