@@ -1,0 +1,173 @@
+"""Monitoring across processes: the CLI on a real project and registry, a real webhook receiver on 127.0.0.1,
+the service's own capture, delayed labels, and retraining that ends in a logged decision."""
+import base64, html.parser, http.server, json, threading
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from conftest import SAMPLE, write_project, run_in_process, mlpipeline, client_for
+
+
+@pytest.fixture(scope='module')
+def watched(tmp_path_factory):
+    "A project whose champion (version 1) was trained on the test sample, with its reference profile."
+    project = write_project(tmp_path_factory.mktemp('monitor')/'project')
+    run_in_process(project)
+    return project
+
+
+def batch(path: Path, shift_sd: float = 0.0, **cols) -> Path:
+    "The test sample without its target, `monthly_charges` moved by `shift_sd` standard deviations, as CSV."
+    df = pd.read_csv(SAMPLE).drop(columns=['churn'])
+    df['monthly_charges'] += shift_sd * df.monthly_charges.std()
+    df.assign(**cols).to_csv(path, index=False)
+    return path
+
+
+def summary_of(stdout: str, project: Path) -> dict:
+    "The summary.json of the monitoring run whose report path the command printed."
+    report = next(l for l in stdout.splitlines() if l.startswith('report: '))[8:]
+    return json.loads((Path(report).parent/'summary.json').read_text())
+
+
+def monitoring_runs(project: Path):
+    import mlflow
+    client_for(project)
+    exp = mlflow.get_experiment_by_name('mlpipeline-monitoring')
+    return mlflow.search_runs([exp.experiment_id], order_by=['start_time DESC'])
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+    def do_POST(self):
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+
+
+@pytest.fixture
+def webhook():
+    "A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."
+    Hook.received = []
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}/alerts', Hook.received
+    srv.shutdown(); srv.server_close()
+
+
+class Images(html.parser.HTMLParser):
+    "Collects the img sources of a page and checks that its tags close."
+    def __init__(self):
+        super().__init__(); self.images, self.stack = [], []
+    def handle_starttag(self, tag, attrs):
+        if tag == 'img': self.images.append(dict(attrs)['src'])
+        elif tag not in ('meta', 'br'): self.stack.append(tag)
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:]); self.stack.pop()
+
+
+def test_no_drift_batch_gives_no_alert(watched, webhook, tmp_path):
+    url, received = webhook
+    r = mlpipeline('monitor', '--data', str(batch(tmp_path/'calm.csv')), '-p', f'monitor.alerts.webhook={url}', cwd=watched)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stdout, watched)
+    assert s['alert'] is False and s['drifted_features'] == [] and not s['prediction_drifted'], s['alert_text']
+    assert s['features_tested'] >= 15 and s['rows'] == 400 and s['decision']['action'] == 'none'
+    assert 'no alert' in r.stdout and 'ALERT' not in r.stderr and received == []
+    assert monitoring_runs(watched).iloc[0]['tags.alert'] == 'false'
+
+
+def test_shifted_batch_alerts_names_the_feature_and_calls_the_webhook(watched, webhook, tmp_path):
+    url, received = webhook
+    r = mlpipeline('monitor', '--data', str(batch(tmp_path/'shifted.csv', 1.0)), '-p', f'monitor.alerts.webhook={url}', cwd=watched)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stdout, watched)
+    assert s['alert'] is True and 'monthly_charges' in s['drifted_features'], s['alert_text']
+    assert 'ALERT' in r.stderr and 'monthly_charges' in r.stderr
+    assert len(received) == 1 and received[0]['alert'] is True and 'monthly_charges' in received[0]['drifted_features']
+    assert received[0]['monitor_id'] == s['monitor_id'] and s['webhook'].startswith('sent')
+    run = monitoring_runs(watched).iloc[0]
+    assert run['tags.alert'] == 'true' and 'monthly_charges' in run['tags.alert.text'] and run['metrics.drift_psi/monthly_charges'] > 0.1
+    drift = pd.DataFrame(json.loads((Path(s['folder'])/'drift.json').read_text()))
+    row = drift.set_index('column').loc['monthly_charges']
+    assert row.test == 'ks' and row.p_adjusted < 0.01 and row.drifted
+
+
+def test_report_is_valid_html_with_embedded_plots(watched, tmp_path):
+    r = mlpipeline('monitor', '--data', str(batch(tmp_path/'shifted.csv', 1.0)), '--quiet', cwd=watched)
+    assert r.returncode == 0, r.stderr
+    page = Path(summary_of(r.stdout, watched)['report']).read_text()
+    parser = Images(); parser.feed(page); parser.close()
+    assert parser.stack == [] and page.startswith('<!doctype html>') and 'monthly_charges' in page
+    assert len(parser.images) >= 15 and all(s.startswith('data:image/png;base64,') for s in parser.images)
+    assert base64.b64decode(parser.images[0].split(',', 1)[1])[:8] == b'\x89PNG\r\n\x1a\n'
+    assert 'http://' not in page and 'https://' not in page  # nothing fetched: it opens offline
+
+
+def test_a_kept_profile_is_compared_again_without_the_raw_data(watched, tmp_path):
+    from mlpipeline.config import load_config
+    from mlpipeline.monitor import monitor
+    cfg = load_config(project=watched)
+    s1 = monitor(cfg, batch(tmp_path/'shifted.csv', 1.0), progress=False)
+    s2 = monitor(cfg, Path(s1['folder'])/'profile.bin', progress=False)
+    assert s2['drifted_features'] == s1['drifted_features'] and s2['rows'] == s1['rows'] == 400
+
+
+def test_capture_window_with_delayed_labels_tracks_performance(watched, tmp_path):
+    "Requests through the real service app land in its capture; labels join by request id and row."
+    from starlette.testclient import TestClient
+    from mlpipeline.config import load_config
+    from mlpipeline.serve import open_service, make_app
+    from mlpipeline.monitor import monitor
+    cfg = load_config(project=watched, overrides=['serve.reload_s=0'])
+    rows = pd.read_csv(SAMPLE)
+    with TestClient(make_app(open_service(cfg))) as http:
+        for i in range(0, 400, 4):
+            recs = json.loads(rows.drop(columns=['churn']).iloc[i:i + 4].to_json(orient='records'))
+            assert http.post('/predict', json=recs, headers={'X-Request-ID': f'req-{i}'}).status_code == 200
+    labels = pd.DataFrame({'request_id': [f'req-{i - i % 4}' for i in range(400)], 'row': [i % 4 for i in range(400)], 'churn': rows.churn})
+    labels.to_parquet(tmp_path/'labels.parquet')
+    s = monitor(cfg, watched/'capture/test-model', labels=tmp_path/'labels.parquet', since='1h', progress=False)
+    assert s['rows'] == 400 and s['performance']['rows'] == 400 and s['alert'] is False, s['alert_text']
+    # the capture's own answers, scored against the labels, equal the model's metric on the same rows
+    from sklearn.metrics import roc_auc_score
+    cap = pd.concat([pd.read_parquet(f) for f in (watched/'capture/test-model').rglob('*.parquet')])
+    joined = cap.merge(labels, on=['request_id', 'row'])
+    assert s['performance']['roc_auc'] == pytest.approx(roc_auc_score(joined.churn == 'Yes', joined.proba_Yes), abs=1e-9)
+    with pytest.raises(Exception, match='no rows'):
+        monitor(cfg, watched/'capture/test-model', since='2000-01-01', until='2000-01-02', progress=False)
+
+
+def test_bad_labels_and_paths_get_a_clear_error(watched, tmp_path):
+    pd.DataFrame({'who': [1], 'churn': ['Yes']}).to_csv(tmp_path/'labels.csv', index=False)
+    r = mlpipeline('monitor', '--data', str(batch(tmp_path/'calm.csv')), '--labels', str(tmp_path/'labels.csv'), cwd=watched)
+    assert r.returncode == 2 and 'share no key' in r.stderr and 'Traceback' not in r.stderr
+    from mlpipeline.config import load_config
+    from mlpipeline.errors import UsageError
+    from mlpipeline.monitor import monitor
+    with pytest.raises(UsageError, match='no file or folder'): monitor(load_config(project=watched), tmp_path/'nope.csv', progress=False)
+
+
+def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
+    "A drifted, labelled batch makes the policy retrain; the new version is the challenger and the gate decides. (Last: it moves the aliases.)"
+    project = watched
+    df = pd.read_csv(SAMPLE)
+    w = np.where((df.contract == 'Month-to-month') & (df.tenure < 24), 8.0, 1.0)  # a shifted population: new, short-contract customers
+    new = df.sample(300, weights=w, replace=True, random_state=3).reset_index(drop=True).assign(rownames=lambda d: 10_000 + d.index)
+    new.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); new[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
+    r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '-p', 'monitor.retrain.min_rows=50', cwd=project)
+    assert r.returncode == 0, r.stderr
+    s = summary_of(r.stdout, project)
+    d = s['decision']
+    assert d['action'] in ('promote', 'keep') and d['triggers'] and d['retrain']['holdout_rows'] == 90, d
+    client = client_for(project)
+    assert str(client.get_model_version_by_alias('test-model', 'challenger').version) == str(d['retrain']['version']) == '2'
+    champ = str(client.get_model_version_by_alias('test-model', 'champion').version)
+    assert champ == ('2' if d['action'] == 'promote' else '1') and d['retrain']['gate_passed'] == (d['action'] == 'promote')
+    run_folder = Path(d['retrain']['run_folder'])
+    feats = json.loads((run_folder/'manifest.json').read_text())['stages']['03_features']
+    assert feats['outputs']['test']['rows'] == 90 and feats['holdout'].endswith('retrain_holdout.parquet')
+    assert monitoring_runs(project).iloc[0]['tags.monitor.decision'] == d['action']
+    # the cool-down holds the next retrain back, and says so
+    again = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet',
+                       '-p', 'monitor.retrain.min_rows=50', '--model', 'test-model/1', cwd=project)
+    s2 = summary_of(again.stdout, project)
+    assert again.returncode == 0 and s2['decision']['action'] == 'wait' and 'cool-down' in s2['decision']['why'], s2['decision']
