@@ -71,7 +71,7 @@ monitor:
     psi: 0.1                 # population stability index,
     hellinger: 0.05          # Hellinger distance (null: not used)
     bins: 10                 # numeric columns: bins at the reference's quantiles for PSI, Hellinger and the plots
-  alerts: {webhook: null, webhook_env: MLPIPELINE_WEBHOOK_URL, timeout_s: 5}   # JSON POST on an alert; the URL may be a secret
+  alerts: {webhook: null, webhook_env: MLPIPELINE_WEBHOOK_URL, timeout_s: 5}   # JSON POST on an alert; runs log the config, so a secret URL goes in that variable
   retrain:                   # the policy `mlpipeline monitor --retrain` applies
     drift_share: 0.3         # retrain when this share of the features drifts,
     prediction_drift: true   # or the prediction drifts,

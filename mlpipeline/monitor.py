@@ -14,12 +14,13 @@ log = logging.getLogger('mlpipeline.monitor')
 # %% auto #0
 __all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile', 'merge_views',
            'row_ranges', 'profile_parallel', 'normalise_labels', 'column_kind', 'numeric_bins', 'categorical_bins',
-           'psi', 'hellinger', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table', 'parse_when',
-           'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks', 'label_keys',
-           'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision',
-           'retrain_window', 'retrain', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url',
-           'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch',
-           'batch_facts', 'alert_reasons', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
+           'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table',
+           'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks',
+           'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop',
+           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain', 'share_plot', 'metric_plot',
+           'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain',
+           'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy',
+           'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -103,14 +104,14 @@ def numeric_bins(ref, cur, bins:int=10) -> tuple[list, np.ndarray, np.ndarray]:
     return labels, np.asarray(rk.get_pmf(list(edges))), np.asarray(ck.get_pmf(list(edges)))
 
 def categorical_bins(ref, cur) -> tuple[list, np.ndarray, np.ndarray]:
-    "Category labels (plus `(other)`) and the reference's and current shares of each."
+    "Category labels (plus `(other)`) and the reference's and current counts of each."
     from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
     rs, cs = get_frequent_stats(ref, config=None), get_frequent_stats(cur, config=None)
     rf, cf = ({i['value']: i['estimate'] for i in s['frequent_items']} for s in (rs, cs))
     keys = sorted(set(rf) | set(cf), key=lambda k: -rf.get(k, 0))
     p = np.array([rf.get(k, 0) for k in keys] + [max(rs['total_count'] - sum(rf.values()), 0)], float)
     q = np.array([cf.get(k, 0) for k in keys] + [max(cs['total_count'] - sum(cf.values()), 0)], float)
-    return keys + ['(other)'], p / max(p.sum(), 1), q / max(q.sum(), 1)
+    return keys + ['(other)'], p, q
 
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index of shares `q` against reference shares `p` (empty bins count as `eps`)."
@@ -123,19 +124,33 @@ def hellinger(p:np.ndarray, q:np.ndarray) -> float:
     return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
 
 # %% ../nbs/08_monitor.ipynb #080019
+def chi_square(ref_counts:np.ndarray, cur_counts:np.ndarray, min_expected:float=5) -> tuple[float, float]:
+    "Two-sample chi-square test of category counts; categories too rare for the test are pooled in one bin."
+    from scipy.stats import chi2_contingency
+    t = np.array([ref_counts, cur_counts], float)
+    rare = t.sum(0) / t.sum() * t.sum(1).min() < min_expected  # expected count in the smaller sample
+    t = np.column_stack([t[:, ~rare], t[:, rare].sum(1)]) if rare.any() else t
+    t = t[:, t.sum(0) > 0]
+    if t.shape[1] < 2 or (t.sum(1) == 0).any(): return 0.0, 1.0
+    stat, p = chi2_contingency(t, correction=False)[:2]
+    return float(stat), float(p)
+
 def column_drift(ref, cur, bins:int=10) -> dict|None:
-    "One column, current against reference: whylogs' test (KS or chi-square), its statistic and p-value, PSI, Hellinger."
+    "One column, current against reference: KS (whylogs) or chi-square, the statistic and p-value, PSI and Hellinger."
     whylogs()
-    from whylogs.viz.drift.column_drift_algorithms import KS, ChiSquare
-    kind = column_kind(ref)
-    if kind is None or column_kind(cur) is None: return None
-    if kind == 'numeric' and column_kind(cur) == 'numeric': score, (labels, p, q) = KS().calculate(cur, ref), numeric_bins(ref, cur, bins)
-    else: kind, score, (labels, p, q) = 'categorical', ChiSquare().calculate(cur, ref), categorical_bins(ref, cur)
-    if score is None: return None
-    return {'kind': kind, 'test': score.algorithm, 'statistic': float(score.statistic), 'p_value': float(score.pvalue),
+    from whylogs.viz.drift.column_drift_algorithms import KS
+    kinds = column_kind(ref), column_kind(cur)
+    if kinds == ('numeric', 'numeric'):
+        if (score := KS().calculate(cur, ref)) is None: return None
+        (labels, p, q), test, stat, pval = numeric_bins(ref, cur, bins), 'ks', score.statistic, score.pvalue
+    elif ref.get_metric('frequent_items') is not None and cur.get_metric('frequent_items') is not None and None not in kinds:
+        labels, a, b = categorical_bins(ref, cur)
+        (stat, pval), test, p, q = chi_square(a, b), 'chi-square', a / max(a.sum(), 1), b / max(b.sum(), 1)
+    else: return None  # floats against text: no common summary; validation's type_mismatch reports it
+    return {'kind': kinds[0] if test == 'ks' else 'categorical', 'test': test, 'statistic': float(stat), 'p_value': float(pval),
             'psi': psi(p, q), 'hellinger': hellinger(p, q), 'bins': labels, 'reference': p.round(6).tolist(), 'current': q.round(6).tolist()}
 
-# %% ../nbs/08_monitor.ipynb #080023
+# %% ../nbs/08_monitor.ipynb #080025
 def holm(p:np.ndarray) -> np.ndarray:
     "Holm's step-down adjusted p-values: reject where below alpha, and the family-wise error stays at most alpha."
     p = np.asarray(p, float); m = len(p)
@@ -152,7 +167,7 @@ def large_change(t:pd.DataFrame, opts:dict) -> pd.Series:
         if opts.get(k) is not None: big |= t[k] >= opts[k]
     return big
 
-# %% ../nbs/08_monitor.ipynb #080025
+# %% ../nbs/08_monitor.ipynb #080027
 DRIFT_COLUMNS = ['column', 'role', 'kind', 'test', 'statistic', 'p_value', 'p_adjusted', 'psi', 'hellinger', 'drifted', 'reason']
 
 def why_text(r) -> str:
@@ -171,7 +186,7 @@ def drift_table(ref, cur, columns:dict, opts:dict) -> pd.DataFrame:
     t['reason'] = [why_text(r) for r in t.itertuples()] if len(t) else []
     return t.sort_values(['drifted', 'p_adjusted'], ascending=[False, True]).reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080028
+# %% ../nbs/08_monitor.ipynb #080030
 CAPTURE_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'shadow_version', 'shadow_prediction']
 
 def parse_when(text:str|None, now:dt.datetime|None=None) -> pd.Timestamp|None:
@@ -206,7 +221,7 @@ def read_batch(path:str|Path, since:str|None=None, until:str|None=None) -> pd.Da
     t = pd.to_datetime(df['time'], utc=True, format='mixed')
     return df[(t >= lo if lo is not None else True) & (t < hi if hi is not None else True)].reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080031
+# %% ../nbs/08_monitor.ipynb #080033
 def prediction_columns(tf) -> list[str]:
     "The output columns whose drift is tested."
     if tf.task == 'regression': return ['prediction']
@@ -219,7 +234,7 @@ def batch_predictions(served, df:pd.DataFrame) -> pd.DataFrame:
     if all(c in df for c in cols): return df[cols].astype('float64')
     return score_frame(served, df)[cols].astype('float64')
 
-# %% ../nbs/08_monitor.ipynb #080033
+# %% ../nbs/08_monitor.ipynb #080035
 def quality_checks(served, df:pd.DataFrame, severity:dict|None=None) -> list[dict]:
     "The batch's violations of the model's schema (none without a schema)."
     from mlpipeline.validate import validate
@@ -228,15 +243,21 @@ def quality_checks(served, df:pd.DataFrame, severity:dict|None=None) -> list[dic
     return validate(df.drop(columns=extra), served.schema, 'batch', severity)
 
 def label_keys(batch:pd.DataFrame, labels:pd.DataFrame, id_column:str|None) -> list[str]:
-    "The columns that join labels to the batch: request id (and row), else the id column."
-    for keys in (['request_id', 'row'], ['request_id'], [id_column] if id_column else []):
+    "The columns that join labels to the batch: request id and row, request id alone when no request had two rows, else the id column."
+    one_row = 'request_id' in batch and not batch['request_id'].duplicated().any()
+    for keys in (['request_id', 'row'], ['request_id'] if one_row else [], [id_column] if id_column else []):
         if keys and all(k in batch and k in labels for k in keys): return keys
     raise UsageError(f"the labels (columns {list(labels.columns)[:8]}) share no key with the batch: they need request_id (and row), or {id_column or 'an id column'}",
                      'export the labels with the request_id the service returned')
 
+def whole_numbers(s:pd.Series) -> pd.Series:
+    "Floats that are all whole numbers (a CSV column with blanks) as nullable integers; anything else unchanged."
+    if pd.api.types.is_float_dtype(s) and s.notna().any() and (s.dropna() % 1 == 0).all() and s.abs().max() < 2**53: return s.astype('Int64')
+    return s
+
 def key_text(s:pd.Series) -> pd.Series:
-    "Join keys as text, with 7 and 7.0 the same key."
-    return s.map(lambda v: f'{v:.15g}' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else str(v)) if pd.api.types.is_numeric_dtype(s) else s.astype(str)
+    "Join keys as text, with 7 and 7.0 the same key and large integers exact."
+    return whole_numbers(s).astype(str)
 
 def labelled_rows(batch:pd.DataFrame, labels:pd.DataFrame, target:str, id_column:str|None) -> pd.DataFrame:
     "The batch's rows that have a label, with the label in column `target` (the batch's columns keep their types)."
@@ -245,9 +266,10 @@ def labelled_rows(batch:pd.DataFrame, labels:pd.DataFrame, target:str, id_column
     keyed = lambda d: d.assign(**{f'_key{i}': key_text(d[k]) for i, k in enumerate(keys)})
     kcols = [f'_key{i}' for i in range(len(keys))]
     lab = keyed(labels.dropna(subset=[target])).drop_duplicates(kcols, keep='last')[kcols + [target]]
+    lab[target] = whole_numbers(lab[target])  # 1.0 from a CSV with blanks is the class 1
     return keyed(batch.drop(columns=[target], errors='ignore')).merge(lab, on=kcols, how='inner').drop(columns=kcols)
 
-# %% ../nbs/08_monitor.ipynb #080036
+# %% ../nbs/08_monitor.ipynb #080038
 def labelled_metrics(served, labelled:pd.DataFrame) -> dict:
     "The model's metrics on labelled rows (classification: from the recorded probabilities)."
     from mlpipeline.evaluate import classification_metrics, regression_metrics
@@ -271,7 +293,7 @@ def metric_over_time(served, labelled:pd.DataFrame, metric:str, freq:str='D') ->
     rows = [{'period': k, 'rows': len(g), metric: labelled_metrics(served, g).get(metric, float('nan'))} for k, g in labelled.groupby(t)]
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_monitor.ipynb #080039
+# %% ../nbs/08_monitor.ipynb #080041
 def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None, now:pd.Timestamp|None=None) -> dict:
     "What the retraining policy says about this batch's `facts` (drift share, prediction drift, drop, labelled rows)."
     now = now or pd.Timestamp.now(tz='UTC')
@@ -287,7 +309,7 @@ def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None,
         return out | {'action': 'wait', 'why': f"cool-down: the last retrain was at {last_retrain:%Y-%m-%d %H:%M} UTC, {opts['cooldown_h']} h must pass"}
     return out | {'action': 'retrain', 'why': '; '.join(triggers)}
 
-# %% ../nbs/08_monitor.ipynb #080042
+# %% ../nbs/08_monitor.ipynb #080044
 def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float=0.3, max_rows:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Training rows (the base data, then the older labelled rows) and the holdout (the most recent labelled rows)."
     new = labelled.sort_values('time', kind='stable') if 'time' in labelled else labelled
@@ -296,7 +318,7 @@ def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float
     train = pd.concat([base, new.iloc[:len(new) - k]], ignore_index=True)
     return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080044
+# %% ../nbs/08_monitor.ipynb #080046
 def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
     from mlpipeline.ingest import load_data
@@ -306,14 +328,16 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True) ->
     train, hold = retrain_window(load_data(cfg), labelled, opts['holdout_share'], opts['max_rows'])
     data, holdout = write_table(train, folder/'retrain_data.parquet'), write_table(hold, folder/'retrain_holdout.parquet')
     rcfg = json.loads(json.dumps(cfg))
-    for k, v in {'data.path': str(data.resolve()), 'data.source': 'parquet', 'split.holdout': str(holdout.resolve()), 'validation.schema': 'infer'}.items(): set_key(rcfg, k, v)
+    changes = {'data.path': str(data.resolve()), 'data.source': 'parquet', 'split.holdout': str(holdout.resolve()), 'validation.schema': 'infer',
+               'monitor.alerts.webhook': None}  # the run logs its config: a webhook URL may be a secret
+    for k, v in changes.items(): set_key(rcfg, k, v)
     rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
     execute_run(rd, rcfg, progress)
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
             'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'}
 
-# %% ../nbs/08_monitor.ipynb #080046
+# %% ../nbs/08_monitor.ipynb #080048
 def share_plot(row, path:Path) -> Path:
     "Bars of the reference's and the current shares per bin of one column."
     from mlpipeline.evaluate import _figure, _save
@@ -334,7 +358,7 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
     ax.legend(fontsize=8); fig.autofmt_xdate()
     return _save(fig, path)
 
-# %% ../nbs/08_monitor.ipynb #080047
+# %% ../nbs/08_monitor.ipynb #080049
 def html_table(df:pd.DataFrame, floats:str='{:.4g}') -> str:
     "A DataFrame as a plain HTML table."
     import html
@@ -359,7 +383,7 @@ def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.Dat
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
             f'{head}<h2>Drift</h2>{drift}<h2>Data quality</h2>{qual}<h2>Performance on labelled rows</h2>{perf}<h2>Distributions: reference against current</h2>{imgs}</body></html>')
 
-# %% ../nbs/08_monitor.ipynb #080049
+# %% ../nbs/08_monitor.ipynb #080051
 def webhook_url(cfg:dict) -> str|None:
     "The alert webhook: the variable `monitor.alerts.webhook_env` names, else `monitor.alerts.webhook`."
     return os.environ.get(get_key(cfg, 'monitor.alerts.webhook_env') or '') or get_key(cfg, 'monitor.alerts.webhook')
@@ -373,6 +397,7 @@ def post_alert(url:str, payload:dict, timeout:float=5, tries:int=2) -> str:
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r: return f'sent ({r.status})'
         except (urllib.error.URLError, OSError) as e: err = str(getattr(e, 'reason', e))
+        except ValueError: return 'failed: not an http(s) URL'  # the message would quote the URL, often a secret
     return f'failed: {err}'
 
 def alert_payload(s:dict) -> dict:
@@ -380,7 +405,7 @@ def alert_payload(s:dict) -> dict:
     return {k: s[k] for k in ('monitor_id', 'model', 'version', 'data', 'rows', 'alert', 'alert_text', 'drifted_features', 'drift_share',
                               'prediction_drifted', 'quality_errors', 'performance', 'decision', 'report') if k in s}
 
-# %% ../nbs/08_monitor.ipynb #080051
+# %% ../nbs/08_monitor.ipynb #080053
 def reference_view(served):
     "The reference profile the registry's version points at (tag `reference_profile`)."
     import mlflow
@@ -398,7 +423,7 @@ def metric_name(text:str) -> str:
     "A column name as MLflow accepts it in a metric name."
     return re.sub(r'[^0-9A-Za-z_-]', '_', str(text))
 
-# %% ../nbs/08_monitor.ipynb #080052
+# %% ../nbs/08_monitor.ipynb #080054
 def profile_batch(served, df:pd.DataFrame, preds:pd.DataFrame, workers:int=2, chunk_rows:int=500_000):
     "The profile of a batch's model inputs (labels normalised) and its predictions."
     inputs = [c for c in served.tf.inputs if c in df]
@@ -420,64 +445,80 @@ def alert_reasons(f:dict, max_drop:float|None) -> list[str]:
         ['the prediction drifted'] if f['prediction_drifted'] else []) + ([f"{f['quality_errors']} schema errors"] if f['quality_errors'] else []) + (
         [f"labelled {f['metric']} {f['performance_drop']:.1%} worse than on the test split"] if f['performance_drop'] is not None and max_drop is not None and f['performance_drop'] >= max_drop else [])
 
-# %% ../nbs/08_monitor.ipynb #080053
+# %% ../nbs/08_monitor.ipynb #080055
+def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|None, say=print) -> tuple:
+    "The batch with its predictions (None for a kept profile), its profile view, and its schema findings."
+    from mlpipeline.serve import severities
+    m = cfg['monitor']
+    if str(data).endswith('.bin'): return None, read_profile(data), []
+    batch = read_batch(data, since, until)
+    if 'model_version' in batch and (other := batch.model_version.astype(str) != str(served.version)).any():  # a capture spans promotions
+        say(f"{int(other.sum())} rows scored by other versions ({', '.join(sorted(batch.model_version[other].astype(str).unique()))}) left out")
+        batch = batch[~other].reset_index(drop=True)
+    if len(batch) == 0: raise UsageError(f'no rows of {served.name} version {served.version} in {data}' + (f' between {since or "the start"} and {until or "now"}' if since or until else ''),
+                                         'widen the window, check the path, or pass --model name/<version> for rows another version scored')
+    say(f'monitoring {len(batch)} rows of {data} with {served.name} version {served.version}')
+    quality, preds = quality_checks(served, batch, severities(cfg)), batch_predictions(served, batch)
+    return batch.assign(**preds), profile_batch(served, batch, preds, m['workers'], m['chunk_rows']), quality
+
+def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, name:str, folder:Path, do_retrain:bool, progress:bool=True) -> tuple[dict, Exception|None]:
+    "The policy's decision, acted on with `do_retrain`: retrain, then promote or keep; a failed retrain moves nothing."
+    d = retrain_decision(facts, cfg['monitor']['retrain'], last_retrain(exp_id, name))
+    if d['action'] == 'retrain' and labelled is None: d |= {'action': 'wait', 'why': 'no labelled rows to retrain on'}
+    if d['action'] != 'retrain': return d, None
+    if not do_retrain: return d | {'why': d['why'] + ' (run with --retrain to act on it)'}, None
+    if progress: print(f"retraining: {d['why']}", file=sys.stderr, flush=True)
+    try: d['retrain'] = retrain(cfg, labelled, folder, progress)
+    except MlpipelineError as e: return d | {'action': 'failed', 'why': f'retraining failed, champion unchanged: {e}', 'retrain': {'error': str(e)}}, e
+    return d | {'action': d['retrain']['action']}, None
+
+def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, folder:Path) -> Path:
+    "The batch's drift.json and report.html (with a plot per column)."
+    write_json(table.to_dict(orient='records'), folder/'drift.json')
+    images = {r['column']: share_plot(r, folder/'plots'/f'{metric_name(r["column"])}.png') for r in table.to_dict(orient='records')}
+    if len(over_time) > 0: images = {f"{s['metric']} over time": metric_plot(over_time, s['metric'], s['test_metric'], folder/'plots/metric.png')} | images
+    with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
+    return folder/'report.html'
+
+# %% ../nbs/08_monitor.ipynb #080056
 def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
             do_retrain:bool=False, progress:bool=True) -> dict:
     "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
-    import mlflow
-    from mlpipeline.serve import load_served, parse_model_ref, severities
+    from mlpipeline.serve import load_served, parse_model_ref
     from mlpipeline.evaluate import gate_metric
     mlflow_experiment(cfg)
     os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # a bar per small download is noise here
-    m = cfg['monitor']
+    m, say = cfg['monitor'], (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     served = load_served(*parse_model_ref(model or m['model'] or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
     ref, mid = reference_view(served), new_run_id()
+    batch, view, quality = monitored_batch(served, cfg, data, since, until, say)
     folder = project_path(cfg, m['dir'])/served.name/mid; (folder/'plots').mkdir(parents=True)
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    batch, labelled, quality = None, None, []
-    if str(data).endswith('.bin'): view = read_profile(data)
-    else:
-        batch = read_batch(data, since, until)
-        if len(batch) == 0: raise UsageError(f'no rows in {data}' + (f' between {since or "the start"} and {until or "now"}' if since or until else ''), 'widen the window or check the path')
-        say(f'monitoring {len(batch)} rows of {data} with {served.name} version {served.version}')
-        quality = quality_checks(served, batch, severities(cfg))
-        preds = batch_predictions(served, batch)
-        view = profile_batch(served, batch, preds, m['workers'], m['chunk_rows'])
-        batch = batch.assign(**preds)
     write_profile(view, folder/'profile.bin')
     rows = int(view.to_pandas()['counts/n'].max())
     roles = {c: 'feature' for c in served.tf.inputs} | {c: 'prediction' for c in prediction_columns(served.tf)}
-    table = drift_table(ref, view, roles, m['drift']) if rows >= m['min_rows'] else drift_table(ref, view, {}, m['drift'])
-    metric, perf, over_time = gate_metric(cfg['gate'], served.tf.task), None, pd.DataFrame()
+    table = drift_table(ref, view, roles if rows >= m['min_rows'] else {}, m['drift'])
+    metric, perf, over_time, labelled = gate_metric(cfg['gate'], served.tf.task), None, pd.DataFrame(), None
     if batch is not None and (labels is not None or served.tf.target in batch):  # delayed labels, or a batch labelled inline
         labelled = labelled_rows(batch, read_batch(labels), served.tf.target, served.schema.id_column if served.schema else None) if labels is not None else batch.dropna(subset=[served.tf.target])
         perf, over_time = labelled_metrics(served, labelled), metric_over_time(served, labelled, metric)
     test_value = float(served.tags[f'test.{metric}']) if f'test.{metric}' in served.tags else None
     facts = batch_facts(table, quality, perf, performance_drop(metric, (perf or {}).get(metric), test_value), metric)
     exp_id = monitoring_experiment(cfg)
-    decision = retrain_decision(facts, m['retrain'], last_retrain(exp_id, served.name))
-    if decision['action'] == 'retrain' and labelled is None: decision |= {'action': 'wait', 'why': 'no labelled rows to retrain on'}
-    if decision['action'] == 'retrain' and not do_retrain: decision['why'] += ' (run with --retrain to act on it)'
-    elif decision['action'] == 'retrain':
-        say(f"retraining: {decision['why']}")
-        decision['retrain'] = retrain(cfg, labelled, folder, progress)
-        decision['action'] = decision['retrain']['action']
-    reasons = alert_reasons(facts, m['retrain']['performance_drop'])
+    decision, failed = apply_policy(cfg, facts, labelled, exp_id, served.name, folder, do_retrain, progress)
+    reasons = alert_reasons(facts, m['retrain']['performance_drop']) + ([decision['why']] if failed else [])
     s = {'monitor_id': mid, 'model': served.name, 'version': served.version, 'data': str(data), 'since': since, 'until': until, 'rows': rows,
-         'reference_rows': int(ref.to_pandas()['counts/n'].max()), 'alert': bool(reasons),
-         'alert_text': '; '.join(reasons) or 'no drift, no schema error, no performance drop', 'decision': decision, 'test_metric': test_value, 'folder': str(folder), 'report': str(folder/'report.html')} | facts
-    write_json(table.to_dict(orient='records'), folder/'drift.json')
-    images = {r['column']: share_plot(r, folder/'plots'/f'{metric_name(r["column"])}.png') for r in table.to_dict(orient='records')}
-    if len(over_time) > 0: images = {f'{metric} over time': metric_plot(over_time, metric, test_value, folder/'plots/metric.png')} | images
-    with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
+         'reference_rows': int(ref.to_pandas()['counts/n'].max()), 'alert': bool(reasons), 'alert_text': '; '.join(reasons) or 'no drift, no schema error, no performance drop',
+         'decision': decision, 'test_metric': test_value, 'folder': str(folder), 'report': str(folder/'report.html')} | facts
+    write_report(s, table, quality, over_time, folder)
     if s['alert']:
         log.warning(f"ALERT {served.name} v{served.version}: {s['alert_text']} (report {folder/'report.html'})")
         if url := webhook_url(cfg): s['webhook'] = post_alert(url, alert_payload(s), get_key(cfg, 'monitor.alerts.timeout_s'))
     write_json(s, folder/'summary.json')
     log_monitoring_run(exp_id, s, table, over_time, folder)
+    if failed: raise failed
     return s
 
-# %% ../nbs/08_monitor.ipynb #080054
+# %% ../nbs/08_monitor.ipynb #080057
 def monitoring_experiment(cfg:dict) -> str:
     "The id of the experiment holding the monitoring runs."
     import mlflow
@@ -492,7 +533,7 @@ def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.Data
     d = s['decision']
     tags = {'monitor.model': s['model'], 'monitor.version': s['version'], 'monitor.data': s['data'][:500], 'alert': str(s['alert']).lower(),
             'alert.text': s['alert_text'][:5000], 'monitor.decision': d['action'], 'monitor.why': d['why'][:5000],
-            'monitor.retrained': str('retrain' in d).lower(), 'monitor.folder': str(folder)} | ({'monitor.retrain_run': d['retrain']['run_folder'], 'monitor.new_version': str(d['retrain']['version'])} if 'retrain' in d else {})
+            'monitor.retrained': str('retrain' in d).lower(), 'monitor.folder': str(folder)} | ({'monitor.retrain_run': d['retrain']['run_folder'], 'monitor.new_version': str(d['retrain']['version'])} if 'version' in d.get('retrain', {}) else {})
     metrics = {'rows': s['rows'], 'drift_share': s['drift_share'], 'drifted_features': len(s['drifted_features']), 'prediction_drifted': int(s['prediction_drifted']),
                'quality_errors': s['quality_errors'], 'quality_warnings': s['quality_warnings']}
     for r in table.itertuples(): metrics |= {f'drift_psi/{metric_name(r.column)}': r.psi, f'drift_hellinger/{metric_name(r.column)}': r.hellinger, f'drift_p/{metric_name(r.column)}': r.p_adjusted}
@@ -506,7 +547,7 @@ def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.Data
             if v == v: mlflow.log_metric(f"labelled_{s['metric']}_daily", v, step=i, timestamp=int(pd.Timestamp(r.period).timestamp() * 1000))
         for f in ('report.html', 'summary.json', 'drift.json', 'profile.bin'): mlflow.log_artifact(folder/f)
 
-# %% ../nbs/08_monitor.ipynb #080056
+# %% ../nbs/08_monitor.ipynb #080059
 def run_monitor(run_dir:str|Path) -> Path:
     "Profile the training split and the held-out predictions as the reference; log it and tag the registered version."
     import mlflow

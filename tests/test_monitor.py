@@ -15,8 +15,10 @@ def watched(tmp_path_factory):
 
 
 def batch(path: Path, shift_sd: float = 0.0, **cols) -> Path:
-    "The test sample without its target, `monthly_charges` moved by `shift_sd` standard deviations, as CSV."
-    df = pd.read_csv(SAMPLE).drop(columns=['churn'])
+    "400 demo rows the project never trained on, without their target, `monthly_charges` moved by `shift_sd` sd, as CSV."
+    import importlib.resources
+    demo = pd.read_parquet(importlib.resources.files('mlpipeline')/'data/telco_churn.parquet')
+    df = demo[~demo.rownames.isin(pd.read_csv(SAMPLE).rownames)].sample(400, random_state=7).drop(columns=['churn'])
     df['monthly_charges'] += shift_sd * df.monthly_charges.std()
     df.assign(**cols).to_csv(path, index=False)
     return path
@@ -89,12 +91,11 @@ def test_shifted_batch_alerts_names_the_feature_and_calls_the_webhook(watched, w
     drift = pd.DataFrame(json.loads((Path(s['folder'])/'drift.json').read_text()))
     row = drift.set_index('column').loc['monthly_charges']
     assert row.test == 'ks' and row.p_adjusted < 0.01 and row.drifted
+    check_report(Path(s['report']).read_text())
 
 
-def test_report_is_valid_html_with_embedded_plots(watched, tmp_path):
-    r = mlpipeline('monitor', '--data', str(batch(tmp_path/'shifted.csv', 1.0)), '--quiet', cwd=watched)
-    assert r.returncode == 0, r.stderr
-    page = Path(summary_of(r.stdout, watched)['report']).read_text()
+def check_report(page: str):
+    "The report is well-formed HTML whose plots are embedded PNGs, with nothing fetched from the network."
     parser = Images(); parser.feed(page); parser.close()
     assert parser.stack == [] and page.startswith('<!doctype html>') and 'monthly_charges' in page
     assert len(parser.images) >= 15 and all(s.startswith('data:image/png;base64,') for s in parser.images)
@@ -167,7 +168,49 @@ def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     assert feats['outputs']['test']['rows'] == 90 and feats['holdout'].endswith('retrain_holdout.parquet')
     assert monitoring_runs(project).iloc[0]['tags.monitor.decision'] == d['action']
     # the cool-down holds the next retrain back, and says so
-    again = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet',
-                       '-p', 'monitor.retrain.min_rows=50', '--model', 'test-model/1', cwd=project)
-    s2 = summary_of(again.stdout, project)
-    assert again.returncode == 0 and s2['decision']['action'] == 'wait' and 'cool-down' in s2['decision']['why'], s2['decision']
+    from mlpipeline.config import load_config
+    from mlpipeline.monitor import monitor
+    s2 = monitor(load_config(project=project, overrides=['monitor.retrain.min_rows=50']), tmp_path/'new.csv', 'test-model/1', tmp_path/'labels.csv', do_retrain=True, progress=False)
+    assert s2['decision']['action'] == 'wait' and 'cool-down' in s2['decision']['why'], s2['decision']
+
+
+@pytest.mark.parametrize('target,task', [('monthly_charges', 'regression'), ('contract', 'multiclass')])
+def test_regression_and_multiclass_models_are_monitored(tmp_path, target, task):
+    "Any task: the prediction's drift and the labelled metric, on a batch that carries its target."
+    from mlpipeline.config import load_config
+    from mlpipeline.monitor import monitor
+    project = write_project(tmp_path/'project', target=target, task=task)
+    run_in_process(project)
+    cfg = load_config(project=project)
+    df = pd.read_csv(SAMPLE)
+    df.to_csv(tmp_path/'labelled.csv', index=False)
+    s = monitor(cfg, tmp_path/'labelled.csv', progress=False)
+    drift = pd.DataFrame(json.loads((Path(s['folder'])/'drift.json').read_text()))
+    preds = set(drift.loc[drift.role == 'prediction', 'column'])
+    assert preds == ({'prediction'} if task == 'regression' else {'proba_Month-to-month', 'proba_One year', 'proba_Two year'}), preds
+    metric = 'rmse' if task == 'regression' else 'roc_auc'
+    assert s['performance']['rows'] == 400 and s['metric'] == metric and np.isfinite(s['performance'][metric])
+    moved = df.assign(tenure=df.tenure + 2 * df.tenure.std())
+    moved.to_csv(tmp_path/'moved.csv', index=False)
+    s2 = monitor(cfg, tmp_path/'moved.csv', progress=False)
+    assert s2['alert'] and 'tenure' in s2['drifted_features'], s2['alert_text']
+
+
+def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path):
+    "A retrain whose pipeline refuses the data: champion and challenger stay, the report and the monitoring run say why."
+    from mlpipeline.config import load_config
+    from mlpipeline.errors import StageFailed
+    from mlpipeline.monitor import monitor
+    client = client_for(watched)
+    before = {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')}
+    df = pd.read_csv(SAMPLE).assign(rownames=lambda d: 50_000 + d.index, tenure=lambda d: d.tenure + 30)
+    df.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); df[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
+    cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.cooldown_h=0', 'monitor.retrain.drift_share=0.01',
+                                                  'leakage.after_prediction=[tenure]'])  # refused in 03_features, before training
+    with pytest.raises(StageFailed, match='03_features'):
+        monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False)
+    assert {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')} == before
+    run = monitoring_runs(watched).iloc[0]
+    assert run['tags.monitor.decision'] == 'failed' and run['tags.alert'] == 'true' and 'champion unchanged' in run['tags.monitor.why']
+    s = json.loads((Path(run['tags.monitor.folder'])/'summary.json').read_text())
+    assert s['decision']['action'] == 'failed' and Path(s['report']).exists()
