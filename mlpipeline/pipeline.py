@@ -12,8 +12,8 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
-           'execute_run', 'run_pipeline', 'reproduce', 'summary', 'status_lines', 'latest_run', 'parser',
-           'monitor_lines', 'registry_command', 'main']
+           'default_engine', 'forced_stages', 'run_stage', 'execute_run', 'run_pipeline', 'reproduce', 'summary',
+           'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
@@ -64,13 +64,15 @@ def stage_notebook(nb_path:Path):
     return nb
 
 # %% ../nbs/09_pipeline.ipynb #090012
-def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True) -> Path:
-    "Execute the notebook of `stage` into the run folder; a failure raises `StageFailed`."
+def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True, engine:str='fresh') -> Path:
+    "Execute the notebook of `stage` into the run folder with papermill's engine (`fresh`) or the warm one; a failure raises `StageFailed`."
     import papermill as pm
+    if engine == 'warm': import mlpipeline.engine  # noqa: F401 (registers papermill's engine `warm`)
     src, out = notebooks_dir()/f'{stage}.ipynb', run_dir/f'{stage}.ipynb'
     params = {'run_dir': str(run_dir)}
     check_parameters(src, params)
-    try: pm.execute_notebook(stage_notebook(src), str(out), parameters=params, kernel_name=kernel, progress_bar=progress, cwd=str(src.parent))
+    try: pm.execute_notebook(stage_notebook(src), str(out), parameters=params, kernel_name=kernel, progress_bar=progress, cwd=str(src.parent),
+                             engine_name='warm' if engine == 'warm' else None)
     except pm.PapermillExecutionError as e:
         raise StageFailed(stage, str(out), e.exec_count, e.ename, e.evalue, f'read the traceback in {out.name} and fix the cause; then `mlpipeline run --resume {run_dir.name}` continues this run with its config, or start a new run if the config must change') from e
     except Exception as e:  # the kernel died or never started: no cell to name
@@ -132,31 +134,57 @@ def say(msg:str, quiet:bool=False):
     if not quiet: print(msg, file=sys.stderr, flush=True)
 
 # %% ../nbs/09_pipeline.ipynb #090019
-def execute_run(rd:Path, cfg:dict, progress:bool=True) -> Path:
-    "Execute the run folder's planned stages from the first without complete outputs, under its lock."
-    plan = read_manifest(rd).get('plan', STAGES)
-    kernel = ensure_kernel()
+def default_engine() -> str:
+    "`warm` for a person at a terminal; `fresh` (papermill's own) for CI, scheduled and piped runs."
+    return 'fresh' if os.environ.get('CI') or not sys.stdin.isatty() else 'warm'
+
+def forced_stages(plan:list, force:str|None) -> set:
+    "The stages `--force` runs whatever the cache holds: all (`all`), or a stage and every one after it."
+    if not force: return set()
+    if force == 'all': return set(plan)
+    if force not in plan: raise UsageError(f'--force {force}: no such stage', f"use one of {', '.join(plan)}, or --force alone for all")
+    return set(plan[plan.index(force):])
+
+def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, progress:bool, engine:str, use_cache:bool) -> str:
+    "Reuse `stage` from the cache when its key matches, else execute it (and remember it); says which."
+    from mlpipeline.cache import key_parts, cache_key, lookup, reuse, store
+    parts = key_parts(read_manifest(rd)['stages'], cfg, stage, plan)
+    key = cache_key(parts) if parts else None
+    if use_cache and key and (rec := lookup(cfg, stage, key)):
+        reuse(rd, cfg, stage, rec, rid); return f"cached (run {Path(rec['run_dir']).name})"
+    execute_stage(stage, rd, kernel, progress, engine)
+    if key: store(cfg, stage, key, parts, rd)
+    return 'done'
+
+def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, force:str|None=None, cache:bool=True) -> Path:
+    "Execute the run folder's planned stages from the first without complete outputs, under its lock, reusing cached stages."
+    from mlpipeline.engine import shutdown_warm_kernels
+    plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
+    kernel, forced = ensure_kernel(), forced_stages(read_manifest(rd).get('plan', STAGES), force)
     with run_lock(rd):
         rid, start = open_parent_run(rd, cfg), first_incomplete(rd, plan)
-        say(f'run {rd.name}: {rd}' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
-        for i, stage in enumerate(plan[start:], start + 1):
-            t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
-            try: execute_stage(stage, rd, kernel, progress)
-            except MlpipelineError as e:
-                mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
-            say(f'[{i}/{len(plan)}] {stage} done in {time.perf_counter() - t:.1f}s', not progress)
+        update_manifest(rd, engine=engine)
+        say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
+        try:
+            for i, stage in enumerate(plan[start:], start + 1):
+                t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
+                try: how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
+                except MlpipelineError as e:
+                    mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
+                say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
+        finally: shutdown_warm_kernels()
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
         close_parent_run(rd, rid, 'FINISHED')
     return rd
 
 def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|None=None, project:str|Path|None=None,
-                 progress:bool=True) -> Path:
+                 progress:bool=True, engine:str|None=None, force:str|None=None) -> Path:
     "Run every stage notebook into a new run folder (or continue `resume`); return the run folder."
     if resume:
         if overrides: raise UsageError('--resume continues a run with its own config; it takes no -p overrides', 'start a new run to change the config')
         rd = find_run(resume, load_config(config, project=project)); cfg = read_config(rd/'config.yaml')
     else: cfg = load_config(config, overrides, project); rd = create_run(cfg)
-    return execute_run(rd, cfg, progress)
+    return execute_run(rd, cfg, progress, engine, force)
 
 # %% ../nbs/09_pipeline.ipynb #090021
 def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
@@ -178,7 +206,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
     rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
     rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
     rd = create_run(rcfg); update_manifest(rd, plan=STAGES[:STAGES.index('05_evaluate') + 1], reproduces=f'{name}/{mv.version}')
-    execute_run(rd, rcfg, progress)
+    execute_run(rd, rcfg, progress, cache=False)  # reproducing means executing again, never reusing
     model = load_model(model_uri(name, mv.version))
     test = pd.read_parquet(rd/'data/test.parquet')
     registered = model.predict(conform(model, test.drop(columns=[rcfg['target']])))
@@ -230,6 +258,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key, e.g. -p model.max_depth=4')
     r.add_argument('--resume', metavar='RUN_ID', help='continue this run from its first stage without complete outputs')
     r.add_argument('--quiet', action='store_true', help='no progress display')
+    r.add_argument('--engine', choices=['warm', 'fresh'], help='warm: one kernel for every stage (default at a terminal); fresh: papermill\'s kernel per stage (default in CI and pipes)')
+    r.add_argument('--force', nargs='?', const='all', metavar='STAGE', help='ignore the cache: for every stage, or for STAGE and the stages after it')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?'); s.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
@@ -288,11 +318,14 @@ def main(argv:list[str]|None=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
-            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet)
+            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force)
             print(summary(rd))
         elif args.command == 'status':
             cfg = load_config(args.config)
-            print('\n'.join(status_lines(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))))
+            if args.run_id or list(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml')):
+                print('\n'.join(status_lines(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))))
+            from mlpipeline.cache import plan_lines
+            print('next `mlpipeline run` with this config:'); print('\n'.join(plan_lines(cfg, STAGES)))
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
         elif args.command == 'serve':
             from mlpipeline.serve import serve

@@ -109,7 +109,8 @@ def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     from mlpipeline.pipeline import notebooks_dir, STAGES
     nbs = {f'notebook.{s}': notebook_hash(notebooks_dir()/f'{s}.ipynb')[:16] for s in STAGES}
     return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
-            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed'])}
+            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed']),
+            'model_sha256': m['stages']['04_train']['outputs']['model']['sha256']}  # the stage cache knows a champion by its model
 
 # %% ../nbs/06_register.ipynb #060019
 def list_versions(cfg:dict) -> pd.DataFrame:

@@ -1,0 +1,130 @@
+"""The stage cache and the warm engine, on a real project, MLflow store and Jupyter kernels."""
+import json, shutil
+from pathlib import Path
+import nbformat, pandas as pd, pytest
+from conftest import SAMPLE, write_project, client_for
+from mlpipeline.pipeline import STAGES
+
+
+def plan(project: Path, *overrides) -> dict:
+    "What the next run would do per stage: the plan line without the stage name."
+    from mlpipeline.config import load_config
+    from mlpipeline.cache import plan_lines
+    return {l.split()[0]: l.split(None, 1)[1] for l in plan_lines(load_config(project=project, overrides=list(overrides)), STAGES)}
+
+
+def run(project: Path, *overrides, **kw) -> Path:
+    from mlpipeline.pipeline import run_pipeline
+    return run_pipeline(project=project, overrides=list(overrides), progress=False, **kw)
+
+
+@pytest.fixture(scope='module')
+def cached(tmp_path_factory):
+    "A project with its own copy of the data, run once with the warm engine, then again unchanged."
+    project = tmp_path_factory.mktemp('cache')/'project'
+    project.mkdir(); shutil.copy(SAMPLE, project/'data.csv')
+    write_project(project, data={'path': 'data.csv', 'id_column': 'rownames'})
+    first = run(project, engine='warm')
+    second = run(project, engine='warm')
+    return project, first, second
+
+
+def manifest(rd: Path) -> dict:
+    return json.loads((rd/'manifest.json').read_text())
+
+
+def test_an_unchanged_rerun_reuses_every_stage_and_says_so_in_mlflow(cached):
+    project, first, second = cached
+    m = manifest(second)
+    assert m['status'] == 'complete' and all(m['stages'][s]['cached_from'] == first.name for s in STAGES)
+    for s in STAGES:  # outputs and executed notebooks are there, unchanged
+        for o in m['stages'][s]['outputs'].values():
+            assert (second/o['path']).read_bytes() == (first/o['path']).read_bytes()
+        assert (second/f'{s}.ipynb').exists()
+    assert [v.version for v in client_for(project).search_model_versions("name = 'test-model'")] == [1]  # nothing registered twice
+    import mlflow
+    kids = mlflow.search_runs(filter_string=f"tags.`mlpipeline.run_id` = '{second.name}' and tags.`mlpipeline.cache_hit` = 'true'")
+    assert len(kids) == len(STAGES) and set(kids['tags.mlpipeline.cached_from_run_dir']) == {str(first)}
+    assert set(kids['tags.mlflow.parentRunId']) == {m['mlflow_run_id']}
+
+
+def test_each_kind_of_change_invalidates_exactly_the_stages_after_it(cached, tmp_path, monkeypatch):
+    project, first, _ = cached
+    assert all(v.startswith('cached') for v in plan(project).values())
+    p = plan(project, 'model.max_depth=2')  # a parameter only training reads
+    assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:3] and 'parameter model.max_depth changed' in p['04_train']
+    # the same raw data file, new content: from ingestion
+    df = pd.read_csv(project/'data.csv'); df.loc[0, 'tenure'] += 1; df.to_csv(project/'data.csv', index=False)
+    p = plan(project)
+    assert 'input data changed' in p['01_ingest'] and not any(v.startswith('cached') for v in p.values())
+    shutil.copy(SAMPLE, project/'data.csv')
+    assert all(v.startswith('cached') for v in plan(project).values())
+    # a notebook edit: that stage and the ones after it
+    import mlpipeline.pipeline
+    nbs = tmp_path/'nbs'; shutil.copytree(mlpipeline.pipeline.notebooks_dir(), nbs)
+    nb = nbformat.read(nbs/'03_features.ipynb', as_version=4)
+    next(c for c in nb.cells if c.cell_type == 'code' and 'def run_features' in c.source).source += '\n# edited'
+    nbformat.write(nb, nbs/'03_features.ipynb')
+    monkeypatch.setattr(mlpipeline.pipeline, 'notebooks_dir', lambda: nbs)
+    p = plan(project)
+    assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:2] and p['03_features'].startswith('runs: notebook edited')
+    monkeypatch.undo()
+    # a module edit: the stages whose module imports it
+    import mlpipeline.cache
+    pkg = tmp_path/'pkg'; shutil.copytree(mlpipeline.cache.package_dir(), pkg)
+    (pkg/'train.py').write_text((pkg/'train.py').read_text() + '\n# edited\n')
+    monkeypatch.setattr(mlpipeline.cache, 'package_dir', lambda: pkg)
+    p = plan(project)
+    assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:3] and 'module train.py changed' in p['04_train']
+
+
+def test_a_parameter_change_reruns_from_training_and_gates_against_the_champion(cached):
+    project, first, _ = cached
+    rd = run(project, 'model.max_depth=2', engine='warm')
+    m = manifest(rd)
+    assert [s for s in STAGES if 'cached_from' in m['stages'][s]] == STAGES[:3]
+    gate = json.loads((rd/'artifacts/gate.json').read_text())
+    assert gate.get('champion_version') == '1' and len(client_for(project).search_model_versions("name = 'test-model'")) == 2
+
+
+def test_a_tampered_cached_output_is_detected_and_recomputed(cached):
+    project, first, second = cached
+    train = first/manifest(first)['stages']['03_features']['outputs']['train']['path']
+    before = manifest(first)['stages']['03_features']['outputs']['train']['sha256']
+    train.unlink(); pd.read_csv(SAMPLE).head(5).to_parquet(train)  # the first run's file, replaced (the second run's is its own link)
+    p = plan(project)
+    assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:2] and p['03_features'] == 'runs: cached outputs missing or altered', p
+    rd = run(project, engine='warm')
+    assert manifest(rd)['stages']['03_features']['outputs']['train']['sha256'] == before and 'cached_from' not in manifest(rd)['stages']['03_features']
+
+
+def test_warm_and_fresh_engines_give_the_same_outputs_and_notebooks(tmp_path):
+    warm, fresh = (run(write_project(tmp_path/e), engine=e) for e in ('warm', 'fresh'))  # two projects: neither has a champion yet
+    for s in ('01_ingest', '02_validate', '03_features', '04_train'):
+        a, b = manifest(warm)['stages'][s]['outputs'], manifest(fresh)['stages'][s]['outputs']
+        assert {k: o['sha256'] for k, o in a.items()} == {k: o['sha256'] for k, o in b.items()}, s
+    for s in STAGES:
+        nw, nf = (nbformat.read(rd/f'{s}.ipynb', as_version=4) for rd in (warm, fresh))
+        src = lambda nb: [c.source for c in nb.cells if 'injected-parameters' not in c.metadata.get('tags', [])]  # each names its own run folder
+        assert src(nw) == src(nf) and len(nw.cells) == len(nf.cells)
+        assert [c.get('execution_count') for c in nw.cells] == [c.get('execution_count') for c in nf.cells], s
+        # import-time warnings (stderr) come once per kernel: in every fresh stage, in the first warm stage that imports
+        kinds = lambda nb: [[o.output_type for o in c.get('outputs', []) if o.get('name') != 'stderr'] for c in nb.cells]
+        assert kinds(nw) == kinds(nf), s
+
+
+def test_a_failed_notebook_leaves_the_warm_kernel_usable(tmp_path):
+    import papermill as pm
+    from mlpipeline.engine import shutdown_warm_kernels
+    def nb(*srcs):
+        n = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in srcs])
+        n.metadata['kernelspec'] = {'name': 'python3', 'language': 'python', 'display_name': 'python3'}
+        return n
+    try:
+        pm.execute_notebook(nb('import mlflow, tempfile; mlflow.set_tracking_uri("sqlite:///" + tempfile.mkdtemp() + "/m.db")', 'mlflow.start_run(); secret = 1'),
+                            str(tmp_path/'a.ipynb'), engine_name='warm', progress_bar=False)
+        with pytest.raises(pm.PapermillExecutionError, match='boom'):
+            pm.execute_notebook(nb('import mlflow; assert mlflow.active_run() is None', 'raise ValueError("boom")'), str(tmp_path/'b.ipynb'), engine_name='warm', progress_bar=False)
+        out = pm.execute_notebook(nb("print('secret' in dir())", 'import mlflow; print(mlflow.active_run())'), str(tmp_path/'c.ipynb'), engine_name='warm', progress_bar=False)
+        assert [c.outputs[0]['text'].strip() for c in out.cells] == ['False', 'None'] and out.cells[0].execution_count == 1
+    finally: shutdown_warm_kernels()
