@@ -9,9 +9,9 @@ from .runfolder import read_manifest, write_json, sha256_file
 
 # %% auto #0
 __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_dir', 'module_imports', 'module_closure',
-           'package_versions', 'config_values', 'files_hash', 'data_files', 'external_inputs', 'champion_state',
-           'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'cache_dir', 'store', 'lookup', 'latest_parts',
-           'link_or_copy', 'reuse', 'plan_lines']
+           'package_versions', 'config_values', 'files_hash', 'data_files', 'reference_schema_hash', 'external_inputs',
+           'champion_state', 'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'registration_exists',
+           'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
 
 # %% ../nbs/09b_cache.ipynb #090005
 STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
@@ -20,11 +20,11 @@ STAGE_KEYS = {'01_ingest': ['data'],
               '02_validate': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
               '03_features': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
               '04_train': ['target', 'task', 'seed', 'model', 'tuning'],
-              '05_evaluate': ['target', 'gate'],
+              '05_evaluate': ['target', 'gate', 'seed'],
               '06_register': ['gate', 'seed'],
               '07_serve': ['validation.severity', 'target'],
               '08_monitor': []}
-EVERY_STAGE = ['mlflow.tracking_uri', 'mlflow.experiment', 'mlflow.model_name']
+EVERY_STAGE = ['mlflow.experiment', 'mlflow.model_name']  # and the tracking URI in effect (the environment's wins)
 PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient']
 
 # %% ../nbs/09b_cache.ipynb #090007
@@ -71,7 +71,8 @@ def package_versions() -> dict:
 def config_values(cfg:dict, stage:str) -> dict:
     "The config keys `stage` reads, dotted down to single values (so a change names its key)."
     from mlpipeline.pipeline import flat
-    out = {}
+    from mlpipeline.config import tracking_uri
+    out = {'mlflow.tracking_uri': tracking_uri(cfg)}
     for k in STAGE_KEYS[stage] + EVERY_STAGE:
         v = get_key(cfg, k)
         out |= flat(v, f'{k}.') if isinstance(v, dict) and v else {k: v}
@@ -80,7 +81,7 @@ def config_values(cfg:dict, stage:str) -> dict:
 def files_hash(paths:list) -> str:
     "sha256 over the names and contents of files."
     h = hashlib.sha256()
-    for p in sorted(Path(p) for p in paths): h.update(str(p.name).encode() + b'\0' + sha256_file(p).encode())
+    for p in sorted(Path(p) for p in paths): h.update(str(p).encode() + b'\0' + sha256_file(p).encode())
     return h.hexdigest()
 
 # %% ../nbs/09b_cache.ipynb #090011
@@ -91,10 +92,20 @@ def data_files(cfg:dict) -> list|None:
     kind, path = source_kind(spec), str(spec.get('path') or '')
     if kind == 'demo': return [package_dir()/'data'/f"{path.split('://', 1)[1]}.parquet"]
     if kind not in ('csv', 'parquet', 'folder'): return None
+    from mlpipeline.ingest import folder_files
     p = project_path(cfg, path)
-    if p.is_dir(): return sorted(f for f in p.rglob('*') if f.is_file() and not f.name.startswith('.'))
-    if any(ch in path for ch in '*?['): return sorted(Path(x) for x in __import__('glob').glob(str(p), recursive=True))
+    if kind == 'folder': return folder_files(p) or None  # exactly the files ingestion reads
     return [p] if p.exists() else None
+
+def reference_schema_hash(cfg:dict) -> str:
+    "What 02_validate validates against: a curated schema file, `infer`, or the champion's schema (its content)."
+    from mlpipeline.validate import champion_schema
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one small file: no bar
+    s = get_key(cfg, 'validation.schema')
+    if s == 'infer': return 'infer'
+    if s: return sha256_file(project_path(cfg, s)) if project_path(cfg, s).exists() else 'missing'
+    champ = champion_schema(cfg)
+    return hashlib.sha256(champ.to_yaml().encode()).hexdigest() if champ else 'none'
 
 def external_inputs(cfg:dict, stage:str) -> dict|None:
     "sha256 of the files `stage` reads from outside the run folder; None when one cannot be hashed."
@@ -102,7 +113,7 @@ def external_inputs(cfg:dict, stage:str) -> dict|None:
         files = data_files(cfg)
         return None if not files else {'data': files_hash(files)}
     out = {}
-    if stage == '02_validate' and (s := get_key(cfg, 'validation.schema')) and s != 'infer' and project_path(cfg, s).exists(): out['schema'] = sha256_file(project_path(cfg, s))
+    if stage == '02_validate': out['reference_schema'] = reference_schema_hash(cfg)
     if stage == '03_features' and (h := get_key(cfg, 'split.holdout')) and project_path(cfg, h).exists(): out['holdout'] = sha256_file(project_path(cfg, h))
     return out
 
@@ -150,6 +161,18 @@ def changes(parts:dict, before:dict|None) -> list[str]:
     return out
 
 # %% ../nbs/09b_cache.ipynb #090020
+def registration_exists(cfg:dict, rec:dict) -> bool:
+    "Whether the version a cached 06_register execution registered is still in the registry, with the same model."
+    import mlflow
+    from mlpipeline.runfolder import mlflow_experiment
+    src = Path(rec['run_dir'])/rec['entry']['outputs']['registered']['path']
+    reg = json.loads(src.read_text())
+    mlflow_experiment(cfg)
+    try: mv = mlflow.MlflowClient().get_model_version(reg['name'], str(reg['version']))
+    except mlflow.exceptions.MlflowException: return False
+    return mv.tags.get('model_sha256') == rec['parts']['inputs'].get('04_train.model')
+
+# %% ../nbs/09b_cache.ipynb #090022
 def cache_dir(cfg:dict) -> Path:
     return project_path(cfg, '.mlpipeline/cache')
 
@@ -174,7 +197,7 @@ def latest_parts(cfg:dict, stage:str) -> dict|None:
     p = cache_dir(cfg)/stage/'latest.json'
     return json.loads(p.read_text())['parts'] if p.exists() else None
 
-# %% ../nbs/09b_cache.ipynb #090021
+# %% ../nbs/09b_cache.ipynb #090023
 def link_or_copy(src:Path, dest:Path):
     "Hard-link `src` at `dest` (a copy across file systems)."
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -199,15 +222,17 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     write_json(m, run_dir/'manifest.json')
     return m['stages'][stage]
 
-# %% ../nbs/09b_cache.ipynb #090023
+# %% ../nbs/09b_cache.ipynb #090025
 def plan_lines(cfg:dict, plan:list) -> list[str]:
     "For each stage of `plan`: would the next run reuse it or run it, and why."
     entries, out, blocked = {}, [], None
     for s in plan:
         if blocked: out.append(f'  {s:<12} runs: after {blocked}'); continue
         parts = key_parts(entries, cfg, s, plan)
-        if parts is None: blocked = s; out.append(f'  {s:<12} runs: its source is not a file, so it is read again'); continue
+        if parts is None: blocked = s; out.append(f'  {s:<12} runs: its source is not a file, so it is read again (the stages after it are reused if it returns the same rows)'); continue
         rec = lookup(cfg, s, cache_key(parts))
+        if rec and s == '06_register' and not registration_exists(cfg, rec):
+            blocked = s; out.append(f'  {s:<12} runs: the version it registered is no longer in the registry'); continue
         if rec: entries[s] = rec['entry']; out.append(f"  {s:<12} cached (run {Path(rec['run_dir']).name})"); continue
         blocked = s
         out.append(f"  {s:<12} runs: {'; '.join(changes(parts, latest_parts(cfg, s))[:6]) or 'cached outputs missing or altered'}")

@@ -71,6 +71,7 @@ def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True
     src, out = notebooks_dir()/f'{stage}.ipynb', run_dir/f'{stage}.ipynb'
     params = {'run_dir': str(run_dir)}
     check_parameters(src, params)
+    out.unlink(missing_ok=True)  # a notebook reused from an earlier run is a hard link: papermill would write through it
     try: pm.execute_notebook(stage_notebook(src), str(out), parameters=params, kernel_name=kernel, progress_bar=progress, cwd=str(src.parent),
                              engine_name='warm' if engine == 'warm' else None)
     except pm.PapermillExecutionError as e:
@@ -147,11 +148,13 @@ def forced_stages(plan:list, force:str|None) -> set:
 
 def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, progress:bool, engine:str, use_cache:bool) -> str:
     "Reuse `stage` from the cache when its key matches, else execute it (and remember it); says which."
-    from mlpipeline.cache import key_parts, cache_key, lookup, reuse, store
+    from mlpipeline.cache import key_parts, cache_key, lookup, reuse, store, registration_exists
     parts = key_parts(read_manifest(rd)['stages'], cfg, stage, plan)
     key = cache_key(parts) if parts else None
-    if use_cache and key and (rec := lookup(cfg, stage, key)):
-        reuse(rd, cfg, stage, rec, rid); return f"cached (run {Path(rec['run_dir']).name})"
+    rec = lookup(cfg, stage, key) if use_cache and key else None
+    if rec and Path(rec['run_dir']).resolve() == rd.resolve(): rec = None  # --resume: this run's own record is no earlier result
+    if rec and stage == '06_register' and not registration_exists(cfg, rec): rec = None
+    if rec: reuse(rd, cfg, stage, rec, rid); return f"cached (run {Path(rec['run_dir']).name})"
     execute_stage(stage, rd, kernel, progress, engine)
     if key: store(cfg, stage, key, parts, rd)
     return 'done'
@@ -160,7 +163,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     "Execute the run folder's planned stages from the first without complete outputs, under its lock, reusing cached stages."
     from mlpipeline.engine import shutdown_warm_kernels
     plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
-    kernel, forced = ensure_kernel(), forced_stages(read_manifest(rd).get('plan', STAGES), force)
+    kernel, forced = ensure_kernel(), forced_stages(plan, force)
     with run_lock(rd):
         rid, start = open_parent_run(rd, cfg), first_incomplete(rd, plan)
         update_manifest(rd, engine=engine)
@@ -169,7 +172,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             for i, stage in enumerate(plan[start:], start + 1):
                 t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
                 try: how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
-                except MlpipelineError as e:
+                except Exception as e:  # ours or not, the run is marked failed and its MLflow run closed
                     mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         finally: shutdown_warm_kernels()
@@ -322,8 +325,8 @@ def main(argv:list[str]|None=None) -> int:
             print(summary(rd))
         elif args.command == 'status':
             cfg = load_config(args.config)
-            if args.run_id or list(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml')):
-                print('\n'.join(status_lines(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))))
+            if args.run_id: print('\n'.join(status_lines(find_run(args.run_id, cfg)))); return 0
+            if list(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml')): print('\n'.join(status_lines(latest_run(cfg))))
             from mlpipeline.cache import plan_lines
             print('next `mlpipeline run` with this config:'); print('\n'.join(plan_lines(cfg, STAGES)))
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))

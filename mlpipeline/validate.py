@@ -59,7 +59,8 @@ class Schema:
     rows: dict = field(default_factory=dict)  # {'min': n, 'max': n or None}
     source: str = 'inferred'
 
-    def to_yaml(self) -> str: return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+    def to_yaml(self) -> str:  # `source` (where it came from) stays out: the same schema is the same file, whoever supplied it
+        return yaml.safe_dump({k: v for k, v in asdict(self).items() if k != 'source'}, sort_keys=False, allow_unicode=True)
     @classmethod
     def from_yaml(cls, text:str) -> Schema: return cls(**yaml.safe_load(text))
     @property

@@ -61,7 +61,7 @@ def registered_models(project: Path) -> list:
 def finished(tmp_path_factory):
     "One full run of the pipeline on the test sample, through the CLI, shared by the tests that only read it."
     project = write_project(tmp_path_factory.mktemp('full')/'project')
-    r = mlpipeline('run', '--quiet', cwd=project)
+    r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)  # the fresh engine is tested on its own in test_cache
     assert r.returncode == 0, r.stderr
     return project, only_run(project), r
 

@@ -39,7 +39,7 @@ def test_each_bad_file_is_stopped_with_its_rule(tmp_path, case):
 
 def test_the_cli_refuses_bad_data_with_exit_code_3_and_registers_nothing(tmp_path):
     project = bad_project(tmp_path/'p', {'file': 'unseen_category.csv'}, reference=True)
-    r = mlpipeline('run', '--quiet', cwd=project)
+    r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)
     assert r.returncode == 3, r.stderr
     assert "column 'contract': unseen_category: expected one of 3 known values, observed 8 values, e.g. 'Ten year' (8 rows)" in r.stderr
     rd = only_run(project)
@@ -48,7 +48,7 @@ def test_the_cli_refuses_bad_data_with_exit_code_3_and_registers_nothing(tmp_pat
 
 def test_the_cli_names_an_unreadable_source(tmp_path):
     project = bad_project(tmp_path/'p', {'file': 'latin1_encoding.csv'}, reference=False)
-    r = mlpipeline('run', '--quiet', cwd=project)
+    r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)
     assert r.returncode == 1 and f"cannot read data from {BAD/'latin1_encoding.csv'}: not UTF-8 text" in r.stderr, r.stderr
     assert registered_models(project) == []
 
