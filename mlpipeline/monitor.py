@@ -319,7 +319,7 @@ def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float
     return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
 
 # %% ../nbs/08_monitor.ipynb #080046
-def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True) -> dict:
+def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, engine:str|None=None) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
     from mlpipeline.ingest import load_data
     from mlpipeline.pipeline import execute_run
@@ -332,7 +332,7 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True) ->
                'monitor.alerts.webhook': None}  # the run logs its config: a webhook URL may be a secret
     for k, v in changes.items(): set_key(rcfg, k, v)
     rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
-    execute_run(rd, rcfg, progress)
+    execute_run(rd, rcfg, progress, engine)
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
             'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'}
@@ -461,14 +461,14 @@ def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|N
     quality, preds = quality_checks(served, batch, severities(cfg)), batch_predictions(served, batch)
     return batch.assign(**preds), profile_batch(served, batch, preds, m['workers'], m['chunk_rows']), quality
 
-def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, name:str, folder:Path, do_retrain:bool, progress:bool=True) -> tuple[dict, Exception|None]:
+def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, name:str, folder:Path, do_retrain:bool, progress:bool=True, engine:str|None=None) -> tuple[dict, Exception|None]:
     "The policy's decision, acted on with `do_retrain`: retrain, then promote or keep; a failed retrain moves nothing."
     d = retrain_decision(facts, cfg['monitor']['retrain'], last_retrain(exp_id, name))
     if d['action'] == 'retrain' and labelled is None: d |= {'action': 'wait', 'why': 'no labelled rows to retrain on'}
     if d['action'] != 'retrain': return d, None
     if not do_retrain: return d | {'why': d['why'] + ' (run with --retrain to act on it)'}, None
     if progress: print(f"retraining: {d['why']}", file=sys.stderr, flush=True)
-    try: d['retrain'] = retrain(cfg, labelled, folder, progress)
+    try: d['retrain'] = retrain(cfg, labelled, folder, progress, engine)
     except MlpipelineError as e: return d | {'action': 'failed', 'why': f'retraining failed, champion unchanged: {e}', 'retrain': {'error': str(e)}}, e
     return d | {'action': d['retrain']['action']}, None
 
@@ -482,7 +482,7 @@ def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFram
 
 # %% ../nbs/08_monitor.ipynb #080056
 def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
-            do_retrain:bool=False, progress:bool=True) -> dict:
+            do_retrain:bool=False, progress:bool=True, engine:str|None=None) -> dict:
     "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
     from mlpipeline.serve import load_served, parse_model_ref
     from mlpipeline.evaluate import gate_metric
@@ -504,7 +504,7 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
     test_value = float(served.tags[f'test.{metric}']) if f'test.{metric}' in served.tags else None
     facts = batch_facts(table, quality, perf, performance_drop(metric, (perf or {}).get(metric), test_value), metric)
     exp_id = monitoring_experiment(cfg)
-    decision, failed = apply_policy(cfg, facts, labelled, exp_id, served.name, folder, do_retrain, progress)
+    decision, failed = apply_policy(cfg, facts, labelled, exp_id, served.name, folder, do_retrain, progress, engine)
     reasons = alert_reasons(facts, m['retrain']['performance_drop']) + ([decision['why']] if failed else [])
     s = {'monitor_id': mid, 'model': served.name, 'version': served.version, 'data': str(data), 'since': since, 'until': until, 'rows': rows,
          'reference_rows': int(ref.to_pandas()['counts/n'].max()), 'alert': bool(reasons), 'alert_text': '; '.join(reasons) or 'no drift, no schema error, no performance drop',

@@ -190,7 +190,7 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
     return execute_run(rd, cfg, progress, engine, force)
 
 # %% ../nbs/09_pipeline.ipynb #090021
-def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
+def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str|None=None) -> dict:
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
     import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
@@ -209,7 +209,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True) -> dict:
     rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
     rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
     rd = create_run(rcfg); update_manifest(rd, plan=STAGES[:STAGES.index('05_evaluate') + 1], reproduces=f'{name}/{mv.version}')
-    execute_run(rd, rcfg, progress, cache=False)  # reproducing means executing again, never reusing
+    execute_run(rd, rcfg, progress, engine, cache=False)  # reproducing means executing again, never reusing
     model = load_model(model_uri(name, mv.version))
     test = pd.read_parquet(rd/'data/test.parquet')
     registered = model.predict(conform(model, test.drop(columns=[rcfg['target']])))
@@ -273,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument('--why', default='rollback'); rb.add_argument('--config')
     rp = sub.add_parser('reproduce', help='re-run a version on its data snapshot and check its predictions')
     rp.add_argument('ref', help='champion, a version number, name@alias or name/version'); rp.add_argument('--config'); rp.add_argument('--quiet', action='store_true')
+    mo = sub.add_parser('monitor', help='profile a production batch or capture window: drift, quality, labelled performance, alerts, retraining')
+    for x in (rp, mo):
+        x.add_argument('--engine', choices=['warm', 'fresh'], help='the engine of the pipeline run it starts (default: warm at a terminal, fresh otherwise)')
     sv = sub.add_parser('serve', help='serve a registered model over HTTP (default: the champion on 127.0.0.1:8000)')
     pd_ = sub.add_parser('predict', help='score a CSV or Parquet file with a registered model, in chunks')
     for x in (sv, pd_):
@@ -282,7 +285,6 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument('--workers', type=int, help='uvicorn worker processes (default: serve.workers, 1)')
     pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows'); pd_.add_argument('--output', required=True, help='.parquet or .csv')
     pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)'); pd_.add_argument('--quiet', action='store_true')
-    mo = sub.add_parser('monitor', help='profile a production batch or capture window: drift, quality, labelled performance, alerts, retraining')
     mo.add_argument('--data', required=True, help='a CSV or Parquet file, a folder of them, the capture folder (capture/<model>), or a profile.bin')
     mo.add_argument('--model', help='name@alias or name/version (default: monitor.model, else the champion)')
     mo.add_argument('--labels', help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
@@ -339,10 +341,10 @@ def main(argv:list[str]|None=None) -> int:
             print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
         elif args.command == 'monitor':
             from mlpipeline.monitor import monitor
-            s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet)
+            s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet, engine=args.engine)
             print('\n'.join(monitor_lines(s)))
         elif args.command == 'reproduce':
-            r = reproduce(args.ref, args.config, progress=not args.quiet)
+            r = reproduce(args.ref, args.config, progress=not args.quiet, engine=args.engine)
             print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")
         return 0
     except MlpipelineError as e:

@@ -154,7 +154,7 @@ def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     w = np.where((df.contract == 'Month-to-month') & (df.tenure < 24), 8.0, 1.0)  # a shifted population: new, short-contract customers
     new = df.sample(300, weights=w, replace=True, random_state=3).reset_index(drop=True).assign(rownames=lambda d: 10_000 + d.index)
     new.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); new[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
-    r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '-p', 'monitor.retrain.min_rows=50', cwd=project)
+    r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '--engine', 'warm', '-p', 'monitor.retrain.min_rows=50', cwd=project)
     assert r.returncode == 0, r.stderr
     s = summary_of(r.stdout, project)
     d = s['decision']
@@ -208,7 +208,7 @@ def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path)
     cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.cooldown_h=0', 'monitor.retrain.drift_share=0.01',
                                                   'leakage.after_prediction=[tenure]'])  # refused in 03_features, before training
     with pytest.raises(StageFailed, match='03_features'):
-        monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False)
+        monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False, engine='warm')
     assert {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')} == before
     run = monitoring_runs(watched).iloc[0]
     assert run['tags.monitor.decision'] == 'failed' and run['tags.alert'] == 'true' and 'champion unchanged' in run['tags.monitor.why']

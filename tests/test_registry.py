@@ -70,7 +70,7 @@ def test_promote_and_rollback_are_in_the_audit_log(project):
 
 def test_reproduce_reports_a_match_and_refuses_a_changed_snapshot(project):
     p, rd = project
-    r = mlpipeline('reproduce', 'champion', '--quiet', cwd=p)
+    r = mlpipeline('reproduce', 'champion', '--quiet', '--engine', 'warm', cwd=p)
     assert r.returncode == 0 and 'churn version 1 reproduces' in r.stdout, r.stderr
     out = json.loads(next((p/'runs').glob('*/artifacts/reproduce.json')).read_text())
     assert out['match'] and out['max_diff'] == 0.0 and out['rows'] == 60
