@@ -5,13 +5,13 @@ from __future__ import annotations
 import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
 from .config import get_key, project_path
-from .runfolder import read_manifest, write_json, sha256_file
+from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment
 
 # %% auto #0
 __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_dir', 'module_imports', 'module_closure',
            'package_versions', 'config_values', 'files_hash', 'data_files', 'reference_schema_hash', 'external_inputs',
            'champion_state', 'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'registration_exists',
-           'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
+           'cached_result', 'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
 
 # %% ../nbs/09b_cache.ipynb #090005
 STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
@@ -121,7 +121,6 @@ def external_inputs(cfg:dict, stage:str) -> dict|None:
 def champion_state(cfg:dict, model_sha:str|None) -> str:
     "`self`, or the sha256 of the champion's model when it is another model."
     import mlflow
-    from mlpipeline.runfolder import mlflow_experiment
     mlflow_experiment(cfg)
     try: mv = mlflow.MlflowClient().get_model_version_by_alias(get_key(cfg, 'mlflow.model_name'), 'champion')
     except mlflow.exceptions.MlflowException: return 'self'
@@ -164,7 +163,6 @@ def changes(parts:dict, before:dict|None) -> list[str]:
 def registration_exists(cfg:dict, rec:dict) -> bool:
     "Whether the version a cached 06_register execution registered is still in the registry, with the same model."
     import mlflow
-    from mlpipeline.runfolder import mlflow_experiment
     src = Path(rec['run_dir'])/rec['entry']['outputs']['registered']['path']
     reg = json.loads(src.read_text())
     mlflow_experiment(cfg)
@@ -172,7 +170,15 @@ def registration_exists(cfg:dict, rec:dict) -> bool:
     except mlflow.exceptions.MlflowException: return False
     return mv.tags.get('model_sha256') == rec['parts']['inputs'].get('04_train.model')
 
-# %% ../nbs/09b_cache.ipynb #090022
+# %% ../nbs/09b_cache.ipynb #090021
+def cached_result(cfg:dict, stage:str, key:str, run_dir:Path|None=None) -> tuple[dict|None, str]:
+    "The reusable earlier execution of `stage` with `key`, or None and, when there was one, why it cannot be reused."
+    rec = lookup(cfg, stage, key)
+    if rec and run_dir and Path(rec['run_dir']).resolve() == Path(run_dir).resolve(): return None, ''  # --resume: its own record is no earlier result
+    if rec and stage == '06_register' and not registration_exists(cfg, rec): return None, 'the version it registered is no longer in the registry'
+    return rec, ''
+
+# %% ../nbs/09b_cache.ipynb #090023
 def cache_dir(cfg:dict) -> Path:
     return project_path(cfg, '.mlpipeline/cache')
 
@@ -197,7 +203,7 @@ def latest_parts(cfg:dict, stage:str) -> dict|None:
     p = cache_dir(cfg)/stage/'latest.json'
     return json.loads(p.read_text())['parts'] if p.exists() else None
 
-# %% ../nbs/09b_cache.ipynb #090023
+# %% ../nbs/09b_cache.ipynb #090024
 def link_or_copy(src:Path, dest:Path):
     "Hard-link `src` at `dest` (a copy across file systems)."
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +219,7 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     link_or_copy(src/f'{stage}.ipynb', run_dir/f'{stage}.ipynb')
     tags = {'mlpipeline.stage': stage, 'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name, 'mlpipeline.cache_hit': 'true',
             'mlpipeline.cached_from_run_dir': str(src), 'mlpipeline.cached_from_mlflow_run': rec['entry'].get('mlflow_run_id') or '', 'mlpipeline.cache_key': rec['key']}
-    run = mlflow.MlflowClient().create_run(mlflow.get_experiment_by_name(get_key(cfg, 'mlflow.experiment')).experiment_id, run_name=f'{stage} (cached)',
+    run = mlflow.MlflowClient().create_run(mlflow_experiment(cfg), run_name=f'{stage} (cached)',
                                            tags=tags | ({'mlflow.parentRunId': parent_run_id} if parent_run_id else {}))
     mlflow.MlflowClient().set_terminated(run.info.run_id, 'FINISHED')
     m = read_manifest(run_dir)
@@ -222,7 +228,7 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     write_json(m, run_dir/'manifest.json')
     return m['stages'][stage]
 
-# %% ../nbs/09b_cache.ipynb #090025
+# %% ../nbs/09b_cache.ipynb #090026
 def plan_lines(cfg:dict, plan:list) -> list[str]:
     "For each stage of `plan`: would the next run reuse it or run it, and why."
     entries, out, blocked = {}, [], None
@@ -230,9 +236,8 @@ def plan_lines(cfg:dict, plan:list) -> list[str]:
         if blocked: out.append(f'  {s:<12} runs: after {blocked}'); continue
         parts = key_parts(entries, cfg, s, plan)
         if parts is None: blocked = s; out.append(f'  {s:<12} runs: its source is not a file, so it is read again (the stages after it are reused if it returns the same rows)'); continue
-        rec = lookup(cfg, s, cache_key(parts))
-        if rec and s == '06_register' and not registration_exists(cfg, rec):
-            blocked = s; out.append(f'  {s:<12} runs: the version it registered is no longer in the registry'); continue
+        rec, why = cached_result(cfg, s, cache_key(parts))
+        if why: blocked = s; out.append(f'  {s:<12} runs: {why}'); continue
         if rec: entries[s] = rec['entry']; out.append(f"  {s:<12} cached (run {Path(rec['run_dir']).name})"); continue
         blocked = s
         out.append(f"  {s:<12} runs: {'; '.join(changes(parts, latest_parts(cfg, s))[:6]) or 'cached outputs missing or altered'}")

@@ -2,7 +2,7 @@
 
 # %% ../nbs/09a_engine.ipynb #090003
 from __future__ import annotations
-import os, threading
+import os
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
 from papermill.log import logger
@@ -20,13 +20,9 @@ get_ipython().reset(new_session=True, aggressive=False)
 '''
 
 _KERNELS: dict = {}  # kernel name -> the running kernel manager
-_LOCK = threading.Lock()
 
 def warm_kernel(kernel_name:str, startup_timeout:float=60):
     "The running kernel `kernel_name` of this process, started on first use."
-    with _LOCK: return _warm_kernel(kernel_name, startup_timeout)
-
-def _warm_kernel(kernel_name:str, startup_timeout:float):
     km = _KERNELS.get(kernel_name)
     if km is None or not km.is_alive():
         from jupyter_client.manager import KernelManager

@@ -9,7 +9,7 @@ import numpy as np, pandas as pd
 from .config import get_key, project_path
 from .errors import ConfigError
 from .validate import column_kind, as_numbers
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, write_json, output_entry, sha256_file
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
 
 # %% auto #0
 __all__ = ['infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'read_holdout', 'with_holdout',
@@ -68,7 +68,7 @@ def read_holdout(path:str|Path, columns:list, target:str) -> pd.DataFrame:
     "The holdout file's rows with the data's columns, in order; refused when a column is missing."
     path = Path(path)
     if not path.exists(): raise ConfigError('split.holdout', f'no file {path}', 'point it at a labelled CSV or Parquet file, or unset it')
-    df = pd.read_parquet(path) if path.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
+    df = read_table(path)
     if missing := [c for c in columns if c not in df]:
         raise ConfigError('split.holdout', f'{path} ({len(df)} rows) lacks columns {missing[:5]}' + (' (the target)' if target in missing else ''), 'give it every column of the data')
     if len(df) == 0: raise ConfigError('split.holdout', f'{path} has no rows')

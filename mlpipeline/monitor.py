@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path, set_key
 from .errors import UsageError, MlpipelineError
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, write_table, new_run_id, mlflow_experiment
+from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, write_table, read_table, new_run_id, mlflow_experiment, experiment_id
 
 log = logging.getLogger('mlpipeline.monitor')
 
@@ -214,8 +214,7 @@ def read_batch(path:str|Path, since:str|None=None, until:str|None=None) -> pd.Da
     p, lo, hi = Path(path), parse_when(since), parse_when(until)
     if not p.exists(): raise UsageError(f'no file or folder {p}', 'pass --data a CSV or Parquet file, a folder of them, or the capture folder (serve.capture.dir/<model>)')
     files = batch_files(p, lo, hi) if p.is_dir() else [p]
-    read = lambda f: pd.read_parquet(f) if f.suffix.lower() in ('.parquet', '.pq') else pd.read_csv(f)
-    df = pd.concat([read(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    df = pd.concat([read_table(f) for f in files], ignore_index=True) if files else pd.DataFrame()
     if lo is None and hi is None or len(df) == 0: return df
     if 'time' not in df: raise UsageError(f'{p} has no time column, so --since and --until cannot cut it', 'drop them, or pass the capture folder')
     t = pd.to_datetime(df['time'], utc=True, format='mixed')
@@ -521,11 +520,8 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
 # %% ../nbs/08_monitor.ipynb #080057
 def monitoring_experiment(cfg:dict) -> str:
     "The id of the experiment holding the monitoring runs."
-    import mlflow
     mlflow_experiment(cfg)
-    name = f"{get_key(cfg, 'mlflow.experiment')}-monitoring"
-    exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp else mlflow.MlflowClient().create_experiment(name)
+    return experiment_id(cfg, f"{get_key(cfg, 'mlflow.experiment')}-monitoring")
 
 def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.DataFrame, folder:Path):
     "One MLflow run per monitored batch: drift metrics, performance, the decision as tags, the report and profile."

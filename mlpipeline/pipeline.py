@@ -148,12 +148,10 @@ def forced_stages(plan:list, force:str|None) -> set:
 
 def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, progress:bool, engine:str, use_cache:bool) -> str:
     "Reuse `stage` from the cache when its key matches, else execute it (and remember it); says which."
-    from mlpipeline.cache import key_parts, cache_key, lookup, reuse, store, registration_exists
+    from mlpipeline.cache import key_parts, cache_key, cached_result, reuse, store
     parts = key_parts(read_manifest(rd)['stages'], cfg, stage, plan)
     key = cache_key(parts) if parts else None
-    rec = lookup(cfg, stage, key) if use_cache and key else None
-    if rec and Path(rec['run_dir']).resolve() == rd.resolve(): rec = None  # --resume: this run's own record is no earlier result
-    if rec and stage == '06_register' and not registration_exists(cfg, rec): rec = None
+    rec = cached_result(cfg, stage, key, rd)[0] if use_cache and key else None
     if rec: reuse(rd, cfg, stage, rec, rid); return f"cached (run {Path(rec['run_dir']).name})"
     execute_stage(stage, rd, kernel, progress, engine)
     if key: store(cfg, stage, key, parts, rd)

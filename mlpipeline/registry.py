@@ -11,7 +11,7 @@ from .errors import UsageError
 from .features import Transform
 from .train import predict, load_transform
 from .evaluate import prediction_frame
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
 
 # %% auto #0
 __all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
@@ -75,9 +75,7 @@ def alias_version(client, name:str, alias:str) -> str|None:
 def audit_experiment(cfg:dict) -> str:
     "The id of the experiment holding the alias audit log."
     mlflow_experiment(cfg)
-    name = f"{get_key(cfg, 'mlflow.experiment')}-audit"
-    exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp else mlflow.MlflowClient().create_experiment(name)  # the store is set just above
+    return experiment_id(cfg, f"{get_key(cfg, 'mlflow.experiment')}-audit")
 
 # %% ../nbs/06_register.ipynb #060014
 def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:

@@ -8,9 +8,10 @@ from .config import read_config, save_config, tracking_uri, artifact_root, get_k
 from .errors import MlpipelineError, UsageError
 
 # %% auto #0
-__all__ = ['new_run_id', 'atomic_path', 'sha256_file', 'write_json', 'write_table', 'read_manifest', 'update_manifest',
-           'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output', 'run_lock', 'open_run',
-           'create_run', 'mlflow_experiment', 'git_facts', 'stage_run', 'finish_stage']
+__all__ = ['new_run_id', 'atomic_path', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
+           'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
+           'run_lock', 'open_run', 'create_run', 'experiment_id', 'mlflow_experiment', 'git_facts', 'stage_run',
+           'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -41,6 +42,11 @@ def write_json(obj, path:str|Path) -> Path:
     "Write `obj` as indented JSON, atomically."
     with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=2, default=str))
     return Path(path)
+
+def read_table(path:str|Path):
+    "A Parquet or CSV file as a DataFrame, by its suffix."
+    import pandas as pd
+    return pd.read_parquet(path) if Path(path).suffix.lower() in ('.parquet', '.pq') else pd.read_csv(path)
 
 def write_table(df, path:str|Path) -> Path:
     "Write a DataFrame as Parquet, atomically."
@@ -138,16 +144,21 @@ def create_run(cfg:dict, run_id:str|None=None) -> Path:
     return rd
 
 # %% ../nbs/00b_runfolder.ipynb #000026
+def experiment_id(cfg:dict, name:str) -> str:
+    "The id of experiment `name` in the store MLflow points at, created if missing (a local store's artifacts in the project)."
+    import mlflow
+    uri = tracking_uri(cfg)
+    exp = mlflow.get_experiment_by_name(name)
+    local = uri.startswith(('sqlite:', 'file:')) or '://' not in uri  # else MLflow would put them under the working directory
+    return exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+
 def mlflow_experiment(cfg:dict) -> str:
     "Point MLflow at this config's store and experiment (created if missing); its id."
     import logging, mlflow
     for name in ('mlflow', 'alembic'): logging.getLogger(name).setLevel(logging.WARNING)  # no store-migration chatter on stderr
     user_set = {k for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID') if k in os.environ}
-    mlflow.set_tracking_uri(uri := tracking_uri(cfg))
-    name = get_key(cfg, 'mlflow.experiment')
-    exp = mlflow.get_experiment_by_name(name)
-    local = uri.startswith(('sqlite:', 'file:')) or '://' not in uri
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    exp_id = experiment_id(cfg, get_key(cfg, 'mlflow.experiment'))
     mlflow.set_experiment(experiment_id=exp_id)
     # MLflow exports both to the environment; left there they would steer every later project and child process
     for k in {'MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'} - user_set: os.environ.pop(k, None)
