@@ -16,12 +16,12 @@ __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_di
 # %% ../nbs/09b_cache.ipynb #090005
 STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
                  '06_register': 'registry', '07_serve': 'serve', '08_monitor': 'monitor'}
-STAGE_KEYS = {'01_ingest': ['data'],
+STAGE_KEYS = {'01_ingest': ['data', 'reproducibility'],
               '02_validate': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
               '03_features': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
               '04_train': ['target', 'task', 'seed', 'model', 'tuning'],
               '05_evaluate': ['target', 'gate', 'seed'],
-              '06_register': ['gate', 'seed'],
+              '06_register': ['gate', 'seed', 'reproducibility.strict'],
               '07_serve': ['validation.severity', 'target'],
               '08_monitor': []}
 EVERY_STAGE = ['mlflow.experiment', 'mlflow.model_name']  # and the tracking URI in effect (the environment's wins)

@@ -81,6 +81,10 @@ monitor:
     holdout_share: 0.3       # the most recent labelled rows that score the gate instead of training
     max_rows: null           # training window: the newest rows kept (null: all)
 compute: {backend: local, address: null}
+reproducibility:
+  strict: false              # refuse registration when the code has uncommitted changes, the package is out of step with
+                             # its notebooks, or the data has no content version (`mlpipeline run --strict` sets it)
+  snapshot: auto             # log the raw snapshot to the tracking store: auto (strict runs on sql and http sources) | true | false
 validation:
   schema: null               # a curated schema.yaml in the project; else the champion's; else inferred (infer: always)
   range_tolerance: 0.1       # numeric ranges of an inferred schema stretch by this share of their width
@@ -117,6 +121,7 @@ REPLACED = {'tuning.space', 'tuning.grid'}  # a user's search space replaces the
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],
            'compute.backend': ['local', 'dask'],
+           'reproducibility.snapshot': ['auto', True, False],
            'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo'],
            'features.normalise.case': ['lower', 'none'],
            'features.impute.numeric': ['none', 'median', 'mean', 'constant'],

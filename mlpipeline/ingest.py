@@ -5,14 +5,14 @@ from __future__ import annotations
 import glob as globlib, hashlib, importlib.resources
 from pathlib import Path
 import pandas as pd
-from .config import project_path
+from .config import project_path, get_key
 from .errors import SourceError
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
 
 # %% auto #0
 __all__ = ['register', 'get_source', 'source_kind', 'read_csv', 'read_parquet', 'folder_files', 'read_folder', 'read_demo',
            'safe_url', 'read_sql', 'http_session', 'page_records', 'read_http', 'load_data', 'describe_source',
-           'data_version', 'log_data', 'run_ingest']
+           'data_version', 'log_data', 'snapshot_wanted', 'run_ingest']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -192,15 +192,27 @@ def log_data(df:pd.DataFrame, version:dict, source:str, name:str='raw'):
     mlflow.log_input(mlflow.data.from_pandas(df, source=source, name=name, digest=version['sha256'][:16]), context='training')
 
 # %% ../nbs/01_ingest.ipynb #010036
+def snapshot_wanted(cfg:dict) -> bool:
+    "Whether this run logs its raw snapshot to the tracking store (`reproducibility.snapshot`)."
+    how = get_key(cfg, 'reproducibility.snapshot', 'auto')
+    if how == 'auto': return bool(get_key(cfg, 'reproducibility.strict')) and source_kind(cfg['data']) in ('sql', 'http')
+    return bool(how)
+
+# %% ../nbs/01_ingest.ipynb #010039
 def run_ingest(run_dir:str|Path) -> dict:
     "Read the source into `data/raw.parquet`, version it and record both in the manifest and MLflow."
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}):
+    with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}) as run:
         df = load_data(cfg)
         version = data_version(df) | {'source': describe_source(cfg)}
         raw = write_table(df, rd/'data/raw.parquet')
         write_json(version, rd/'artifacts/data_version.json')
         log_data(df, version, version['source'])
+        snap = {}
+        if snapshot_wanted(cfg):
+            import mlflow
+            mlflow.log_artifact(raw, 'snapshot'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw.parquet'}
+            mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
         finish_stage(rd, '01_ingest', {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
-                     data_sha256=version['sha256'])
+                     data_sha256=version['sha256'], **snap)
     return version

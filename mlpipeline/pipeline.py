@@ -179,12 +179,17 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     return rd
 
 def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|None=None, project:str|Path|None=None,
-                 progress:bool=True, engine:str|None=None, force:str|None=None) -> Path:
+                 progress:bool=True, engine:str|None=None, force:str|None=None, strict:bool=False) -> Path:
     "Run every stage notebook into a new run folder (or continue `resume`); return the run folder."
+    from mlpipeline.reproducibility import check_strict
     if resume:
-        if overrides: raise UsageError('--resume continues a run with its own config; it takes no -p overrides', 'start a new run to change the config')
+        if overrides or strict: raise UsageError('--resume continues a run with its own config; it takes no -p overrides or --strict', 'start a new run to change the config')
         rd = find_run(resume, load_config(config, project=project)); cfg = read_config(rd/'config.yaml')
-    else: cfg = load_config(config, overrides, project); rd = create_run(cfg)
+        check_strict(cfg, what='this run')
+    else:
+        cfg = load_config(config, [*overrides, *(['reproducibility.strict=true'] if strict else [])], project)
+        check_strict(cfg, what='this run')  # before the run folder exists: a refused run writes nothing
+        rd = create_run(cfg)
     return execute_run(rd, cfg, progress, engine, force)
 
 # %% ../nbs/09_pipeline.ipynb #090021
@@ -261,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--quiet', action='store_true', help='no progress display')
     r.add_argument('--engine', choices=['warm', 'fresh'], help='warm: one kernel for every stage (default at a terminal); fresh: papermill\'s kernel per stage (default in CI and pipes)')
     r.add_argument('--force', nargs='?', const='all', metavar='STAGE', help='ignore the cache: for every stage, or for STAGE and the stages after it')
+    r.add_argument('--strict', action='store_true', help='refuse to run or register with uncommitted code, a package out of step with its notebooks, or unversioned data (reproducibility.strict)')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?'); s.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
@@ -321,7 +327,7 @@ def main(argv:list[str]|None=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
-            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force)
+            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict)
             print(summary(rd))
         elif args.command == 'status':
             cfg = load_config(args.config)

@@ -12,6 +12,7 @@ from .features import Transform
 from .train import predict, load_transform
 from .evaluate import prediction_frame
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
+from .reproducibility import check_strict
 
 # %% auto #0
 __all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
@@ -108,7 +109,8 @@ def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     nbs = {f'notebook.{s}': notebook_hash(notebooks_dir()/f'{s}.ipynb')[:16] for s in STAGES}
     return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
             'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed']),
-            'model_sha256': m['stages']['04_train']['outputs']['model']['sha256']}  # the stage cache knows a champion by its model
+            'model_sha256': m['stages']['04_train']['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
+            'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := m['stages']['01_ingest'].get('snapshot_uri')) else {})}
 
 # %% ../nbs/06_register.ipynb #060019
 def list_versions(cfg:dict) -> pd.DataFrame:
@@ -189,6 +191,7 @@ def run_register(run_dir:str|Path) -> dict:
     rd, cfg = open_run(run_dir)
     name = get_key(cfg, 'mlflow.model_name')
     with stage_run(rd, '06_register') as run:
+        check_strict(cfg, rd)  # before anything is logged: a refused run leaves no model behind
         tf, test = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'test'))
         train = pd.read_parquet(stage_output(rd, '03_features', 'train'))
         gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
