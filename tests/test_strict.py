@@ -64,4 +64,4 @@ def test_strict_registration_needs_the_sql_snapshot(tmp_path):
     from mlpipeline.errors import UsageError
     with pytest.raises(Exception) as e: run_in_process(project, 'reproducibility.strict=true', 'reproducibility.snapshot=false')
     assert isinstance(e.value, UsageError) and 'has no content version' in str(e.value) and 'sql sqlite:///' in str(e.value), e.value
-    assert [v.version for v in client_for(project).search_model_versions("name='test-model'")] == ['1']
+    assert [str(v.version) for v in client_for(project).search_model_versions("name='test-model'")] == ['1']
