@@ -10,22 +10,23 @@ from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment
 # %% auto #0
 __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_dir', 'module_imports', 'module_closure',
            'package_versions', 'config_values', 'files_hash', 'data_files', 'reference_schema_hash', 'external_inputs',
-           'champion_state', 'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'registration_exists',
-           'cached_result', 'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
+           'champion_state', 'warm_start_state', 'upstream_outputs', 'key_parts', 'cache_key', 'changes',
+           'registration_exists', 'cached_result', 'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy',
+           'reuse', 'plan_lines']
 
 # %% ../nbs/09b_cache.ipynb #090005
 STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
                  '06_register': 'registry', '07_serve': 'serve', '08_monitor': 'monitor'}
 STAGE_KEYS = {'01_ingest': ['data', 'reproducibility'],
               '02_validate': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
-              '03_features': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
-              '04_train': ['target', 'task', 'seed', 'model', 'tuning'],
-              '05_evaluate': ['target', 'gate', 'seed'],
+              '03_features': ['warm_start', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
+              '04_train': ['warm_start', 'target', 'task', 'seed', 'model', 'tuning', 'cv', 'features', 'data.time_column', 'split.group', 'gate.metric'],
+              '05_evaluate': ['target', 'gate', 'seed', 'diagnosis', 'validation.groups', 'validation.min_group_rows'],
               '06_register': ['gate', 'seed', 'reproducibility.strict'],
               '07_serve': ['validation.severity', 'target'],
               '08_monitor': []}
 EVERY_STAGE = ['mlflow.experiment', 'mlflow.model_name']  # and the tracking URI in effect (the environment's wins)
-PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient']
+PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient', 'fairlearn']
 
 # %% ../nbs/09b_cache.ipynb #090007
 def package_dir() -> Path:
@@ -127,6 +128,16 @@ def champion_state(cfg:dict, model_sha:str|None) -> str:
     sha = mv.tags.get('model_sha256')
     return 'self' if sha and sha == model_sha else f'{sha or "version " + str(mv.version)}'
 
+def warm_start_state(cfg:dict) -> str:
+    "The model sha256 of the version `warm_start.from` names now (an alias may have moved)."
+    import mlflow
+    from mlpipeline.warmstart import parse_ref
+    mlflow_experiment(cfg)
+    name, which = parse_ref(get_key(cfg, 'warm_start.from'), get_key(cfg, 'mlflow.model_name'))
+    try: mv = (c := mlflow.MlflowClient()).get_model_version(name, which) if which.isdigit() else c.get_model_version_by_alias(name, which)
+    except mlflow.exceptions.MlflowException: return 'missing'
+    return mv.tags.get('model_sha256') or f'{name}/{mv.version}'
+
 def upstream_outputs(entries:dict, stage:str, plan:list) -> dict:
     "sha256 of every output the stages before `stage` recorded (`entries`: the manifest's stages)."
     m = entries
@@ -141,6 +152,7 @@ def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     if ext is None: return None
     inputs = upstream_outputs(entries, stage, plan) | ext
     if stage in ('05_evaluate', '06_register'): inputs['champion'] = champion_state(cfg, inputs.get('04_train.model'))
+    if stage in ('03_features', '04_train') and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
     mods = module_closure(STAGE_MODULES[stage])
     return {'notebook': notebook_hash(notebooks_dir()/f'{stage}.ipynb'), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
             'params': config_values(cfg, stage), 'inputs': inputs, 'packages': package_versions()}

@@ -39,6 +39,9 @@ tuning:
     colsample_bytree: [0.5, 1.0, float]
     reg_lambda: [0.001, 10.0, log]
   grid: {max_depth: [3, 5, 7], learning_rate: [0.05, 0.1, 0.2], min_child_weight: [1, 5]}   # grid: parameter -> values
+cv:                          # k-fold cross-validation in 04_train on train + valid pooled (the test split untouched)
+  folds: 0                   # 0: none; k >= 2: by time (data.time_column), by split.group, stratified, or random for regression
+  tune: false                # tuning trials scored by the CV mean of the eval metric instead of the valid split (not pruned)
 gate:
   thresholds: {}             # test metric -> bound (a minimum for scores, a maximum for losses), e.g. {roc_auc: 0.8}
   metric: auto               # compared with the champion: auto = roc_auc (classification) or rmse (regression)
@@ -46,6 +49,10 @@ gate:
   relative: true             # champion's value (relative) or in the metric's units
   bootstrap: 1000            # resamples of the test split for the confidence interval of the difference
   confidence: 0.95
+  max_fairness_gap: null     # refuse a candidate whose largest fairness gap over validation.groups exceeds this (null: not checked)
+diagnosis:                   # fit diagnosis in 05_evaluate; a gap in a score (roc_auc, r2) is absolute, in an error or loss a share
+  overfit_gap: 0.1           # overfitting: train beats valid on the gate metric by more than this (boosted trees keep some gap)
+  underfit_margin: 0.1       # underfitting: the test loss (log_loss, or rmse) improves on the baseline's by less than this share
 mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-model}
 serve:
   model: null                # name@alias or name/version; default: mlflow.model_name@champion
@@ -59,6 +66,9 @@ serve:
   api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
   capture: {enabled: true, dir: capture, flush_s: 10, flush_rows: 20000}   # request log for monitoring (Parquet)
   batch_rows: 50000          # rows per chunk in `mlpipeline predict`
+  drain_s: 2                 # on SIGTERM: answer 503 on /health and close connections after each response for this long,
+  shutdown_timeout_s: 20     # then stop accepting and wait this long for the requests in flight
+  log: {format: json, requests: true}   # stderr log: json lines | text; one line per request (id, version, latency)
 monitor:
   model: null                # name@alias or name/version; default: serve.model, else mlflow.model_name@champion
   dir: monitoring            # each monitored batch's profile, report and decision: <dir>/<model>/<monitor-id>/
@@ -80,7 +90,28 @@ monitor:
     cooldown_h: 24           # hours after a retrain before the next one
     holdout_share: 0.3       # the most recent labelled rows that score the gate instead of training
     max_rows: null           # training window: the newest rows kept (null: all)
+    warm_start: false        # also train a candidate that continues the champion's trees on the window; the better one goes on
+schedule:                    # `mlpipeline schedule` (APScheduler): cron lines of 5 fields (minute hour day month weekday,
+  train: null                # 0 or 7 = Sunday), 6 with seconds first, or @hourly | @daily | @weekly | @monthly; null: no job
+  monitor: null              # the monitoring job: `mlpipeline monitor` on the capture folder of the model
+  window: null               # capture the monitor job reads: a span before its start (15m, 24h), or null: since its previous run
+  labels: null               # delayed labels (CSV or Parquet) the monitor job passes to `monitor --labels`, optional
+  retrain: true              # the monitor job acts on the retraining policy (`monitor --retrain`)
+  strict: true               # the train job runs in strict mode (`run --strict`)
+  engine: fresh              # fresh | warm: the engine of the runs the jobs start
+  store: schedule.db         # SQLite file in the project: the jobs (APScheduler's job store) and their history
+  timezone: UTC              # of the cron lines
+  misfire_grace_s: 600       # a run late by up to this (scheduler down or busy) still runs; a later one is recorded missed
+  coalesce: true             # several missed runs of a job run once
+  stop_timeout_s: 60         # on SIGTERM or SIGINT: how long the job in progress has to stop after its SIGINT before it is killed
 compute: {backend: local, address: null}
+warm_start: {from: null, rounds: null}   # continue a registered model (name@alias, name/version): its transform, its trees plus at most `rounds` (null: model.n_estimators)
+airflow:                     # `mlpipeline export airflow`: the DAGs (schedules from schedule.train and schedule.monitor)
+  dag_id: mlpipeline         # the training DAG; the monitoring DAG is <dag_id>-monitor
+  retries: 1                 # retries of each task (a stage re-runs from its incomplete outputs)
+  retry_delay_s: 60
+  monitor_data: null         # what the monitoring DAG monitors: a file, folder or glob (null: the capture folder of the model);
+                             # it also reads schedule.window, schedule.labels, schedule.retrain, schedule.strict, schedule.engine
 reproducibility:
   strict: false              # refuse registration when the code has uncommitted changes, the package is out of step with
                              # its notebooks, or the data has no content version (`mlpipeline run --strict` sets it)
@@ -89,6 +120,13 @@ validation:
   schema: null               # a curated schema.yaml in the project; else the champion's; else inferred (infer: always)
   range_tolerance: 0.1       # numeric ranges of an inferred schema stretch by this share of their width
   severity: {}               # rule -> error | warning | off, e.g. {unseen_category: warning}
+  groups: []                 # columns whose groups (values) are checked for bias, e.g. [senior_citizen, female]: row shares
+                             # and target rates (02_validate), per-group test metrics and their gaps (05_evaluate)
+  imbalance_ratio: 4.0       # class_imbalance warning when the largest class has more than this many times the smallest's
+                             # rows (4.0: a binary minority under 20%)
+  representation_drop: 0.5   # group_under_represented warning when a group's row share falls below the reference's share
+                             # by more than this share of it (0.5: under half)
+  min_group_rows: 30         # smaller groups are reported but neither compared with the reference nor used for fairness gaps
 leakage:                     # checks after the split (03a_leakage); warnings unless strict
   enabled: true
   strict: false              # every leakage finding is an error: the run stops before training (exit code 3)
@@ -104,31 +142,38 @@ leakage:                     # checks after the split (03a_leakage); warnings un
 features:
   drop: []                   # columns never used as features (besides the target and data.id_column)
   drop_duplicates: true      # drop repeated rows (ids aside) before splitting
-  normalise: {strip: true, case: lower}   # category labels: surrounding spaces, case (lower | none)
+  normalise: {strip: true, case: lower, mapping: {}}   # category labels: surrounding spaces, case (lower | none), then mapping {from: to} (matched after strip and case)
+  max_missing_share: null    # drop input columns missing in more than this share of training rows (e.g. 0.5); null: keep all
   dates: []                  # text columns to parse as dates; datetime columns and data.time_column are dates anyway
   date_parts: [year, month, day, weekday, hour]
-  impute: {numeric: none, categorical: none, constant: null, ffill: false}  # none keeps XGBoost's own missing handling
-  outliers: {method: none, iqr_factor: 1.5, z: 3.0}  # none | iqr | zscore: cap numeric values at fitted bounds
+  impute: {numeric: none, categorical: none, constant: null, ffill: false, max_iter: 10}  # none keeps XGBoost's own missing handling; numeric: iterative = IterativeImputer, max_iter rounds
+  outliers: {method: none, iqr_factor: 1.5, z: 3.0, winsor: [0.01, 0.99]}  # none | iqr | zscore | winsorize (caps at the winsor percentiles) | log (log1p of non-negative columns)
+  text: {columns: [], min_unique_share: 0.5, min_mean_length: 30, method: drop, max_features: 50}  # free text (declared, or mostly distinct and longer than min_mean_length characters; min_unique_share null: no detection): drop | tfidf (max_features terms); never a category
   encoding: native           # native (XGBoost categorical) | onehot | frequency
   scaling: none              # none | standard | minmax
   interactions: []           # pairs of numeric columns, each pair's product becomes a feature
+  aggregates: []             # group statistics fitted on train, e.g. [{by: contract, column: monthly_charges, stats: [mean, count]}]; unseen group: the training-wide value (count 0)
+  select: {max_correlation: null, mutual_info: false}  # drop one of each pair of numeric model columns correlated beyond this; drop columns with zero mutual information with the target
 runs_dir: runs
 """)
 
 # %% ../nbs/00_config.ipynb #000007
-OPEN_SECTIONS = {'model', 'gate.thresholds', 'project', 'validation.severity', 'tuning.space', 'tuning.grid'}
+OPEN_SECTIONS = {'model', 'gate.thresholds', 'project', 'validation.severity', 'tuning.space', 'tuning.grid', 'features.normalise.mapping'}
 REPLACED = {'tuning.space', 'tuning.grid'}  # a user's search space replaces the default one whole
 CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'tuning.method': ['none', 'grid', 'random', 'bayes'],
            'compute.backend': ['local', 'dask'],
            'reproducibility.snapshot': ['auto', True, False],
+           'serve.log.format': ['json', 'text'],
            'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo'],
            'features.normalise.case': ['lower', 'none'],
-           'features.impute.numeric': ['none', 'median', 'mean', 'constant'],
+           'features.impute.numeric': ['none', 'median', 'mean', 'constant', 'iterative'],
            'features.impute.categorical': ['none', 'mode', 'constant'],
-           'features.outliers.method': ['none', 'iqr', 'zscore'],
+           'features.outliers.method': ['none', 'iqr', 'zscore', 'winsorize', 'log'],
+           'features.text.method': ['drop', 'tfidf'],
            'features.encoding': ['native', 'onehot', 'frequency'],
-           'features.scaling': ['none', 'standard', 'minmax']}
+           'features.scaling': ['none', 'standard', 'minmax'],
+           'schedule.engine': ['fresh', 'warm']}
 
 # %% ../nbs/00_config.ipynb #000008
 def get_key(cfg:dict, key:str, default=None):

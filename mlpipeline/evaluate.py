@@ -8,50 +8,22 @@ import numpy as np, pandas as pd
 from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path, read_manifest
+from .metrics import class_probabilities, classification_metrics, regression_metrics, LOWER_IS_BETTER, metric_fn, gate_metric, paired_bootstrap
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'class_probabilities', 'classification_metrics', 'regression_metrics', 'confusion', 'latency',
-           'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot', 'residual_plots',
-           'evaluation_plots', 'leakage_section', 'report_page', 'metric_fn', 'gate_metric', 'paired_bootstrap',
-           'decide', 'champion_predictions', 'run_gate', 'prediction_frame', 'run_evaluate']
+__all__ = ['confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
+           'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
+           'run_gate', 'split_metrics', 'baseline_predictions', 'baseline_metrics', 'advantage', 'diagnose',
+           'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'prediction_frame', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
-def class_probabilities(proba:np.ndarray) -> np.ndarray:
-    "One column per class: XGBoost gives binary models' probability of class 1 alone."
-    return np.column_stack([1 - proba, proba]) if proba.ndim == 1 else proba
-
-# %% ../nbs/05_evaluate.ipynb #050007
-def classification_metrics(y:np.ndarray, proba:np.ndarray) -> dict:
-    "Test metrics for class codes `y` and class probabilities (binary: of class 1)."
-    from sklearn import metrics as M
-    binary = proba.ndim == 1
-    full = class_probabilities(proba)
-    pred, labels = full.argmax(1), list(range(full.shape[1]))
-    avg = 'binary' if binary else 'macro'
-    onehot = np.eye(full.shape[1])[y]
-    out = {'accuracy': M.accuracy_score(y, pred), 'precision': M.precision_score(y, pred, average=avg, zero_division=0),
-           'recall': M.recall_score(y, pred, average=avg, zero_division=0), 'f1': M.f1_score(y, pred, average=avg, zero_division=0),
-           'log_loss': M.log_loss(y, full, labels=labels)}
-    if len(np.unique(y)) == full.shape[1]:  # ranking metrics need every class in the test split
-        out['roc_auc'] = M.roc_auc_score(y, proba) if binary else M.roc_auc_score(y, full, multi_class='ovr', labels=labels)
-        out['pr_auc'] = M.average_precision_score(y, proba) if binary else M.average_precision_score(onehot, full, average='macro')
-    return {k: float(v) for k, v in out.items()}
-
-# %% ../nbs/05_evaluate.ipynb #050009
-def regression_metrics(y:np.ndarray, pred:np.ndarray) -> dict:
-    "Test metrics for values `y` and predictions `pred`."
-    from sklearn import metrics as M
-    mse = M.mean_squared_error(y, pred)
-    return {'mse': float(mse), 'rmse': float(np.sqrt(mse)), 'mae': float(M.mean_absolute_error(y, pred)), 'r2': float(M.r2_score(y, pred))}
-
-# %% ../nbs/05_evaluate.ipynb #050011
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
     "The confusion matrix with its class labels (rows: true, columns: predicted)."
     from sklearn.metrics import confusion_matrix
     pred = class_probabilities(proba).argmax(1)
     return {'labels': tf.classes, 'matrix': confusion_matrix(y, pred, labels=list(range(len(tf.classes)))).tolist()}
 
-# %% ../nbs/05_evaluate.ipynb #050013
+# %% ../nbs/05_evaluate.ipynb #050007
 def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     "Single-row p50/p95 and whole-batch prediction time, in milliseconds."
     enc, times = RowEncoder(tf), []
@@ -61,14 +33,14 @@ def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     return {'latency_row_p50_ms': 1e3 * float(np.median(times)), 'latency_row_p95_ms': 1e3 * float(np.quantile(times, 0.95)),
             'latency_batch_ms': 1e3 * batch, 'latency_batch_rows': len(df)}
 
-# %% ../nbs/05_evaluate.ipynb #050014
+# %% ../nbs/05_evaluate.ipynb #050008
 def evaluate(booster, tf:Transform, test:pd.DataFrame) -> tuple[dict, np.ndarray]:
     "The test metrics (with confusion matrix for classification) and the predictions."
     proba, y = predict(booster, tf, test), tf.encode_target(test[tf.target])
     if tf.task == 'regression': return regression_metrics(y, proba), proba
     return classification_metrics(y, proba) | {'confusion': confusion(tf, y, proba)}, proba
 
-# %% ../nbs/05_evaluate.ipynb #050017
+# %% ../nbs/05_evaluate.ipynb #050011
 def _figure(title:str):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -130,7 +102,7 @@ def residual_plots(y:np.ndarray, pred:np.ndarray, out:Path) -> dict:
     ax.plot([lo, hi], [lo, hi], c='grey', ls=':'); ax.set_xlabel('actual'); ax.set_ylabel('predicted')
     return {'residuals': r, 'predicted_vs_actual': _save(fig, out/'predicted_vs_actual.png')}
 
-# %% ../nbs/05_evaluate.ipynb #050018
+# %% ../nbs/05_evaluate.ipynb #050012
 def evaluation_plots(booster, tf:Transform, y:np.ndarray, proba:np.ndarray, metrics:dict, out:Path) -> dict:
     "Every plot for the task, as PNG files in `out`."
     out.mkdir(parents=True, exist_ok=True)
@@ -159,39 +131,14 @@ def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str=
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>'
             f'<h1>{html.escape(title)}</h1>{gate_html}<h2>Test metrics</h2><table>{rows}</table>{extra}<h2>Plots</h2>{imgs}</body></html>')
 
-# %% ../nbs/05_evaluate.ipynb #050022
-LOWER_IS_BETTER = ('mse', 'rmse', 'mae', 'log_loss')
-
-def metric_fn(name:str, task:str):
-    "A function (y, predictions) -> the metric `name`, for the task."
-    if task == 'regression': return lambda y, p: regression_metrics(y, p)[name]
-    from sklearn.metrics import roc_auc_score
-    if name == 'roc_auc': return lambda y, p: roc_auc_score(y, p) if p.ndim == 1 else roc_auc_score(y, p, multi_class='ovr', labels=list(range(p.shape[1])))
-    return lambda y, p: classification_metrics(y, p)[name]
-
-def gate_metric(cfg_gate:dict, task:str) -> str:
-    "The metric the champion comparison uses."
-    return cfg_gate.get('metric', 'auto') if cfg_gate.get('metric', 'auto') != 'auto' else ('rmse' if task == 'regression' else 'roc_auc')
-
-def paired_bootstrap(y:np.ndarray, cand:np.ndarray, champ:np.ndarray, fn, n:int=1000, confidence:float=0.95, seed:int=0) -> tuple[float, float, float]:
-    "The metric difference candidate - champion on all rows, and its bootstrap confidence interval."
-    import warnings
-    rng, diffs = np.random.default_rng(seed), []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # a resample with one class has no ranking metric: skipped below
-            try: d = fn(y[i], cand[i]) - fn(y[i], champ[i])
-            except (ValueError, KeyError): continue
-        if np.isfinite(d): diffs.append(d)
-    if not diffs: raise ValueError(f'no bootstrap resample of the {len(y)} test rows could be scored; the test split is too small or has one class')
-    lo, hi = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(fn(y, cand) - fn(y, champ)), float(lo), float(hi)
-
-# %% ../nbs/05_evaluate.ipynb #050024
-def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False) -> dict:
-    "The gate's decision: every threshold held and, with a champion, no worse than allowed. A line per check."
+# %% ../nbs/05_evaluate.ipynb #050016
+def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False,
+           largest_gap:dict|None=None, max_gap:float|None=None) -> dict:
+    "The gate's decision: every threshold held, with a champion no worse than allowed, no fairness gap too large. A line per check."
     checks = []
+    if max_gap is not None and largest_gap:  # `05a_fairness`: the largest gap over the group columns
+        w = largest_gap; ok = w['gap'] <= max_gap
+        checks.append(f"{'pass' if ok else 'FAIL'} fairness: {w['measure']} on {w['column']!r} = {w['gap']:.4f} (<= {max_gap})")
     for k, bound in (thresholds or {}).items():
         low = k in LOWER_IS_BETTER or k.startswith('latency')
         if k not in metrics: checks.append(f'FAIL {k}: no such test metric'); continue
@@ -206,7 +153,7 @@ def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0
                       f"difference {c['difference']:+.4f} ({c['confidence']:.0%} CI {c['ci_low']:+.4f} to {c['ci_high']:+.4f}), allowed drop {allowed:.4f}")
     return {'passed': all(l.startswith('pass') for l in checks), 'checks': checks, 'comparison': comparison}
 
-# %% ../nbs/05_evaluate.ipynb #050026
+# %% ../nbs/05_evaluate.ipynb #050018
 def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.ndarray|None, str|None, str]:
     "The champion's predictions for the test rows in the candidate's class order, its version, and why not if it cannot."
     import mlflow
@@ -227,8 +174,8 @@ def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.
     p = out[cols].to_numpy(float)
     return (p[:, 1] if tf.task == 'binary' else p), str(mv.version), ''
 
-def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.ndarray) -> dict:
-    "Decide the gate for this candidate: thresholds, then the paired bootstrap against the champion."
+def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.ndarray, fairness:dict|None=None) -> dict:
+    "Decide the gate for this candidate: thresholds, the largest fairness gap, then the paired bootstrap against the champion."
     g = cfg['gate']
     champ, version, why = champion_predictions(cfg, tf, test)
     comparison = None
@@ -238,13 +185,93 @@ def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.n
         d, lo, hi = paired_bootstrap(y, proba, champ, fn, g.get('bootstrap', 1000), g.get('confidence', 0.95), cfg['seed'])
         comparison = {'metric': name, 'version': version, 'candidate': float(fn(y, proba)), 'champion': float(fn(y, champ)),
                       'difference': d, 'ci_low': lo, 'ci_high': hi, 'confidence': g.get('confidence', 0.95)}
-    out = decide(metrics, g.get('thresholds'), comparison, g.get('max_drop', 0.0), g.get('relative', False))
+    out = decide(metrics, g.get('thresholds'), comparison, g.get('max_drop', 0.0), g.get('relative', False), (fairness or {}).get('largest'), g.get('max_fairness_gap'))
     out['champion_version'] = version  # 06_register promotes only if the champion is still this one
     if champ is None: out['checks'].append(f'note: not compared with a champion ({why})')
     if champ is None and version is not None: out |= {'passed': False}; out['checks'][-1] = f'FAIL champion version {version}: {why}'
+    if g.get('max_fairness_gap') is not None and not (fairness or {}).get('largest'):
+        out['checks'].append('note: fairness gap not checked (' + ('no validation.groups' if fairness is None else 'fewer than two groups with enough test rows') + ')')
     return out
 
-# %% ../nbs/05_evaluate.ipynb #050028
+# %% ../nbs/05_evaluate.ipynb #050020
+def split_metrics(booster, tf:Transform, df:pd.DataFrame) -> dict:
+    "The model's metrics on raw rows `df`, as `evaluate` scores the test split (no confusion matrix)."
+    return {k: v for k, v in evaluate(booster, tf, df)[0].items() if not isinstance(v, dict)}
+
+def baseline_predictions(tf:Transform, train:pd.DataFrame, n:int) -> np.ndarray:
+    "What a model without features predicts for `n` rows: the training class shares, or the training mean."
+    y = tf.encode_target(train[tf.target])
+    if tf.task == 'regression': return np.full(n, y.mean())
+    prior = np.bincount(y, minlength=len(tf.classes)) / len(y)
+    return np.full(n, prior[1]) if tf.task == 'binary' else np.tile(prior, (n, 1))
+
+def baseline_metrics(tf:Transform, train:pd.DataFrame, test:pd.DataFrame) -> dict:
+    "The baseline's metrics on the test split, the same set as the model's."
+    y, p = tf.encode_target(test[tf.target]), baseline_predictions(tf, train, len(test))
+    return regression_metrics(y, p) if tf.task == 'regression' else classification_metrics(y, p)
+
+# %% ../nbs/05_evaluate.ipynb #050022
+def advantage(metric:str, a:float, b:float) -> float:
+    "How much `a` beats `b` on `metric`: in its units for a score, as a share of `b` for an error or loss."
+    return (b - a) / abs(b) if metric in LOWER_IS_BETTER else a - b
+
+def diagnose(metrics:dict, metric:str, loss:str, overfit_gap:float=0.1, underfit_margin:float=0.1) -> dict:
+    "Overfitting, underfitting or good fit from train/valid/test/baseline `metrics`, with the line that says why."
+    tr, va, te, ba = metrics['train'].get(metric, np.nan), metrics['valid'].get(metric, np.nan), metrics['test'][loss], metrics['baseline'][loss]
+    gap, gain = advantage(metric, tr, va), advantage(loss, te, ba)
+    share = lambda m, of: f' of {of}' if m in LOWER_IS_BETTER else ''
+    over = f"train {metric} {tr:.4f} vs valid {va:.4f} (gap {gap:.4f}{share(metric, 'valid')} {'>' if gap > overfit_gap else '<='} {overfit_gap})"
+    under = f"test {loss} {te:.4f} vs baseline {ba:.4f} (improvement {gain:.4f}{share(loss, 'baseline')} {'<' if gain < underfit_margin else '>='} {underfit_margin})"
+    verdict = 'overfitting' if gap > overfit_gap else 'underfitting' if gain < underfit_margin else 'good fit'
+    line = f"{verdict}: " + {'overfitting': over, 'underfitting': under, 'good fit': f'{over}; {under}'}[verdict]
+    return {'diagnosis': verdict, 'line': line, 'gap': {'metric': metric, 'train': tr, 'valid': va, 'gap': gap, 'threshold': overfit_gap},
+            'improvement': {'metric': loss, 'test': te, 'baseline': ba, 'improvement': gain, 'margin': underfit_margin}}
+
+# %% ../nbs/05_evaluate.ipynb #050026
+def learning_curve_plot(curve:dict, out:Path) -> Path:
+    "Train and valid metric per boosting round, the best iteration marked."
+    fig, ax = _figure(f"Learning curve ({curve['metric']})")
+    ax.plot(curve['train'], label='train'); ax.plot(curve['valid'], label='valid')
+    ax.axvline(curve['best_iteration'], ls=':', c='grey', label=f"best iteration {curve['best_iteration']}")
+    ax.set_xlabel('boosting round'); ax.set_ylabel(curve['metric']); ax.legend(fontsize=8)
+    return _save(fig, out/'learning_curve.png')
+
+def fit_section(diag:dict, image:Path|None=None) -> str:
+    "The fit diagnosis as an HTML section: the line, train/valid/test/baseline metrics, CV, the learning curve."
+    import base64, html
+    m, cols = diag['metrics'], ['train', 'valid', 'test', 'baseline']
+    rows = ''.join(f'<tr><td>{html.escape(k)}</td>' + ''.join(f"<td>{m[c].get(k, float('nan')):.4f}</td>" for c in cols) + '</tr>' for k in m['test'])
+    cv = diag.get('cv')
+    cv_html = '' if not cv else (f"<p>Cross-validation, {cv['folds']} {cv['kind']} folds of train and valid: "
+                                 + ', '.join(f"{html.escape(k)} {v['mean']:.4f} &plusmn; {v['std']:.4f} (sd)" for k, v in cv['metrics'].items()) + '</p>')
+    img = '' if image is None else f'<figure><img alt="learning curve" src="data:image/png;base64,{base64.b64encode(Path(image).read_bytes()).decode()}"><figcaption>learning curve</figcaption></figure>'
+    return (f"<h2>Fit: {html.escape(diag['diagnosis'])}</h2><p>{html.escape(diag['line'])}</p><table><tr><th>metric</th>"
+            + ''.join(f'<th>{c}</th>' for c in cols) + f'</tr>{rows}</table>{cv_html}{img}')
+
+# %% ../nbs/05_evaluate.ipynb #050029
+def fit_diagnosis(rd:Path, cfg:dict, booster, tf:Transform) -> dict:
+    "The run's metrics on every split and the baseline's, its diagnosis, and the cross-validation when `04_train` ran one."
+    from mlpipeline.config import get_key
+    split = {k: pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid', 'test')}
+    metrics = {k: split_metrics(booster, tf, v) for k, v in split.items()} | {'baseline': baseline_metrics(tf, split['train'], split['test'])}
+    diag = diagnose(metrics, gate_metric(cfg['gate'], tf.task), 'rmse' if tf.task == 'regression' else 'log_loss',
+                    get_key(cfg, 'diagnosis.overfit_gap', 0.1), get_key(cfg, 'diagnosis.underfit_margin', 0.1))
+    outs = read_manifest(rd)['stages']['04_train']['outputs']
+    return diag | {'metrics': metrics} | ({'cv': json.loads(stage_output(rd, '04_train', 'cv').read_text())} if 'cv' in outs else {})
+
+def record_fit(rd:Path, cfg:dict, booster, tf:Transform) -> tuple[dict, str]:
+    "Diagnose the run's fit: write `diagnosis.json` and the learning-curve plot, log them; the diagnosis and its HTML."
+    import mlflow
+    diag = fit_diagnosis(rd, cfg, booster, tf)
+    has_curve = 'learning_curve' in read_manifest(rd)['stages']['04_train']['outputs']  # a model trained before curves were kept has none
+    png = learning_curve_plot(json.loads(stage_output(rd, '04_train', 'learning_curve').read_text()), rd/'artifacts/plots') if has_curve else None
+    write_json(diag, rd/'artifacts/diagnosis.json'); mlflow.log_artifact(rd/'artifacts/diagnosis.json')
+    mlflow.log_metrics({f'{s}_{k}': v for s in ('train', 'valid', 'baseline') for k, v in diag['metrics'][s].items()}
+                       | {'fit_gap': diag['gap']['gap'], 'fit_improvement': diag['improvement']['improvement']})
+    mlflow.set_tag('diagnosis', diag['line'])
+    return diag, fit_section(diag, png)
+
+# %% ../nbs/05_evaluate.ipynb #050031
 def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
     "Predictions as a table: one probability column per class, or the predicted value."
     if tf.task == 'regression': return pd.DataFrame({'prediction': proba.astype('float64')})
@@ -259,16 +286,21 @@ def run_evaluate(run_dir:str|Path) -> dict:
         booster = xgb.Booster(model_file=stage_output(rd, '04_train', 'model'))
         metrics, proba = evaluate(booster, tf, test)
         metrics |= latency(booster, tf, test)
-        gate = run_gate(cfg, tf, test, metrics, proba)
+        from mlpipeline.fairness import record_fairness
+        fair, fair_html = record_fairness(rd, cfg, tf, test, proba)  # None, '' without validation.groups
+        gate = run_gate(cfg, tf, test, metrics, proba, fair)
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
+        diag, fit_html = record_fit(rd, cfg, booster, tf)
         outs = read_manifest(rd)['stages']['03_features']['outputs']
         leak = json.loads(stage_output(rd, '03_features', 'leakage').read_text()) if 'leakage' in outs else None
-        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak)))
+        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + fit_html + fair_html))
         write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')
         mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))} | {'gate_passed': int(gate['passed'])})
         mlflow.log_dict(metrics, 'metrics.json'); mlflow.log_dict(gate, 'gate.json')
         mlflow.log_artifacts(rd/'artifacts/plots', 'plots'); mlflow.log_artifact(rd/'artifacts/evaluation.html')
         finish_stage(rd, '05_evaluate', {'metrics': rd/'artifacts/metrics.json', 'gate': rd/'artifacts/gate.json', 'report': rd/'artifacts/evaluation.html',
-                                         'test_predictions': output_entry(rd, preds, rows=len(test))}, gate_passed=gate['passed'])
+                                         'test_predictions': output_entry(rd, preds, rows=len(test)), 'diagnosis': rd/'artifacts/diagnosis.json'}
+                                        | ({'fairness': rd/'artifacts/fairness.json'} if fair else {}),
+                     gate_passed=gate['passed'], diagnosis=diag['line'])
     return metrics

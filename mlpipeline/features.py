@@ -2,7 +2,7 @@
 
 # %% ../nbs/03_features.ipynb #030003
 from __future__ import annotations
-import json
+import json, logging, re, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -10,12 +10,16 @@ from .config import get_key, project_path
 from .errors import ConfigError
 from .validate import column_kind, as_numbers
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
+log = logging.getLogger('mlpipeline.features')
 
 # %% auto #0
-__all__ = ['infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'read_holdout', 'with_holdout',
-           'drop_duplicates', 'labels', 'date_parts', 'feature_name', 'Transform', 'fit_caps', 'fit_fill', 'fit_scale',
-           'input_kinds', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns', 'check_leakage',
-           'run_features']
+__all__ = ['log', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'read_holdout',
+           'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text',
+           'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
+           'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
+           'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
+           'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
+           'check_leakage', 'log_dropped', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -85,11 +89,21 @@ def drop_duplicates(df:pd.DataFrame, id_column:str|None=None) -> tuple[pd.DataFr
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
 # %% ../nbs/03_features.ipynb #030022
-def labels(s:pd.Series, strip:bool=True, case:str='lower') -> pd.Series:
-    "Category labels as text, normalised; missing stays missing."
+def fold(v:str, strip:bool=True, case:str='lower') -> str:
+    "One label normalised: surrounding spaces, then case."
+    if strip: v = v.strip()
+    return v.lower() if case == 'lower' else v
+
+def folded(mapping:dict|None, strip:bool=True, case:str='lower') -> dict:
+    "A user's label mapping with keys and values normalised as labels are."
+    return {fold(str(k), strip, case): fold(str(v), strip, case) for k, v in (mapping or {}).items()}
+
+def labels(s:pd.Series, strip:bool=True, case:str='lower', mapping:dict|None=None) -> pd.Series:
+    "Category labels as text, normalised, then renamed by `mapping`; missing stays missing."
     t = s.astype(str).where(s.notna())
     if strip: t = t.str.strip()
     if case == 'lower': t = t.str.lower()
+    if m := folded(mapping, strip, case): t = t.map(lambda v: m.get(v, v), na_action='ignore').astype(t.dtype)
     return t
 
 def date_parts(s:pd.Series, parts:list, name:str) -> dict:
@@ -99,12 +113,90 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #030025
+# %% ../nbs/03_features.ipynb #030027
 def feature_name(name) -> str:
     "A model column name XGBoost accepts."
     return str(name).replace('[', '(').replace(']', ')').replace('<', 'lt')
 
-# %% ../nbs/03_features.ipynb #030027
+# %% ../nbs/03_features.ipynb #030030
+TOKEN = re.compile(r'(?u)\b\w\w+\b')  # scikit-learn's default token pattern
+
+def is_free_text(s:pd.Series, min_unique_share:float|None=0.5, min_mean_length:float=30) -> bool:
+    "Whether a text column looks like free text: mostly distinct values, long on average (characters)."
+    x = s.dropna().astype(str)
+    if min_unique_share is None or x.empty: return False
+    return x.nunique() / len(x) > min_unique_share and x.str.len().mean() > min_mean_length
+
+def fit_tfidf(s:pd.Series, max_features:int=50) -> dict:
+    "The vocabulary (at most `max_features` terms) and idf of a text column, from scikit-learn's TfidfVectorizer."
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    texts = s.astype(str).where(s.notna(), '')
+    if not any(TOKEN.search(t) for t in texts): return {'terms': [], 'idf': []}  # no word at all: no column (TfidfVectorizer refuses)
+    v = TfidfVectorizer(max_features=max_features, token_pattern=TOKEN.pattern).fit(texts)
+    return {'terms': v.get_feature_names_out().tolist(), 'idf': v.idf_.tolist()}
+
+def is_missing(v) -> bool:
+    "Whether a raw JSON or pandas value is missing."
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
+
+def tfidf_matrix(values:list, spec:dict) -> np.ndarray:
+    "TF-IDF rows of raw texts as TfidfVectorizer computes them from `spec` (terms, idf); a missing text: zeros."
+    index, out = {t: j for j, t in enumerate(spec['terms'])}, np.zeros((len(values), len(spec['terms'])))
+    for r, v in enumerate(values):
+        if is_missing(v): continue
+        for t in TOKEN.findall(str(v).lower()):
+            if (j := index.get(t)) is not None: out[r, j] += 1
+    out *= np.asarray(spec['idf'], dtype='float64')
+    norm = np.sqrt((out ** 2).sum(axis=1, keepdims=True))  # per row: a row alone or in a batch sums alike
+    return np.divide(out, norm, out=out, where=norm > 0)
+
+# %% ../nbs/03_features.ipynb #030033
+def fit_iterative(b:pd.DataFrame, cols:list, max_iter:int=10, seed:int=42) -> dict:
+    "scikit-learn's IterativeImputer fitted on `cols`, as its initial means and per-step linear models."
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401 (makes IterativeImputer importable)
+    from sklearn.impute import IterativeImputer
+    cols = [c for c in cols if b[c].notna().any()]
+    imp = IterativeImputer(max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # ConvergenceWarning: max_iter is the user's choice
+        imp.fit(b[cols].to_numpy('float64'))
+    steps = [[int(s.feat_idx), [int(i) for i in s.neighbor_feat_idx], s.estimator.coef_.tolist(), float(s.estimator.intercept_)] for s in imp.imputation_sequence_]
+    return {'columns': cols, 'initial': imp.initial_imputer_.statistics_.tolist(), 'steps': steps}
+
+def impute_iterative(X:np.ndarray, spec:dict) -> np.ndarray:
+    "`X` (the spec's columns) with missing values filled by replaying the stored imputation steps."
+    miss = np.isnan(X)
+    out = np.where(miss, np.asarray(spec['initial'], dtype='float64'), X)
+    for j, near, coef, intercept in spec['steps']:
+        rows = miss[:, j]
+        if not rows.any(): continue
+        pred = np.zeros(int(rows.sum()))
+        for k, w in zip(near, coef): pred += out[rows, k] * w  # column by column: a row alone or in a batch sums alike
+        out[rows, j] = pred + intercept
+    return out
+
+# %% ../nbs/03_features.ipynb #030036
+AGG_STATS = ('mean', 'median', 'std', 'min', 'max', 'count')
+
+def group_key(v) -> str|None:
+    "The lookup key of a group value: a label as it is, a number as its float's repr; missing: None."
+    if is_missing(v): return None
+    return v if isinstance(v, str) else repr(float(v))
+
+def fit_aggregate(b:pd.DataFrame, by:str, column:str, stats:list) -> dict:
+    "Per-group statistics of `column` by `by` on the training base table, with training-wide fallbacks."
+    if bad := [s for s in stats if s not in AGG_STATS]: raise ConfigError('features.aggregates', f'stats {bad} for {column!r} by {by!r}: not one of {", ".join(AGG_STATS)}')
+    g = b[column].groupby(b[by].map(group_key, na_action='ignore'))
+    table = {s: {str(k): float(v) for k, v in g.agg(s).items()} for s in stats}
+    overall = {s: 0.0 if s == 'count' else float(b[column].agg(s)) for s in stats}
+    return {'by': by, 'column': column, 'stats': list(stats), 'table': table, 'global': overall}
+
+def aggregate_columns(keys:list, spec:dict) -> dict:
+    "The aggregate columns for group keys (from `group_key`), named `<column>_<stat>_by_<by>`."
+    return {f"{spec['column']}_{s}_by_{spec['by']}": np.array([spec['table'][s].get(k, spec['global'][s]) if k is not None else spec['global'][s] for k in keys], dtype='float64')
+            for s in spec['stats']}
+
+# %% ../nbs/03_features.ipynb #030038
 @dataclass
 class Transform:
     "The fitted feature transform: raw rows to the model's input, and the target to its codes."
@@ -124,6 +216,11 @@ class Transform:
     frequencies: dict = field(default_factory=dict)    # categorical input -> {label: training share}
     scale: dict = field(default_factory=dict)          # numeric column -> [center, scale]
     interactions: list = field(default_factory=list)   # [[a, b], ...]
+    log: list = field(default_factory=list)            # numeric columns taken as log1p (outliers.method: log)
+    iterative: dict = field(default_factory=dict)      # IterativeImputer replay: columns, initial means, steps
+    text: dict = field(default_factory=dict)           # free-text input -> {terms, idf} (TF-IDF)
+    aggregates: list = field(default_factory=list)     # [{by, column, stats, table, global}]
+    dropped: dict = field(default_factory=dict)        # input or model column -> {step, value, reason}
     outputs: list = field(default_factory=list)        # model input columns, in order
 
     def base(self, df:pd.DataFrame) -> pd.DataFrame:
@@ -138,19 +235,33 @@ class Transform:
             b = b.loc[order].ffill().loc[df.index]
         return b
 
-    def apply(self, df:pd.DataFrame) -> pd.DataFrame:
-        "The model input for the raw rows `df`."
-        b = self.base(df)
+    def clean(self, b:pd.DataFrame) -> pd.DataFrame:
+        "The base table logged, capped and imputed."
+        for c in self.log: b[c] = np.log1p(b[c].clip(lower=0))  # a value below the training minimum 0 counts as 0
         for c, (lo, hi) in self.caps.items(): b[c] = b[c].clip(lo, hi)
-        b = b.fillna({c: v for c, v in self.fill.items() if c in b})
+        if cols := self.iterative.get('columns'): b[cols] = impute_iterative(b[cols].to_numpy('float64'), self.iterative)
+        return b.fillna({c: v for c, v in self.fill.items() if c in b})
+
+    def frame(self, df:pd.DataFrame) -> pd.DataFrame:
+        "Every model column the transform makes for the raw rows `df`, before selection."
+        b = self.base(df)
+        aggs = {k: v for a in self.aggregates for k, v in aggregate_columns(b[a['by']].map(group_key).tolist(), a).items()}
+        b = self.clean(b)
         out = {c: b[c] for c in b if c not in self.categories}
+        for c, spec in self.text.items():
+            m = tfidf_matrix(df[c].tolist() if c in df else [None] * len(df), spec)
+            out |= {f'{c}_tfidf_{t}': m[:, j] for j, t in enumerate(spec['terms'])}
         for c, cats in self.categories.items():
             if self.encoding == 'onehot': out |= {f'{c}={v}': b[c].eq(v).astype('float64') for v in cats}
             elif self.encoding == 'frequency': out[c] = b[c].map(self.frequencies[c]).astype('float64').fillna(0.0)
             else: out[c] = pd.Categorical(b[c], categories=cats)
         for c, (center, scale) in self.scale.items(): out[c] = (out[c] - center) / scale
         for a, z in self.interactions: out[f'{a}*{z}'] = out[a] * out[z]
-        return pd.DataFrame(out, index=df.index).rename(columns=feature_name)[self.outputs]
+        return pd.DataFrame(out | aggs, index=df.index).rename(columns=feature_name)
+
+    def apply(self, df:pd.DataFrame) -> pd.DataFrame:
+        "The model input for the raw rows `df`."
+        return self.frame(df)[self.outputs]
 
     def encode_target(self, y:pd.Series) -> np.ndarray:
         "Target codes for classification (0..k-1), float values for regression."
@@ -163,18 +274,27 @@ class Transform:
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030029
-def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0) -> dict:
-    "Outlier caps per numeric column: Tukey's fences (IQR) or mean +/- z standard deviations."
-    if method == 'none': return {}
+# %% ../nbs/03_features.ipynb #030040
+def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0, winsor:list=(0.01, 0.99)) -> dict:
+    "Outlier caps per numeric column: Tukey's fences (IQR), mean +/- z standard deviations, or the `winsor` percentiles."
+    if method in ('none', 'log'): return {}
+    if method == 'winsorize' and not (len(winsor) == 2 and 0 <= winsor[0] < winsor[1] <= 1):
+        raise ConfigError('features.outliers.winsor', f'{list(winsor)}: must be two shares, low below high, in [0, 1]', 'e.g. [0.01, 0.99]')
     caps = {}
     for c in cols:
         x = b[c].dropna()
         if x.empty: continue
         if method == 'iqr': q1, q3 = x.quantile([0.25, 0.75]); lo, hi = q1 - iqr_factor * (q3 - q1), q3 + iqr_factor * (q3 - q1)
+        elif method == 'winsorize': lo, hi = x.quantile(list(winsor))
         else: lo, hi = x.mean() - z * x.std(), x.mean() + z * x.std()
         caps[c] = [float(lo), float(hi)]
     return caps
+
+def log_columns(b:pd.DataFrame, cols:list) -> list:
+    "The numeric columns to take as log1p: non-negative in training, with more than two values (a flag stays as it is)."
+    neg = [c for c in cols if b[c].min() < 0]
+    if neg: log.warning('outliers.method log: columns %s have negative training values and are left unlogged', neg)
+    return [c for c in cols if c not in neg and b[c].nunique() > 2]
 
 def fit_fill(b:pd.DataFrame, numeric:list, categorical:list, impute:dict) -> dict:
     "Fill values: median, mean or a constant for numbers; the mode or a constant for categories."
@@ -194,7 +314,7 @@ def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
     stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
     return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
 
-# %% ../nbs/03_features.ipynb #030031
+# %% ../nbs/03_features.ipynb #030042
 def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
     "Split the input columns into numeric, date and categorical ones."
     kind = {c: column_kind(train[c]) for c in inputs}
@@ -202,37 +322,115 @@ def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|Non
     num = [c for c in inputs if c not in ds and kind[c] in ('numeric', 'boolean')]
     return num, ds, [c for c in inputs if c not in num and c not in ds]
 
-def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None, drop:list=(), time_column:str|None=None) -> Transform:
-    "Fit the `Transform` on the training split, with the `features.*` options `opts`."
-    o = opts or {}
-    inputs = [c for c in train.columns if c != target and c not in drop]
-    num, ds, cats = input_kinds(train, inputs, o.get('dates', []), time_column)
-    tf = Transform(target=target, task=task, inputs=inputs, numeric=num, categories={c: [] for c in cats},
-                   dates={d: list(o.get('date_parts', ['year', 'month', 'day', 'weekday', 'hour'])) for d in ds},
-                   normalise=dict(o.get('normalise', {'strip': True, 'case': 'lower'})), time_column=time_column,
-                   ffill=bool(get_key(o, 'impute.ffill', False)) and time_column is not None, encoding=o.get('encoding', 'native'))
-    tf.classes = sorted({str(v) for v in train[target].dropna()}) if task != 'regression' else None
-    b = tf.base(train)
-    numeric_cols = [c for c in b if c not in tf.categories]
-    tf.caps = fit_caps(b, numeric_cols, **(o.get('outliers') or {'method': 'none'}))
+def missing_inputs(train:pd.DataFrame, inputs:list, max_share:float|None=None) -> dict:
+    "The inputs missing in more than `max_share` of the training rows, with their missing share."
+    if max_share is None: return {}
+    share = train[inputs].isna().mean()
+    return {c: {'step': 'missing_share', 'value': round(float(v), 6), 'reason': f'missing in {v:.1%} of {len(train)} training rows, above features.max_missing_share {max_share}'}
+            for c, v in share.items() if v > max_share}
+
+def text_inputs(train:pd.DataFrame, inputs:list, cats:list, t:dict) -> list:
+    "The free-text inputs: those declared in `text.columns`, and the text columns that look like free text."
+    declared = list(t.get('columns') or [])
+    if bad := [c for c in declared if c not in train]: raise ConfigError('features.text.columns', f'no column {bad} in the {len(train)} training rows', f'use some of {list(train.columns)[:12]}')
+    found = [c for c in cats if c not in declared and is_free_text(train[c], t.get('min_unique_share', 0.5), t.get('min_mean_length', 30))]
+    return [c for c in inputs if c in declared or c in found]
+
+def text_drops(train:pd.DataFrame, texts:list) -> dict:
+    "Free-text inputs dropped (`text.method: drop`), with their share of distinct values."
+    share = {c: train[c].nunique() / max(train[c].notna().sum(), 1) for c in texts}
+    return {c: {'step': 'text', 'value': round(float(v), 6), 'reason': f'free text ({v:.0%} distinct values); features.text.method: tfidf would use it'} for c, v in share.items()}
+
+# %% ../nbs/03_features.ipynb #030044
+def fit_cleaning(tf:Transform, b:pd.DataFrame, cols:list, o:dict, seed:int=42) -> pd.DataFrame:
+    "Fit log columns, caps, iterative imputation and fill values into `tf`; the cleaned base table."
+    out, imp = o.get('outliers') or {'method': 'none'}, o.get('impute') or {}
+    if out.get('method') == 'log': tf.log = log_columns(b, cols)
+    for c in tf.log: b[c] = np.log1p(b[c].clip(lower=0))
+    tf.caps = fit_caps(b, cols, **out)
     for c, (lo, hi) in tf.caps.items(): b[c] = b[c].clip(lo, hi)
-    tf.fill = fit_fill(b, numeric_cols, cats, o.get('impute') or {})
-    b = b.fillna(tf.fill)
-    tf.categories = {c: sorted(b[c].dropna().unique().tolist()) for c in cats}
-    tf.frequencies = {c: b[c].value_counts(normalize=True).round(8).to_dict() for c in cats} if tf.encoding == 'frequency' else {}
+    if imp.get('numeric') == 'iterative':
+        tf.iterative = fit_iterative(b, cols, imp.get('max_iter', 10), seed)
+        b[tf.iterative['columns']] = impute_iterative(b[tf.iterative['columns']].to_numpy('float64'), tf.iterative)
+    tf.fill = fit_fill(b, cols, list(tf.categories), imp)
+    return b.fillna(tf.fill)
+
+def fit_aggregates(b:pd.DataFrame, tf:Transform, specs:list) -> list:
+    "The declared group aggregates, fitted on the training base table (before cleaning)."
+    out = []
+    for a in specs:
+        by, col = a.get('by'), a.get('column')
+        if by not in tf.numeric and by not in tf.categories: raise ConfigError('features.aggregates', f'by {by!r}: not a numeric or categorical input', f'use one of {(tf.numeric + list(tf.categories))[:12]}')
+        if col not in tf.numeric: raise ConfigError('features.aggregates', f'column {col!r}: not a numeric input', f'use one of {tf.numeric[:12]}')
+        out.append(fit_aggregate(b, by, col, list(a.get('stats') or ['mean'])))
+    return out
+
+# %% ../nbs/03_features.ipynb #030046
+def correlated_columns(X:pd.DataFrame, max_corr:float) -> dict:
+    "Of each pair of numeric model columns correlated beyond `max_corr`, the one to drop, with the correlation."
+    cols = [c for c in X if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+    r, miss, out = X[cols].corr().abs().to_numpy(), X[cols].isna().sum().to_numpy(), {}
+    for i, a in enumerate(cols):
+        for j in range(i + 1, len(cols)):
+            if a in out: break
+            if cols[j] in out or not r[i, j] > max_corr: continue
+            (d, k) = (a, cols[j]) if miss[i] > miss[j] else (cols[j], a)
+            out[d] = {'step': 'correlation', 'value': round(float(r[i, j]), 6), 'with': k, 'reason': f'absolute correlation {r[i, j]:.4f} with {k!r}, above features.select.max_correlation {max_corr}'}
+    return out
+
+def uninformative_columns(X:pd.DataFrame, y:pd.Series, task:str, seed:int=42, max_rows:int=20_000) -> dict:
+    "The model columns with zero estimated mutual information with the target `y` on training."
+    from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
+    X, y = X[y.notna().to_numpy()], y.dropna()
+    if len(X) > max_rows: pick = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False)); X, y = X.iloc[pick], y.iloc[pick]
+    A = pd.DataFrame(codes_matrix(X), columns=X.columns)
+    cat = np.array([isinstance(X[c].dtype, pd.CategoricalDtype) for c in X])
+    A.loc[:, cat] = A.loc[:, cat].fillna(-1.0); A = A.fillna(A.median()).fillna(0.0)
+    discrete = cat | np.array([bool((A[c] % 1 == 0).all()) and A[c].nunique() <= 10 for c in A])
+    fn = mutual_info_regression if task == 'regression' else mutual_info_classif
+    mi = fn(A.to_numpy(), y.astype(str) if task != 'regression' else y.astype('float64'), discrete_features=discrete, random_state=seed)
+    zero = {c: {'step': 'mutual_info', 'value': 0.0, 'reason': 'zero estimated mutual information with the target (features.select.mutual_info)'} for c, m in zip(X.columns, mi) if m <= 0}
+    return zero if len(zero) < X.shape[1] else {}
+
+def select_columns(X:pd.DataFrame, y:pd.Series, task:str, select:dict, seed:int=42) -> dict:
+    "The model columns the `select` options drop, each with its step, value and reason."
+    out = correlated_columns(X, select['max_correlation']) if select.get('max_correlation') is not None else {}
+    if select.get('mutual_info'): out |= uninformative_columns(X.drop(columns=list(out)), y, task, seed)
+    return out
+
+# %% ../nbs/03_features.ipynb #030047
+def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None, drop:list=(), time_column:str|None=None, seed:int=42) -> Transform:
+    "Fit the `Transform` on the training split, with the `features.*` options `opts`."
+    o, t = opts or {}, (opts or {}).get('text') or {}
+    inputs = [c for c in train.columns if c != target and c not in drop]
+    dropped = missing_inputs(train, inputs, o.get('max_missing_share'))
+    inputs = [c for c in inputs if c not in dropped]
+    num, ds, cats = input_kinds(train, inputs, o.get('dates', []), time_column)
+    texts = text_inputs(train, [c for c in inputs if c not in ds], cats, t)
+    if t.get('method', 'drop') == 'drop': dropped |= text_drops(train, texts)
+    tf = Transform(target=target, task=task, inputs=[c for c in inputs if c not in dropped], numeric=[c for c in num if c not in texts],
+                   categories={c: [] for c in cats if c not in texts}, dates={d: list(o.get('date_parts', ['year', 'month', 'day', 'weekday', 'hour'])) for d in ds},
+                   normalise=dict(o.get('normalise', {'strip': True, 'case': 'lower'})), time_column=time_column,
+                   ffill=bool(get_key(o, 'impute.ffill', False)) and time_column is not None, encoding=o.get('encoding', 'native'),
+                   text={c: fit_tfidf(train[c], t.get('max_features', 50)) for c in texts if c not in dropped}, dropped=dropped)
+    tf.classes = sorted({str(v) for v in train[target].dropna()}) if task != 'regression' else None
+    base = tf.base(train)
+    numeric_cols = [c for c in base if c not in tf.categories]
+    tf.aggregates = fit_aggregates(base, tf, o.get('aggregates') or [])
+    b = fit_cleaning(tf, base.copy(), numeric_cols, o, seed)
+    tf.categories = {c: sorted(b[c].dropna().unique().tolist()) for c in tf.categories}
+    tf.frequencies = {c: b[c].value_counts(normalize=True).round(8).to_dict() for c in tf.categories} if tf.encoding == 'frequency' else {}
     tf.scale = fit_scale(b, numeric_cols, o.get('scaling', 'none'))
     tf.interactions = [list(p) for p in o.get('interactions', [])]
     for a, z in tf.interactions:
         if a not in numeric_cols or z not in numeric_cols: raise ConfigError('features.interactions', f'[{a}, {z}]: both must be numeric inputs; numeric: {numeric_cols}')
-    tf.outputs = []; tf.outputs = list(_columns(tf, b))
+    X = tf.frame(train)
+    tf.dropped |= select_columns(X, train[target], task, o.get('select') or {}, seed)
+    tf.outputs = [c for c in X if c not in tf.dropped]
+    for c, d in tf.dropped.items(): log.warning('features: dropped %r: %s', c, d['reason'])
     return tf
 
-def _columns(tf:Transform, b:pd.DataFrame) -> list:
-    cols = [c for c in b if c not in tf.categories]
-    for c, cats in tf.categories.items(): cols += [f'{c}={v}' for v in cats] if tf.encoding == 'onehot' else [c]
-    return [feature_name(c) for c in cols + [f'{a}*{z}' for a, z in tf.interactions]]
-
-# %% ../nbs/03_features.ipynb #030039
+# %% ../nbs/03_features.ipynb #030055
 class RowEncoder:
     "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
     def __init__(self, tf:Transform, cache:int=100_000):
@@ -240,6 +438,7 @@ class RowEncoder:
         self.codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in tf.categories.items()}
         self.seen = {c: {} for c in tf.categories}  # raw value -> normalised label, per column
         self.fill_n = {c: v for c, v in tf.fill.items() if c not in tf.categories}
+        self.mapping = folded(tf.normalise.get('mapping'), tf.normalise.get('strip', True), tf.normalise.get('case', 'lower'))
 
     def label(self, c:str, v) -> str|None:
         "The normalised label of raw value `v` (as `labels` gives it); text labels are remembered."
@@ -249,6 +448,7 @@ class RowEncoder:
             out = str(v)
             if self.tf.normalise.get('strip', True): out = out.strip()
             if self.tf.normalise.get('case', 'lower') == 'lower': out = out.lower()
+            out = self.mapping.get(out, out)
             if isinstance(v, str) and len(seen) < self.cache: seen[v] = out
         return out
 
@@ -267,20 +467,30 @@ class RowEncoder:
         if not self.fast: return tf.apply(pd.DataFrame(cols)).pipe(codes_matrix)
         n = len(next(iter(cols.values()))) if cols else 0
         missing = [None] * n
+        raw = {c: np.array([self.number(v) for v in cols.get(c, missing)], dtype='float64') for c in tf.numeric}
+        labs = {c: [self.label(c, v) for v in cols.get(c, missing)] for c in tf.categories}
+        aggs = {k: v for a in tf.aggregates for k, v in aggregate_columns([group_key(v) for v in (raw[a['by']] if a['by'] in raw else labs[a['by']])], a).items()}
         for c in tf.numeric:
-            x = np.array([self.number(v) for v in cols.get(c, missing)], dtype='float64')
+            x = raw[c]
+            if c in tf.log: x = np.log1p(np.clip(x, 0, None))
             if c in tf.caps: x = np.clip(x, *tf.caps[c])
-            if c in self.fill_n: x = np.where(np.isnan(x), self.fill_n[c], x)
             out[c] = x
+        if cols_i := tf.iterative.get('columns'):
+            m = impute_iterative(np.column_stack([out[c] for c in cols_i]) if n else np.empty((0, len(cols_i))), tf.iterative)
+            out |= {c: m[:, j] for j, c in enumerate(cols_i)}
+        for c, v in self.fill_n.items(): out[c] = np.where(np.isnan(out[c]), v, out[c])
+        for c, spec in tf.text.items():
+            m = tfidf_matrix(cols.get(c, missing), spec)
+            out |= {f'{c}_tfidf_{t}': m[:, j] for j, t in enumerate(spec['terms'])}
         for c, cats in tf.categories.items():
-            lab = [self.label(c, v) for v in cols.get(c, missing)]
+            lab = labs[c]
             if c in tf.fill: lab = [tf.fill[c] if v is None else v for v in lab]
             if tf.encoding == 'onehot': out |= {f'{c}={k}': np.array([v == k for v in lab], dtype='float64') for k in cats}
             elif tf.encoding == 'frequency': out[c] = np.array([tf.frequencies[c].get(v, 0.0) if v is not None else 0.0 for v in lab], dtype='float64')
             else: out[c] = np.array([self.codes[c].get(v, np.nan) for v in lab], dtype='float64')
         for c, (center, scale) in tf.scale.items(): out[c] = (out[c] - center) / scale
         for a, z in tf.interactions: out[f'{a}*{z}'] = out[a] * out[z]
-        named = {feature_name(k): v for k, v in out.items()}
+        named = {feature_name(k): v for k, v in (out | aggs).items()}
         return np.column_stack([named[c] for c in tf.outputs]) if n else np.empty((0, len(tf.outputs)))
 
 def codes_matrix(X:pd.DataFrame) -> np.ndarray:
@@ -292,7 +502,7 @@ def records_columns(records:list[dict], inputs:list) -> dict:
     "JSON records as columns of raw values for `inputs` (an absent field is None)."
     return {c: [r.get(c) for r in records] for c in inputs}
 
-# %% ../nbs/03_features.ipynb #030044
+# %% ../nbs/03_features.ipynb #030062
 def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list, task:str) -> tuple[list, dict]:
     "Run the leakage checks, write and log their report, and stop on an error."
     import re, mlflow
@@ -315,7 +525,16 @@ def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list
     if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), or set leakage.strict: false to be warned only')
     return found, facts
 
-# %% ../nbs/03_features.ipynb #030045
+# %% ../nbs/03_features.ipynb #030064
+def log_dropped(dropped:dict):
+    "Log the dropped columns, their steps and values to the active MLflow run."
+    import mlflow
+    if not dropped: return
+    name = lambda c: re.sub(r'[^0-9A-Za-z_-]', '_', str(c))  # MLflow refuses some characters in metric names
+    mlflow.log_param('features_dropped', json.dumps({c: d['step'] for c, d in dropped.items()})[:6000])
+    mlflow.log_metrics({f"dropped_{d['step']}/{name(c)}": float(d['value']) for c, d in dropped.items()} | {'features_dropped': len(dropped)})
+
+# %% ../nbs/03_features.ipynb #030065
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow
@@ -331,13 +550,18 @@ def run_features(run_dir:str|Path) -> Transform:
         drop = [c for c in [idc, *get_key(cfg, 'features.drop')] if c]
         found, facts = check_leakage(rd, cfg, df, parts, [c for c in df.columns if c != target and c not in drop], task)
         if get_key(cfg, 'leakage.drop_id_like'): drop += list(facts.get('id_like', {}))
-        tf = fit_transform(parts['train'], target, task, cfg['features'], drop, tcol)
+        from mlpipeline.warmstart import warm_start_source
+        ws = warm_start_source(cfg)  # a warm start continues a registered model: its transform, so its trees see the same columns
+        tf = Transform.from_json(ws['transform'].read_text()) if ws else fit_transform(parts['train'], target, task, cfg['features'], drop, tcol, cfg['seed'])
         outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')
         mlflow.log_metrics({'duplicates_dropped': dropped, 'n_features': len(tf.outputs)} | {f'rows_{k}': len(v) for k, v in parts.items()})
+        log_dropped(tf.dropped)
         mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
         leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
         finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
                      leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})),
-                     **({'holdout': str(hold), 'holdout_sha256': sha256_file(project_path(cfg, hold))} if hold else {}))
+                     **({'dropped': {c: d['step'] for c, d in tf.dropped.items()}} if tf.dropped else {}),
+                     **({'holdout': str(hold), 'holdout_sha256': sha256_file(project_path(cfg, hold))} if hold else {}),
+                     **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))
     return tf

@@ -6,11 +6,14 @@ import time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform
+from .errors import ConfigError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json
+from .warmstart import warm_start_source
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'suggest', 'sampler', 'tune',
-           'load_transform', 'run_train']
+__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'learning_curve', 'cv_splits',
+           'fold_matrices', 'fold_scores', 'cv_summary', 'suggest', 'sampler', 'tune', 'load_transform', 'train_cv',
+           'cv_scorers', 'log_cv', 'run_train']
 
 # %% ../nbs/04_train.ipynb #040005
 OBJECTIVES = {'binary': ('binary:logistic', 'logloss'), 'multiclass': ('multi:softprob', 'mlogloss'), 'regression': ('reg:squarederror', 'rmse')}
@@ -30,20 +33,21 @@ def dmatrix(tf:Transform, df:pd.DataFrame):
     y = tf.encode_target(df[tf.target]) if tf.target in df else None
     return xgb.DMatrix(tf.apply(df), label=y, enable_categorical=True)
 
-def boost(tf:Transform, dtrain, dvalid, model:dict, seed:int=42, callbacks:list=()):
-    "Train on DMatrix `dtrain` with early stopping on `dvalid`; return the booster cut at its best iteration."
+def boost(tf:Transform, dtrain, dvalid, model:dict, seed:int=42, callbacks:list=(), history:dict|None=None, base=None):
+    "Train on DMatrix `dtrain` (continuing booster `base`, if given) with early stopping on `dvalid`; the booster cut at its best iteration."
     import xgboost as xgb
-    b = xgb.train(xgb_params(model, tf, seed), dtrain, num_boost_round=int(model.get('n_estimators', 300)), evals=[(dvalid, 'valid')],
-                  early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, callbacks=list(callbacks))
+    evals = ([(dtrain, 'train')] if history is not None else []) + [(dvalid, 'valid')]  # early stopping watches the last one: valid
+    b = xgb.train(xgb_params(model, tf, seed), dtrain, num_boost_round=int(model.get('n_estimators', 300)), evals=evals, evals_result=history,
+                  early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, callbacks=list(callbacks), xgb_model=base)
     best = b.best_iteration if model.get('early_stopping_rounds') else b.num_boosted_rounds() - 1
     out = b[: best + 1]
     score = b.best_score if model.get('early_stopping_rounds') else float(b.eval(dvalid).rsplit(':', 1)[1])  # the last round's
     out.set_attr(best_iteration=str(best), best_score=str(score))
     return out
 
-def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42):
-    "Train a booster on raw `train` rows with early stopping on `valid`, cut at its best iteration."
-    return boost(tf, dmatrix(tf, train), dmatrix(tf, valid), model, seed)
+def fit_booster(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, seed:int=42, history:dict|None=None, base=None):
+    "Train a booster on raw `train` rows (continuing `base`, if given) with early stopping on `valid`, cut at its best iteration."
+    return boost(tf, dmatrix(tf, train), dmatrix(tf, valid), model, seed, history=history, base=base)
 
 # %% ../nbs/04_train.ipynb #040009
 def predict(booster, tf:Transform, df:pd.DataFrame) -> np.ndarray:
@@ -51,6 +55,57 @@ def predict(booster, tf:Transform, df:pd.DataFrame) -> np.ndarray:
     return booster.inplace_predict(tf.apply(df))
 
 # %% ../nbs/04_train.ipynb #040013
+def learning_curve(history:dict, booster) -> dict:
+    "The per-round train and valid metric from `boost`'s `history`, with the best iteration kept."
+    metric = list(history['valid'])[-1]
+    return {'metric': metric, 'rounds': len(history['valid'][metric]), 'best_iteration': int(booster.attr('best_iteration')),
+            'train': [float(v) for v in history['train'][metric]], 'valid': [float(v) for v in history['valid'][metric]]}
+
+# %% ../nbs/04_train.ipynb #040016
+def cv_splits(df:pd.DataFrame, tf:Transform, folds:int, seed:int=42, time_column:str|None=None, group:str|None=None) -> tuple[str, list]:
+    "The kind of folds and the k (training, held-out) row positions of `df`."
+    from sklearn import model_selection as ms
+    if folds < 2: raise ConfigError('cv.folds', f'{folds} folds; cross-validation needs at least 2', 'set -p cv.folds=5, or 0 for none')
+    if time_column:
+        order = np.argsort(pd.to_datetime(df[time_column], errors='coerce', format='mixed').to_numpy(), kind='stable')
+        kind, it = 'time', ((order[a], order[b]) for a, b in ms.TimeSeriesSplit(folds).split(order))
+    elif group: kind, it = 'group', ms.GroupKFold(folds).split(df, groups=df[group].astype(str))
+    elif tf.task != 'regression': kind, it = 'stratified', ms.StratifiedKFold(folds, shuffle=True, random_state=seed).split(df, df[tf.target].astype(str))
+    else: kind, it = 'random', ms.KFold(folds, shuffle=True, random_state=seed).split(df)
+    try: return kind, list(it)
+    except ValueError as e: raise ConfigError('cv.folds', f'{folds} {kind} folds of {len(df)} rows: {e}', 'set fewer folds') from None
+
+# %% ../nbs/04_train.ipynb #040019
+def fold_matrices(tf:Transform, df:pd.DataFrame, splits:list, opts:dict|None=None) -> list:
+    "Per fold: a transform fitted on its training part, and its training and held-out DMatrix."
+    from mlpipeline.features import fit_transform
+    drop = [c for c in df.columns if c != tf.target and c not in tf.inputs]  # the run's choice of inputs
+    out = []
+    for tr, te in splits:
+        ftf = fit_transform(df.iloc[tr], tf.target, tf.task, opts, drop, tf.time_column)
+        ftf.classes = tf.classes  # a class absent from one fold's training part is still a class
+        out.append((ftf, dmatrix(ftf, df.iloc[tr]), dmatrix(ftf, df.iloc[te])))
+    return out
+
+def fold_scores(folds:list, model:dict, seed:int=42, scorers:dict|None=None) -> dict:
+    "Train each fold with early stopping on its held-out part: each metric's k held-out scores, and the best iterations."
+    scores, best = {}, []
+    for ftf, dtr, dte in folds:
+        b = boost(ftf, dtr, dte, model, seed); best.append(int(b.attr('best_iteration')))
+        scores.setdefault(xgb_params(model, ftf, seed)['eval_metric'], []).append(float(b.attr('best_score')))
+        for name, fn in (scorers or {}).items():
+            try: v = float(fn(dte.get_label().astype(int if ftf.task != 'regression' else float), b.predict(dte)))
+            except ValueError: v = float('nan')  # a held-out fold with one class has no ranking metric
+            scores.setdefault(name, []).append(v)
+    return {'scores': scores, 'best_iterations': best}
+
+def cv_summary(kind:str, splits:list, scored:dict) -> dict:
+    "What `artifacts/cv.json` holds: the folds' sizes and, per metric, the k scores, their mean and sample sd."
+    stats = lambda v: {'scores': v, 'mean': float(np.nanmean(v)), 'std': float(np.nanstd(v, ddof=1))}
+    return {'kind': kind, 'folds': len(splits), 'fold_sizes': [{'train': len(a), 'held_out': len(b)} for a, b in splits],
+            'best_iterations': scored['best_iterations'], 'metrics': {k: stats(v) for k, v in scored['scores'].items()}}
+
+# %% ../nbs/04_train.ipynb #040023
 def suggest(trial, method:str, tuning:dict) -> dict:
     "The parameters of one optuna trial."
     if method == 'grid': return {k: trial.suggest_categorical(k, list(v)) for k, v in tuning['grid'].items()}
@@ -66,9 +121,9 @@ def sampler(method:str, tuning:dict, seed:int):
     if method == 'random': return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
-# %% ../nbs/04_train.ipynb #040015
-def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tuning:dict, seed:int=42, progress:bool=True) -> tuple[dict, list]:
-    "Search `tuning.method` for the best parameters; the best params and every trial's record."
+# %% ../nbs/04_train.ipynb #040025
+def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tuning:dict, seed:int=42, progress:bool=True, folds:list|None=None) -> tuple[dict, list]:
+    "Search `tuning.method` for the best parameters (scored on `valid`, or by the CV mean over `folds`); the best params and every trial's record."
     import mlflow, optuna
     from optuna_integration import XGBoostPruningCallback
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -78,10 +133,12 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
         params = suggest(trial, method, tuning)
         with mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)}):
             mlflow.log_params(params)
-            try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
-            except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
-            score = float(b.attr('best_score'))
-            mlflow.log_metric(f'valid_{metric}', score); mlflow.set_tag('state', 'complete')
+            if folds: score = float(np.mean(fold_scores(folds, model | params, seed)['scores'][metric]))
+            else:
+                try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
+                except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
+                score = float(b.attr('best_score'))
+            mlflow.log_metric(f'cv_{metric}_mean' if folds else f'valid_{metric}', score); mlflow.set_tag('state', 'complete')
         return score
     study = optuna.create_study(direction='minimize', sampler=sampler(method, tuning, seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10))
     study.optimize(objective, n_trials=tuning['trials'], timeout=tuning['timeout_s'], show_progress_bar=progress)
@@ -90,30 +147,73 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
     if not done: raise RuntimeError(f'no tuning trial completed ({len(study.trials)} tried, budget {tuning["trials"]} trials / {tuning["timeout_s"]} s)')
     return study.best_params, trials
 
-# %% ../nbs/04_train.ipynb #040021
+# %% ../nbs/04_train.ipynb #040036
 def load_transform(run_dir:str|Path) -> Transform:
     "The transform fitted by `03_features` in this run."
     return Transform.from_json(stage_output(run_dir, '03_features', 'transform').read_text())
 
-def run_train(run_dir:str|Path):
-    "Fit the booster on the run's train split and save it as `artifacts/model.ubj`."
+def train_cv(tf:Transform, pool:pd.DataFrame, cfg:dict) -> tuple[str, list, list]:
+    "The run's folds of `pool` (train and valid) as `cv_splits` gives them, and their matrices; none when `cv.folds` is 0."
+    from mlpipeline.config import get_key
+    k, tcol, group = get_key(cfg, 'cv.folds'), get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group')
+    if get_key(cfg, 'cv.tune') and not k: raise ConfigError('cv.tune', 'true, but cv.folds is 0: no folds to score the trials by', 'set -p cv.folds=5, or cv.tune=false')
+    if not k: return '', [], []
+    kind, splits = cv_splits(pool, tf, int(k), cfg['seed'], tcol, group)
+    return kind, splits, fold_matrices(tf, pool, splits, cfg['features'])
+
+def cv_scorers(cfg:dict, task:str) -> dict:
+    "The gate's metric (`gate.metric`, as `05_evaluate` computes it), scored on each fold beside XGBoost's own."
+    from mlpipeline.metrics import metric_fn, gate_metric
+    name = gate_metric(cfg['gate'], task)
+    return {} if name == OBJECTIVES[task][1] else {name: metric_fn(name, task)}
+
+def log_cv(cv:dict, path:Path):
+    "Write `cv.json` and log each metric's mean, sd and per-fold scores (step = fold) to MLflow."
     import mlflow
+    write_json(cv, path); mlflow.log_artifact(path)
+    for name, s in cv['metrics'].items():
+        mlflow.log_metrics({f'cv_{name}_mean': s['mean'], f'cv_{name}_std': s['std']})
+        for i, v in enumerate(s['scores']): mlflow.log_metric(f'cv_{name}', v, step=i)
+
+def run_train(run_dir:str|Path):
+    "Fit the booster on the run's train split and save it as `artifacts/model.ubj`, with its learning curve (and CV)."
+    import mlflow
+    from mlpipeline.config import get_key
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method']}):
+    cv_tune = bool(get_key(cfg, 'cv.tune'))  # a run folder from before cv existed has no cv section
+    with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method'], 'cv.folds': get_key(cfg, 'cv.folds', 0)}):
         tf = load_transform(rd)
         train, valid = (pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
+        kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
         model = dict(cfg['model'])
+        if ws := warm_start_source(cfg):
+            if cfg['tuning']['method'] != 'none' or folds: raise ConfigError('warm_start.from', 'a warm start continues a registered model\'s trees: tuning and cross-validation do not apply', 'set tuning.method=none and cv.folds=0')
+            import xgboost as xgb
+            base = xgb.Booster(model_file=str(ws['model'])); model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))
+        else: base = None
         if cfg['tuning']['method'] != 'none':
             t = time.perf_counter()
-            best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'])
-            write_json({'method': cfg['tuning']['method'], 'best_params': best, 'seconds': time.perf_counter() - t, 'trials': trials}, rd/'artifacts/tuning.json')
+            best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'], folds=folds if cv_tune else None)
+            write_json({'method': cfg['tuning']['method'], 'scored_by': 'cv' if cv_tune else 'valid', 'best_params': best,
+                        'seconds': time.perf_counter() - t, 'trials': trials}, rd/'artifacts/tuning.json')
             mlflow.log_params({f'best_{k}': v for k, v in best.items()})
             mlflow.log_metrics({'tuning_seconds': time.perf_counter() - t, 'tuning_trials': len(trials), 'tuning_pruned': sum(x['state'] == 'PRUNED' for x in trials)})
             mlflow.log_artifact(rd/'artifacts/tuning.json'); model |= best
-        b = fit_booster(tf, train, valid, model, cfg['seed'])
+        history, t = {}, time.perf_counter()
+        b = fit_booster(tf, train, valid, model, cfg['seed'], history, base)
+        took = time.perf_counter() - t
         with atomic_path(rd/'artifacts/model.ubj') as tmp: b.save_model(tmp)
+        write_json(learning_curve(history, b), rd/'artifacts/learning_curve.json'); mlflow.log_artifact(rd/'artifacts/learning_curve.json')
         best = {'best_iteration': int(b.attr('best_iteration'))} | ({'valid_' + OBJECTIVES[tf.task][1]: float(b.attr('best_score'))} if b.attr('best_score') else {})
-        mlflow.log_metrics(best); mlflow.set_tag('task', tf.task)
+        best |= {'train_seconds': took, 'rounds': b.num_boosted_rounds()} | ({'base_rounds': base.num_boosted_rounds()} if base is not None else {})
+        if ws: mlflow.set_tags({'warm_start_from': f"{ws['name']}/{ws['version']}", 'warm_start_model_sha256': ws['model_sha256']})
+        outs = {'model': rd/'artifacts/model.ubj', 'learning_curve': rd/'artifacts/learning_curve.json'}
+        if folds:
+            cv = cv_summary(kind, splits, fold_scores(folds, model, cfg['seed'], cv_scorers(cfg, tf.task)))
+            log_cv(cv, rd/'artifacts/cv.json'); outs['cv'] = rd/'artifacts/cv.json'
+            best |= {f'cv_{k}_mean': v['mean'] for k, v in cv['metrics'].items()}
+        mlflow.log_metrics({k: v for k, v in best.items() if not k.startswith('cv_')}); mlflow.set_tag('task', tf.task)
         mlflow.log_dict(model, 'params.json')
-        finish_stage(rd, '04_train', {'model': rd/'artifacts/model.ubj'} | ({'tuning': rd/'artifacts/tuning.json'} if cfg['tuning']['method'] != 'none' else {}), params=model, **best)
+        finish_stage(rd, '04_train', outs | ({'tuning': rd/'artifacts/tuning.json'} if cfg['tuning']['method'] != 'none' else {}), params=model, **best,
+                     **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))
     return b

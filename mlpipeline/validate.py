@@ -2,7 +2,7 @@
 
 # %% ../nbs/02_validate.ipynb #020003
 from __future__ import annotations
-import html, math
+import html, math, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
@@ -11,10 +11,12 @@ from .errors import DataValidationError, ConfigError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, atomic_path
 
 # %% auto #0
-__all__ = ['RULES', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema', 'min_rows_for_split',
-           'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target', 'check_table', 'validate',
-           'apply_severity', 'errors_in', 'champion_schema', 'reference_schema', 'report_frame', 'report_html',
-           'run_validate']
+__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema',
+           'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target',
+           'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
+           'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
+           'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_html',
+           'group_frame', 'bias_section', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -58,9 +60,11 @@ class Schema:
     id_column: str|None = None
     rows: dict = field(default_factory=dict)  # {'min': n, 'max': n or None}
     source: str = 'inferred'
+    groups: dict = field(default_factory=dict)  # group column -> rows, counts, shares and target rates of the data it describes
 
     def to_yaml(self) -> str:  # `source` (where it came from) stays out: the same schema is the same file, whoever supplied it
-        return yaml.safe_dump({k: v for k, v in asdict(self).items() if k != 'source'}, sort_keys=False, allow_unicode=True)
+        keep = lambda k, v: k != 'source' and not (k == 'groups' and not v)  # no groups: the file as before they existed
+        return yaml.safe_dump({k: v for k, v in asdict(self).items() if keep(k, v)}, sort_keys=False, allow_unicode=True)
     @classmethod
     def from_yaml(cls, text:str) -> Schema: return cls(**yaml.safe_load(text))
     @property
@@ -89,6 +93,8 @@ RULES = {  # rule -> default severity
     'out_of_range': 'error', 'unseen_category': 'error', 'constant_column': 'warning', 'duplicate_rows': 'warning',
     'duplicate_ids': 'error', 'target_missing_column': 'error', 'target_missing_values': 'error',
     'target_constant': 'error', 'target_unseen_class': 'error', 'target_class_too_rare': 'error',
+    # bias in the data, checked when `validation.groups` names group columns
+    'class_imbalance': 'warning', 'group_under_represented': 'warning',
     # leakage, checked by `03_features` after the split (`03a_leakage`)
     'single_feature_leak': 'warning', 'target_mapping': 'warning', 'id_like_column': 'warning', 'rows_shared_across_splits': 'warning',
     'recorded_after_prediction': 'error'}
@@ -209,6 +215,94 @@ def reference_schema(cfg:dict) -> Schema|None:
     return champion_schema(cfg)
 
 # %% ../nbs/02_validate.ipynb #020029
+MAX_GROUPS = 50  # distinct values a group column may have: more is an id or a number to bin, not a group
+
+def group_columns(df:pd.DataFrame, cfg:dict) -> list[str]:
+    "The group columns the config names (`validation.groups`), each checked to exist and to hold few values."
+    groups = get_key(cfg, 'validation.groups', []) or []
+    groups = [groups] if isinstance(groups, str) else [str(c) for c in groups]
+    for c in groups:
+        if c not in df: raise ConfigError('validation.groups', f'no column {c!r} in the data ({len(df)} rows; columns: {", ".join(map(str, list(df.columns)[:20]))}{", ..." if df.shape[1] > 20 else ""})', "name one of the data's columns, or remove it")
+        if c == cfg['target']: raise ConfigError('validation.groups', f'{c!r} is the target', 'name the columns that define groups of rows, e.g. [senior_citizen, female]')
+        if (k := df[c].nunique(dropna=False)) > MAX_GROUPS: raise ConfigError('validation.groups', f'{c!r} has {k} distinct values in {len(df)} rows; a group column has at most {MAX_GROUPS}', 'bin it into a few groups in the data first, or choose another column')
+    return groups
+
+def group_labels(s:pd.Series) -> pd.Series:
+    "The group of each row, as text: the value, or `(missing)`."
+    if pd.api.types.is_float_dtype(s) and np.allclose(s.dropna() % 1, 0): s = s.astype('Int64')  # 1.0 is group '1', missing values or not
+    return s.astype(object).where(s.notna(), '(missing)').astype(str)
+
+# %% ../nbs/02_validate.ipynb #020032
+def target_rates(y:pd.Series, g:pd.Series, target:dict) -> dict:
+    "Per group of `g`: the positive class's share (binary), each class's share (multiclass) or the mean (regression)."
+    classes = target.get('classes')
+    if not classes: return {k: round(float(v), 6) for k, v in as_numbers(y).groupby(g).mean().items()}
+    ys = y.astype(str).where(y.notna())
+    if len(classes) == 2: return {k: round(float(v), 6) for k, v in ys.eq(classes[-1]).groupby(g).mean().items()}
+    return {k: {c: round(float(v), 6) for c, v in ys[g == k].value_counts(normalize=True).reindex(classes, fill_value=0).items()} for k in sorted(g.unique())}
+
+def group_stats(df:pd.DataFrame, groups:list[str], target:dict|None) -> dict:
+    "For each group column: rows, and per group its row count, share and target rate."
+    out, n = {}, len(df)
+    for c in groups:
+        g = group_labels(df[c]); counts = g.value_counts().sort_index()
+        out[c] = {'rows': n, 'counts': {k: int(v) for k, v in counts.items()}, 'shares': {k: round(v / n, 6) for k, v in counts.items()}}
+        if target and target.get('name') in df: out[c]['target_rates'] = target_rates(df[target['name']], g, target)
+    return out
+
+def class_shares(y:pd.Series) -> dict:
+    "Each class's share of the rows."
+    return {str(k): round(float(v), 6) for k, v in y.dropna().astype(str).value_counts(normalize=True).items()}
+
+# %% ../nbs/02_validate.ipynb #020035
+def check_balance(y:pd.Series, target:dict, ratio:float) -> list[dict]:
+    "`class_imbalance` when the largest class of a classification target has more than `ratio` times the smallest's rows."
+    counts, n = y.dropna().astype(str).value_counts(), len(y)
+    if not target.get('classes') or len(counts) < 2 or counts.iloc[0] <= ratio * counts.iloc[-1]: return []
+    big, nb, small, ns = counts.index[0], int(counts.iloc[0]), counts.index[-1], int(counts.iloc[-1])
+    return [violation(target['name'], 'class_imbalance', f'largest / smallest class <= {ratio:g}',
+                      f'{big!r} {nb} rows ({nb / n:.1%}) / {small!r} {ns} rows ({ns / n:.1%}) = {nb / ns:.2f}', ns, n)]
+
+def check_representation(stats:dict, reference:dict, drop:float, min_rows:int) -> list[dict]:
+    "`group_under_represented` for each group whose share fell below the reference's by more than `drop` of it."
+    out = []
+    for c, ref in reference.items():
+        if c not in stats: continue
+        n = stats[c]['rows']
+        for k, rs in ref.get('shares', {}).items():
+            rows, s = stats[c]['counts'].get(k, 0), stats[c]['shares'].get(k, 0.0)
+            if rs * n < min_rows or s >= rs * (1 - drop): continue  # too few rows expected to tell, or not much rarer
+            out.append(violation(c, 'group_under_represented', f"group {k!r}: share >= {rs * (1 - drop):.1%} (reference {rs:.1%}: {ref.get('counts', {}).get(k, round(rs * ref['rows']))} of {ref['rows']} rows)",
+                                 f'group {k!r}: share {s:.1%} ({rows} of {n} rows)', rows, n))
+    return out
+
+# %% ../nbs/02_validate.ipynb #020038
+def bias_checks(df:pd.DataFrame, schema:Schema, groups:list[str], cfg:dict) -> tuple[dict, list[dict]]:
+    "This data's class shares and group numbers (with the reference's), and the bias warnings; fills `schema.groups`."
+    reference = {c: schema.groups[c] for c in groups if c in schema.groups}
+    stats, target = group_stats(df, groups, schema.target), schema.target or {}
+    y = df[target['name']] if target.get('name') in df else pd.Series(dtype=object)
+    report = check_balance(y, target, get_key(cfg, 'validation.imbalance_ratio', 4.0)) if len(y) else []
+    report += check_representation(stats, reference, get_key(cfg, 'validation.representation_drop', 0.5), get_key(cfg, 'validation.min_group_rows', 30))
+    schema.groups = {**{c: stats[c] for c in groups}, **schema.groups}  # the reference's numbers stay the reference
+    return {'classes': class_shares(y) if target.get('classes') else {}, 'groups': stats, 'reference': reference}, report
+
+# %% ../nbs/02_validate.ipynb #020041
+def metric_key(*parts) -> str:
+    "An MLflow metric name from `parts`, joined by `/`, with characters MLflow refuses replaced by `_`."
+    clean = lambda p: (lambda t: '_' if t in ('', '.', '..') else t)(re.sub(r'[^\w\-. :]', '_', str(p)).strip())
+    return '/'.join(clean(p) for p in parts)
+
+def bias_metrics(bias:dict) -> dict:
+    "The class shares, group shares and target rates as MLflow metrics."
+    out = {metric_key('class_share', k): v for k, v in bias['classes'].items()}
+    for c, st in bias['groups'].items():
+        out |= {metric_key('group_share', c, k): v for k, v in st['shares'].items()}
+        for k, r in st.get('target_rates', {}).items():
+            out |= {metric_key('target_rate', c, k, cl): x for cl, x in r.items()} if isinstance(r, dict) else {metric_key('target_rate', c, k): r}
+    return out
+
+# %% ../nbs/02_validate.ipynb #020044
 REPORT_COLUMNS = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']
 
 def report_frame(report:list[dict]) -> pd.DataFrame:
@@ -216,30 +310,60 @@ def report_frame(report:list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(report, columns=REPORT_COLUMNS)
     return df.sort_values('severity', key=lambda s: s.ne('error'), kind='stable').reset_index(drop=True)
 
-def report_html(report:list[dict], title:str) -> str:
-    "A self-contained HTML page of the report."
+def report_html(report:list[dict], title:str, extra:str='') -> str:
+    "A self-contained HTML page of the report, with `extra` HTML after the table."
     rows = ''.join('<tr class="{}">{}</tr>'.format(r.severity, ''.join(f'<td>{html.escape(str(getattr(r, c)))}</td>' for c in REPORT_COLUMNS))
                    for r in report_frame(report).itertuples())
     head = ''.join(f'<th>{c}</th>' for c in REPORT_COLUMNS)
     style = 'body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.error{background:#fdd}.warning{background:#ffd}'
     body = f'<table><tr>{head}</tr>{rows}</table>' if report else '<p>No violations.</p>'
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>'
+    return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}{extra}</body></html>'
 
-# %% ../nbs/02_validate.ipynb #020032
+# %% ../nbs/02_validate.ipynb #020047
+def _rate(r) -> str:
+    if r is None: return ''
+    return ', '.join(f'{c} {x:.3f}' for c, x in r.items()) if isinstance(r, dict) else f'{r:.3f}'
+
+def group_frame(bias:dict) -> pd.DataFrame:
+    "One row per group column and group: rows, share and target rate, with the reference's."
+    rows = []
+    for c, st in bias['groups'].items():
+        ref = bias['reference'].get(c, {})
+        for k in sorted(set(st['shares']) | set(ref.get('shares', {}))):
+            rows.append({'column': c, 'group': k, 'rows': st['counts'].get(k, 0), 'share': st['shares'].get(k, 0.0),
+                         'reference_share': ref.get('shares', {}).get(k), 'target_rate': _rate(st.get('target_rates', {}).get(k)),
+                         'reference_target_rate': _rate(ref.get('target_rates', {}).get(k))})
+    return pd.DataFrame(rows, columns=['column', 'group', 'rows', 'share', 'reference_share', 'target_rate', 'reference_target_rate'])
+
+def bias_section(bias:dict) -> str:
+    "The class shares and the group table as an HTML section."
+    if not bias['classes'] and not bias['groups']: return ''
+    cls = ', '.join(f'{html.escape(k)} {v:.1%}' for k, v in bias['classes'].items())
+    fmt = lambda v: '' if v is None or (isinstance(v, float) and math.isnan(v)) else f'{v:.1%}' if isinstance(v, float) else html.escape(str(v))
+    df = group_frame(bias)
+    rows = ''.join('<tr>' + ''.join(f'<td>{fmt(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False))
+    table = f"<table><tr>{''.join(f'<th>{c}</th>' for c in df.columns)}</tr>{rows}</table>" if len(df) else ''
+    return f'<h2>Classes and groups</h2>' + (f'<p>Target classes: {cls}.</p>' if cls else '') + table
+
+# %% ../nbs/02_validate.ipynb #020050
 def run_validate(run_dir:str|Path) -> list[dict]:
     "Validate the raw table against the reference schema; write the schema and the report; raise on errors."
     import mlflow
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '02_validate'):
         df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
+        groups = group_columns(df, cfg)  # a wrong name fails before any check
         schema = reference_schema(cfg) or infer_schema(df, cfg)
         report = validate(df, schema, 'train', get_key(cfg, 'validation.severity'))
+        bias, found = bias_checks(df, schema, groups, cfg)
+        report += apply_severity(found, get_key(cfg, 'validation.severity'))
         with atomic_path(rd/'artifacts/schema.yaml') as tmp: tmp.write_text(schema.to_yaml())
-        write_json(report, rd/'artifacts/validation.json')
-        with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(report, f'Validation of run {rd.name} against the {schema.source} schema'))
-        for a in ('schema.yaml', 'validation.json', 'validation.html'): mlflow.log_artifact(rd/'artifacts'/a)
+        write_json(report, rd/'artifacts/validation.json'); write_json(bias, rd/'artifacts/groups.json')
+        with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(report, f'Validation of run {rd.name} against the {schema.source} schema', bias_section(bias)))
+        for a in ('schema.yaml', 'validation.json', 'groups.json', 'validation.html'): mlflow.log_artifact(rd/'artifacts'/a)
         mlflow.set_tag('schema_source', schema.source)
-        mlflow.log_metrics({'validation_errors': len(errors_in(report)), 'validation_warnings': len(report) - len(errors_in(report))})
+        mlflow.log_metrics({'validation_errors': len(errors_in(report)), 'validation_warnings': len(report) - len(errors_in(report))} | bias_metrics(bias))
         if errors_in(report): raise DataValidationError(errors_in(report))
-        finish_stage(rd, '02_validate', {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json'}, schema_source=schema.source)
+        finish_stage(rd, '02_validate', {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json', 'groups': rd/'artifacts/groups.json'},
+                     schema_source=schema.source, class_shares=bias['classes'], group_shares={c: st['shares'] for c, st in bias['groups'].items()})
     return report
