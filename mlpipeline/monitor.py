@@ -17,10 +17,11 @@ __all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', '
            'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table',
            'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks',
            'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop',
-           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain', 'share_plot', 'metric_plot',
-           'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain',
-           'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy',
-           'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
+           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain', 'champion_ref', 'candidate_run',
+           'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url',
+           'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch',
+           'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report', 'monitor',
+           'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -321,7 +322,7 @@ def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float
 def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, engine:str|None=None) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
     from mlpipeline.ingest import load_data
-    from mlpipeline.pipeline import execute_run
+    from mlpipeline.pipeline import execute_run, STAGES
     from mlpipeline.runfolder import create_run, update_manifest
     opts = get_key(cfg, 'monitor.retrain')
     train, hold = retrain_window(load_data(cfg), labelled, opts['holdout_share'], opts['max_rows'])
@@ -330,13 +331,62 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, en
     changes = {'data.path': str(data.resolve()), 'data.source': 'parquet', 'split.holdout': str(holdout.resolve()), 'validation.schema': 'infer',
                'monitor.alerts.webhook': None}  # the run logs its config: a webhook URL may be a secret
     for k, v in changes.items(): set_key(rcfg, k, v)
-    rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
-    execute_run(rd, rcfg, progress, engine)
+    champion = champion_ref(cfg) if opts.get('warm_start') else None
+    if champion is None:  # one candidate: a full retrain
+        rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
+        execute_run(rd, rcfg, progress, engine); extra = {}
+    else:  # two candidates up to the gate, then the better one goes on to registration
+        wcfg = json.loads(json.dumps(rcfg))
+        for k, v in {'warm_start.from': champion, 'tuning.method': 'none', 'cv.folds': 0}.items(): set_key(wcfg, k, v)
+        runs = {kind: candidate_run(c, folder, kind, progress, engine) for kind, c in (('full', rcfg), ('warm', wcfg))}
+        cands = [candidate_facts(rd, kind) for kind, rd in runs.items()]
+        win, why = pick_candidate(cands)
+        rd = runs[win['kind']]; update_manifest(rd, plan=STAGES)
+        execute_run(rd, wcfg if win['kind'] == 'warm' else rcfg, progress, engine)  # continues at 06_register
+        extra = {'candidates': cands, 'winner': win['kind'], 'winner_why': why}
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
-            'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'}
+            'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'} | extra
 
 # %% ../nbs/08_monitor.ipynb #080048
+def champion_ref(cfg:dict) -> str|None:
+    "`name/version` of the champion the retrain would continue, or None without one."
+    import mlflow
+    name = get_key(cfg, 'mlflow.model_name')
+    try: return f"{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, 'champion').version}"
+    except mlflow.exceptions.MlflowException: return None
+
+def candidate_run(cfg:dict, folder:Path, kind:str, progress:bool=True, engine:str|None=None) -> Path:
+    "A retrain candidate's run, executed up to the gate."
+    from mlpipeline.pipeline import execute_run, STAGES
+    from mlpipeline.runfolder import create_run, update_manifest
+    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=STAGES[:STAGES.index('05_evaluate') + 1])
+    execute_run(rd, cfg, progress, engine)
+    return rd
+
+def candidate_facts(rd:Path, kind:str) -> dict:
+    "What a candidate run gave: its gate metric, the gate, training seconds and trees, the run's seconds."
+    from mlpipeline.runfolder import read_manifest
+    st = read_manifest(rd)['stages']
+    gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
+    metrics = json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())
+    metric = (gate.get('comparison') or {}).get('metric') or next(k for k in ('roc_auc', 'rmse', 'log_loss') if k in metrics)
+    secs = sum((pd.Timestamp(v['finished']) - pd.Timestamp(v['started'])).total_seconds() for v in st.values() if v.get('finished') and v.get('started'))
+    return {'kind': kind, 'run_folder': str(rd), 'metric': metric, 'value': metrics[metric], 'gate_passed': gate['passed'],
+            'train_seconds': round(st['04_train'].get('train_seconds', float('nan')), 3), 'trees': st['04_train'].get('rounds'),
+            'run_seconds': round(secs, 1), 'warm_start_from': st['04_train'].get('warm_start_from')}
+
+def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
+    "The better candidate on its gate metric among those whose gate passed (else among all), and why."
+    from mlpipeline.evaluate import LOWER_IS_BETTER
+    pool = [c for c in cands if c['gate_passed']] or cands
+    sign = 1 if cands[0]['metric'] in LOWER_IS_BETTER else -1
+    win = min(pool, key=lambda c: (sign * c['value'], c['train_seconds']))
+    others = ', '.join(f"{c['kind']} {c['value']:.4f} in {c['train_seconds']:.2f} s" for c in cands if c is not win)
+    return win, (f"{win['kind']}: test {win['metric']} {win['value']:.4f} in {win['train_seconds']:.2f} s of training against {others}"
+                 + ('' if win['gate_passed'] else '; no candidate passed the gate'))
+
+# %% ../nbs/08_monitor.ipynb #080051
 def share_plot(row, path:Path) -> Path:
     "Bars of the reference's and the current shares per bin of one column."
     from mlpipeline.evaluate import _figure, _save
@@ -357,7 +407,7 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
     ax.legend(fontsize=8); fig.autofmt_xdate()
     return _save(fig, path)
 
-# %% ../nbs/08_monitor.ipynb #080049
+# %% ../nbs/08_monitor.ipynb #080052
 def html_table(df:pd.DataFrame, floats:str='{:.4g}') -> str:
     "A DataFrame as a plain HTML table."
     import html
@@ -375,6 +425,8 @@ def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.Dat
     drift = html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '<p>No drift decision (too few rows).</p>'
     qual = html_table(pd.DataFrame(quality)[['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']]) if quality else '<p>No violation of the schema.</p>'
     perf = (html_table(pd.DataFrame([s['performance']])) + (html_table(over_time) if len(over_time) else '')) if s.get('performance') else '<p>No labels.</p>'
+    if cands := s['decision'].get('retrain', {}).get('candidates'):
+        head += f"<h2>Retrain candidates</h2><p>Went on: <b>{html.escape(s['decision']['retrain']['winner_why'])}</b></p>" + html_table(pd.DataFrame(cands))
     imgs = ''.join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{html.escape(k)}</figcaption></figure>' for k, p in images.items())
     style = ('body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}'
              '.bad{background:#fdd;padding:6px}.good{background:#dfd;padding:6px}figure{display:inline-block;margin:6px}')
@@ -382,7 +434,7 @@ def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.Dat
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
             f'{head}<h2>Drift</h2>{drift}<h2>Data quality</h2>{qual}<h2>Performance on labelled rows</h2>{perf}<h2>Distributions: reference against current</h2>{imgs}</body></html>')
 
-# %% ../nbs/08_monitor.ipynb #080051
+# %% ../nbs/08_monitor.ipynb #080054
 def webhook_url(cfg:dict) -> str|None:
     "The alert webhook: the variable `monitor.alerts.webhook_env` names, else `monitor.alerts.webhook`."
     return os.environ.get(get_key(cfg, 'monitor.alerts.webhook_env') or '') or get_key(cfg, 'monitor.alerts.webhook')
@@ -404,7 +456,7 @@ def alert_payload(s:dict) -> dict:
     return {k: s[k] for k in ('monitor_id', 'model', 'version', 'data', 'rows', 'alert', 'alert_text', 'drifted_features', 'drift_share',
                               'prediction_drifted', 'quality_errors', 'performance', 'decision', 'report') if k in s}
 
-# %% ../nbs/08_monitor.ipynb #080053
+# %% ../nbs/08_monitor.ipynb #080056
 def reference_view(served):
     "The reference profile the registry's version points at (tag `reference_profile`)."
     import mlflow
@@ -422,7 +474,7 @@ def metric_name(text:str) -> str:
     "A column name as MLflow accepts it in a metric name."
     return re.sub(r'[^0-9A-Za-z_-]', '_', str(text))
 
-# %% ../nbs/08_monitor.ipynb #080054
+# %% ../nbs/08_monitor.ipynb #080057
 def profile_batch(served, df:pd.DataFrame, preds:pd.DataFrame, workers:int=2, chunk_rows:int=500_000):
     "The profile of a batch's model inputs (labels normalised) and its predictions."
     inputs = [c for c in served.tf.inputs if c in df]
@@ -444,7 +496,7 @@ def alert_reasons(f:dict, max_drop:float|None) -> list[str]:
         ['the prediction drifted'] if f['prediction_drifted'] else []) + ([f"{f['quality_errors']} schema errors"] if f['quality_errors'] else []) + (
         [f"labelled {f['metric']} {f['performance_drop']:.1%} worse than on the test split"] if f['performance_drop'] is not None and max_drop is not None and f['performance_drop'] >= max_drop else [])
 
-# %% ../nbs/08_monitor.ipynb #080055
+# %% ../nbs/08_monitor.ipynb #080058
 def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|None, say=print) -> tuple:
     "The batch with its predictions (None for a kept profile), its profile view, and its schema findings."
     from mlpipeline.serve import severities
@@ -479,7 +531,7 @@ def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFram
     with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
     return folder/'report.html'
 
-# %% ../nbs/08_monitor.ipynb #080056
+# %% ../nbs/08_monitor.ipynb #080059
 def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
             do_retrain:bool=False, progress:bool=True, engine:str|None=None) -> dict:
     "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
@@ -517,7 +569,7 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
     if failed: raise failed
     return s
 
-# %% ../nbs/08_monitor.ipynb #080057
+# %% ../nbs/08_monitor.ipynb #080060
 def monitoring_experiment(cfg:dict) -> str:
     "The id of the experiment holding the monitoring runs."
     mlflow_experiment(cfg)
@@ -543,7 +595,7 @@ def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.Data
             if v == v: mlflow.log_metric(f"labelled_{s['metric']}_daily", v, step=i, timestamp=int(pd.Timestamp(r.period).timestamp() * 1000))
         for f in ('report.html', 'summary.json', 'drift.json', 'profile.bin'): mlflow.log_artifact(folder/f)
 
-# %% ../nbs/08_monitor.ipynb #080059
+# %% ../nbs/08_monitor.ipynb #080062
 def run_monitor(run_dir:str|Path) -> Path:
     "Profile the training split and the held-out predictions as the reference; log it and tag the registered version."
     import mlflow

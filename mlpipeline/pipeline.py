@@ -12,8 +12,8 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
-           'default_engine', 'forced_stages', 'run_stage', 'execute_run', 'run_pipeline', 'reproduce', 'summary',
-           'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
+           'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce',
+           'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
@@ -127,7 +127,7 @@ def close_parent_run(run_dir:Path, rid:str, status:str):
 def mark_failed(run_dir:Path, stage:str, err:Exception):
     "Record in the manifest that `stage` failed, and why."
     m = read_manifest(run_dir)
-    m['stages'].setdefault(stage, {}).update(status='failed', finished=dt.datetime.now().isoformat(timespec='seconds'), error=str(err)[:2000])
+    m['stages'].setdefault(stage, {}).update(status='failed', finished=dt.datetime.now().isoformat(timespec='seconds'), error=(str(err) or type(err).__name__)[:2000])
     write_json(m, run_dir/'manifest.json')
 
 def say(msg:str, quiet:bool=False):
@@ -157,31 +157,44 @@ def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, prog
     if key: store(cfg, stage, key, parts, rd)
     return 'done'
 
-def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, force:str|None=None, cache:bool=True) -> Path:
-    "Execute the run folder's planned stages from the first without complete outputs, under its lock, reusing cached stages."
+def stages_to_run(plan:list, start:int, only:str|None=None) -> list:
+    "The stages to execute: from `start` (the first incomplete) on, or just `only` (none when it is complete already)."
+    if only is None: return plan[start:]
+    if only not in plan: raise UsageError(f'--only {only}: this run plans no such stage', f"use one of {', '.join(plan)}")
+    if plan.index(only) > start: raise UsageError(f'--only {only}: an earlier stage, {plan[start]}, has not completed in this run', f'run it first with --only {plan[start]}')
+    return [only] if plan.index(only) == start else []
+
+def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, force:str|None=None, cache:bool=True, only:str|None=None) -> Path:
+    "Execute the run folder's planned stages (or `only` one) from the first without complete outputs, under its lock, reusing cached stages."
     from mlpipeline.engine import shutdown_warm_kernels
     plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
     kernel, forced = ensure_kernel(), forced_stages(plan, force)
     with run_lock(rd):
-        rid, start = open_parent_run(rd, cfg), first_incomplete(rd, plan)
-        update_manifest(rd, engine=engine)
+        start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only)
+        if only and not todo: say(f'run {rd.name}: {only} is complete already', not progress); return rd
+        rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
+        update_manifest(rd, engine=engine, status='running')
         say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
         try:
-            for i, stage in enumerate(plan[start:], start + 1):
+            for stage in todo:
+                i = plan.index(stage) + 1
                 t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
                 try: how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
-                except Exception as e:  # ours or not, the run is marked failed and its MLflow run closed
+                except BaseException as e:  # ours or not, or Ctrl-C (SIGINT): the run is marked failed (resumable) and its MLflow run closed
                     mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         finally: shutdown_warm_kernels()
+        if only: return rd  # the run stays open for its next stage; a plain --resume completes and closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
         close_parent_run(rd, rid, 'FINISHED')
     return rd
 
 def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|None=None, project:str|Path|None=None,
-                 progress:bool=True, engine:str|None=None, force:str|None=None, strict:bool=False) -> Path:
-    "Run every stage notebook into a new run folder (or continue `resume`); return the run folder."
+                 progress:bool=True, engine:str|None=None, force:str|None=None, strict:bool=False, create_only:bool=False, only:str|None=None) -> Path:
+    "Run every stage notebook into a new run folder (or continue `resume`, or only create the run, or run `only` one stage); return the run folder."
     from mlpipeline.reproducibility import check_strict
+    if only and not resume: raise UsageError('--only runs one stage of an existing run', 'create the run with `mlpipeline run --create-only`, then `mlpipeline run --resume <run-id> --only <stage>`')
+    if create_only and resume: raise UsageError('--create-only starts a new run; it takes no --resume', 'drop one of them')
     if resume:
         if overrides or strict: raise UsageError('--resume continues a run with its own config; it takes no -p overrides or --strict', 'start a new run to change the config')
         rd = find_run(resume, load_config(config, project=project)); cfg = read_config(rd/'config.yaml')
@@ -190,9 +203,10 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
         cfg = load_config(config, [*overrides, *(['reproducibility.strict=true'] if strict else [])], project)
         check_strict(cfg, what='this run')  # before the run folder exists: a refused run writes nothing
         rd = create_run(cfg)
-    return execute_run(rd, cfg, progress, engine, force)
+    if create_only: open_parent_run(rd, cfg); return rd  # the run folder and its MLflow parent run; the stages come later
+    return execute_run(rd, cfg, progress, engine, force, only=only)
 
-# %% ../nbs/09_pipeline.ipynb #090021
+# %% ../nbs/09_pipeline.ipynb #090023
 def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str|None=None) -> dict:
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
     import mlflow, pandas as pd
@@ -224,7 +238,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
                                                'compare the package versions and the config in both run folders')
     return out
 
-# %% ../nbs/09_pipeline.ipynb #090023
+# %% ../nbs/09_pipeline.ipynb #090025
 def summary(run_dir:Path) -> str:
     "What a finished run produced, in a few lines."
     lines = [f'run folder: {run_dir}']
@@ -254,7 +268,7 @@ def latest_run(cfg:dict) -> Path:
     if not runs: raise UsageError('this project has no runs yet', 'start one with `mlpipeline run`')
     return runs[-1].parent
 
-# %% ../nbs/09_pipeline.ipynb #090024
+# %% ../nbs/09_pipeline.ipynb #090026
 def parser() -> argparse.ArgumentParser:
     "The `mlpipeline` command line."
     p = argparse.ArgumentParser(prog='mlpipeline', description='A notebook-first MLOps pipeline for tabular data.')
@@ -267,6 +281,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--engine', choices=['warm', 'fresh'], help='warm: one kernel for every stage (default at a terminal); fresh: papermill\'s kernel per stage (default in CI and pipes)')
     r.add_argument('--force', nargs='?', const='all', metavar='STAGE', help='ignore the cache: for every stage, or for STAGE and the stages after it')
     r.add_argument('--strict', action='store_true', help='refuse to run or register with uncommitted code, a package out of step with its notebooks, or unversioned data (reproducibility.strict)')
+    r.add_argument('--create-only', action='store_true', help='create the run folder and its MLflow parent run, print run_id=<id>, run no stage (for schedulers)')
+    r.add_argument('--only', metavar='STAGE', choices=STAGES, help='with --resume: run just this stage (the next incomplete one); a plain --resume then completes the run')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?'); s.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
@@ -296,6 +312,12 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument('--retrain', action='store_true', help='when the retraining policy fires, retrain and let the gate decide the promotion')
     mo.add_argument('--config'); mo.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     mo.add_argument('--quiet', action='store_true')
+    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file)')
+    sc = sub.add_parser('schedule', help='run the train and monitor jobs on the cron schedules of schedule.* (foreground), or list them')
+    sc.add_argument('--list', action='store_true', help="each job's schedule, next run and last result (read-only; works beside a running scheduler)")
+    sc.add_argument('--once', choices=['train', 'monitor'], help='run this job now, through the same code path, and record it')
+    sc.add_argument('--config'); sc.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    ex.add_argument('what', choices=['airflow']); ex.add_argument('--out', default='dags', help='the folder to write into (default: dags)'); ex.add_argument('--config')
     return p
 
 def monitor_lines(s:dict) -> list[str]:
@@ -327,8 +349,9 @@ def main(argv:list[str]|None=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
-            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict)
-            print(summary(rd))
+            rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict,
+                              create_only=args.create_only, only=args.only)
+            print(f'run_id={rd.name}' if args.create_only else '\n'.join(status_lines(rd)) if args.only else summary(rd))
         elif args.command == 'status':
             cfg = load_config(args.config)
             if args.run_id: print('\n'.join(status_lines(find_run(args.run_id, cfg)))); return 0
@@ -350,6 +373,12 @@ def main(argv:list[str]|None=None) -> int:
         elif args.command == 'reproduce':
             r = reproduce(args.ref, args.config, progress=not args.quiet, engine=args.engine)
             print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")
+        elif args.command == 'schedule':
+            from mlpipeline.schedule import schedule_command
+            return schedule_command(args.config, args.param, args.list, args.once)
+        elif args.command == 'export':
+            from mlpipeline.airflow import export_airflow
+            print(export_airflow(args.config, args.out))
         return 0
     except MlpipelineError as e:
         print(f'mlpipeline: {e}', file=sys.stderr); return e.exit_code

@@ -16,12 +16,13 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['log', 'WHOLE_FILE', 'model_uri', 'parse_model_ref', 'load_model', 'conform', 'prediction_gap', 'predict_records',
-           'Field', 'request_fields', 'severities', 'check_records', 'Served', 'served_from', 'model_artifacts',
-           'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder', 'ShadowScorer',
-           'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service',
-           'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
-           'missing_checks', 'score_frame', 'predict_file', 'run_serve']
+__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'parse_model_ref', 'load_model', 'conform',
+           'prediction_gap', 'predict_records', 'Field', 'request_fields', 'severities', 'check_records', 'Served',
+           'served_from', 'model_artifacts', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table',
+           'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
+           'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
+           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
+           'score_frame', 'predict_file', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def model_uri(name:str, ref:str|int='champion') -> str:
@@ -68,7 +69,7 @@ def predict_records(model, records:dict|list[dict]) -> list[dict]:
 class Field:
     "One input field of a request: its kind (as the transform reads it) and the schema's rules for it."
     name: str
-    kind: str = 'numeric'                  # numeric | boolean | datetime | categorical
+    kind: str = 'numeric'                  # numeric | boolean | datetime | categorical | text (free text the transform TF-IDFs)
     nullable: bool = True
     lo: float = -np.inf                    # range with the schema's tolerance
     hi: float = np.inf
@@ -91,7 +92,7 @@ class Field:
         "What the rule wanted, for the error message."
         if rule == 'out_of_range': return f'a number in [{self.lo:g}, {self.hi:g}]'
         if rule == 'unseen_category': return f'one of {sorted(self.domain)[:8]}' + (' ...' if len(self.domain) > 8 else '')
-        kinds = {'numeric': 'a number', 'boolean': 'true, false, 0 or 1', 'datetime': 'a date'}
+        kinds = {'numeric': 'a number', 'boolean': 'true, false, 0 or 1', 'datetime': 'a date', 'text': 'a text'}
         return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, kinds.get(self.kind, 'a text label'))
 
 # %% ../nbs/07_serve.ipynb #070012
@@ -100,7 +101,7 @@ def request_fields(schema:Schema|None, tf:Transform, encoder:RowEncoder|None=Non
     encoder, out = encoder or RowEncoder(tf), []
     for c in tf.inputs:
         spec = (schema.columns.get(c) if schema else None) or {}
-        kind = 'datetime' if c in tf.dates else 'categorical' if c in tf.categories else 'boolean' if spec.get('kind') == 'boolean' else 'numeric'
+        kind = 'datetime' if c in tf.dates else 'categorical' if c in tf.categories else 'text' if c in tf.text else 'boolean' if spec.get('kind') == 'boolean' else 'numeric'
         f = Field(c, kind, bool(spec.get('nullable', True)) or spec.get('max_missing', 0) > 0, encoder=encoder)
         if kind == 'numeric' and 'min' in spec:
             pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
@@ -127,7 +128,7 @@ def check_records(records:list, fields:list[Field], severity:dict) -> tuple[dict
                 (problems if sev == 'error' else warnings).append({'row': i, 'field': f.name, 'rule': rule, 'expected': f.expected(rule), 'got': repr(r.get(f.name))[:80]})
     return cols, problems, warnings
 
-# %% ../nbs/07_serve.ipynb #070016
+# %% ../nbs/07_serve.ipynb #070018
 @dataclass
 class Served:
     "A registered version loaded for serving."
@@ -184,7 +185,7 @@ def load_served(name:str, ref:str='champion') -> Served:
     reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
     return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
 
-# %% ../nbs/07_serve.ipynb #070020
+# %% ../nbs/07_serve.ipynb #070022
 class ServiceMetrics:
     "The service's Prometheus metrics, in a registry of its own."
     def __init__(self):
@@ -227,7 +228,7 @@ class ServiceMetrics:
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
 
-# %% ../nbs/07_serve.ipynb #070022
+# %% ../nbs/07_serve.ipynb #070024
 @dataclass
 class Captured:
     "One scored request, as the capture log stores it."
@@ -292,7 +293,7 @@ class Capture:
         if self.metrics: self.metrics.captured.inc(table.num_rows)
         return path
 
-# %% ../nbs/07_serve.ipynb #070023
+# %% ../nbs/07_serve.ipynb #070025
 def capture_table(items:list[Captured]):
     "Captured requests of one model version as an Arrow table with fixed types: one row per scored record."
     import pyarrow as pa
@@ -319,7 +320,7 @@ def capture_table(items:list[Captured]):
     cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction'])}
     return pa.table(cols)  # fixed types: every file of the folder reads as one table
 
-# %% ../nbs/07_serve.ipynb #070027
+# %% ../nbs/07_serve.ipynb #070029
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
     def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None):
@@ -369,7 +370,7 @@ class ModelHolder:
 
     def close(self): self.stop.set()
 
-# %% ../nbs/07_serve.ipynb #070028
+# %% ../nbs/07_serve.ipynb #070030
 class ShadowScorer:
     "Scores answered requests with the shadow model off the response path, then hands them to the capture log."
     def __init__(self, holder:ModelHolder, capture:Capture|None, metrics:ServiceMetrics|None=None, max_queue:int=10000):
@@ -403,7 +404,47 @@ class ShadowScorer:
     def close(self):
         self.stopping = True; self.wake.set(); self.thread.join(timeout=30)
 
-# %% ../nbs/07_serve.ipynb #070030
+# %% ../nbs/07_serve.ipynb #070032
+draining = threading.Event()  # set on SIGTERM: this process answers what it has accepted, then stops
+
+def drain_on_sigterm(drain_s:float):
+    "Wrap the installed SIGTERM handler: start draining, and call it `drain_s` seconds later."
+    import signal
+    if threading.current_thread() is not threading.main_thread(): return  # signals reach the main thread only
+    inner = signal.getsignal(signal.SIGTERM)
+    def handler(sig, frame):
+        if draining.is_set() or not callable(inner): return inner(sig, frame) if callable(inner) else None
+        draining.set(); log.info('draining', extra={'fields': {'event': 'draining', 'drain_s': drain_s}})
+        t = threading.Timer(drain_s, inner, (sig, frame)); t.daemon = True; t.start()
+    signal.signal(signal.SIGTERM, handler)
+
+# %% ../nbs/07_serve.ipynb #070034
+class JsonLines(logging.Formatter):
+    "Log records as one JSON object per line: time, level, logger, message and the record's `fields`."
+    def format(self, record:logging.LogRecord) -> str:
+        out = {'ts': dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec='milliseconds'),
+               'level': record.levelname.lower(), 'logger': record.name, 'message': record.getMessage()}
+        out |= getattr(record, 'fields', {})
+        if record.exc_info: out['error'] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+def setup_logging(cfg:dict, stream=None) -> logging.Logger:
+    "Send the service's log to stderr (or `stream`) as `serve.log.format` says."
+    import sys
+    fmt = get_key(cfg, 'serve.log.format') or 'json'
+    h = logging.StreamHandler(stream or sys.stderr)
+    h.setFormatter(JsonLines() if fmt == 'json' else logging.Formatter('%(asctime)s %(levelname)s %(name)s %(message)s'))
+    log.handlers[:] = [h]; log.setLevel(logging.INFO); log.propagate = False
+    return log
+
+# %% ../nbs/07_serve.ipynb #070037
+ENV_PREFIX = 'MLPIPELINE_SERVE_'
+
+def env_overrides(environ:dict) -> list[str]:
+    "`serve.*` overrides (`key=value`) from `MLPIPELINE_SERVE_<KEY>` variables."
+    return [f"serve.{k[len(ENV_PREFIX):].lower().replace('__', '.')}={v}" for k, v in sorted(environ.items()) if k.startswith(ENV_PREFIX)]
+
+# %% ../nbs/07_serve.ipynb #070040
 class ApiError(Exception):
     "A request refused with an HTTP status, a message and, for invalid records, the problems."
     def __init__(self, status:int, message:str, problems:list|None=None):
@@ -433,7 +474,7 @@ def parse_payload(body:bytes, max_rows:int) -> tuple[list, bool]:
     if len(payload) > max_rows: raise ApiError(413, f'{len(payload)} records in one request; at most {max_rows} (serve.max_rows)')
     return payload, False
 
-# %% ../nbs/07_serve.ipynb #070032
+# %% ../nbs/07_serve.ipynb #070042
 def request_id(request) -> str:
     "The client's `X-Request-ID` when it is a sane one, else a new id."
     rid = request.headers.get('x-request-id', '')
@@ -449,7 +490,7 @@ def metadata(served:Served) -> dict:
                        | ({'domain': sorted(f.domain)} if f.domain is not None else {}) for f in served.fields},
             'id_column': served.schema.id_column if served.schema else None}
 
-# %% ../nbs/07_serve.ipynb #070033
+# %% ../nbs/07_serve.ipynb #070043
 @dataclass
 class Service:
     "Everything one service process holds: config, model holder, metrics, capture and shadow scorer."
@@ -474,7 +515,7 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None)
 
-# %% ../nbs/07_serve.ipynb #070034
+# %% ../nbs/07_serve.ipynb #070044
 def make_app(svc:Service):
     "The FastAPI application of a service: /predict, /health, /metadata, /metrics."
     from contextlib import asynccontextmanager
@@ -482,15 +523,21 @@ def make_app(svc:Service):
     from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
     limit, max_rows, severity = int(get_key(svc.cfg, 'serve.max_body_bytes')), int(get_key(svc.cfg, 'serve.max_rows')), severities(svc.cfg)
-    as_json = lambda obj, status=200: Response(json.dumps(obj, default=str).encode(), status, media_type='application/json')
+    def as_json(obj, status=200):
+        r = Response(json.dumps(obj, default=str).encode(), status, media_type='application/json')
+        if draining.is_set(): r.headers['connection'] = 'close'  # the client's next request goes to a fresh connection
+        return r
+    log_requests = bool(get_key(svc.cfg, 'serve.log.requests'))
 
     @asynccontextmanager
     async def lifespan(app):
         for part in (svc.holder, svc.capture, svc.shadow):
             if part: part.start()
+        drain_on_sigterm(float(get_key(svc.cfg, 'serve.drain_s') or 0))
         yield
         for part in (svc.holder, svc.shadow, svc.capture):  # the shadow queue drains into the capture, which writes last
             if part: part.close()
+        log.info('stopped', extra={'fields': {'event': 'stopped', 'pid': os.getpid()}})
 
     app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan)
 
@@ -528,12 +575,18 @@ def make_app(svc:Service):
             log.exception('request %s failed', rid)
             resp = as_json({'error': 'internal error while scoring; the server log has the details', 'request_id': rid}, 500)
         resp.headers['x-request-id'] = rid
-        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(time.perf_counter() - t)
+        took = time.perf_counter() - t
+        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(took)
+        if log_requests:
+            s = svc.holder.current
+            log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': '/predict', 'status': resp.status_code, 'model': s.name,
+                                                  'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)}})
         return resp
 
     @app.get('/health')
     async def health():
         s = svc.holder.current
+        if draining.is_set(): return as_json({'status': 'draining', 'model': s.name, 'version': s.version}, 503)
         return as_json({'status': 'ok', 'model_loaded': s is not None, 'model': s.name, 'version': s.version, 'uptime_s': round(time.time() - svc.started, 1)})
 
     @app.get('/metadata')
@@ -553,7 +606,7 @@ def make_app(svc:Service):
         return as_json({'error': 'internal error; the server log has the details'}, 500)
     return app
 
-# %% ../nbs/07_serve.ipynb #070036
+# %% ../nbs/07_serve.ipynb #070046
 def port_free(host:str, port:int) -> bool:
     "Whether a server could listen on `host:port` now."
     import socket
@@ -566,25 +619,28 @@ def app_from_env():
     "The application of one uvicorn worker, from the config `serve` put in the environment."
     from mlpipeline.config import load_config
     a = json.loads(os.environ['MLPIPELINE_SERVE'])
-    return make_app(open_service(load_config(a['config'], a['overrides']), a['model']))
+    cfg = load_config(a['config'], a['overrides']); setup_logging(cfg)
+    return make_app(open_service(cfg, a['model']))
 
 def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, host:str|None=None, port:int|None=None, workers:int|None=None):
     "Run the service until interrupted."
     import uvicorn
     from mlpipeline.config import load_config
-    cfg = load_config(config, overrides)
+    overrides = [*env_overrides(os.environ), *overrides]  # the environment over the config file, -p over both
+    cfg = load_config(config, overrides); setup_logging(cfg)
     host, port, workers = host or get_key(cfg, 'serve.host'), int(port or get_key(cfg, 'serve.port')), int(workers or get_key(cfg, 'serve.workers') or 1)
     if not port_free(host, port): raise UsageError(f'cannot listen on {host}:{port}: the address is in use', 'choose another port with --port')
     svc = open_service(cfg, model)
     s = svc.holder.current
     print(f"serving {s.name} version {s.version}{f' ({s.alias})' if s.alias else ''} on http://{host}:{port} with {workers} worker(s): "
           f"POST /predict, GET /health /metadata /metrics" + (f'; capture -> {svc.capture.folder}' if svc.capture else ''), flush=True)
-    opts = dict(host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=10)
+    log.info('started', extra={'fields': {'event': 'started', 'model': s.name, 'version': s.version, 'alias': s.alias, 'host': host, 'port': port, 'workers': workers}})
+    opts = dict(host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=float(get_key(cfg, 'serve.shutdown_timeout_s')))
     if workers == 1: return uvicorn.run(make_app(svc), **opts)
     os.environ['MLPIPELINE_SERVE'] = json.dumps({'config': config, 'overrides': list(overrides), 'model': model})
     uvicorn.run('mlpipeline.serve:app_from_env', factory=True, workers=workers, **opts)
 
-# %% ../nbs/07_serve.ipynb #070038
+# %% ../nbs/07_serve.ipynb #070048
 def read_chunks(path:Path, rows:int):
     "The rows of a CSV or Parquet file in chunks of `rows`, and the row count (None when unknown)."
     if path.suffix.lower() in ('.parquet', '.pq'):
@@ -633,7 +689,7 @@ def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
     if idc and idc in df: out.insert(0, idc, df[idc].convert_dtypes().array)  # nullable types: a missing id does not turn ints into floats
     return out.assign(model_name=served.name, model_version=served.version)
 
-# %% ../nbs/07_serve.ipynb #070039
+# %% ../nbs/07_serve.ipynb #070049
 def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True) -> dict:
     "Score a CSV or Parquet file in chunks into `output` (.parquet or .csv); a summary of what was written."
     from tqdm.auto import tqdm
@@ -663,7 +719,7 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     write_json(meta, out.with_name(out.name + '.json'))
     return meta
 
-# %% ../nbs/07_serve.ipynb #070041
+# %% ../nbs/07_serve.ipynb #070051
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
     rd, cfg = open_run(run_dir)

@@ -154,7 +154,8 @@ def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     w = np.where((df.contract == 'Month-to-month') & (df.tenure < 24), 8.0, 1.0)  # a shifted population: new, short-contract customers
     new = df.sample(300, weights=w, replace=True, random_state=3).reset_index(drop=True).assign(rownames=lambda d: 10_000 + d.index)
     new.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); new[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
-    r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '--engine', 'warm', '-p', 'monitor.retrain.min_rows=50', cwd=project)
+    r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '--engine', 'warm',
+                   '-p', 'monitor.retrain.min_rows=50', '-p', 'monitor.retrain.warm_start=true', cwd=project)
     assert r.returncode == 0, r.stderr
     s = summary_of(r.stdout, project)
     d = s['decision']
@@ -167,6 +168,18 @@ def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     feats = json.loads((run_folder/'manifest.json').read_text())['stages']['03_features']
     assert feats['outputs']['test']['rows'] == 90 and feats['holdout'].endswith('retrain_holdout.parquet')
     assert monitoring_runs(project).iloc[0]['tags.monitor.decision'] == d['action']
+    # two candidates on the same window and holdout: a full retrain and a warm start from the champion's trees
+    import xgboost as xgb
+    cands = {c['kind']: c for c in d['retrain']['candidates']}
+    assert set(cands) == {'full', 'warm'} and d['retrain']['winner'] in cands and str(run_folder) == cands[d['retrain']['winner']]['run_folder']
+    assert cands['warm']['warm_start_from'] == 'test-model/1' and cands['full']['warm_start_from'] is None
+    v1 = Path(client.get_model_version('test-model', '1').tags['run_folder'])
+    base, warm = (xgb.Booster(model_file=str(f/'artifacts/model.ubj')) for f in (v1, Path(cands['warm']['run_folder'])))
+    assert warm.num_boosted_rounds() == cands['warm']['trees'] > base.num_boosted_rounds() and warm.get_dump()[:base.num_boosted_rounds()] == base.get_dump()
+    assert json.loads((Path(cands['warm']['run_folder'])/'artifacts/transform.json').read_text()) == json.loads((v1/'artifacts/transform.json').read_text())
+    loser = Path(cands[({'full', 'warm'} - {d['retrain']['winner']}).pop()]['run_folder'])
+    assert '06_register' not in json.loads((loser/'manifest.json').read_text())['stages']  # only the winner is registered
+    assert 'Retrain candidates' in (Path(s['folder'])/'report.html').read_text()
     # the cool-down holds the next retrain back, and says so
     from mlpipeline.config import load_config
     from mlpipeline.monitor import monitor

@@ -4,7 +4,7 @@ from pathlib import Path
 import httpx, pandas as pd, pytest
 from conftest import CLI, SAMPLE, write_project, run_in_process, client_for, mlpipeline
 
-SERVE = {'reload_s': 0.5, 'max_body_bytes': 100_000, 'max_rows': 200, 'capture': {'flush_s': 0.3}}
+SERVE = {'reload_s': 0.5, 'max_body_bytes': 100_000, 'max_rows': 200, 'capture': {'flush_s': 0.3}, 'drain_s': 0.3}
 
 
 def free_port() -> int:
@@ -17,9 +17,11 @@ class Server:
         self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
         e = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID', 'MLPIPELINE_API_KEY')} | (env or {})
         self.proc = subprocess.Popen([str(CLI), 'serve', '--port', str(self.port), *args], cwd=project, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []  # read as it comes: a full pipe would block the server's log writes
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True); self.reader.start()
         t = time.time()
         while time.time() - t < 90:
-            assert self.proc.poll() is None, self.proc.stdout.read()
+            assert self.proc.poll() is None, ''.join(self.lines)
             try:
                 if httpx.get(self.url + '/health', timeout=2).status_code == 200: break
             except httpx.TransportError: time.sleep(0.2)
@@ -29,8 +31,12 @@ class Server:
     def stop(self) -> str:
         "Stop the server; its output."
         self.http.close(); self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        self.proc.wait(timeout=60); self.reader.join(timeout=10)
+        return ''.join(self.lines)
+
+    def log(self) -> list:
+        "The JSON lines the server has logged so far."
+        return [json.loads(l) for l in list(self.lines) if l.startswith('{')]
 
 
 @pytest.fixture(scope='module')
@@ -253,3 +259,71 @@ def test_shadow_mode_logs_both_predictions(served):
     assert got.proba_Yes.tolist() == pytest.approx(expected[champ] * 3)
     labels = lambda p: ['Yes' if x > 0.5 else 'No' for x in p]
     assert got.shadow_prediction.tolist() == labels(expected[other]) * 3
+
+
+def test_sigterm_during_a_stream_of_requests_drops_none(served):
+    project, _ = served
+    srv = Server(project, '-p', 'serve.drain_s=3', '-p', 'serve.capture.dir=sigterm-capture')
+    results, stop, sent = [], threading.Event(), [None]
+    def client(k):
+        "A keep-alive stream of requests that, like a load balancer, sends no more once told the server is going away."
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            while not stop.is_set():
+                t = time.time()
+                try: r = c.post('/predict', json=records(2, k))
+                except httpx.ConnectError: results.append(('refused', k, t)); return  # never connected: nothing was sent
+                except httpx.TransportError as e: results.append(('dropped', k, t, repr(e))); return
+                results.append(('answered', k, t, r.status_code, r.headers['x-request-id'], r.headers.get('connection')))
+                if r.headers.get('connection') == 'close': return
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(4)]
+    for t in threads: t.start()
+    try:
+        time.sleep(1.5)
+        sent[0] = time.time(); srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        try: health = httpx.get(srv.url + '/health', timeout=5)  # draining: load balancers stop sending
+        except httpx.TransportError as e: health = e
+        srv.proc.wait(timeout=60)
+    finally:
+        stop.set()
+        for t in threads: t.join(timeout=60)
+    srv.reader.join(timeout=10)
+    answered = [r for r in results if r[0] == 'answered']
+    assert [r for r in results if r[0] != 'answered'] == []  # nothing dropped, and every stream was told before the port closed
+    assert {r[3] for r in answered} == {200} and len(answered) >= 40
+    assert sorted(r[1] for r in answered if r[5] == 'close') == [0, 1, 2, 3]  # each stream told, while draining, to go elsewhere
+    assert isinstance(health, httpx.Response) and health.status_code == 503 and health.json()['status'] == 'draining', health
+    got = pd.read_parquet(project/'sigterm-capture/test-model')  # written at shutdown, after the last answer
+    assert sorted(got.request_id.unique()) == sorted(r[4] for r in answered) and len(got) == 2 * len(answered)
+    lines = srv.log()
+    requests = {l['request_id']: l for l in lines if l.get('event') == 'request'}
+    assert set(requests) == {r[4] for r in answered}
+    one = requests[answered[0][4]]
+    assert one['version'] == champion(project) and one['status'] == 200 and one['latency_ms'] > 0 and one['level'] == 'info'
+    assert [l['event'] for l in lines if l.get('event') in ('started', 'draining', 'stopped')] == ['started', 'draining', 'stopped']
+
+
+def test_settings_from_the_environment(served):
+    project, _ = served
+    port = free_port()
+    e = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
+    r = subprocess.run([str(CLI), 'serve'], cwd=project, env=e | {'MLPIPELINE_SERVE_PORT': str(port), 'MLPIPELINE_SERVE_NO_SUCH_KEY': '1'},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'serve.no_such_key' is not a config key" in r.stderr, r.stderr
+    srv = Server(project, env={'MLPIPELINE_SERVE_LOG__FORMAT': 'text', 'MLPIPELINE_SERVE_CAPTURE__ENABLED': 'false'})
+    try: assert srv.http.post('/predict', json=records(1)[0]).status_code == 200
+    finally: out = srv.stop()
+    assert 'capture ->' not in out and srv.log() == [] and ' INFO mlpipeline.serve request' in out
+
+
+def test_grafana_dashboard_reads_metrics_the_service_exports(served):
+    import re
+    from prometheus_client.parser import text_string_to_metric_families
+    _, srv = served
+    assert srv.http.post('/predict', json=records(3)).status_code == 200
+    families = {f.name for f in text_string_to_metric_families(srv.http.get('/metrics').text)}
+    dash = json.loads((Path(__file__).resolve().parents[1]/'deploy/grafana-dashboard.json').read_text())
+    exprs = [t['expr'] for p in dash['panels'] for t in p['targets']]
+    used = {re.sub(r'_(total|bucket|count|sum)$', '', m) for e in exprs for m in re.findall(r'mlpipeline_[a-z_]+', e)}
+    assert len(dash['panels']) >= 10 and {'mlpipeline_requests', 'mlpipeline_request_seconds', 'mlpipeline_prediction_proba'} <= used
+    assert used - families == {'mlpipeline_ab_rows'}  # the A/B arms' counter appears when traffic is split

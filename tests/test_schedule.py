@@ -1,0 +1,106 @@
+"""The embedded scheduler for real: APScheduler in a `mlpipeline schedule` process, one-second cron lines, real
+training runs in child processes, SIGTERM, a restart on the same SQLite store, and the run lock."""
+import json, os, signal, sqlite3, subprocess, time
+from pathlib import Path
+import pytest
+from conftest import CLI, write_project, mlpipeline, registered_models, client_for
+from mlpipeline.runfolder import run_lock
+
+EVERY_SECOND = '* * * * * *'
+
+
+def history(project: Path, job: str | None = None) -> list[dict]:
+    "The schedule's history rows, oldest first."
+    with sqlite3.connect(project/'schedule.db') as c:
+        c.row_factory = sqlite3.Row
+        return [dict(r) for r in c.execute('SELECT * FROM schedule_history ORDER BY id') if job in (None, r['job_id'])]
+
+
+def start(project: Path) -> subprocess.Popen:
+    "`mlpipeline schedule` in the project, as a service manager would start it."
+    env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
+    return subprocess.Popen([str(CLI), 'schedule'], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> str:
+    "SIGTERM the scheduler; it must exit 0. Its stderr."
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return err
+
+
+def wait_for(check, timeout: float, what: str):
+    "Poll `check` until it returns something true; that value."
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if v := check(): return v
+        time.sleep(0.2)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def stage_started(project: Path):
+    "A run folder whose manifest shows a stage started, if any."
+    for m in (project/'runs').glob('*/manifest.json'):
+        try: stages = json.loads(m.read_text()).get('stages', {})
+        except json.JSONDecodeError: continue  # caught between the write and the rename of another file: poll again
+        if stages: return m.parent
+
+
+def test_sigterm_aborts_training_then_restart_trains(tmp_path):
+    "Train and monitor on one-second cron lines: SIGTERM mid-run aborts it cleanly; a restart keeps jobs and history and trains."
+    project = write_project(tmp_path/'project', schedule={'train': EVERY_SECOND, 'monitor': EVERY_SECOND, 'strict': False, 'engine': 'warm'})
+    sched = start(project)
+    rd = wait_for(lambda: stage_started(project), 90, 'a training run to start a stage')
+    err = stop(sched)
+    assert 'the job in progress gets SIGINT' in err and 'scheduler stopped (1 job(s) aborted)' in err, err
+    # the run: marked failed at a stage, resumable, unlocked, nothing registered
+    m = json.loads((rd/'manifest.json').read_text())
+    failed = [s for s, e in m['stages'].items() if e['status'] == 'failed']
+    assert m['status'] == 'failed' and failed and m['stages'][failed[0]]['error'] == 'KeyboardInterrupt', m
+    assert not (rd/'.lock').exists() and registered_models(project) == []
+    train = history(project, 'train')
+    aborted, = [r for r in train if r['result'] == 'aborted']  # recorded when its child has stopped, so after the skipped ones
+    assert f'mlpipeline run --resume {rd.name}' in aborted['message'] and aborted['exit_code'] == 130, aborted
+    assert aborted['scheduled'] == min(r['scheduled'] for r in train)  # the first firing started the run
+    assert {r['result'] for r in train} - {'aborted'} <= {'skipped-overlap'}  # max_instances=1: the firings during the run start nothing
+    monitor = history(project, 'monitor')
+    assert len(monitor) >= 2 and {r['result'] for r in monitor} == {'no-data'}, monitor
+    listed = mlpipeline('schedule', '--list', cwd=project)
+    assert listed.returncode == 0 and 'scheduler: not running' in listed.stdout, listed.stderr
+    lines = dict(l.split(': ', 1) for l in listed.stdout.splitlines()[1:])
+    assert lines['train'].startswith("cron '* * * * * *' (UTC); next 20") and '; last 20' in lines['train'], lines
+    before = history(project)
+    # the restart: the same jobs and history; the training runs through the scheduler to a registered version
+    sched = start(project)
+    ok = wait_for(lambda: [r for r in history(project, 'train') if r['result'] == 'ok'], 150, 'a successful training run')
+    listed = mlpipeline('schedule', '--list', cwd=project)  # read-only, beside the running scheduler
+    stop(sched)
+    rows = history(project)
+    assert len(rows) > len(before) and rows[:len(before)] == before
+    assert ok[0]['exit_code'] == 0 and 'registered test-model version 1 (' in ok[0]['message'] and 'champion' in ok[0]['message'], ok
+    assert [int(v.version) for v in client_for(project).search_model_versions("name='test-model'")] == [1]
+    assert listed.stdout.startswith('scheduler: running (process'), listed.stdout
+    lines = dict(l.split(': ', 1) for l in listed.stdout.splitlines()[1:])
+    assert lines['train'].startswith("cron '* * * * * *' (UTC); next 20") and (' ok: run ' in lines['train'] or ' skipped-overlap: ' in lines['train']), lines
+    assert ' no-data: no capture in ' in lines['monitor'], lines
+
+
+def test_train_job_refuses_to_overlap_a_run_in_progress(tmp_path):
+    "While a process holds a run folder's lock (as `mlpipeline run` does), the train job records skipped-overlap and starts nothing."
+    project = write_project(tmp_path/'project', schedule={'strict': False})
+    busy = project/'runs/20260101-000000-beef'; busy.mkdir(parents=True)
+    with run_lock(busy):  # this test process is the live holder
+        r = mlpipeline('schedule', '--once', 'train', cwd=project)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout.startswith(f'train: skipped-overlap: run {busy.name} (process {os.getpid()}) is in progress'), r.stdout
+    assert [p.name for p in (project/'runs').iterdir()] == [busy.name]
+    row, = history(project, 'train')
+    assert row['result'] == 'skipped-overlap' and row['exit_code'] is None and row['started'] <= row['finished']
+
+
+def test_bad_cron_line_is_refused_with_its_key(tmp_path):
+    project = write_project(tmp_path/'project', schedule={'train': '0 3 * *'})
+    r = mlpipeline('schedule', cwd=project, timeout=60)
+    assert r.returncode == 2 and "config key 'schedule.train': '0 3 * *' has 4 fields" in r.stderr, r.stderr
+    assert not (project/'schedule.db').exists()
