@@ -172,17 +172,21 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     with run_lock(rd):
         start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only)
         if only and not todo: say(f'run {rd.name}: {only} is complete already', not progress); return rd
-        rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
-        update_manifest(rd, engine=engine, status='running')
-        say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
+        rid = None
         try:
+            rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
+            update_manifest(rd, engine=engine, status='running')
+            say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
             for stage in todo:
                 i = plan.index(stage) + 1
                 t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
-                try: how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
-                except BaseException as e:  # ours or not, or Ctrl-C (SIGINT): the run is marked failed (resumable) and its MLflow run closed
-                    mark_failed(rd, stage, e); update_manifest(rd, status='failed'); close_parent_run(rd, rid, 'FAILED'); raise
+                how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
+        except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
+            mark_failed(rd, next((s for s in todo if not stage_complete(rd, s)), todo[-1]), e)
+            update_manifest(rd, status='failed')
+            if rid: close_parent_run(rd, rid, 'FAILED')
+            raise
         finally: shutdown_warm_kernels()
         if only: return rd  # the run stays open for its next stage; a plain --resume completes and closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
