@@ -16,13 +16,19 @@ __all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'is_op
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
 data:
-  path: demo://telco_churn   # file, folder or glob (CSV, Parquet), demo://name, http(s):// URL, or a SQLAlchemy URL
-  source: auto               # auto | csv | parquet | folder | sql | http | demo
+  path: demo://telco_churn   # file, folder or glob (CSV, Parquet), demo://name, http(s):// URL, a SQLAlchemy URL, or redis://
+  source: auto               # auto | csv | parquet | folder | sql | http | demo | graphql | redis-stream | redis-keys
   query: null                # SQL for source sql
   url: null                  # SQLAlchemy URL for source sql (else data.path)
   id_column: rownames        # never a feature; optional
   time_column: null          # optional
   http: {records_key: null, page_param: null, timeout_s: 30, retries: 3, max_pages: 1000}
+  graphql: {query: null, records: null, cursor: null, page_size: 100, timeout_s: 30, retries: 3, max_pages: 1000}
+                             # source graphql: records and cursor are dotted paths under `data` (cursor: the Relay pageInfo)
+  stream: {name: null, group: mlpipeline, consumer: ingest, max_messages: 10000, max_seconds: 5}
+                             # source redis-stream: a bounded read as a consumer group; acknowledged after the snapshot
+  keys: null                 # source redis-keys: the key pattern to SCAN, e.g. 'customer:*'
+  value: hash                # source redis-keys: hash | json (a JSON document stored as a string)
 target: churn
 task: auto                   # auto | binary | multiclass | regression
 split: {valid: 0.15, test: 0.15, group: null, holdout: null}   # group: a column whose rows stay in one split (e.g. a customer id);
@@ -61,8 +67,27 @@ serve:
   host: 127.0.0.1            # bound to this machine unless told otherwise
   port: 8000
   workers: 1                 # uvicorn worker processes
+  backend: xgboost           # what scores requests: xgboost | onnx (onnxruntime, converted at load) | auto (onnx when it converts and matches, else xgboost)
   reload_s: 5                # how often the registry is asked whether the alias moved (0: never)
   shadow: false              # the challenger also scores every request, off the response path
+  ab:                        # A/B test: each request is answered by one arm, champion or challenger (not with shadow)
+    enabled: false
+    weights: {champion: 0.5, challenger: 0.5}   # traffic shares (normalised)
+    key: null                # sticky arm from header:<name> or field:<name> (a record field); null: the request id
+    bootstrap: 1000          # `ab report`: resamples for the confidence intervals
+    alpha: 0.05              # `ab report`: significance of the difference; power 0.8 for the labels still needed
+    power: 0.8
+    min_labelled: 30         # `ab report`: labelled rows per arm before any decision (else wait)
+  canary:                    # canary release of the challenger (routes as ab, with these weights; not with shadow)
+    enabled: false
+    steps: [5, 25, 50, 100]  # challenger's traffic share (%) per step
+    hold_s: 60               # a step is held at least this long AND
+    hold_requests: 200       # for this many challenger requests before the next step
+    min_requests: 50         # requests per arm in a step before its bounds are judged
+    max_error_rate: 0.01     # roll back when the challenger's 5xx share exceeds the champion's by more than this
+    max_p99_ratio: 1.5       # or its p99 latency exceeds the champion's times this
+    p99_floor_ms: 10         # ... the champion's p99 counted as at least this: a few ms of jitter on a fast service is no regression
+    promote: false           # after the last step held: make the challenger champion (through `promote`, audited)
   max_body_bytes: 10000000
   max_rows: 10000            # records per request
   api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
@@ -167,7 +192,9 @@ CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'compute.backend': ['local', 'dask'],
            'reproducibility.snapshot': ['auto', True, False],
            'serve.log.format': ['json', 'text'],
-           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo'],
+           'serve.backend': ['auto', 'xgboost', 'onnx'],
+           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo', 'graphql', 'redis-stream', 'redis-keys'],
+           'data.value': ['hash', 'json'],
            'features.normalise.case': ['lower', 'none'],
            'features.impute.numeric': ['none', 'median', 'mean', 'constant', 'iterative'],
            'features.impute.categorical': ['none', 'mode', 'constant'],

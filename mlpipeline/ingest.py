@@ -4,17 +4,22 @@
 
 # %% ../nbs/01_ingest.ipynb #010003
 from __future__ import annotations
-import glob as globlib, hashlib, importlib.resources
+import glob as globlib, hashlib, importlib.resources, io, json, re, time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import pandas as pd
 from .config import project_path, get_key
-from .errors import SourceError
+from .errors import SourceError, ConfigError
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
 
 # %% auto #0
-__all__ = ['register', 'get_source', 'source_kind', 'read_csv', 'read_parquet', 'folder_files', 'read_folder', 'read_demo',
-           'safe_url', 'read_sql', 'http_session', 'page_records', 'read_http', 'load_data', 'describe_source',
-           'data_version', 'log_data', 'snapshot_wanted', 'run_ingest']
+__all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind', 'read_csv', 'read_parquet',
+           'folder_files', 'read_folder', 'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records',
+           'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
+           'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
+           'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
+           'snapshot_wanted', 'run_ingest']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -35,6 +40,8 @@ def source_kind(data:dict) -> str:
     if data.get('source', 'auto') != 'auto': return data['source']
     path = str(data.get('path') or '')
     if data.get('query'): return 'sql'
+    if path.startswith(('redis://', 'rediss://', 'unix://')):  # a stream or keys: the URL cannot tell
+        raise ConfigError('data.source', f'{path.split("://")[0]}:// can be a stream or keys', 'set data.source to redis-stream or redis-keys')
     if path.startswith('demo://'): return 'demo'
     if path.startswith(('http://', 'https://')): return 'http'
     if '://' in path: return 'sql'
@@ -121,13 +128,13 @@ def _db_cause(e:BaseException) -> str:
 register('sql', read_sql)
 
 # %% ../nbs/01_ingest.ipynb #010023
-def http_session(retries:int=3):
-    "A requests session that retries connection errors and 429/5xx answers with backoff."
+def http_session(retries:int=3, methods:tuple=('GET',)):
+    "A requests session that retries connection errors and 429/5xx answers to `methods` with backoff."
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
     s = requests.Session()
-    retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=('GET',))
+    retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=methods)
     s.mount('http://', HTTPAdapter(max_retries=retry)); s.mount('https://', HTTPAdapter(max_retries=retry))
     return s
 
@@ -164,20 +171,216 @@ def read_http(spec:dict) -> pd.DataFrame:
 register('http', read_http)
 
 # %% ../nbs/01_ingest.ipynb #010029
-def load_data(cfg:dict) -> pd.DataFrame:
-    "Read the configured source into one DataFrame."
+def flatten(doc:dict, prefix:str='') -> dict:
+    "One JSON document as a flat record: nested objects as dotted names (`a.b.c`), lists as JSON text."
+    out = {}
+    for k, v in doc.items():
+        name = f'{prefix}{k}'
+        if isinstance(v, dict) and v: out |= flatten(v, name + '.')
+        elif isinstance(v, (list, dict)): out[name] = json.dumps(v)
+        else: out[name] = v
+    return out
+
+# %% ../nbs/01_ingest.ipynb #010032
+def _value_kind(v) -> str|None:
+    if v is None or (isinstance(v, float) and v != v): return None
+    return 'boolean' if isinstance(v, bool) else 'number' if isinstance(v, (int, float)) else type(v).__name__
+
+def records_frame(records:list[dict], source:str) -> pd.DataFrame:
+    "Flat records as a table whose every column holds one kind of value, else a SourceError naming the column."
+    df = pd.DataFrame.from_records(records)
+    for c in df.columns[df.dtypes == object]:
+        kinds = df[c].map(_value_kind).value_counts()
+        if len(kinds) > 1:
+            found = ', '.join(f'{n} rows {k}' for k, n in kinds.items())
+            raise SourceError(source, f"column '{c}' mixes kinds of value ({found})", 'give the field one type in every record')
+    return df
+
+# %% ../nbs/01_ingest.ipynb #010035
+def typed_like_csv(df:pd.DataFrame) -> pd.DataFrame:
+    "Text columns typed the way `read_csv` types a CSV file."
+    if df.empty: return df
+    buf = io.StringIO(); df.to_csv(buf, index=False); buf.seek(0)
+    return pd.read_csv(buf)
+
+# %% ../nbs/01_ingest.ipynb #010038
+@dataclass
+class Batch:
+    "What a source read: the rows, and `commit()` to call once their snapshot is written and versioned."
+    df: pd.DataFrame
+    commit: Callable[[], None] = lambda: None
+
+# %% ../nbs/01_ingest.ipynb #010040
+def redis_client(url:str, read_timeout_s:float=10):
+    "A connected Redis client (text replies), or a SourceError naming the server."
+    import redis
+    try:
+        r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=read_timeout_s)
+        r.ping(); return r
+    except (redis.RedisError, ValueError) as e:
+        raise SourceError(safe_url(url), f'the Redis server cannot be reached: {e}', 'check data.path and that the server is up') from None
+
+# %% ../nbs/01_ingest.ipynb #010042
+STREAM_ID = '_stream_id'
+
+def stream_group(r, name:str, group:str):
+    "Create consumer `group` on stream `name` (and the stream) unless it exists."
+    import redis
+    try: r.xgroup_create(name, group, id='0', mkstream=True)
+    except redis.ResponseError as e:
+        if 'BUSYGROUP' not in str(e): raise
+
+def _take(r, s:dict, start:str, got:dict, block_ms:int|None=None) -> str|None:
+    "Read entries after `start` into `got`; the last id read, or None when there were none."
+    res = r.xreadgroup(s['group'], s['consumer'], {s['name']: start}, count=min(s['max_messages'] - len(got), 1000), block=block_ms)
+    entries = res[0][1] if res else []
+    for mid, fields in entries: got.setdefault(mid, fields or {})  # a deleted message comes back with no fields
+    return entries[-1][0] if entries else None
+
+def stream_entries(r, s:dict) -> dict:
+    "This consumer's unacknowledged entries, then new ones, up to `max_messages` or `max_seconds`: {id: fields}."
+    got, last = {}, '0'
+    while len(got) < s['max_messages'] and (last := _take(r, s, last, got)): pass
+    deadline = time.monotonic() + s['max_seconds']
+    while len(got) < s['max_messages'] and (left := deadline - time.monotonic()) > 0:
+        if not _take(r, s, '>', got, block_ms=max(1, int(left * 1000))): break
+    return got
+
+# %% ../nbs/01_ingest.ipynb #010043
+def stream_spec(spec:dict) -> dict:
+    "The `data.stream` settings, checked."
+    s = {'group': 'mlpipeline', 'consumer': 'ingest', 'max_messages': 10000, 'max_seconds': 5} | {k: v for k, v in (spec.get('stream') or {}).items() if v is not None}
+    if not s.get('name'): raise ConfigError('data.stream.name', 'no stream is named', 'set data.stream.name to the stream key')
+    if not int(s['max_messages']) > 0: raise ConfigError('data.stream.max_messages', f"{s['max_messages']} is not a positive count")
+    return s | {'max_messages': int(s['max_messages']), 'max_seconds': float(s['max_seconds'])}
+
+def _id_order(mid:str) -> tuple: return tuple(int(x) for x in mid.split('-'))
+
+def read_redis_stream(spec:dict) -> Batch:
+    "A bounded batch of a Redis stream through a consumer group, acknowledged by `commit()`."
+    url, s = str(spec['path']), stream_spec(spec)
+    r = redis_client(url, read_timeout_s=s['max_seconds'] + 10)
+    import redis
+    try: stream_group(r, s['name'], s['group']); got = stream_entries(r, s)
+    except redis.RedisError as e: raise SourceError(f"{safe_url(url)} stream {s['name']}", f'the read failed: {e}', 'check data.stream') from None
+    ids = sorted(got, key=_id_order)
+    df = typed_like_csv(pd.DataFrame.from_records([got[i] for i in ids if got[i]]))
+    df[STREAM_ID] = [i for i in ids if got[i]]
+    def commit():
+        try:
+            for k in range(0, len(ids), 1000): r.xack(s['name'], s['group'], *ids[k:k + 1000])
+        except redis.RedisError as e:
+            raise SourceError(f"{safe_url(url)} stream {s['name']}", f'the snapshot is kept, but its {len(ids)} messages could not be acknowledged ({e}); the next run reads them again') from None
+    return Batch(df, commit)
+
+register('redis-stream', read_redis_stream)
+
+# %% ../nbs/01_ingest.ipynb #010045
+KEY_COLUMN = '_key'
+
+def natural_key(key:str) -> list:
+    "Sort key for `key` with its numbers compared as numbers."
+    return [(0, int(p), '') if p.isdigit() else (1, 0, p) for p in re.split(r'(\d+)', key)]
+
+def key_values(r, keys:list, how:str, source:str) -> list:
+    "HGETALL (hash) or GET (json) of every key, in batches, naming a key of the wrong type."
+    out = []
+    for k in range(0, len(keys), 500):
+        p = r.pipeline(transaction=False)
+        for key in keys[k:k + 500]: p.hgetall(key) if how == 'hash' else p.get(key)
+        for key, v in zip(keys[k:k + 500], p.execute(raise_on_error=False)):
+            if isinstance(v, Exception): raise SourceError(source, f"key '{key}' is not a {'hash' if how == 'hash' else 'string'}: {v}", 'check data.keys and data.value')
+            out.append(v)
+    return out
+
+# %% ../nbs/01_ingest.ipynb #010047
+def _document(key:str, text:str, source:str) -> dict:
+    try: doc = json.loads(text)
+    except json.JSONDecodeError as e: raise SourceError(source, f"key '{key}' does not hold JSON: {e}", 'store one JSON object per key') from None
+    if not isinstance(doc, dict): raise SourceError(source, f"key '{key}' holds a JSON {type(doc).__name__}, not an object")
+    return flatten(doc)
+
+def read_redis_keys(spec:dict) -> pd.DataFrame:
+    "Every Redis hash or JSON document whose key matches `data.keys`, one row per key."
+    url, pattern, how = str(spec['path']), spec.get('keys'), spec.get('value') or 'hash'
+    if not pattern: raise ConfigError('data.keys', 'no key pattern is set', "set data.keys, e.g. 'customer:*'")
+    if how not in ('hash', 'json'): raise ConfigError('data.value', f'{how!r} is not hash or json')
+    source, r = f'{safe_url(url)} keys {pattern}', redis_client(url)
+    keys = sorted(r.scan_iter(match=pattern, count=1000), key=natural_key)
+    pairs = [(k, v) for k, v in zip(keys, key_values(r, keys, how, source)) if v]  # a key deleted meanwhile gives nothing
+    if how == 'hash': df = typed_like_csv(pd.DataFrame.from_records([v for _, v in pairs]))
+    else: df = records_frame([_document(k, v, source) for k, v in pairs], source)
+    df[KEY_COLUMN] = [k for k, _ in pairs]
+    return df
+
+register('redis-keys', read_redis_keys)
+
+# %% ../nbs/01_ingest.ipynb #010049
+def dig(body, path:str):
+    "The value at dotted `path` in a JSON object."
+    for part in path.split('.'):
+        if not isinstance(body, dict) or part not in body: raise ValueError(f"the response has no '{path}' (stopped at '{part}')")
+        body = body[part]
+    return body
+
+def graphql_page(session, url:str, query:str, variables:dict, timeout_s:float) -> dict:
+    "The `data` of one GraphQL answer; its first error as a SourceError."
+    import requests
+    try:
+        r = session.post(url, json={'query': query, 'variables': variables}, timeout=timeout_s)
+        body = r.json() if r.headers.get('content-type', '').startswith('application/json') else None
+        if not (body and body.get('errors')): r.raise_for_status()  # GraphQL errors may come with a 4xx status
+    except requests.RequestException as e: raise SourceError(url, f'request failed: {type(e).__name__}: {e}', 'check the URL and that the service is up') from None
+    if not isinstance(body, dict): raise SourceError(url, f'the answer is not GraphQL JSON (status {r.status_code})')
+    if body.get('errors'): raise SourceError(url, f"the GraphQL query failed: {body['errors'][0].get('message')}", 'check data.graphql.query')
+    return body.get('data') or {}
+
+# %% ../nbs/01_ingest.ipynb #010050
+def _rows(found) -> list:
+    if not isinstance(found, list): raise ValueError(f'data.graphql.records is a {type(found).__name__}, not a list')
+    return [e['node'] if isinstance(e, dict) and 'node' in e else e for e in found]
+
+def read_graphql(spec:dict) -> pd.DataFrame:
+    "Every page of a GraphQL query's records, following Relay cursors."
+    g, url = spec.get('graphql') or {}, str(spec['path'])
+    for k in ('query', 'records'):
+        if not g.get(k): raise ConfigError(f'data.graphql.{k}', 'is not set', 'see the GraphQL source in the README')
+    session, records, after = http_session(g.get('retries', 3), methods=('POST',)), [], None
+    for page in range(1, g.get('max_pages', 1000) + 1):
+        data = graphql_page(session, url, g['query'], {'first': g.get('page_size', 100), 'after': after}, g.get('timeout_s', 30))
+        try:
+            records += _rows(dig(data, g['records']))
+            info = dig(data, g['cursor']) if g.get('cursor') else {}
+        except ValueError as e: raise SourceError(url, f'page {page}: {e}', 'check data.graphql.records and data.graphql.cursor') from None
+        if not info.get('hasNextPage'): break
+        after = info.get('endCursor')
+    return records_frame([flatten(r) for r in records], url)
+
+register('graphql', read_graphql)
+
+# %% ../nbs/01_ingest.ipynb #010054
+def read_source(cfg:dict) -> Batch:
+    "Read the configured source: its rows and the commit to call once they are kept."
     spec = dict(cfg['data'])
     if spec.get('path') and '://' not in str(spec['path']): spec['path'] = str(project_path(cfg, spec['path']))  # a file, folder or glob
-    df = get_source(source_kind(spec))(spec)
-    if len(df) == 0: raise SourceError(describe_source(cfg), f'the source returned no rows (columns: {list(df.columns)})', 'check the file, query or URL')
-    return df
+    got = get_source(source_kind(spec))(spec)
+    batch = got if isinstance(got, Batch) else Batch(got)
+    if len(batch.df) == 0: raise SourceError(describe_source(cfg), f'the source returned no rows (columns: {list(batch.df.columns)})', 'check the file, query, URL, stream or key pattern')
+    return batch
+
+def load_data(cfg:dict) -> pd.DataFrame:
+    "Read the configured source into one DataFrame."
+    return read_source(cfg).df
 
 def describe_source(cfg:dict) -> str:
     "The configured source in words safe to log (no password)."
     spec = cfg['data']; kind = source_kind(spec)
-    return f"sql {safe_url(spec.get('url') or str(spec.get('path')))}" if kind == 'sql' else f"{kind} {spec.get('path')}"
+    if kind == 'sql': return f"sql {safe_url(spec.get('url') or str(spec.get('path')))}"
+    if kind == 'redis-stream': return f"redis-stream {safe_url(str(spec.get('path')))} {(spec.get('stream') or {}).get('name')}"
+    if kind == 'redis-keys': return f"redis-keys {safe_url(str(spec.get('path')))} {spec.get('keys')}"
+    return f"{kind} {spec.get('path')}"
 
-# %% ../nbs/01_ingest.ipynb #010031
+# %% ../nbs/01_ingest.ipynb #010056
 def data_version(df:pd.DataFrame) -> dict:
     "sha256 of the table's content, with its row count and column types."
     h = hashlib.sha256()
@@ -186,26 +389,28 @@ def data_version(df:pd.DataFrame) -> dict:
         h.update(pd.util.hash_pandas_object(df[col], index=False).values.tobytes())
     return {'sha256': h.hexdigest(), 'rows': len(df), 'columns': {str(c): str(t) for c, t in df.dtypes.items()}}
 
-# %% ../nbs/01_ingest.ipynb #010034
+# %% ../nbs/01_ingest.ipynb #010059
 def log_data(df:pd.DataFrame, version:dict, source:str, name:str='raw'):
     "Log the data version to the active MLflow run: tags, metrics and the dataset input."
     import mlflow
     mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': source})
     mlflow.log_input(mlflow.data.from_pandas(df, source=source, name=name, digest=version['sha256'][:16]), context='training')
 
-# %% ../nbs/01_ingest.ipynb #010036
+# %% ../nbs/01_ingest.ipynb #010061
+UNFILED = ('sql', 'http', 'graphql', 'redis-stream', 'redis-keys')  # sources whose rows are not a file that stays
+
 def snapshot_wanted(cfg:dict) -> bool:
     "Whether this run logs its raw snapshot to the tracking store (`reproducibility.snapshot`)."
     how = get_key(cfg, 'reproducibility.snapshot', 'auto')
-    if how == 'auto': return bool(get_key(cfg, 'reproducibility.strict')) and source_kind(cfg['data']) in ('sql', 'http')
+    if how == 'auto': return bool(get_key(cfg, 'reproducibility.strict')) and source_kind(cfg['data']) in UNFILED
     return bool(how)
 
-# %% ../nbs/01_ingest.ipynb #010039
+# %% ../nbs/01_ingest.ipynb #010064
 def run_ingest(run_dir:str|Path) -> dict:
-    "Read the source into `data/raw.parquet`, version it and record both in the manifest and MLflow."
+    "Read the source into `data/raw.parquet`, version it, record both in the manifest and MLflow, then commit the read."
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}) as run:
-        df = load_data(cfg)
+        batch = read_source(cfg); df = batch.df
         version = data_version(df) | {'source': describe_source(cfg)}
         raw = write_table(df, rd/'data/raw.parquet')
         write_json(version, rd/'artifacts/data_version.json')
@@ -217,4 +422,5 @@ def run_ingest(run_dir:str|Path) -> dict:
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
         finish_stage(rd, '01_ingest', {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], **snap)
+        batch.commit()
     return version

@@ -190,7 +190,7 @@ def drift_table(ref, cur, columns:dict, opts:dict) -> pd.DataFrame:
     return t.sort_values(['drifted', 'p_adjusted'], ascending=[False, True]).reset_index(drop=True)
 
 # %% ../nbs/08_monitor.ipynb #080030
-CAPTURE_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'shadow_version', 'shadow_prediction']
+CAPTURE_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'shadow_version', 'shadow_prediction', 'arm']
 
 def parse_when(text:str|None, now:dt.datetime|None=None) -> pd.Timestamp|None:
     "A point in time: ISO text, or `<n>m|h|d` before `now`."

@@ -309,6 +309,7 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument('--config'); x.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     sv.add_argument('--host', help='interface to bind (default: serve.host, 127.0.0.1)'); sv.add_argument('--port', type=int, help='default: serve.port, 8000')
     sv.add_argument('--workers', type=int, help='uvicorn worker processes (default: serve.workers, 1)')
+    sv.add_argument('--backend', choices=['auto', 'xgboost', 'onnx'], help='what scores requests (default: serve.backend, xgboost)')
     pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows'); pd_.add_argument('--output', required=True, help='.parquet or .csv')
     pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)'); pd_.add_argument('--quiet', action='store_true')
     mo.add_argument('--data', required=True, help='a CSV or Parquet file, a folder of them, the capture folder (capture/<model>), or a profile.bin')
@@ -318,12 +319,19 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument('--retrain', action='store_true', help='when the retraining policy fires, retrain and let the gate decide the promotion')
     mo.add_argument('--config'); mo.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     mo.add_argument('--quiet', action='store_true')
-    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file)')
+    ab = sub.add_parser('ab', help='A/B test report: per-arm metric on delayed labels, the difference and its test, promote / keep / wait')
+    ab.add_argument('what', choices=['report']); ab.add_argument('--labels', required=True, help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
+    ab.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)'); ab.add_argument('--until', help='window end (exclusive)')
+    ab.add_argument('--capture', help='the capture folder (default: serve.capture.dir/<mlflow.model_name>)')
+    ab.add_argument('--promote', action='store_true', help="when the recommendation is promote, make the challenger's version champion (audited)")
+    ab.add_argument('--config'); ab.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), or a registered model as ONNX (onnx)')
     sc = sub.add_parser('schedule', help='run the train and monitor jobs on the cron schedules of schedule.* (foreground), or list them')
     sc.add_argument('--list', action='store_true', help="each job's schedule, next run and last result (read-only; works beside a running scheduler)")
     sc.add_argument('--once', choices=['train', 'monitor'], help='run this job now, through the same code path, and record it')
     sc.add_argument('--config'); sc.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    ex.add_argument('what', choices=['airflow']); ex.add_argument('--out', default='dags', help='the folder to write into (default: dags)'); ex.add_argument('--config')
+    ex.add_argument('what', choices=['airflow', 'onnx']); ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)'); ex.add_argument('--config')
+    ex.add_argument('--model', help='onnx: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
     return p
 
 def monitor_lines(s:dict) -> list[str]:
@@ -367,7 +375,7 @@ def main(argv:list[str]|None=None) -> int:
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
         elif args.command == 'serve':
             from mlpipeline.serve import serve
-            serve(args.config, args.param, args.model, args.host, args.port, args.workers)
+            serve(args.config, args.param + ([f'serve.backend={args.backend}'] if args.backend else []), args.model, args.host, args.port, args.workers)
         elif args.command == 'predict':
             from mlpipeline.serve import predict_file
             r = predict_file(load_config(args.config, args.param), args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
@@ -376,15 +384,23 @@ def main(argv:list[str]|None=None) -> int:
             from mlpipeline.monitor import monitor
             s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet, engine=args.engine)
             print('\n'.join(monitor_lines(s)))
+        elif args.command == 'ab':
+            from mlpipeline.ab import ab_report, ab_lines
+            print('\n'.join(ab_lines(ab_report(load_config(args.config, args.param), args.labels, args.since, args.until, args.promote, args.capture))))
         elif args.command == 'reproduce':
             r = reproduce(args.ref, args.config, progress=not args.quiet, engine=args.engine)
             print(f"{r['model']} version {r['version']} reproduces: {r['rows']} test predictions identical (run {r['run_folder']})")
         elif args.command == 'schedule':
             from mlpipeline.schedule import schedule_command
             return schedule_command(args.config, args.param, args.list, args.once)
+        elif args.command == 'export' and args.what == 'onnx':
+            from mlpipeline.onnx_export import export_onnx
+            m = export_onnx(load_config(args.config), args.model, args.out or 'onnx')
+            print(f"{m['model']} version {m['version']} -> {m['out']}/model.onnx, transform.json, model.json "
+                  f"(parity gap {max(v for k, v in m['parity'].items() if k in ('boundary_rows', 'test_split')):.2g}, tolerance {m['parity']['tolerance']:g})")
         elif args.command == 'export':
             from mlpipeline.airflow import export_airflow
-            print(export_airflow(args.config, args.out))
+            print(export_airflow(args.config, args.out or 'dags'))
         return 0
     except MlpipelineError as e:
         print(f'mlpipeline: {e}', file=sys.stderr); return e.exit_code

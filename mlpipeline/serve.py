@@ -143,6 +143,7 @@ class Served:
     tags: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)  # the training summary logged with the model
     loaded_at: str = ''
+    scorer: object = None                            # onnxruntime's scorer of the booster (serve.backend, `07b_onnx`); None: the booster
 
     def __post_init__(self):
         self.encoder = RowEncoder(self.tf)
@@ -152,7 +153,8 @@ class Served:
 
     def predict(self, cols:dict) -> np.ndarray:
         "The booster's output for columns of checked values."
-        return self.booster.inplace_predict(self.encoder.matrix(cols))
+        X = self.encoder.matrix(cols)
+        return self.scorer(X) if self.scorer is not None else self.booster.inplace_predict(X)
 
     def answers(self, out:np.ndarray) -> list[dict]:
         "One answer per row: `prediction` and, for classification, `proba_<class>`."
@@ -173,8 +175,8 @@ def model_artifacts(local:Path) -> dict:
     arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
     return {k: local/v['path'] for k, v in arts.items() if (local/v['path']).exists()}
 
-def load_served(name:str, ref:str='champion') -> Served:
-    "Load version or alias `ref` of registered model `name` for serving, with the schema and summary it bundles."
+def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
+    "Load version or alias `ref` of registered model `name` for serving (scored by `backend`), with the schema and summary it bundles."
     import mlflow
     client = mlflow.MlflowClient()
     try:
@@ -185,7 +187,11 @@ def load_served(name:str, ref:str='champion') -> Served:
     arts = model_artifacts(local)
     schema = Schema.from_yaml(arts['schema'].read_text()) if 'schema' in arts else None
     reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
-    return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
+    served = served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
+    if backend != 'xgboost':
+        from mlpipeline.onnx_export import use_backend
+        use_backend(served, backend)
+    return served
 
 # %% ../nbs/07_serve.ipynb #070022
 class ServiceMetrics:
@@ -241,6 +247,7 @@ class Captured:
     answers: list
     shadow: Served|None = None
     shadow_answers: list|None = None
+    arm: str|None = None                   # champion | challenger when the service splits traffic (07a_ab)
 
 class Capture:
     "A rolling Parquet log of scored requests, written off the request path by a background thread."
@@ -310,6 +317,7 @@ def capture_table(items:list[Captured]):
         sh = it.shadow_answers or [{}] * n
         acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
         acc['shadow_prediction'] += [a.get('prediction') for a in sh]
+        acc['arm'] += [it.arm] * n
     text = lambda vals: pa.array([None if v is None else str(v) for v in vals], pa.string())
     pred = (lambda vals: pa.array(vals, pa.float64())) if first.tf.task == 'regression' else text
     n = len(acc['row'])
@@ -319,15 +327,15 @@ def capture_table(items:list[Captured]):
     cols |= {f.name: pa.array(acc[f.name], pa.float64()) if f.kind in ('numeric', 'boolean') else text(acc[f.name]) for f in first.fields}
     cols |= {k: pred(acc[k]) if k == 'prediction' else pa.array(acc[k], pa.float64()) for k in first.outputs if k in acc}
     if idc: cols[idc] = text(acc[idc])  # ids of any type, as text
-    cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction'])}
+    cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction']), 'arm': text(acc['arm'])}
     return pa.table(cols)  # fixed types: every file of the folder reads as one table
 
 # %% ../nbs/07_serve.ipynb #070029
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
-    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None):
-        self.name, self.ref, self.reload_s, self.metrics = name, ref, reload_s, metrics
-        self.current = load_served(name, ref)
+    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None, backend:str='xgboost'):
+        self.name, self.ref, self.reload_s, self.metrics, self.backend = name, ref, reload_s, metrics, backend
+        self.current = load_served(name, ref, backend)
         self.shadow_alias = 'challenger' if shadow and not ref.isdigit() else None
         self.shadow = self._load_shadow()
         self.stop, self.thread = threading.Event(), None
@@ -335,7 +343,7 @@ class ModelHolder:
 
     def _load_shadow(self) -> Served|None:
         if not self.shadow_alias: return None
-        try: s = load_served(self.name, self.shadow_alias)
+        try: s = load_served(self.name, self.shadow_alias, self.backend)
         except UsageError: return None
         return s if s.version != self.current.version else None
 
@@ -350,7 +358,7 @@ class ModelHolder:
         aliases = {a: str(v) for a, v in mlflow.MlflowClient().get_registered_model(self.name).aliases.items()}
         changed = False
         if not self.ref.isdigit() and aliases.get(self.ref, self.current.version) != self.current.version:
-            new = load_served(self.name, self.ref)
+            new = load_served(self.name, self.ref, self.backend)
             log.warning('%s@%s moved: serving version %s (was %s)', self.name, self.ref, new.version, self.current.version)
             self.current, changed = new, True
             if self.metrics: self.metrics.reloads.inc()
@@ -488,6 +496,7 @@ def metadata(served:Served) -> dict:
     return {'name': served.name, 'version': served.version, 'alias': served.alias, 'task': served.tf.task, 'classes': served.tf.classes,
             'data_version': t.get('data_sha256'), 'git_commit': t.get('git_commit'), 'git_dirty': t.get('git_dirty'), 'run_folder': t.get('run_folder'),
             'test_metrics': {k[5:]: float(v) for k, v in t.items() if k.startswith('test.')}, 'loaded_at': served.loaded_at,
+            'backend': 'xgboost' if served.scorer is None else 'onnx',
             'schema': {f.name: {'kind': f.kind, 'nullable': f.nullable} | ({'min': f.lo, 'max': f.hi} if np.isfinite(f.lo) else {})
                        | ({'domain': sorted(f.domain)} if f.domain is not None else {}) for f in served.fields},
             'id_column': served.schema.id_column if served.schema else None}
@@ -502,6 +511,7 @@ class Service:
     capture: Capture|None = None
     shadow: ShadowScorer|None = None
     api_key: str|None = None
+    router: object|None = None             # an A/B test's or canary's `ArmRouter` (07a_ab), else None
     started: float = field(default_factory=time.time)
 
 def open_service(cfg:dict, ref:str|None=None) -> Service:
@@ -509,13 +519,14 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     from mlpipeline.runfolder import mlflow_experiment
     mlflow_experiment(cfg)
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
-    metrics = ServiceMetrics()
-    holder = ModelHolder(name, which, bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics)
+    from mlpipeline.ab import traffic_split_on, traffic_split
+    metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
+    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost')
     c = get_key(cfg, 'serve.capture') or {}
     capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics) if c.get('enabled', True) else None
-    shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias else None
+    shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias and not split else None
     key_env = get_key(cfg, 'serve.api_key_env')
-    return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None)
+    return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
 
 # %% ../nbs/07_serve.ipynb #070044
 def make_app(svc:Service):
@@ -550,7 +561,8 @@ def make_app(svc:Service):
     async def score(request, rid:str) -> dict:
         authorise(request)
         records, single = parse_payload(await read_body(request, limit), max_rows)
-        served = svc.holder.current  # one version answers the whole request
+        served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
+        request.state.arm = arm
         cols, problems, warnings = check_records(records, served.fields, severity)
         for p in problems + warnings: svc.metrics.invalid.labels(str(p['field']), p['rule']).inc()
         if problems: raise ApiError(422, f'{len(problems)} invalid value(s): ' + '; '.join(problem_text(p) for p in problems[:5]) + (' ...' if len(problems) > 5 else ''), problems[:100])
@@ -561,10 +573,11 @@ def make_app(svc:Service):
             for a, r in zip(answers, records):
                 if idc in r: a[idc] = r[idc]
         svc.metrics.observe(served, out, answers)
-        item = Captured(rid, time.time(), served, cols, answers)
+        item = Captured(rid, time.time(), served, cols, answers, arm=arm)
+        if arm: svc.router.scored(arm, len(answers))
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)
-        body = {'request_id': rid, 'model': {'name': served.name, 'version': served.version, 'alias': served.alias}}
+        body = {'request_id': rid, 'model': {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})}
         body |= {'prediction': answers[0]} if single else {'predictions': answers}
         return body | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
 
@@ -579,6 +592,7 @@ def make_app(svc:Service):
         resp.headers['x-request-id'] = rid
         took = time.perf_counter() - t
         svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(took)
+        if svc.router: svc.router.observe(getattr(request.state, 'arm', None), resp.status_code, took)  # per arm; the canary judges it
         if log_requests:
             s = svc.holder.current
             log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': '/predict', 'status': resp.status_code, 'model': s.name,
