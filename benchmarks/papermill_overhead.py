@@ -5,7 +5,7 @@
 Both sides run on the bundled demo data (7,043 rows) in a throw-away project with its own SQLite MLflow store,
 one after the other in this sitting. Results go to benchmarks/results/papermill_overhead.json.
 """
-import argparse, importlib, json, os, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
 STAGE_FUNCS = [('ingest', 'run_ingest'), ('validate', 'run_validate'), ('features', 'run_features'), ('train', 'run_train'),

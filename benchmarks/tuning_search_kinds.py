@@ -5,9 +5,9 @@
 Splits and transform as the pipeline makes them (seed 42); each search then trains its final model with the best
 parameters. Results go to benchmarks/results/tuning_search_kinds.json.
 """
-import argparse, json, os, tempfile, time
+import argparse, json, tempfile, time
 from pathlib import Path
-import mlflow, pandas as pd
+import mlflow
 from mlpipeline.config import load_config
 from mlpipeline.ingest import load_data
 from mlpipeline.features import split_frame, fit_transform

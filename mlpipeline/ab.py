@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_ab.ipynb #070003
 from __future__ import annotations
-import collections, datetime as dt, hashlib, json, logging, math, threading, time
+import collections, datetime as dt, hashlib, logging, math, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key
@@ -151,7 +151,6 @@ CanaryController.observe, CanaryController._rollback, CanaryController._advance 
 # %% ../nbs/07a_ab.ipynb #070022
 def audit_event(cfg:dict, alias:str, from_version:str, to_version:str, why:str) -> dict:
     "Append a record to the alias audit log without moving an alias (e.g. `canary`: traffic given back)."
-    import mlflow
     from mlpipeline.registry import audit_experiment, registry_client, who
     entry = {'model': get_key(cfg, 'mlflow.model_name'), 'alias': alias, 'from_version': str(from_version or ''), 'to_version': str(to_version or ''),
              'who': who(), 'when': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'why': why}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_fairness.ipynb #050003
 from __future__ import annotations
-import base64, html, json, warnings
+import base64, html, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd

@@ -71,7 +71,7 @@ def run_in_process(project: Path, *overrides) -> Path:
     import importlib
     from mlpipeline.config import load_config
     from mlpipeline.runfolder import create_run
-    from mlpipeline.pipeline import STAGES, open_parent_run, close_parent_run
+    from mlpipeline.pipeline import open_parent_run, close_parent_run
     funcs = ['ingest.run_ingest', 'validate.run_validate', 'features.run_features', 'train.run_train',
              'evaluate.run_evaluate', 'registry.run_register', 'serve.run_serve', 'monitor.run_monitor']
     cfg = load_config(project=project, overrides=list(overrides))

@@ -3,7 +3,7 @@ import http.server, json, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, pytest
-from conftest import SAMPLE, write_project, run_in_process, client_for, mlpipeline
+from conftest import write_project, run_in_process, client_for, mlpipeline
 from test_serve import Server, records, free_port
 
 SERVE = {'reload_s': 0.5, 'capture': {'flush_s': 0.3}, 'drain_s': 0.1}

@@ -1,7 +1,6 @@
 """The runner end to end, in real processes: papermill kernels, a SQLite MLflow store, the Model Registry."""
 import json, os, signal, subprocess, sys, time
-from pathlib import Path
-import mlflow, pandas as pd, pytest
+import pandas as pd, pytest
 from mlpipeline.pipeline import STAGES
 from conftest import CLI, SAMPLE, mlpipeline, write_project, only_run, manifest, client_for, registered_models
 

@@ -1,5 +1,5 @@
 """Ingestion from a real PostgreSQL server, started on 127.0.0.1 for this module and stopped after it."""
-import glob, os, shutil, socket, subprocess, tempfile, time
+import glob, os, shutil, socket, subprocess, tempfile
 from pathlib import Path
 import pandas as pd, pytest, sqlalchemy
 from mlpipeline.config import load_config

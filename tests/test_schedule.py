@@ -2,7 +2,6 @@
 training runs in child processes, SIGTERM, a restart on the same SQLite store, and the run lock."""
 import json, os, signal, sqlite3, subprocess, time
 from pathlib import Path
-import pytest
 from conftest import CLI, write_project, mlpipeline, registered_models, client_for
 from mlpipeline.runfolder import run_lock
 

@@ -1,7 +1,6 @@
 """Redis Streams, Redis keys and GraphQL sources against real servers on 127.0.0.1: bounded reads, acknowledgement
 after the snapshot, a kill between read and write, flattening, clear errors, and the same data version as the CSV."""
 import dataclasses, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
-from pathlib import Path
 from typing import Optional
 import pandas as pd, pytest
 from mlpipeline.config import load_config

@@ -1,9 +1,8 @@
 """Importing a stage's module and calling its functions gives what the notebook gives, for every task kind."""
-import importlib, json
-import numpy as np, pandas as pd, pytest
-from mlpipeline.config import load_config
-from mlpipeline.runfolder import create_run, read_manifest
-from mlpipeline.pipeline import STAGES, open_parent_run, close_parent_run
+import json
+import pandas as pd, pytest
+from mlpipeline.runfolder import read_manifest
+from mlpipeline.pipeline import STAGES
 from conftest import write_project, client_for, SAMPLE, run_in_process
 
 def test_same_outputs_as_the_papermill_run(finished):

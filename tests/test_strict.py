@@ -2,7 +2,7 @@
 import hashlib, json, sqlite3, subprocess
 from pathlib import Path
 import pandas as pd, pytest
-from mlpipeline.reproducibility import code_problems, out_of_step, git_top
+from mlpipeline.reproducibility import code_problems, out_of_step
 from conftest import REPO, SAMPLE, write_project, mlpipeline, run_in_process, registered_models, client_for, manifest
 
 

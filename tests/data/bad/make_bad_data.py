@@ -4,7 +4,7 @@ Each file holds one real defect; `corpus.yaml` names the rule that must stop it 
 `schema.yaml` is the curated reference schema the corpus is checked against (inferred once from the sample).
 """
 from pathlib import Path
-import numpy as np, pandas as pd, yaml
+import numpy as np, pandas as pd
 from mlpipeline.config import load_config
 from mlpipeline.validate import infer_schema
 
