@@ -69,18 +69,25 @@ class StepCounts:
     def add(self, status:int, seconds:float): self.n += 1; self.errors += status >= 500; self.latency.append(seconds)
     def error_rate(self) -> float: return self.errors / self.n if self.n else 0.0
     def p99(self) -> float: return float(np.percentile(self.latency, 99)) if self.latency else 0.0
+    def p50(self) -> float: return float(np.percentile(self.latency, 50)) if self.latency else 0.0
 
 def canary_breach(canary:StepCounts, champion:dict, opts:dict) -> str|None:
-    "Why the canary crossed a bound against the champion's `{error_rate, p99}`, or None."
+    "Why the canary crossed a bound against the champion's `{error_rate, p50, p99}`, or None."
+    from scipy.stats import binomtest
     if canary.n < opts['min_requests'] or champion is None: return None
-    if canary.error_rate() - champion['error_rate'] > opts['max_error_rate']:
-        return f"error rate {canary.error_rate():.1%} ({canary.errors} of {canary.n}) against the champion's {champion['error_rate']:.1%} (max excess {opts['max_error_rate']:.1%})"
-    base = max(champion['p99'], opts.get('p99_floor_ms', 0) / 1e3)  # sub-millisecond p99s over a few dozen requests are mostly jitter
-    if base > 0 and canary.p99() > opts['max_p99_ratio'] * base:
-        return f"p99 latency {1e3 * canary.p99():.1f} ms against the champion's {1e3 * champion['p99']:.1f} ms (max ratio {opts['max_p99_ratio']}, floor {opts.get('p99_floor_ms', 0)} ms)"
+    # errors: significantly above the champion's rate plus the allowed excess (one-sided binomial test at a small alpha,
+    # since the check runs after every request); a stray 5xx among a few dozen requests is not evidence
+    bound = min(champion['error_rate'] + opts['max_error_rate'], 1.0)
+    if canary.errors and bound < 1 and binomtest(canary.errors, canary.n, bound, alternative='greater').pvalue < opts.get('alpha', 0.001):
+        return f"error rate {canary.error_rate():.1%} ({canary.errors} of {canary.n}) against the champion's {champion['error_rate']:.1%} (max excess {opts['max_error_rate']:.1%}, binomial test p < {opts.get('alpha', 0.001)})"
+    # latency: the p99 once there are enough requests to estimate it, the median before (one slow request is not a slow model)
+    q, name = (canary.p99(), 'p99') if canary.n >= opts.get('p99_min_requests', 200) else (canary.p50(), 'p50')
+    base = max(champion[name], opts.get('p99_floor_ms', 0) / 1e3)  # sub-millisecond latencies are mostly jitter
+    if base > 0 and q > opts['max_p99_ratio'] * base:
+        return f"{name} latency {1e3 * q:.1f} ms against the champion's {1e3 * champion[name]:.1f} ms over {canary.n} requests (max ratio {opts['max_p99_ratio']}, floor {opts.get('p99_floor_ms', 0)} ms)"
     return None
 
-# %% ../nbs/07a_ab.ipynb #070016
+# %% ../nbs/07a_ab.ipynb #070018
 class CanaryController:
     "The challenger's traffic share during a canary release: step up while within bounds, drop to 0 when not."
     def __init__(self, cfg:dict, metrics:ArmMetrics|None=None, on_event=None):
@@ -118,7 +125,7 @@ class CanaryController:
         (log.warning if kind == 'canary_rolled_back' else log.info)(kind, extra={'fields': e})
         self.on_event(e)
 
-# %% ../nbs/07a_ab.ipynb #070018
+# %% ../nbs/07a_ab.ipynb #070020
 def _observe(self, arm:str|None, status:int, seconds:float):
     "Count one answered request and decide: hold, next step, or roll back."
     if arm not in ARMS or self.version is None: return
@@ -126,7 +133,7 @@ def _observe(self, arm:str|None, status:int, seconds:float):
         if self.state != 'running': return
         c = self.counts[arm]; c.add(status, seconds)
         champ = self.counts['champion']
-        if champ.n >= self.opts['min_requests']: self.champion_ref = {'error_rate': champ.error_rate(), 'p99': champ.p99()}
+        if champ.n >= self.opts['min_requests']: self.champion_ref = {'error_rate': champ.error_rate(), 'p50': champ.p50(), 'p99': champ.p99()}
         if why := canary_breach(self.counts['challenger'], self.champion_ref, self.opts): return self._rollback(why)
         held = time.monotonic() - self.started >= self.opts['hold_s'] and self.counts['challenger'].n >= self.opts['hold_requests']
         if held and self.champion_ref is not None: self._advance()
@@ -148,7 +155,7 @@ def _advance(self):
 
 CanaryController.observe, CanaryController._rollback, CanaryController._advance = _observe, _rollback, _advance
 
-# %% ../nbs/07a_ab.ipynb #070022
+# %% ../nbs/07a_ab.ipynb #070024
 def audit_event(cfg:dict, alias:str, from_version:str, to_version:str, why:str) -> dict:
     "Append a record to the alias audit log without moving an alias (e.g. `canary`: traffic given back)."
     from mlpipeline.registry import audit_experiment, registry_client, who
@@ -174,7 +181,7 @@ def canary_actions(cfg:dict, champion_version):
         except Exception: log.exception('canary: acting on %s failed', e['event'])
     return lambda e: threading.Thread(target=act, args=(e,), name='canary-actions', daemon=True).start()
 
-# %% ../nbs/07a_ab.ipynb #070024
+# %% ../nbs/07a_ab.ipynb #070026
 class ArmRouter:
     "Routes each request to the champion or the challenger by a stable hash, with fixed weights or a canary's."
     def __init__(self, holder, share:float, key:str|None, metrics:ArmMetrics|None=None, canary:CanaryController|None=None):
@@ -200,7 +207,7 @@ class ArmRouter:
         if self.metrics: self.metrics.requests.labels(arm, str(status)).inc(); self.metrics.latency.labels(arm).observe(seconds)
         if self.canary: self.canary.observe(arm, status, seconds)
 
-# %% ../nbs/07a_ab.ipynb #070026
+# %% ../nbs/07a_ab.ipynb #070028
 def traffic_split_on(cfg:dict) -> bool:
     "Whether the service splits traffic (A/B or canary), checking that shadow mode is off."
     ab, canary, shadow = bool(get_key(cfg, 'serve.ab.enabled')), bool(get_key(cfg, 'serve.canary.enabled')), bool(get_key(cfg, 'serve.shadow'))
@@ -218,7 +225,7 @@ def traffic_split(cfg:dict, holder, registry=None) -> ArmRouter|None:
     elif canary: canary.start(holder.shadow.version)  # the first step from the start, in /metrics too
     return ArmRouter(holder, share, check_key(get_key(cfg, 'serve.ab.key')), metrics, canary)
 
-# %% ../nbs/07a_ab.ipynb #070029
+# %% ../nbs/07a_ab.ipynb #070031
 def auc(y:np.ndarray, score:np.ndarray) -> float:
     "ROC-AUC from ranks (Mann-Whitney), ties counted half; nan with one class only."
     from scipy.stats import rankdata
@@ -232,18 +239,24 @@ def arm_metric(task:str) -> tuple:
     if task == 'multiclass': return 'accuracy', lambda y, s: float(np.mean(y == s)), True
     return 'rmse', lambda y, s: float(np.sqrt(np.mean((y - s) ** 2))), False
 
-# %% ../nbs/07a_ab.ipynb #070032
-def bootstrap_metric(y:np.ndarray, s:np.ndarray, fn, n:int=1000, seed:int=0) -> np.ndarray:
-    "The metric on `n` bootstrap resamples of the rows."
+# %% ../nbs/07a_ab.ipynb #070034
+def bootstrap_metric(y:np.ndarray, s:np.ndarray, fn, n:int=1000, seed:int=0, groups=None) -> np.ndarray:
+    "The metric on `n` bootstrap resamples: of the rows, or of whole `groups` (rows of one request are not independent)."
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), (n, len(y)))
-    return np.array([fn(y[i], s[i]) for i in idx])
+    if groups is None: return np.array([fn(y[i], s[i]) for i in rng.integers(0, len(y), (n, len(y)))])
+    codes = pd.factorize(np.asarray(groups))[0]
+    order, bounds = np.argsort(codes, kind='stable'), np.r_[0, np.cumsum(np.bincount(codes))]
+    members = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+    return np.array([fn(y[i], s[i]) for i in (np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))]) for _ in range(n))])
 
 def compare_arms(champ:dict, chall:dict, higher:bool, alpha:float=0.05, power:float=0.8) -> dict:
     "Difference challenger - champion, its z-test, interval, labels still needed for a decision, from each arm's `{value, se, n}`."
     from scipy.stats import norm
     d, se = chall['value'] - champ['value'], math.hypot(champ['se'], chall['se'])
     za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    if not (math.isfinite(d) and math.isfinite(se)):  # an arm whose metric is undefined (one class only): nothing to test
+        return {'difference': d, 'se': se, 'ci_low': float('nan'), 'ci_high': float('nan'), 'p_value': float('nan'), 'improvement': float('nan'),
+                'labels_total_needed': float('nan'), 'labels_needed': None}
     p = float(2 * norm.sf(abs(d) / se)) if se > 0 else (0.0 if d else 1.0)
     n, w = champ['n'] + chall['n'], (champ['n'] / (champ['n'] + chall['n']), chall['n'] / (champ['n'] + chall['n']))
     var = (champ['se'] ** 2 * champ['n']) / w[0] + (chall['se'] ** 2 * chall['n']) / w[1]
@@ -254,12 +267,13 @@ def compare_arms(champ:dict, chall:dict, higher:bool, alpha:float=0.05, power:fl
 def recommend(cmp:dict, n_min:int, min_labelled:int, alpha:float=0.05) -> tuple[str, str]:
     "promote | keep | wait, and why."
     if n_min < min_labelled: return 'wait', f'an arm has {n_min} labelled rows; at least {min_labelled} needed'
+    if not math.isfinite(cmp['p_value']): return 'wait', 'the metric is undefined for an arm (its labelled rows have one class); more labels needed'
     sig, better = cmp['p_value'] < alpha, cmp['improvement'] > 0
     if sig: return ('promote', f"the challenger is significantly better (p = {cmp['p_value']:.3g})") if better else ('keep', f"the challenger is significantly worse (p = {cmp['p_value']:.3g})")
     if not better: return 'keep', f"the challenger is not better (difference {cmp['difference']:+.4f}, p = {cmp['p_value']:.3g})"
     return 'wait', f"the challenger looks better but not significantly (p = {cmp['p_value']:.3g}); about {cmp['labels_needed']} more labelled requests would decide at the observed effect"
 
-# %% ../nbs/07a_ab.ipynb #070035
+# %% ../nbs/07a_ab.ipynb #070039
 def arm_arrays(rows:pd.DataFrame, target:str, task:str, classes:list) -> tuple[np.ndarray, np.ndarray]:
     "(labels, scores) of an arm's labelled rows as its metric reads them."
     if task == 'regression': return rows[target].astype(float).to_numpy(), rows['prediction'].astype(float).to_numpy()
@@ -275,7 +289,7 @@ def ab_table(labelled:pd.DataFrame, target:str, task:str, classes:list, n_boot:i
         rows = labelled[labelled.arm == arm]
         if task != 'regression': rows = rows[rows[target].astype(str).isin([str(c) for c in classes])]
         y, s = arm_arrays(rows, target, task, classes)
-        boot = bootstrap_metric(y, s, fn, n_boot, seed) if len(rows) else np.array([np.nan])
+        boot = bootstrap_metric(y, s, fn, n_boot, seed, rows['request_id'].to_numpy() if 'request_id' in rows else None) if len(rows) else np.array([np.nan])
         out.append({'arm': arm, 'versions': ','.join(sorted(rows.model_version.astype(str).unique())), 'labelled': len(rows), 'metric': name,
                     'value': fn(y, s) if len(rows) else np.nan, 'ci_low': float(np.nanpercentile(boot, 2.5)) if len(rows) else np.nan,
                     'ci_high': float(np.nanpercentile(boot, 97.5)) if len(rows) else np.nan, 'se': float(np.nanstd(boot, ddof=1)) if len(rows) > 1 else np.nan})
@@ -286,7 +300,7 @@ def capture_task(batch:pd.DataFrame) -> tuple[str, list]:
     classes = [c[6:] for c in batch.columns if c.startswith('proba_')]
     return ('regression', []) if not classes else ('binary' if len(classes) == 2 else 'multiclass', classes)
 
-# %% ../nbs/07a_ab.ipynb #070037
+# %% ../nbs/07a_ab.ipynb #070041
 def interval_plot(table:pd.DataFrame, path:Path) -> Path:
     "Each arm's metric with its interval, as a PNG."
     import matplotlib; matplotlib.use('Agg')
@@ -316,7 +330,7 @@ def ab_html(s:dict, table:pd.DataFrame, plot:Path) -> str:
             f'<p>z-test on the bootstrap standard errors; labels needed: N = (z<sub>1-α/2</sub> + z<sub>power</sub>)² (σ²<sub>champion</sub>/w<sub>champion</sub> + σ²<sub>challenger</sub>/w<sub>challenger</sub>) / d².</p>'
             f'<figure><img alt="intervals" src="data:image/png;base64,{img}"></figure></body></html>')
 
-# %% ../nbs/07a_ab.ipynb #070038
+# %% ../nbs/07a_ab.ipynb #070042
 def ab_labelled(cfg:dict, labels:str|Path, since:str|None=None, until:str|None=None, capture:str|Path|None=None) -> tuple[pd.DataFrame, int]:
     "The captured rows that carry an arm, joined with their delayed labels; and how many rows had an arm."
     from mlpipeline.config import project_path
@@ -343,7 +357,7 @@ def ab_summary(cfg:dict, labelled:pd.DataFrame, captured:int) -> tuple[dict, pd.
             'champion_version': versions['champion'], 'challenger_version': versions['challenger'], 'arms': table.to_dict(orient='records'),
             'comparison': cmp, 'recommendation': action, 'why': why, 'alpha': a['alpha'], 'power': a['power']}, table
 
-# %% ../nbs/07a_ab.ipynb #070039
+# %% ../nbs/07a_ab.ipynb #070043
 def ab_report(cfg:dict, labels:str|Path, since:str|None=None, until:str|None=None, do_promote:bool=False, capture:str|Path|None=None) -> dict:
     "Compare the arms of an A/B test on delayed labels; write report.json and report.html, log an MLflow run, promote when told and warranted."
     import mlflow
@@ -357,7 +371,10 @@ def ab_report(cfg:dict, labels:str|Path, since:str|None=None, until:str|None=Non
     s['report'], s['promoted'] = str(folder/'report.html'), None
     if do_promote and s['recommendation'] == 'promote':
         if ',' in s['challenger_version']: raise UsageError(f"the challenger arm was served by versions {s['challenger_version']}: which one to promote is unclear", 'cut the window with --since/--until to one version')
-        from mlpipeline.registry import promote
+        from mlpipeline.registry import promote, alias_version, registry_client
+        now = alias_version(registry_client(cfg), s['model'], 'champion')
+        if str(now) != str(s['champion_version']):  # the comparison was against another champion: it no longer decides anything
+            raise UsageError(f"the champion arm was served by version(s) {s['champion_version']} but the champion is now version {now}", 'run the A/B test again against the current champion')
         s['promoted'] = promote(cfg, s['challenger_version'], f"A/B report {rid}: {s['why']}")
     with atomic_path(folder/'report.html') as tmp: tmp.write_text(ab_html(s, table, interval_plot(table, folder/'intervals.png')))
     write_json(s, folder/'report.json')

@@ -96,6 +96,7 @@ with DAG(DAG_ID, schedule=__TRAIN_SCHEDULE__, start_date=START, catchup=False, m
 @task.branch(task_id='decide')
 def decide(summary: str) -> str:
     "Follow the retraining when the monitoring decision says retrain, else skip it."
+    if summary == 'no-data': print('monitoring decision: nothing to monitor in the window'); return 'no_retrain'
     d = json.loads(Path(summary).read_text())['decision']
     print(f"monitoring decision: {d['action']} ({d['why']})")
     return 'retrain.create_run' if RETRAIN and d['action'] == 'retrain' else 'no_retrain'
@@ -104,7 +105,9 @@ def decide(summary: str) -> str:
 with DAG(DAG_ID + '-monitor', schedule=__MONITOR_SCHEDULE__, start_date=START, catchup=False, max_active_runs=1, default_args=DEFAULT_ARGS,
          tags=['mlpipeline'], doc_md='Monitor the served model; retrain when the monitoring decision says so.') as monitoring:
     check = BashOperator(task_id='monitor', cwd=PROJECT,  # the batch's summary.json on the last line: the XCom
-                         bash_command='out=$(' + cli('monitor', *MONITOR_ARGS, '--quiet') + ') || exit $?; echo "$out"; r="${out##*report: }"; echo "${r%/*}/summary.json"')
+                         bash_command='out=$(' + cli('monitor', *MONITOR_ARGS, '--quiet') + ' 2>&1); rc=$?; echo "$out"; '
+                                      'if [ $rc -eq 0 ]; then r="${out##*report: }"; echo "${r%/*}/summary.json"; '
+                                      'elif [ $rc -eq 2 ] && [ -z "${out##*no rows of*}" ]; then echo no-data; else exit $rc; fi')  # an empty window is no news
     with TaskGroup('retrain') as retrain:
         training_tasks('retrain.')
     decide(check.output) >> [retrain, EmptyOperator(task_id='no_retrain')]

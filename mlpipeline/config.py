@@ -25,8 +25,8 @@ data:
   http: {records_key: null, page_param: null, timeout_s: 30, retries: 3, max_pages: 1000}
   graphql: {query: null, records: null, cursor: null, page_size: 100, timeout_s: 30, retries: 3, max_pages: 1000}
                              # source graphql: records and cursor are dotted paths under `data` (cursor: the Relay pageInfo)
-  stream: {name: null, group: mlpipeline, consumer: ingest, max_messages: 10000, max_seconds: 5}
-                             # source redis-stream: a bounded read as a consumer group; acknowledged after the snapshot
+  stream: {name: null, group: mlpipeline, consumer: null, max_messages: 10000, max_seconds: 5, claim_idle_s: 600}
+                             # source redis-stream: a bounded read as a consumer group (consumer null: one per run; abandoned messages claimed after claim_idle_s); acknowledged after the snapshot
   keys: null                 # source redis-keys: the key pattern to SCAN, e.g. 'customer:*'
   value: hash                # source redis-keys: hash | json (a JSON document stored as a string)
 target: churn
@@ -84,8 +84,10 @@ serve:
     hold_s: 60               # a step is held at least this long AND
     hold_requests: 200       # for this many challenger requests before the next step
     min_requests: 50         # requests per arm in a step before its bounds are judged
-    max_error_rate: 0.01     # roll back when the challenger's 5xx share exceeds the champion's by more than this
-    max_p99_ratio: 1.5       # or its p99 latency exceeds the champion's times this
+    max_error_rate: 0.01     # roll back when the challenger's 5xx share is above the champion's plus this
+    alpha: 0.001             # ... significantly (one-sided binomial test; small, since it is judged after every request)
+    max_p99_ratio: 1.5       # or its latency exceeds the champion's times this: the p99 from p99_min_requests requests,
+    p99_min_requests: 200    # the median before (one slow request is not a slow model)
     p99_floor_ms: 10         # ... the champion's p99 counted as at least this: a few ms of jitter on a fast service is no regression
     promote: false           # after the last step held: make the challenger champion (through `promote`, audited)
   max_body_bytes: 10000000

@@ -191,8 +191,9 @@ def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.n
     out['champion_version'] = version  # 06_register promotes only if the champion is still this one
     if champ is None: out['checks'].append(f'note: not compared with a champion ({why})')
     if champ is None and version is not None: out |= {'passed': False}; out['checks'][-1] = f'FAIL champion version {version}: {why}'
-    if g.get('max_fairness_gap') is not None and not (fairness or {}).get('largest'):
-        out['checks'].append('note: fairness gap not checked (' + ('no validation.groups' if fairness is None else 'fewer than two groups with enough test rows') + ')')
+    if g.get('max_fairness_gap') is not None and not (fairness or {}).get('largest'):  # a bound that cannot be checked does not pass
+        out['checks'].append('FAIL fairness: gate.max_fairness_gap is set but no gap could be measured (' + ('no validation.groups' if fairness is None else
+                             'fewer than two groups with validation.min_group_rows test rows, or every gap undefined') + ')'); out['passed'] = False
     return out
 
 # %% ../nbs/05_evaluate.ipynb #050020

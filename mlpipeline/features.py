@@ -158,6 +158,7 @@ def fit_iterative(b:pd.DataFrame, cols:list, max_iter:int=10, seed:int=42) -> di
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401 (makes IterativeImputer importable)
     from sklearn.impute import IterativeImputer
     cols = [c for c in cols if b[c].notna().any()]
+    if not cols: return {}  # no numeric value to learn from: nothing to impute with
     imp = IterativeImputer(max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # ConvergenceWarning: max_iter is the user's choice
@@ -353,7 +354,7 @@ def fit_cleaning(tf:Transform, b:pd.DataFrame, cols:list, o:dict, seed:int=42) -
     for c, (lo, hi) in tf.caps.items(): b[c] = b[c].clip(lo, hi)
     if imp.get('numeric') == 'iterative':
         tf.iterative = fit_iterative(b, cols, imp.get('max_iter', 10), seed)
-        b[tf.iterative['columns']] = impute_iterative(b[tf.iterative['columns']].to_numpy('float64'), tf.iterative)
+        if tf.iterative: b[tf.iterative['columns']] = impute_iterative(b[tf.iterative['columns']].to_numpy('float64'), tf.iterative)
     tf.fill = fit_fill(b, cols, list(tf.categories), imp)
     return b.fillna(tf.fill)
 

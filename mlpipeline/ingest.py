@@ -19,7 +19,7 @@ __all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'sour
            'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
            'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
            'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
-           'snapshot_wanted', 'run_ingest']
+           'snapshot_wanted', 'run_consumer', 'run_ingest', 'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -237,10 +237,20 @@ def _take(r, s:dict, start:str, got:dict, block_ms:int|None=None) -> str|None:
     for mid, fields in entries: got.setdefault(mid, fields or {})  # a deleted message comes back with no fields
     return entries[-1][0] if entries else None
 
+def _claim(r, s:dict, got:dict):
+    "Take over entries other consumers were given and left idle past `claim_idle_s` (their runs died before committing)."
+    start = '0-0'
+    while len(got) < s['max_messages']:
+        res = r.xautoclaim(s['name'], s['group'], s['consumer'], int(1000 * s['claim_idle_s']), start_id=start, count=min(s['max_messages'] - len(got), 1000))
+        start, entries = res[0], res[1]
+        for mid, fields in entries: got.setdefault(mid, fields or {})
+        if not entries or start in ('0-0', b'0-0'): break
+
 def stream_entries(r, s:dict) -> dict:
-    "This consumer's unacknowledged entries, then new ones, up to `max_messages` or `max_seconds`: {id: fields}."
+    "This consumer's unacknowledged entries, abandoned ones of other consumers, then new ones, up to `max_messages` or `max_seconds`: {id: fields}."
     got, last = {}, '0'
     while len(got) < s['max_messages'] and (last := _take(r, s, last, got)): pass
+    _claim(r, s, got)
     deadline = time.monotonic() + s['max_seconds']
     while len(got) < s['max_messages'] and (left := deadline - time.monotonic()) > 0:
         if not _take(r, s, '>', got, block_ms=max(1, int(left * 1000))): break
@@ -249,7 +259,7 @@ def stream_entries(r, s:dict) -> dict:
 # %% ../nbs/01_ingest.ipynb #010043
 def stream_spec(spec:dict) -> dict:
     "The `data.stream` settings, checked."
-    s = {'group': 'mlpipeline', 'consumer': 'ingest', 'max_messages': 10000, 'max_seconds': 5} | {k: v for k, v in (spec.get('stream') or {}).items() if v is not None}
+    s = {'group': 'mlpipeline', 'consumer': 'ingest', 'max_messages': 10000, 'max_seconds': 5, 'claim_idle_s': 600} | {k: v for k, v in (spec.get('stream') or {}).items() if v is not None}
     if not s.get('name'): raise ConfigError('data.stream.name', 'no stream is named', 'set data.stream.name to the stream key')
     if not int(s['max_messages']) > 0: raise ConfigError('data.stream.max_messages', f"{s['max_messages']} is not a positive count")
     return s | {'max_messages': int(s['max_messages']), 'max_seconds': float(s['max_seconds'])}
@@ -306,7 +316,7 @@ def read_redis_keys(spec:dict) -> pd.DataFrame:
     if not pattern: raise ConfigError('data.keys', 'no key pattern is set', "set data.keys, e.g. 'customer:*'")
     if how not in ('hash', 'json'): raise ConfigError('data.value', f'{how!r} is not hash or json')
     source, r = f'{safe_url(url)} keys {pattern}', redis_client(url)
-    keys = sorted(r.scan_iter(match=pattern, count=1000), key=natural_key)
+    keys = sorted(set(r.scan_iter(match=pattern, count=1000)), key=natural_key)  # SCAN may return a key twice
     pairs = [(k, v) for k, v in zip(keys, key_values(r, keys, how, source)) if v]  # a key deleted meanwhile gives nothing
     if how == 'hash': df = typed_like_csv(pd.DataFrame.from_records([v for _, v in pairs]))
     else: df = records_frame([_document(k, v, source) for k, v in pairs], source)
@@ -352,8 +362,12 @@ def read_graphql(spec:dict) -> pd.DataFrame:
             records += _rows(dig(data, g['records']))
             info = dig(data, g['cursor']) if g.get('cursor') else {}
         except ValueError as e: raise SourceError(url, f'page {page}: {e}', 'check data.graphql.records and data.graphql.cursor') from None
+        if not isinstance(info, dict): raise SourceError(url, f'page {page}: the cursor {g["cursor"]!r} is not a pageInfo object ({info!r:.80})', 'check data.graphql.cursor')
         if not info.get('hasNextPage'): break
-        after = info.get('endCursor')
+        if not info.get('endCursor') or info['endCursor'] == after:  # following it would fetch the same page again
+            raise SourceError(url, f'page {page} says there is a next page but its endCursor is {info.get("endCursor")!r}', 'check the server\'s pagination')
+        after = info['endCursor']
+    else: raise SourceError(url, f'still more pages after data.graphql.max_pages ({g.get("max_pages", 1000)}): the table would be cut short', 'raise data.graphql.max_pages or page_size')
     return records_frame([flatten(r) for r in records], url)
 
 register('graphql', read_graphql)
@@ -405,12 +419,18 @@ def snapshot_wanted(cfg:dict) -> bool:
     if how == 'auto': return bool(get_key(cfg, 'reproducibility.strict')) and source_kind(cfg['data']) in UNFILED
     return bool(how)
 
-# %% ../nbs/01_ingest.ipynb #010064
+# %% ../nbs/01_ingest.ipynb #010065
+def run_consumer(cfg:dict, run_id:str) -> dict:
+    "`cfg` with the stream consumer named after the run, unless one is configured."
+    if (cfg['data'].get('stream') or {}).get('consumer'): return cfg
+    return {**cfg, 'data': {**cfg['data'], 'stream': {**(cfg['data'].get('stream') or {}), 'consumer': f'run-{run_id}'}}}
+
+# %% ../nbs/01_ingest.ipynb #010067
 def run_ingest(run_dir:str|Path) -> dict:
     "Read the source into `data/raw.parquet`, version it, record both in the manifest and MLflow, then commit the read."
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}) as run:
-        batch = read_source(cfg); df = batch.df
+        batch = read_source(run_consumer(cfg, rd.name)); df = batch.df
         version = data_version(df) | {'source': describe_source(cfg)}
         raw = write_table(df, rd/'data/raw.parquet')
         write_json(version, rd/'artifacts/data_version.json')
@@ -422,5 +442,17 @@ def run_ingest(run_dir:str|Path) -> dict:
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
         finish_stage(rd, '01_ingest', {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], **snap)
-        batch.commit()
+        commit_read(batch, rd)
     return version
+
+def commit_read(batch:Batch, rd:Path, tries:int=3):
+    "Commit the read (acknowledge the messages) with a few tries; the snapshot stands either way, so a last failure is recorded, not raised."
+    import logging
+    for i in range(tries):
+        try: return batch.commit()
+        except SourceError as e:
+            if i == tries - 1:  # the stage is complete: failing it now would make --resume skip the acknowledgement anyway
+                logging.getLogger('mlpipeline.ingest').warning('%s', e)
+                from mlpipeline.runfolder import read_manifest, write_json
+                m = read_manifest(rd); m['stages']['01_ingest']['commit_error'] = str(e)[:2000]; write_json(m, rd/'manifest.json')
+            else: time.sleep(2 ** i)

@@ -19,11 +19,11 @@ __all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', '
            'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table',
            'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks',
            'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop',
-           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain', 'champion_ref', 'candidate_run',
-           'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url',
-           'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch',
-           'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report', 'monitor',
-           'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
+           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain_base', 'retrain', 'champion_ref',
+           'candidate_run', 'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot', 'html_table',
+           'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name',
+           'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report',
+           'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -321,13 +321,24 @@ def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float
     return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
 
 # %% ../nbs/08_monitor.ipynb #080046
+def retrain_base(cfg:dict) -> pd.DataFrame:
+    "The data a retrain starts from: the configured source, or for a stream (each message goes to one run) the champion's snapshot."
+    from mlpipeline.ingest import load_data, source_kind
+    if source_kind(cfg['data']) != 'redis-stream': return load_data(cfg)
+    import mlflow
+    name = get_key(cfg, 'mlflow.model_name')
+    try: folder = Path(mlflow.MlflowClient().get_model_version_by_alias(name, 'champion').tags.get('run_folder', ''))
+    except mlflow.exceptions.MlflowException: folder = Path('')
+    if not (folder/'data/raw.parquet').exists():
+        raise UsageError(f'the retrain window starts from the champion\'s data snapshot for a stream source, and {folder/"data/raw.parquet"} is not there', 'retrain on this machine, where the champion was trained')
+    return pd.read_parquet(folder/'data/raw.parquet')
+
 def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, engine:str|None=None) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
-    from mlpipeline.ingest import load_data
     from mlpipeline.pipeline import execute_run, STAGES
     from mlpipeline.runfolder import create_run, update_manifest
     opts = get_key(cfg, 'monitor.retrain')
-    train, hold = retrain_window(load_data(cfg), labelled, opts['holdout_share'], opts['max_rows'])
+    train, hold = retrain_window(retrain_base(cfg), labelled, opts['holdout_share'], opts['max_rows'])
     data, holdout = write_table(train, folder/'retrain_data.parquet'), write_table(hold, folder/'retrain_holdout.parquet')
     rcfg = json.loads(json.dumps(cfg))
     changes = {'data.path': str(data.resolve()), 'data.source': 'parquet', 'split.holdout': str(holdout.resolve()), 'validation.schema': 'infer',
@@ -340,12 +351,16 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, en
     else:  # two candidates up to the gate, then the better one goes on to registration
         wcfg = json.loads(json.dumps(rcfg))
         for k, v in {'warm_start.from': champion, 'tuning.method': 'none', 'cv.folds': 0}.items(): set_key(wcfg, k, v)
-        runs = {kind: candidate_run(c, folder, kind, progress, engine) for kind, c in (('full', rcfg), ('warm', wcfg))}
+        runs = {'full': candidate_run(rcfg, folder, 'full', progress, engine)}
+        try: runs['warm'] = candidate_run(wcfg, folder, 'warm', progress, engine)
+        except MlpipelineError as e: warm_error = str(e)  # the full retrain still goes on
+        else: warm_error = None
         cands = [candidate_facts(rd, kind) for kind, rd in runs.items()]
         win, why = pick_candidate(cands)
+        if warm_error: why += f'; the warm start failed: {warm_error}'
         rd = runs[win['kind']]; update_manifest(rd, plan=STAGES)
         execute_run(rd, wcfg if win['kind'] == 'warm' else rcfg, progress, engine)  # continues at 06_register
-        extra = {'candidates': cands, 'winner': win['kind'], 'winner_why': why}
+        extra = {'candidates': cands, 'winner': win['kind'], 'winner_why': why} | ({'warm_start_error': warm_error} if warm_error else {})
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
             'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'} | extra
@@ -385,7 +400,7 @@ def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
     sign = 1 if cands[0]['metric'] in LOWER_IS_BETTER else -1
     win = min(pool, key=lambda c: (sign * c['value'], c['train_seconds']))
     others = ', '.join(f"{c['kind']} {c['value']:.4f} in {c['train_seconds']:.2f} s" for c in cands if c is not win)
-    return win, (f"{win['kind']}: test {win['metric']} {win['value']:.4f} in {win['train_seconds']:.2f} s of training against {others}"
+    return win, (f"{win['kind']}: test {win['metric']} {win['value']:.4f} in {win['train_seconds']:.2f} s of training" + (f" against {others}" if others else '')
                  + ('' if win['gate_passed'] else '; no candidate passed the gate'))
 
 # %% ../nbs/08_monitor.ipynb #080051

@@ -185,7 +185,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
-            mark_failed(rd, next((s for s in todo if not stage_complete(rd, s)), todo[-1]), e)
+            if (stage := next((s for s in todo if not stage_complete(rd, s)), None)): mark_failed(rd, stage, e)
             update_manifest(rd, status='failed')
             if rid: close_parent_run(rd, rid, 'FAILED')
             raise

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_runfolder.ipynb #000003
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, json, os, secrets, subprocess
+import contextlib, datetime as dt, hashlib, json, os, secrets, subprocess, threading
 from pathlib import Path
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key
 from .errors import MlpipelineError, UsageError
@@ -109,12 +109,14 @@ def stage_output(run_dir:str|Path, stage:str, name:str) -> Path:
 def run_lock(run_dir:str|Path):
     "Hold the run folder's lock file (naming this pid) while the block runs; refuse a live holder."
     p = Path(run_dir)/'.lock'
-    tmp = p.with_name(f'.lock.{os.getpid()}.tmp'); tmp.write_text(str(os.getpid()))
+    tmp = p.with_name(f'.lock.{os.getpid()}.{threading.get_ident()}.tmp'); tmp.write_text(str(os.getpid()))  # threads of one process each their own
     try:
         for _ in range(2):
             try: os.link(tmp, p); break  # atomic: the lock never exists without its pid
             except FileExistsError:
-                pid = int(p.read_text().strip() or -1) if p.read_text().strip().isdigit() else -1
+                try: text = p.read_text().strip()
+                except FileNotFoundError: continue  # released meanwhile: try again
+                pid = int(text) if text.isdigit() else -1
                 if pid == -1 or _alive(pid): raise UsageError(f'run folder {run_dir} is being executed by process {pid if pid > 0 else "unknown"}', f'wait for it, or stop that process (and remove {p} if no process holds it)') from None
                 p.unlink(missing_ok=True)  # stale: its holder died
         else: raise UsageError(f'could not take the lock {p}', 'another process keeps taking it; try again')

@@ -44,8 +44,12 @@ def cron_trigger(expr:str, timezone:str='UTC', key:str='schedule'):
     fix = 'give 5 fields "minute hour day month weekday" (e.g. "0 3 * * *"), 6 with seconds first ("*/10 * * * * *"), or @hourly, @daily, @weekly, @monthly'
     if len(fields) not in (5, 6): raise ConfigError(key, f'{expr!r} has {len(fields)} fields', fix)
     second = fields.pop(0) if len(fields) == 6 else '0'
-    try: return CronTrigger(second=second, minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
-                            day_of_week=crontab_weekdays(fields[4]), timezone=timezone)
+    cron = lambda day, dow: CronTrigger(second=second, minute=fields[0], hour=fields[1], day=day, month=fields[3], day_of_week=crontab_weekdays(dow), timezone=timezone)
+    try:
+        if fields[2] != '*' and fields[4] != '*':  # cron fires when either the day of month or the weekday matches; CronTrigger wants both
+            from apscheduler.triggers.combining import OrTrigger
+            return OrTrigger([cron(fields[2], '*'), cron('*', fields[4])])
+        return cron(fields[2], fields[4])
     except (ValueError, LookupError) as e: raise ConfigError(key, f'{expr!r} is not a cron line ({e})', fix) from None
 
 # %% ../nbs/10_schedule.ipynb #100012

@@ -562,7 +562,7 @@ def make_app(svc:Service):
         authorise(request)
         records, single = parse_payload(await read_body(request, limit), max_rows)
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
-        request.state.arm = arm
+        request.state.arm, request.state.served = arm, served
         cols, problems, warnings = check_records(records, served.fields, severity)
         for p in problems + warnings: svc.metrics.invalid.labels(str(p['field']), p['rule']).inc()
         if problems: raise ApiError(422, f'{len(problems)} invalid value(s): ' + '; '.join(problem_text(p) for p in problems[:5]) + (' ...' if len(problems) > 5 else ''), problems[:100])
@@ -593,10 +593,10 @@ def make_app(svc:Service):
         took = time.perf_counter() - t
         svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(took)
         if svc.router: svc.router.observe(getattr(request.state, 'arm', None), resp.status_code, took)  # per arm; the canary judges it
-        if log_requests:
-            s = svc.holder.current
+        if log_requests:  # the version that answered (an A/B arm, or the one before a reload), else the current one
+            s, arm = getattr(request.state, 'served', None) or svc.holder.current, getattr(request.state, 'arm', None)
             log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': '/predict', 'status': resp.status_code, 'model': s.name,
-                                                  'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)}})
+                                                  'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)} | ({'arm': arm} if arm else {})})
         return resp
 
     @app.get('/health')

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform
 from .errors import ConfigError
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json
+from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, read_manifest
 from .warmstart import warm_start_source
 
 # %% auto #0
@@ -89,12 +89,14 @@ def fold_matrices(tf:Transform, df:pd.DataFrame, splits:list, opts:dict|None=Non
         out.append((ftf, dmatrix(ftf, df.iloc[tr]), dmatrix(ftf, df.iloc[te])))
     return out
 
-def fold_scores(folds:list, model:dict, seed:int=42, scorers:dict|None=None) -> dict:
-    "Train each fold with early stopping on its held-out part: each metric's k held-out scores, and the best iterations."
+def fold_scores(folds:list, model:dict, seed:int=42, scorers:dict|None=None, inner:float=0.15) -> dict:
+    "Train each fold, early-stopping on an `inner` share of its training part, and score its held-out part once: each metric's k scores, and the best iterations."
     scores, best = {}, []
     for ftf, dtr, dte in folds:
-        b = boost(ftf, dtr, dte, model, seed); best.append(int(b.attr('best_iteration')))
-        scores.setdefault(xgb_params(model, ftf, seed)['eval_metric'], []).append(float(b.attr('best_score')))
+        idx = np.random.default_rng(seed).permutation(dtr.num_row()); cut = max(1, int(inner * len(idx)))
+        b = boost(ftf, dtr.slice(np.sort(idx[cut:])), dtr.slice(np.sort(idx[:cut])), model, seed)  # stopping on the held-out part would flatter it
+        best.append(int(b.attr('best_iteration')))
+        scores.setdefault(xgb_params(model, ftf, seed)['eval_metric'], []).append(float(b.eval(dte).rsplit(':', 1)[1]))
         for name, fn in (scorers or {}).items():
             try: v = float(fn(dte.get_label().astype(int if ftf.task != 'regression' else float), b.predict(dte)))
             except ValueError: v = float('nan')  # a held-out fold with one class has no ranking metric
@@ -188,7 +190,8 @@ def run_train(run_dir:str|Path):
         train, valid = (pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
         kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
         model = dict(cfg['model'])
-        if ws := warm_start_source(cfg):
+        took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
+        if ws := warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}}):
             if cfg['tuning']['method'] != 'none' or folds: raise ConfigError('warm_start.from', 'a warm start continues a registered model\'s trees: tuning and cross-validation do not apply', 'set tuning.method=none and cv.folds=0')
             import xgboost as xgb
             base = xgb.Booster(model_file=str(ws['model'])); model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))

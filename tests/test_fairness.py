@@ -65,6 +65,11 @@ def test_the_gate_passes_the_same_model_without_a_bound_or_with_a_loose_one(skew
         gate = run_gate(cfg, tf, test, metrics, proba, fair)
         assert gate['passed'] is passed, gate['checks']
         assert any(l.startswith('pass fairness') for l in gate['checks']) == (bound == 0.99)
+    # a bound that cannot be measured (no group column, or no group with enough rows) does not pass
+    cfg['gate']['max_fairness_gap'] = 0.99
+    for missing in (None, fair | {'largest': None}):
+        gate = run_gate(cfg, tf, test, metrics, proba, missing)
+        assert gate['passed'] is False and any(l.startswith('FAIL fairness: gate.max_fairness_gap is set but no gap') for l in gate['checks']), gate['checks']
 
 
 def test_an_under_represented_group_and_a_skewed_target_are_warned(tmp_path):

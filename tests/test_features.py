@@ -140,3 +140,10 @@ def test_time_split_puts_every_test_timestamp_after_every_training_one():
     t = {k: pd.to_datetime(v.signup) for k, v in parts.items()}
     assert t['train'].max() < t['valid'].min() and t['valid'].max() < t['test'].min()
     assert sum(map(len, parts.values())) == 400 and min(map(len, parts.values())) > 30
+
+
+def test_iterative_imputation_without_numeric_values_imputes_nothing():
+    sample = pd.read_csv(SAMPLE)
+    cats = sample[['contract', 'payment_method', 'churn', 'rownames']].assign(empty=np.nan)  # one numeric column, all missing
+    tf = fit_transform(cats, 'churn', 'binary', {'impute': {'numeric': 'iterative'}}, drop=['rownames'])
+    assert tf.iterative == {} and tf.apply(cats).shape == (400, 3)
