@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_ab.ipynb #070003
 from __future__ import annotations
-import collections, datetime as dt, hashlib, logging, math, threading, time
+import collections, hashlib, logging, math, threading, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key
@@ -15,9 +15,9 @@ ARMS = ('champion', 'challenger')
 
 # %% auto #0
 __all__ = ['log', 'ARMS', 'unit_hash', 'challenger_share', 'arm_for', 'routing_key', 'check_key', 'ArmMetrics', 'StepCounts',
-           'canary_breach', 'CanaryController', 'audit_event', 'canary_actions', 'ArmRouter', 'traffic_split_on',
-           'traffic_split', 'auc', 'arm_metric', 'bootstrap_metric', 'compare_arms', 'recommend', 'arm_arrays',
-           'ab_table', 'capture_task', 'interval_plot', 'ab_html', 'ab_labelled', 'ab_summary', 'ab_report', 'ab_lines']
+           'canary_breach', 'CanaryController', 'canary_actions', 'ArmRouter', 'traffic_split_on', 'traffic_split',
+           'auc', 'arm_metric', 'bootstrap_metric', 'compare_arms', 'recommend', 'arm_arrays', 'ab_table',
+           'capture_task', 'interval_plot', 'ab_html', 'ab_labelled', 'ab_summary', 'ab_report', 'ab_lines']
 
 # %% ../nbs/07a_ab.ipynb #070006
 def unit_hash(key:str) -> float:
@@ -156,20 +156,11 @@ def _advance(self):
 CanaryController.observe, CanaryController._rollback, CanaryController._advance = _observe, _rollback, _advance
 
 # %% ../nbs/07a_ab.ipynb #070024
-def audit_event(cfg:dict, alias:str, from_version:str, to_version:str, why:str) -> dict:
-    "Append a record to the alias audit log without moving an alias (e.g. `canary`: traffic given back)."
-    from mlpipeline.registry import audit_experiment, registry_client, who
-    entry = {'model': get_key(cfg, 'mlflow.model_name'), 'alias': alias, 'from_version': str(from_version or ''), 'to_version': str(to_version or ''),
-             'who': who(), 'when': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'why': why}
-    registry_client(cfg).create_run(audit_experiment(cfg), run_name=f"{alias} {entry['from_version'] or '-'} -> {entry['to_version'] or '-'}",
-                                    tags={f'audit.{k}': v for k, v in entry.items()})
-    return entry
-
 def canary_actions(cfg:dict, champion_version):
     "The controller's `on_event`: audit and alert a rollback, promote after the last step when told to; in a thread."
     def act(e:dict):
         from mlpipeline.monitor import webhook_url, post_alert
-        from mlpipeline.registry import promote
+        from mlpipeline.registry import promote, audit_event
         try:
             if e['event'] == 'canary_rolled_back':
                 audit_event(cfg, 'canary', e['challenger_version'], champion_version(), f"canary rolled back at {e['at_weight_pct']:g}%: {e['why']}")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
-from .config import get_key, project_path
+from .config import get_key, project_path, parse_model_ref
 from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment
 
 # %% auto #0
@@ -133,9 +133,8 @@ def champion_state(cfg:dict, model_sha:str|None) -> str:
 def warm_start_state(cfg:dict) -> str:
     "The model sha256 of the version `warm_start.from` names now (an alias may have moved)."
     import mlflow
-    from mlpipeline.warmstart import parse_ref
     mlflow_experiment(cfg)
-    name, which = parse_ref(get_key(cfg, 'warm_start.from'), get_key(cfg, 'mlflow.model_name'))
+    name, which = parse_model_ref(get_key(cfg, 'warm_start.from'), get_key(cfg, 'mlflow.model_name'))
     try: mv = (c := mlflow.MlflowClient()).get_model_version(name, which) if which.isdigit() else c.get_model_version_by_alias(name, which)
     except mlflow.exceptions.MlflowException: return 'missing'
     return mv.tags.get('model_sha256') or f'{name}/{mv.version}'

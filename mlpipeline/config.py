@@ -10,8 +10,9 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'is_open', 'set_key', 'parse_override', 'merge',
-           'check_config', 'load_config', 'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'parse_model_ref', 'is_open', 'set_key',
+           'parse_override', 'merge', 'check_config', 'load_config', 'project_path', 'tracking_uri', 'artifact_root',
+           'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -214,7 +215,16 @@ def get_key(cfg:dict, key:str, default=None):
         cfg = cfg[part]
     return cfg
 
-# %% ../nbs/00_config.ipynb #000010
+# %% ../nbs/00_config.ipynb #000011
+def parse_model_ref(ref:str|int|None, default_name:str) -> tuple[str, str]:
+    "`name@alias`, `name/version`, an alias or a version number -> (name, alias or version); none: the champion."
+    if not ref: return default_name, 'champion'
+    ref = str(ref)
+    if '@' in ref: return tuple(ref.split('@', 1))
+    if '/' in ref: return tuple(ref.rsplit('/', 1))
+    return default_name, ref
+
+# %% ../nbs/00_config.ipynb #000013
 def is_open(key:str) -> bool:
     "Whether `key` lies in a section that takes any key."
     parts = key.split('.')
@@ -237,7 +247,7 @@ def _unknown(key, path, node):
     known = ', '.join(sorted(node)) if isinstance(node, dict) else ''
     raise ConfigError(key, f"'{'.'.join(path)}' is not a config key; known here: {known}", 'check the spelling against DEFAULTS in mlpipeline/config.py')
 
-# %% ../nbs/00_config.ipynb #000013
+# %% ../nbs/00_config.ipynb #000016
 def parse_override(text:str) -> tuple[str, object]:
     "Split `key=value` and parse the value as YAML."
     key, sep, raw = text.partition('=')
@@ -245,7 +255,7 @@ def parse_override(text:str) -> tuple[str, object]:
     try: return key.strip(), yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e: raise ConfigError(key, f'value {raw!r} is not valid YAML: {e}') from None
 
-# %% ../nbs/00_config.ipynb #000015
+# %% ../nbs/00_config.ipynb #000018
 def merge(cfg:dict, extra:dict, prefix:str='') -> dict:
     "Deep-merge `extra` into `cfg` key by key, refusing unknown keys."
     for k, v in (extra or {}).items():
@@ -254,7 +264,7 @@ def merge(cfg:dict, extra:dict, prefix:str='') -> dict:
         else: set_key(cfg, key, v)
     return cfg
 
-# %% ../nbs/00_config.ipynb #000017
+# %% ../nbs/00_config.ipynb #000020
 def check_config(cfg:dict) -> dict:
     "Refuse values the pipeline cannot use: enumerations, split fractions, a missing target."
     for key, allowed in CHOICES.items():
@@ -266,7 +276,7 @@ def check_config(cfg:dict) -> dict:
     if not cfg.get('target'): raise ConfigError('target', 'no target column is set', 'set -p target=<column>')
     return cfg
 
-# %% ../nbs/00_config.ipynb #000020
+# %% ../nbs/00_config.ipynb #000023
 def load_config(path:str|Path|None=None, overrides:list[str]=(), project:str|Path|None=None) -> dict:
     "Defaults, then the YAML file at `path` (or `pipeline.yaml` in the project if present), then `key=value` overrides."
     cfg = copy.deepcopy(DEFAULTS)
@@ -280,12 +290,12 @@ def load_config(path:str|Path|None=None, overrides:list[str]=(), project:str|Pat
     cfg['project'] = str(project)
     return check_config(cfg)
 
-# %% ../nbs/00_config.ipynb #000022
+# %% ../nbs/00_config.ipynb #000025
 def project_path(cfg:dict, path:str|Path) -> Path:
     "`path` read relative to the project folder."
     return Path(cfg.get('project', '.'), Path(path).expanduser())
 
-# %% ../nbs/00_config.ipynb #000025
+# %% ../nbs/00_config.ipynb #000028
 def tracking_uri(cfg:dict) -> str:
     "The MLflow tracking URI this config points at."
     return os.environ.get('MLFLOW_TRACKING_URI') or get_key(cfg, 'mlflow.tracking_uri') or f"sqlite:///{project_path(cfg, 'mlruns.db')}"
@@ -294,7 +304,7 @@ def artifact_root(cfg:dict) -> str:
     "Where a new experiment stores artifacts when the tracking store is local (a file URI in the project)."
     return project_path(cfg, 'mlartifacts').as_uri()
 
-# %% ../nbs/00_config.ipynb #000027
+# %% ../nbs/00_config.ipynb #000030
 def save_config(cfg:dict, path:str|Path) -> Path:
     "Write the resolved config as YAML."
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -368,10 +368,9 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, en
 # %% ../nbs/08_monitor.ipynb #080048
 def champion_ref(cfg:dict) -> str|None:
     "`name/version` of the champion the retrain would continue, or None without one."
-    import mlflow
+    from mlpipeline.registry import alias_version, registry_client
     name = get_key(cfg, 'mlflow.model_name')
-    try: return f"{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, 'champion').version}"
-    except mlflow.exceptions.MlflowException: return None
+    return f'{name}/{v}' if (v := alias_version(registry_client(cfg), name, 'champion')) else None
 
 def candidate_run(cfg:dict, folder:Path, kind:str, progress:bool=True, engine:str|None=None) -> Path:
     "A retrain candidate's run, executed up to the gate."
@@ -388,10 +387,10 @@ def candidate_facts(rd:Path, kind:str) -> dict:
     gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
     metrics = json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())
     metric = (gate.get('comparison') or {}).get('metric') or next(k for k in ('roc_auc', 'rmse', 'log_loss') if k in metrics)
-    secs = sum((pd.Timestamp(v['finished']) - pd.Timestamp(v['started'])).total_seconds() for v in st.values() if v.get('finished') and v.get('started'))
+    t = st['04_train']  # the stage's time is the cost: tuning and cross-validation included (a reused stage keeps its source's start)
     return {'kind': kind, 'run_folder': str(rd), 'metric': metric, 'value': metrics[metric], 'gate_passed': gate['passed'],
             'train_seconds': round(st['04_train'].get('train_seconds', float('nan')), 3), 'trees': st['04_train'].get('rounds'),
-            'run_seconds': round(secs, 1), 'warm_start_from': st['04_train'].get('warm_start_from')}
+            'stage_seconds': round((pd.Timestamp(t['finished']) - pd.Timestamp(t['started'])).total_seconds(), 1), 'warm_start_from': t.get('warm_start_from')}
 
 def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
     "The better candidate on its gate metric among those whose gate passed (else among all), and why."

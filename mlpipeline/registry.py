@@ -18,9 +18,9 @@ from .reproducibility import check_strict
 
 # %% auto #0
 __all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
-           'audit_experiment', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
-           'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'still_valid', 'check_reproduces',
-           'run_register']
+           'audit_experiment', 'audit_event', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags',
+           'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags',
+           'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -81,14 +81,20 @@ def audit_experiment(cfg:dict) -> str:
     return experiment_id(cfg, f"{get_key(cfg, 'mlflow.experiment')}-audit")
 
 # %% ../nbs/06_register.ipynb #060014
+def audit_event(cfg:dict, alias:str, from_version:str|None, to_version:str|None, why:str) -> dict:
+    "Append a record to the alias audit log: an alias move, or a decision that moves none (a canary given back)."
+    entry = {'model': get_key(cfg, 'mlflow.model_name'), 'alias': alias, 'from_version': str(from_version or ''), 'to_version': str(to_version or ''),
+             'who': who(), 'when': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'why': why}
+    registry_client(cfg).create_run(audit_experiment(cfg), run_name=f"{alias} {entry['from_version'] or '-'} -> {entry['to_version'] or '-'}",
+                                    tags={f'audit.{k}': v for k, v in entry.items()})
+    return entry
+
 def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:
     "Point `alias` at `version` and append the move to the audit log."
     client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
-    entry = {'model': name, 'alias': alias, 'from_version': alias_version(client, name, alias) or '', 'to_version': str(version),
-             'who': who(), 'when': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'), 'why': why}
+    before = alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, str(version))
-    client.create_run(audit_experiment(cfg), run_name=f'{alias} {entry["from_version"] or "-"} -> {version}', tags={f'audit.{k}': v for k, v in entry.items()})
-    return entry
+    return audit_event(cfg, alias, before, version, why)
 
 def audit_log(cfg:dict, alias:str|None=None) -> pd.DataFrame:
     "Every alias move of this config's model, newest first."

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
-from .config import get_key
+from .config import get_key, parse_model_ref  # here too: callers take it from the service's module
 from .errors import UsageError, DataValidationError
 from .features import Transform, RowEncoder
 from .validate import Schema, RULES, validate, errors_in
@@ -18,10 +18,10 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'parse_model_ref', 'load_model', 'conform',
-           'prediction_gap', 'predict_records', 'Field', 'request_fields', 'severities', 'check_records', 'Served',
-           'served_from', 'model_artifacts', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table',
-           'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
+__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'load_model', 'conform', 'prediction_gap',
+           'predict_records', 'Field', 'request_fields', 'severities', 'check_records', 'Served', 'served_from',
+           'model_artifacts', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder',
+           'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
            'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
            'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
            'score_frame', 'predict_file', 'run_serve']
@@ -30,13 +30,6 @@ __all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'parse_mo
 def model_uri(name:str, ref:str|int='champion') -> str:
     "The registry URI of model `name` at an alias (`champion`) or a version number."
     return f'models:/{name}/{ref}' if str(ref).isdigit() else f'models:/{name}@{ref}'
-
-def parse_model_ref(ref:str|None, default_name:str) -> tuple[str, str]:
-    "`name@alias`, `name/version`, an alias or a version number -> (name, alias or version); none: the champion."
-    if not ref: return default_name, 'champion'
-    if '@' in ref: return tuple(ref.split('@', 1))
-    if '/' in ref: return tuple(ref.rsplit('/', 1))
-    return default_name, ref
 
 # %% ../nbs/07_serve.ipynb #070009
 def load_model(uri:str):

@@ -8,25 +8,18 @@ from pathlib import Path
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['parse_ref', 'warm_start_source']
+__all__ = ['warm_start_source']
 
 # %% ../nbs/04a_warmstart.ipynb #040005
-def parse_ref(ref:str, default_name:str) -> tuple[str, str]:
-    "`name@alias`, `name/version`, an alias or a version number as (name, alias or version)."
-    ref = str(ref)
-    if '@' in ref: return tuple(ref.split('@', 1))
-    if '/' in ref: return tuple(ref.rsplit('/', 1))
-    return default_name, ref
-
 def warm_start_source(cfg:dict) -> dict|None:
     "The registered model `warm_start.from` names, downloaded: its name, version, model sha256, transform and booster files."
-    from mlpipeline.config import get_key
+    from mlpipeline.config import get_key, parse_model_ref
     if not (ref := get_key(cfg, 'warm_start.from')): return None
     import mlflow
     from mlflow.models import Model
     from mlpipeline.runfolder import mlflow_experiment
     mlflow_experiment(cfg)
-    name, which = parse_ref(ref, get_key(cfg, 'mlflow.model_name'))
+    name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
     client = mlflow.MlflowClient()
     try:
         mv = client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)

@@ -1,5 +1,5 @@
 """Shared fixtures: a throw-away project on the test sample, with its own SQLite MLflow store."""
-import os, subprocess, sys, json
+import http.server, os, subprocess, sys, json, threading
 from pathlib import Path
 import pytest, yaml
 
@@ -81,3 +81,21 @@ def run_in_process(project: Path, *overrides) -> Path:
         getattr(importlib.import_module(f'mlpipeline.{mod}'), fn)(rd)
     close_parent_run(rd, rid, 'FINISHED')
     return rd
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+    def do_POST(self):
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+
+
+@pytest.fixture
+def webhook():
+    "A real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it: its URL and the bodies."
+    _Hook.received = []
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}/alerts', _Hook.received
+    srv.shutdown(); srv.server_close()

@@ -1,5 +1,5 @@
 """A/B tests and canary releases: a real `mlpipeline serve` on 127.0.0.1 splitting traffic, a real registry, real models."""
-import http.server, json, threading, time
+import json, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, pytest
@@ -88,7 +88,7 @@ def test_failing_challenger_is_rolled_back_at_the_first_step(traffic, webhook, t
     project, *_ = traffic
     cfg = cfg_of(project)
     bad = register_failing_model(project, cfg, tmp_path)
-    received, hook = webhook
+    hook, received = webhook
     srv = Server(project, '-p', 'serve.canary.enabled=true', '-p', 'serve.canary.steps=[20, 100]', '-p', 'serve.canary.hold_s=0', '-p', 'serve.canary.hold_requests=1000',
                  '-p', 'serve.canary.min_requests=10', '-p', 'serve.capture.enabled=false', '-p', f'monitor.alerts.webhook={hook}')
     try:
@@ -199,19 +199,3 @@ def register_booster(project, cfg, tmp_path, booster, why) -> str:
     return str(mv.version)
 
 
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: list = []
-    def do_POST(self):
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
-        self.send_response(204); self.end_headers()
-    def log_message(self, *a): pass
-
-
-@pytest.fixture
-def webhook():
-    "A real HTTP server on 127.0.0.1 recording the alerts POSTed to it."
-    Hook.received = []
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield Hook.received, f'http://127.0.0.1:{srv.server_address[1]}/alerts'
-    srv.shutdown(); srv.server_close()

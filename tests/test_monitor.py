@@ -1,6 +1,6 @@
 """Monitoring across processes: the CLI on a real project and registry, a real webhook receiver on 127.0.0.1,
 the service's own capture, delayed labels, and retraining that ends in a logged decision."""
-import base64, html.parser, http.server, json, threading
+import base64, html.parser, json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from conftest import SAMPLE, write_project, run_in_process, mlpipeline, client_for
@@ -35,24 +35,6 @@ def monitoring_runs(project: Path):
     client_for(project)
     exp = mlflow.get_experiment_by_name('mlpipeline-monitoring')
     return mlflow.search_runs([exp.experiment_id], order_by=['start_time DESC'])
-
-
-class Hook(http.server.BaseHTTPRequestHandler):
-    received: list = []
-    def do_POST(self):
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
-        self.send_response(204); self.end_headers()
-    def log_message(self, *a): pass
-
-
-@pytest.fixture
-def webhook():
-    "A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it."
-    Hook.received = []
-    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Hook)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f'http://127.0.0.1:{srv.server_address[1]}/alerts', Hook.received
-    srv.shutdown(); srv.server_close()
 
 
 class Images(html.parser.HTMLParser):
