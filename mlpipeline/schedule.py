@@ -326,6 +326,7 @@ def run_scheduler(config:str|None=None, overrides:list=(), project:str|None=None
             while not stop.wait(0.5): pass
         finally:
             say('stopping: no new job; the job in progress gets SIGINT')
+            sched.pause()  # no firing is dispatched from here on, so none records a job that never started
             n = stop_children(s['stop_timeout_s'])
             sched.shutdown(wait=True)
     say('scheduler stopped' + (f' ({n} job(s) aborted)' if n else ''))

@@ -56,10 +56,12 @@ def test_sigterm_aborts_training_then_restart_trains(tmp_path):
     # the run: marked failed at a stage, resumable, unlocked, nothing registered
     m = json.loads((rd/'manifest.json').read_text())
     failed = [s for s, e in m['stages'].items() if e['status'] == 'failed']
-    assert m['status'] == 'failed' and failed and m['stages'][failed[0]]['error'] == 'KeyboardInterrupt', m
+    assert m['status'] == 'failed' and failed and m['stages'][failed[0]]['error'] == 'KeyboardInterrupt', (m, history(project, 'train'), err)
     assert not (rd/'.lock').exists() and registered_models(project) == []
     train = history(project, 'train')
-    aborted, = [r for r in train if r['result'] == 'aborted']  # recorded when its child has stopped, so after the skipped ones
+    aborted = [r for r in train if r['result'] == 'aborted']  # recorded when its child has stopped, so after the skipped ones
+    assert len(aborted) == 1, train  # paused before stopping: no later firing is recorded as a second abort
+    aborted = aborted[0]
     assert f'mlpipeline run --resume {rd.name}' in aborted['message'] and aborted['exit_code'] == 130, aborted
     assert aborted['scheduled'] == min(r['scheduled'] for r in train)  # the first firing started the run
     assert {r['result'] for r in train} - {'aborted'} <= {'skipped-overlap'}  # max_instances=1: the firings during the run start nothing
