@@ -19,14 +19,14 @@ __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_di
 # %% ../nbs/09b_cache.ipynb #090005
 STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
                  '06_register': 'registry', '07_serve': 'serve', '08_monitor': 'monitor'}
-STAGE_KEYS = {'01_ingest': ['data', 'reproducibility'],
-              '02_validate': ['data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
-              '03_features': ['warm_start', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
-              '04_train': ['warm_start', 'target', 'task', 'seed', 'model', 'tuning', 'cv', 'features', 'data.time_column', 'split.group', 'gate.metric'],
-              '05_evaluate': ['target', 'gate', 'seed', 'diagnosis', 'validation.groups', 'validation.min_group_rows'],
-              '06_register': ['gate', 'seed', 'reproducibility.strict'],
+STAGE_KEYS = {'01_ingest': ['data', 'reproducibility', 'compute.backend'],
+              '02_validate': ['compute.backend', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
+              '03_features': ['compute.backend', 'compute.fit_rows', 'warm_start', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
+              '04_train': ['compute', 'warm_start', 'target', 'task', 'seed', 'model', 'tuning', 'cv', 'features', 'data.time_column', 'split.group', 'gate.metric'],
+              '05_evaluate': ['compute.backend', 'compute.eval_rows', 'target', 'gate', 'seed', 'diagnosis', 'validation.groups', 'validation.min_group_rows'],
+              '06_register': ['compute.backend', 'compute.eval_rows', 'gate', 'seed', 'reproducibility.strict'],
               '07_serve': ['validation.severity', 'target'],
-              '08_monitor': []}
+              '08_monitor': ['compute.backend']}
 EVERY_STAGE = ['mlflow.experiment', 'mlflow.model_name']  # and the tracking URI in effect (the environment's wins)
 PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient', 'fairlearn']
 
@@ -218,7 +218,10 @@ def latest_parts(cfg:dict, stage:str) -> dict|None:
 
 # %% ../nbs/09b_cache.ipynb #090024
 def link_or_copy(src:Path, dest:Path):
-    "Hard-link `src` at `dest` (a copy across file systems)."
+    "Hard-link `src` at `dest` (a copy across file systems); a folder file by file."
+    if src.is_dir():
+        for f in src.iterdir(): link_or_copy(f, dest/f.name)
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.unlink(missing_ok=True)
     try: os.link(src, dest)

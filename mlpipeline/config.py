@@ -134,7 +134,15 @@ schedule:                    # `mlpipeline schedule` (APScheduler): cron lines o
   misfire_grace_s: 600       # a run late by up to this (scheduler down or busy) still runs; a later one is recorded missed
   coalesce: true             # several missed runs of a job run once
   stop_timeout_s: 60         # on SIGTERM or SIGINT: how long the job in progress has to stop after its SIGINT before it is killed
-compute: {backend: local, address: null}
+compute:
+  backend: local             # local: pandas in each stage's process; dask: a Dask cluster, tables as partitioned Parquet folders
+  address: null              # a running Dask scheduler (tcp://host:8786); null: the stage starts a LocalCluster sized to the machine
+  workers: null              # LocalCluster worker processes (one thread each); null: one per core
+  memory_limit: auto         # LocalCluster memory per worker ('4GB'; auto: the machine's memory shared out)
+  dashboard: ':0'            # LocalCluster dashboard address (':0' a free port; the link is printed and logged to MLflow)
+  timeout_s: 30              # how long to wait for compute.address to answer
+  fit_rows: 1000000          # the transform and the leakage checks are fitted on the whole training split up to this many rows, else on a uniform sample of it
+  eval_rows: 1000000         # evaluation, registration and the reference summary use the whole test/train split up to this, else a uniform sample
 warm_start: {from: null, rounds: null}   # continue a registered model (name@alias, name/version): its transform, its trees plus at most `rounds` (null: model.n_estimators)
 airflow:                     # `mlpipeline export airflow`: the DAGs (schedules from schedule.train and schedule.monitor)
   dag_id: mlpipeline         # the training DAG; the monitoring DAG is <dag_id>-monitor

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_runfolder.ipynb #000003
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, json, os, secrets, subprocess, threading
+import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subprocess, threading
 from pathlib import Path
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key
 from .errors import MlpipelineError, UsageError
@@ -28,12 +28,16 @@ def atomic_path(path:str|Path):
     tmp = path.with_name(f'.{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}')  # same suffix: writers pick formats by it
     try:
         yield tmp
+        if tmp.is_dir() and path.is_dir(): shutil.rmtree(path)  # a folder of parts (the Dask backend's tables) replaces the old folder
         os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    finally:
+        if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
+        else: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00b_runfolder.ipynb #000010
 def sha256_file(path:str|Path) -> str:
-    "The sha256 of a file's bytes."
+    "The sha256 of a file's bytes; of a folder, of its files' names and hashes."
+    if Path(path).is_dir(): return hashlib.sha256(''.join(f'{f.name}\0{sha256_file(f)}\n' for f in sorted(Path(path).iterdir()) if f.is_file()).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
