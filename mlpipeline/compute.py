@@ -13,8 +13,8 @@ from .runfolder import atomic_path, sha256_file
 
 # %% auto #0
 __all__ = ['SPLITS', 'is_dask', 'local_cluster', 'dask_client', 'close_client', 'log_dashboard', 'read_table', 'write_parts',
-           'table_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'profile_partitions', 'split_labels',
-           'time_labels', 'group_labels_hashed', 'split_parts']
+           'table_rows', 'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'profile_partitions',
+           'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts']
 
 # %% ../nbs/00c_compute.ipynb #000005
 def is_dask(cfg:dict) -> bool:
@@ -79,6 +79,12 @@ def table_rows(path:str|Path) -> int:
     import pyarrow.parquet as pq
     p = Path(path)
     return sum(pq.ParquetFile(f).metadata.num_rows for f in (sorted(p.glob('*.parquet')) if p.is_dir() else [p]))
+
+def head_rows(path:str|Path, n:int=5) -> pd.DataFrame:
+    "The first `n` rows of a Parquet file or folder, read from its first row group only."
+    import pyarrow.parquet as pq
+    p = Path(path); f = sorted(p.glob('*.parquet'))[0] if p.is_dir() else p
+    return pq.ParquetFile(f).read_row_group(0).slice(0, n).to_pandas()
 
 # %% ../nbs/00c_compute.ipynb #000014
 def file_hashes(files:list, cache_file:str|Path|None=None) -> dict:

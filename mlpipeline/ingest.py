@@ -19,7 +19,8 @@ __all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'sour
            'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
            'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
            'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
-           'snapshot_wanted', 'run_consumer', 'run_ingest', 'commit_read']
+           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'log_version', 'run_ingest',
+           'run_ingest_dask', 'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -425,10 +426,44 @@ def run_consumer(cfg:dict, run_id:str) -> dict:
     if (cfg['data'].get('stream') or {}).get('consumer'): return cfg
     return {**cfg, 'data': {**cfg['data'], 'stream': {**(cfg['data'].get('stream') or {}), 'consumer': f'run-{run_id}'}}}
 
-# %% ../nbs/01_ingest.ipynb #010067
+# %% ../nbs/01_ingest.ipynb #010068
+def source_files(cfg:dict) -> list[Path]|None:
+    "The files a file or folder source reads (absolute), or None for other sources."
+    kind = source_kind(cfg['data'])
+    if kind not in ('csv', 'parquet', 'folder'): return None
+    p = project_path(cfg, cfg['data']['path'])
+    files = folder_files(p) if kind == 'folder' else [_file({'path': p})]
+    if not files: raise SourceError(str(p), 'no CSV or Parquet files there', 'check data.path')
+    return files
+
+def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
+    "Read the source on the Dask cluster into the folder `data/raw/`; its version, and the batch to commit (None for files)."
+    import dask.dataframe as dd
+    from mlpipeline.compute import dask_client, log_dashboard, read_files, write_parts, file_hashes, files_version, table_rows
+    log_dashboard(dask_client(cfg))
+    if files := source_files(cfg):
+        ddf, batch = read_files(files), None
+        hashes = file_hashes(files, project_path(cfg, '.mlpipeline/file_hashes.json'))
+        version = {'sha256': files_version(hashes), 'files': hashes}
+    else:
+        batch = read_source(run_consumer(cfg, rd.name))
+        ddf, version = dd.from_pandas(batch.df, chunksize=250_000, sort=False), data_version(batch.df)
+    raw = write_parts(ddf, rd/'data/raw')
+    version |= {'rows': table_rows(raw), 'columns': {str(c): str(t) for c, t in ddf.dtypes.items()}, 'source': describe_source(cfg)}
+    if version['rows'] == 0: raise SourceError(version['source'], f'the source returned no rows (columns: {list(ddf.columns)})', 'check the files')
+    return version, batch
+
+def log_version(version:dict):
+    "Log a folder's data version to the active MLflow run (tags and metrics; no table to attach)."
+    import mlflow
+    mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': version['source'], 'data.files': len(version.get('files') or {}) or 1})
+
+# %% ../nbs/01_ingest.ipynb #010069
 def run_ingest(run_dir:str|Path) -> dict:
     "Read the source into `data/raw.parquet`, version it, record both in the manifest and MLflow, then commit the read."
+    from mlpipeline.compute import is_dask
     rd, cfg = open_run(run_dir)
+    if is_dask(cfg): return run_ingest_dask(rd, cfg)
     with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}) as run:
         batch = read_source(run_consumer(cfg, rd.name)); df = batch.df
         version = data_version(df) | {'source': describe_source(cfg)}
@@ -443,6 +478,22 @@ def run_ingest(run_dir:str|Path) -> dict:
         finish_stage(rd, '01_ingest', {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], **snap)
         commit_read(batch, rd)
+    return version
+
+def run_ingest_dask(rd:Path, cfg:dict) -> dict:
+    "`run_ingest` on the Dask backend: the table as the folder `data/raw/`."
+    with stage_run(rd, '01_ingest', {'source': describe_source(cfg), 'backend': 'dask'}) as run:
+        version, batch = ingest_dask(rd, cfg)
+        write_json(version, rd/'artifacts/data_version.json')
+        log_version(version)
+        snap = {}
+        if snapshot_wanted(cfg):
+            import mlflow
+            mlflow.log_artifacts(rd/'data/raw', 'snapshot/raw'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw'}
+            mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
+        finish_stage(rd, '01_ingest', {'raw': output_entry(rd, rd/'data/raw', rows=version['rows']), 'data_version': rd/'artifacts/data_version.json'},
+                     data_sha256=version['sha256'], backend='dask', **snap)
+        if batch is not None: commit_read(batch, rd)
     return version
 
 def commit_read(batch:Batch, rd:Path, tries:int=3):

@@ -11,6 +11,7 @@ import numpy as np, pandas as pd, yaml
 from .config import get_key, project_path
 from .errors import DataValidationError, ConfigError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, atomic_path
+from .compute import is_dask
 
 # %% auto #0
 __all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema',
@@ -18,7 +19,8 @@ __all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind',
            'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
            'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
            'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_html',
-           'group_frame', 'bias_section', 'run_validate']
+           'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats', 'merge_violations',
+           'distinct_count', 'dask_stats', 'infer_schema_dask', 'validate_dask', 'validate_on_dask', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -77,10 +79,10 @@ def min_rows_for_split(cfg:dict, per_split:int=10) -> int:
     "Rows needed for `per_split` rows in the smallest of the valid and test splits."
     return math.ceil(per_split / min(get_key(cfg, 'split.valid'), get_key(cfg, 'split.test')))
 
-def infer_schema(df:pd.DataFrame, cfg:dict) -> Schema:
-    "Infer the schema of a training table, the way TFX SchemaGen does."
+def infer_schema(df:pd.DataFrame, cfg:dict, columns:dict|None=None) -> Schema:
+    "Infer the schema of a training table, the way TFX SchemaGen does (`columns`: the columns' schemas, already inferred)."
     target, idc, tol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
-    cols = {str(c): infer_column(df[c], tol, unique=(c == idc)) for c in df.columns}
+    cols = columns if columns is not None else {str(c): infer_column(df[c], tol, unique=(c == idc)) for c in df.columns}
     y = df[target] if target in df else pd.Series(dtype=float)
     from mlpipeline.features import infer_task  # features imports this module
     classification = y.nunique() > 0 and (cfg.get('task') in ('binary', 'multiclass') or infer_task(y.dropna(), 'auto') != 'regression')
@@ -347,17 +349,128 @@ def bias_section(bias:dict) -> str:
     table = f"<table><tr>{''.join(f'<th>{c}</th>' for c in df.columns)}</tr>{rows}</table>" if len(df) else ''
     return f'<h2>Classes and groups</h2>' + (f'<p>Target classes: {cls}.</p>' if cls else '') + table
 
-# %% ../nbs/02_validate.ipynb #020050
+# %% ../nbs/02_validate.ipynb #020051
+def column_stats(s:pd.Series) -> dict:
+    "What `infer_column` needs from one partition of a column: counts, number range, whole numbers, labels."
+    present = s.dropna()
+    x = (present.astype('float64') if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else as_numbers(present)).dropna()
+    st = {'n': len(s), 'missing': int(s.isna().sum()), 'present': len(present), 'numeric': len(x), 'integer': bool(np.allclose(x % 1, 0)) if len(x) else True,
+          'min': float(x.min()) if len(x) else None, 'max': float(x.max()) if len(x) else None}
+    return st | {'labels': sorted({str(v).strip() for v in present})}
+
+def merge_column_stats(a:dict, b:dict) -> dict:
+    "Two partitions' column statistics as one."
+    pick = lambda f, x, y: f(v for v in (x, y) if v is not None) if x is not None or y is not None else None
+    return {'n': a['n'] + b['n'], 'missing': a['missing'] + b['missing'], 'present': a['present'] + b['present'], 'numeric': a['numeric'] + b['numeric'],
+            'integer': a['integer'] and b['integer'], 'min': pick(min, a['min'], b['min']), 'max': pick(max, a['max'], b['max']),
+            'labels': sorted(set(a['labels']) | set(b['labels']))}
+
+def column_from_stats(st:dict, dtype, tolerance:float=0.1, unique:bool=False, numeric_share:float=0.95) -> dict:
+    "The schema of one column from its merged statistics, as `infer_column` infers it from the whole column."
+    empty = pd.Series([], dtype=dtype)
+    kind = column_kind(empty) if column_kind(empty) != 'categorical' or not st['present'] else ('numeric' if st['numeric'] / st['present'] >= numeric_share else 'categorical')
+    miss = st['missing'] / st['n'] if st['n'] else 0.0
+    c = {'kind': kind, 'nullable': miss > 0, 'max_missing': round(min(1.0, miss * 1.5 + 0.02), 4) if miss > 0 else 0.0}
+    if unique: return c | {'unique': True}
+    if kind == 'numeric' and st['present']: c |= {'min': st['min'], 'max': st['max'], 'tolerance': tolerance, 'integer': st['integer']}
+    if kind in ('categorical', 'boolean'): c['domain'] = sorted(st['labels'], key=str.casefold)
+    return c
+
+# %% ../nbs/02_validate.ipynb #020053
+def _partition_stats(part:pd.DataFrame) -> dict:
+    return {str(c): column_stats(part[c]) for c in part.columns}
+
+def _partition_checks(part:pd.DataFrame, schema:Schema) -> list[dict]:
+    out = []
+    for c, spec in schema.columns.items():
+        if c in part and c != (schema.target or {}).get('name'):
+            out += [v for v in check_values(part[c], spec | {'max_missing': 1.0, 'unique': False}, c) if v['rule'] not in ('all_missing', 'missing_values')]
+    return out
+
+def merge_violations(parts:list[list[dict]], n:int) -> list[dict]:
+    "Per-partition violations as one report: rows added up per column and rule, shares of all `n` rows, the first examples."
+    out = {}
+    for v in (v for p in parts for v in p):
+        k = (v['column'], v['rule'])
+        if k not in out: out[k] = dict(v)
+        else: out[k]['rows'] += v['rows']
+    for v in out.values():
+        v['observed'] = re.sub(r'^\d+', str(v['rows']), str(v['observed'])); v['share'] = round(v['rows'] / n, 6) if n else 1.0
+    return list(out.values())
+
+def distinct_count(ddf) -> int:
+    "Distinct rows of a Dask DataFrame, by a distributed count of row hashes."
+    h = ddf.map_partitions(lambda p: pd.util.hash_pandas_object(p, index=False), meta=(None, 'uint64'))
+    return int(h.drop_duplicates(split_out=max(1, ddf.npartitions // 4)).shape[0].compute())
+
+def dask_stats(ddf) -> dict:
+    "Each column's statistics, computed per partition on the workers and merged."
+    import dask
+    parts = dask.compute(*[dask.delayed(_partition_stats)(p) for p in ddf.to_delayed()])
+    out = parts[0]
+    for p in parts[1:]: out = {c: merge_column_stats(out[c], p[c]) for c in out}
+    return out
+
+def infer_schema_dask(ddf, stats:dict, y:pd.Series, cfg:dict) -> Schema:
+    "`infer_schema` from merged partition statistics and the target column."
+    idc, tol = get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
+    cols = {str(c): column_from_stats(stats[str(c)], t, tol, unique=(c == idc)) for c, t in ddf.dtypes.items()}
+    return infer_schema(pd.DataFrame({cfg['target']: y}) if cfg['target'] in ddf else pd.DataFrame(), cfg, cols)
+
+def validate_dask(ddf, schema:Schema, stats:dict, y:pd.Series|None, severity:dict|None=None) -> list[dict]:
+    "`validate` in `train` mode over a Dask DataFrame: value rules per partition, table rules on merged numbers."
+    import dask
+    n = next(iter(stats.values()))['n'] if stats else 0
+    meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in ddf.dtypes.items()}).iloc[:0]
+    out = [v for v in check_table(meta, schema, 'train') if v['rule'] in ('missing_column', 'unexpected_column')] if n else []
+    if n == 0: return apply_severity([violation(None, 'empty_batch', '> 0 rows', '0 rows', 0, 0)], severity)
+    for v in out: v.update(rows=n, share=1.0)
+    if n < (lo := schema.rows.get('min') or 0): out.append(violation(None, 'too_few_rows', f'>= {lo} rows', f'{n} rows', n, n))
+    if (hi := schema.rows.get('max')) and n > hi: out.append(violation(None, 'too_many_rows', f'<= {hi} rows', f'{n} rows', n, n))
+    same = ddf.drop(columns=[c for c in (schema.id_column,) if c in ddf.columns])
+    if (d := n - distinct_count(same)): out.append(violation(None, 'duplicate_rows', 'distinct rows', f'{d} repeated rows', d, n))
+    for c in schema.features:
+        st = stats.get(c)
+        if st and n > 1 and st['present'] and not st['missing'] and (len(st['labels']) == 1): out.append(violation(c, 'constant_column', 'more than one value', f"always {st['labels'][0]!r}", n, n))
+    out += merge_violations(dask.compute(*[dask.delayed(_partition_checks)(p, schema) for p in ddf.to_delayed()]), n)
+    for c, spec in schema.columns.items():
+        if c in stats and c != (schema.target or {}).get('name'): out += missing_rule(c, stats[c]['missing'], n, spec)
+        if spec.get('unique') and c in ddf.columns:
+            counts = ddf[c].dropna().value_counts(split_out=max(1, ddf.npartitions // 4))
+            rep = counts[counts > 1].compute()
+            if (d := int((rep - 1).sum())): out.append(violation(c, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(sorted(rep.index)[:3])}', d, n))
+    if schema.target and y is not None: out += check_target(pd.DataFrame({schema.target['name']: y}), schema.target)
+    elif schema.target: out += check_target(meta, schema.target)
+    return apply_severity(out, severity)
+
+# %% ../nbs/02_validate.ipynb #020055
+def validate_on_dask(rd:Path, cfg:dict) -> tuple:
+    "The stage's schema, report, group numbers and bias findings on the Dask backend."
+    from mlpipeline.compute import dask_client, log_dashboard, read_table
+    log_dashboard(dask_client(cfg))
+    ddf = read_table(stage_output(rd, '01_ingest', 'raw'))
+    few = [c for c in dict.fromkeys([cfg['target'], *([get_key(cfg, 'validation.groups')] if isinstance(get_key(cfg, 'validation.groups'), str) else get_key(cfg, 'validation.groups') or [])]) if c in ddf.columns]
+    small = ddf[few].compute().reset_index(drop=True) if few else pd.DataFrame()  # the target and group columns: all the bias rules read
+    groups = group_columns(small.reindex(columns=[*small.columns, *[c for c in (get_key(cfg, 'validation.groups') or []) if c not in small]]), cfg) if get_key(cfg, 'validation.groups') else []
+    stats = dask_stats(ddf)
+    y = small[cfg['target']] if cfg['target'] in small else None
+    schema = reference_schema(cfg) or infer_schema_dask(ddf, stats, y if y is not None else pd.Series(dtype=float), cfg)
+    report = validate_dask(ddf, schema, stats, y, get_key(cfg, 'validation.severity'))
+    bias, found = bias_checks(small, schema, groups, cfg)
+    return schema, report, bias, found
+
 def run_validate(run_dir:str|Path) -> list[dict]:
     "Validate the raw table against the reference schema; write the schema and the report; raise on errors."
     import mlflow
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '02_validate'):
-        df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
-        groups = group_columns(df, cfg)  # a wrong name fails before any check
-        schema = reference_schema(cfg) or infer_schema(df, cfg)
-        report = validate(df, schema, 'train', get_key(cfg, 'validation.severity'))
-        bias, found = bias_checks(df, schema, groups, cfg)
+        if is_dask(cfg): schema, report, bias, found = validate_on_dask(rd, cfg)
+        else:
+            df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
+            groups = group_columns(df, cfg)  # a wrong name fails before any check
+            schema = reference_schema(cfg) or infer_schema(df, cfg)
+            report = validate(df, schema, 'train', get_key(cfg, 'validation.severity'))
+            bias, found = bias_checks(df, schema, groups, cfg)
         report += apply_severity(found, get_key(cfg, 'validation.severity'))
         with atomic_path(rd/'artifacts/schema.yaml') as tmp: tmp.write_text(schema.to_yaml())
         write_json(report, rd/'artifacts/validation.json'); write_json(bias, rd/'artifacts/groups.json')
