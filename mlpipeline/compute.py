@@ -13,8 +13,8 @@ from .runfolder import atomic_path, sha256_file
 
 # %% auto #0
 __all__ = ['SPLITS', 'is_dask', 'local_cluster', 'dask_client', 'close_client', 'log_dashboard', 'read_table', 'write_parts',
-           'table_rows', 'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'profile_partitions',
-           'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts']
+           'table_rows', 'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'read_split',
+           'profile_partitions', 'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts']
 
 # %% ../nbs/00c_compute.ipynb #000005
 def is_dask(cfg:dict) -> bool:
@@ -26,7 +26,10 @@ _CLIENT, _lock = {}, threading.Lock()
 
 def local_cluster(cfg:dict):
     "A `distributed.LocalCluster` sized by `compute.workers` (default: the cores) and `compute.memory_limit`."
+    import sys
     from distributed import LocalCluster
+    main = sys.modules['__main__']
+    if not hasattr(main, '__spec__'): main.__spec__ = None  # a kernel's __main__ has none, and spawning the workers reads it
     n = int(get_key(cfg, 'compute.workers') or os.cpu_count() or 1)
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=get_key(cfg, 'compute.memory_limit') or 'auto',
                         host='127.0.0.1', dashboard_address=get_key(cfg, 'compute.dashboard') or ':0', silence_logs=logging.ERROR)
@@ -115,7 +118,7 @@ def read_files(files:list, blocksize:str='64MB'):
     cols = None
     for f in pqs: cols = _same_columns(f, pq.ParquetFile(f).schema_arrow.names, cols, files[0])
     for f in csvs: cols = _same_columns(f, list(pd.read_csv(f, nrows=0).columns), cols, files[0])
-    parts = ([dd.read_parquet(pqs)] if pqs else []) + ([dd.read_csv(csvs, blocksize=blocksize, dtype=object, assume_missing=True)] if csvs else [])
+    parts = ([dd.read_parquet(pqs)] if pqs else []) + ([dd.read_csv(csvs, blocksize=blocksize)] if csvs else [])
     return parts[0] if len(parts) == 1 else dd.concat(parts)
 
 def _same_columns(f, have:list, cols:list|None, first) -> list:
@@ -128,6 +131,12 @@ def bounded(ddf, max_rows:int, seed:int=42) -> pd.DataFrame:
     n = len(ddf)
     if n <= max_rows: return ddf.compute().reset_index(drop=True)
     return ddf.sample(frac=max_rows / n, random_state=seed).compute().reset_index(drop=True)
+
+def read_split(path:str|Path, cfg:dict, key:str='compute.eval_rows') -> pd.DataFrame:
+    "A run-folder table as pandas: whole on the local backend; on Dask, whole up to `key` rows, else a seeded uniform sample."
+    if not (is_dask(cfg) and Path(path).is_dir()): return pd.read_parquet(path)
+    dask_client(cfg)
+    return bounded(read_table(path), int(get_key(cfg, key) or 1_000_000), cfg.get('seed', 42))
 
 # %% ../nbs/00c_compute.ipynb #000023
 def _profile_bytes(part:pd.DataFrame) -> bytes:

@@ -255,7 +255,8 @@ def fit_section(diag:dict, image:Path|None=None) -> str:
 def fit_diagnosis(rd:Path, cfg:dict, booster, tf:Transform) -> dict:
     "The run's metrics on every split and the baseline's, its diagnosis, and the cross-validation when `04_train` ran one."
     from mlpipeline.config import get_key
-    split = {k: pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid', 'test')}
+    from mlpipeline.compute import read_split
+    split = {k: read_split(stage_output(rd, '03_features', k), cfg) for k in ('train', 'valid', 'test')}
     metrics = {k: split_metrics(booster, tf, v) for k, v in split.items()} | {'baseline': baseline_metrics(tf, split['train'], split['test'])}
     diag = diagnose(metrics, gate_metric(cfg['gate'], tf.task), 'rmse' if tf.task == 'regression' else 'log_loss',
                     get_key(cfg, 'diagnosis.overfit_gap', 0.1), get_key(cfg, 'diagnosis.underfit_margin', 0.1))
@@ -285,7 +286,8 @@ def run_evaluate(run_dir:str|Path) -> dict:
     import mlflow, xgboost as xgb
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '05_evaluate'):
-        tf, test = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'test'))
+        from mlpipeline.compute import read_split
+        tf, test = load_transform(rd), read_split(stage_output(rd, '03_features', 'test'), cfg)  # on Dask: up to compute.eval_rows
         booster = xgb.Booster(model_file=stage_output(rd, '04_train', 'model'))
         metrics, proba = evaluate(booster, tf, test)
         metrics |= latency(booster, tf, test)

@@ -21,7 +21,7 @@ __all__ = ['log', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_spli
            'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
            'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
            'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
-           'check_leakage', 'log_dropped', 'run_features']
+           'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -537,26 +537,59 @@ def log_dropped(dropped:dict):
     mlflow.log_param('features_dropped', json.dumps({c: d['step'] for c, d in dropped.items()})[:6000])
     mlflow.log_metrics({f"dropped_{d['step']}/{name(c)}": float(d['value']) for c, d in dropped.items()} | {'features_dropped': len(dropped)})
 
-# %% ../nbs/03_features.ipynb #030065
+# %% ../nbs/03_features.ipynb #030066
+def split_on_dask(rd:Path, cfg:dict) -> tuple:
+    "The raw table, its Dask splits, the task, the repeated rows dropped and the pandas splits to fit on."
+    from mlpipeline.compute import dask_client, log_dashboard, read_table, split_parts, bounded, table_rows
+    import dask.dataframe as dd
+    log_dashboard(dask_client(cfg))
+    target, idc, seed = cfg['target'], get_key(cfg, 'data.id_column'), cfg['seed']
+    raw = read_table(stage_output(rd, '01_ingest', 'raw'))
+    n, dropped = table_rows(stage_output(rd, '01_ingest', 'raw')), 0
+    if get_key(cfg, 'features.drop_duplicates'):
+        raw = raw.map_partitions(lambda p: drop_duplicates(p, idc)[0], meta=raw._meta)
+        dropped = n - len(raw)
+    task = infer_task(raw[target].compute(), cfg['task'])
+    parts = split_parts(raw, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), seed, get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group'))
+    if hold := get_key(cfg, 'split.holdout'):
+        h = read_holdout(project_path(cfg, hold), list(raw.columns), target)
+        parts = {'train': dd.concat([parts['train'], parts['test']]), 'valid': parts['valid'], 'test': dd.from_pandas(h, chunksize=250_000, sort=False)}
+    m = int(get_key(cfg, 'compute.fit_rows') or 1_000_000)
+    sizes = {k: len(v) for k, v in parts.items()}
+    for k, v in sizes.items():
+        if v == 0: raise ConfigError('split', f'the {k} split is empty ({n} rows)', 'use more data or larger split fractions')
+    fit = {k: bounded(v, max(1, round(m * sizes[k] / sizes['train'])), seed) for k, v in parts.items()}  # the same sampling rate in every split
+    return bounded(raw, m, seed), parts, task, dropped, fit
+
+# %% ../nbs/03_features.ipynb #030067
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow
+    from mlpipeline.compute import is_dask
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '03_features', cfg['features']):
         target, idc, tcol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'data.time_column')
-        df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
-        dropped = 0
-        if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
-        task = infer_task(df[target], cfg['task'])
-        parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol, get_key(cfg, 'split.group'))
-        if hold := get_key(cfg, 'split.holdout'): parts = with_holdout(parts, read_holdout(project_path(cfg, hold), list(df.columns), target))
+        if is_dask(cfg): df, parts, task, dropped, fit = split_on_dask(rd, cfg)
+        else:
+            df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
+            dropped = 0
+            if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
+            task = infer_task(df[target], cfg['task'])
+            parts = split_frame(df, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), cfg['seed'], tcol, get_key(cfg, 'split.group'))
+            if hold := get_key(cfg, 'split.holdout'): parts = with_holdout(parts, read_holdout(project_path(cfg, hold), list(df.columns), target))
+            fit = parts
+        hold = get_key(cfg, 'split.holdout')
         drop = [c for c in [idc, *get_key(cfg, 'features.drop')] if c]
-        found, facts = check_leakage(rd, cfg, df, parts, [c for c in df.columns if c != target and c not in drop], task)
+        found, facts = check_leakage(rd, cfg, df, fit, [c for c in df.columns if c != target and c not in drop], task)
         if get_key(cfg, 'leakage.drop_id_like'): drop += list(facts.get('id_like', {}))
         from mlpipeline.warmstart import warm_start_source
         ws = warm_start_source(cfg)  # a warm start continues a registered model: its transform, so its trees see the same columns
-        tf = Transform.from_json(ws['transform'].read_text()) if ws else fit_transform(parts['train'], target, task, cfg['features'], drop, tcol, cfg['seed'])
-        outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
+        tf = Transform.from_json(ws['transform'].read_text()) if ws else fit_transform(fit['train'], target, task, cfg['features'], drop, tcol, cfg['seed'])
+        if is_dask(cfg):
+            from mlpipeline.compute import write_parts, table_rows
+            outs = {k: output_entry(rd, p := write_parts(v, rd/f'data/{k}'), rows=table_rows(p)) for k, v in parts.items()}
+        else: outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
+        parts = {k: range(o['rows']) for k, o in outs.items()}  # only their sizes are needed below
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')
         mlflow.log_metrics({'duplicates_dropped': dropped, 'n_features': len(tf.outputs)} | {f'rows_{k}': len(v) for k, v in parts.items()})
         log_dropped(tf.dropped)

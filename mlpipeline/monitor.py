@@ -618,10 +618,16 @@ def run_monitor(run_dir:str|Path) -> Path:
     from mlpipeline.train import load_transform
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '08_monitor') as run:
-        tf, train = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'train'))
+        from mlpipeline.compute import is_dask
+        tf, path = load_transform(rd), stage_output(rd, '03_features', 'train')
         preds = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
         cols = [c for c in prediction_columns(tf) if c in preds]
-        view = profile_frame(normalise_labels(train)).merge(profile_frame(preds[cols]))
+        if is_dask(cfg) and path.is_dir():  # every training row, profiled where it lies and merged
+            from mlpipeline.compute import dask_client, log_dashboard, read_table, profile_partitions
+            log_dashboard(dask_client(cfg))
+            train_view = profile_partitions(read_table(path), normalise_labels)
+        else: train_view = profile_frame(normalise_labels(pd.read_parquet(path)))
+        view = train_view.merge(profile_frame(preds[cols]))
         ref = write_profile(view, rd/'artifacts/profiles/reference.bin')
         mlflow.log_artifact(ref, 'profiles')
         reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())

@@ -734,7 +734,8 @@ def run_serve(run_dir:str|Path, n:int=20) -> dict:
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '07_serve'):
         reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
-        test = pd.read_parquet(stage_output(rd, '03_features', 'test')).head(n)
+        from mlpipeline.compute import read_split
+        test = read_split(stage_output(rd, '03_features', 'test'), cfg).head(n)  # the rows 05_evaluate scored, in its order
         records = json.loads(test.drop(columns=[cfg['target']]).to_json(orient='records'))
         t = time.perf_counter(); model = load_model(reg['model_uri']); load_s = time.perf_counter() - t
         expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions')).head(n)

@@ -11,11 +11,12 @@ from .features import Transform
 from .errors import ConfigError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, read_manifest
 from .warmstart import warm_start_source
+from .compute import is_dask
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'learning_curve', 'cv_splits',
-           'fold_matrices', 'fold_scores', 'cv_summary', 'suggest', 'sampler', 'tune', 'load_transform', 'train_cv',
-           'cv_scorers', 'log_cv', 'run_train']
+__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'dask_dmatrix', 'boost_dask',
+           'learning_curve', 'cv_splits', 'fold_matrices', 'fold_scores', 'cv_summary', 'suggest', 'sampler', 'tune',
+           'load_transform', 'train_cv', 'cv_scorers', 'log_cv', 'run_train']
 
 # %% ../nbs/04_train.ipynb #040005
 OBJECTIVES = {'binary': ('binary:logistic', 'logloss'), 'multiclass': ('multi:softprob', 'mlogloss'), 'regression': ('reg:squarederror', 'rmse')}
@@ -57,13 +58,34 @@ def predict(booster, tf:Transform, df:pd.DataFrame) -> np.ndarray:
     return booster.inplace_predict(tf.apply(df))
 
 # %% ../nbs/04_train.ipynb #040013
+def dask_dmatrix(client, tf:Transform, ddf):
+    "The `xgboost.dask.DaskDMatrix` of a Dask DataFrame of raw rows, transformed partition by partition on the workers."
+    import xgboost as xgb, xgboost.dask  # noqa: F401  (the submodule is not imported by xgboost itself)
+    both = ddf.map_partitions(lambda p: tf.apply(p).assign(__label=tf.encode_target(p[tf.target])), meta=tf.apply(ddf._meta).assign(__label=np.zeros(0, 'float64' if tf.task == 'regression' else 'int32')))
+    return xgb.dask.DaskDMatrix(client, both.drop(columns='__label'), both['__label'], enable_categorical=True)  # one frame: X and y keep the same partitions
+
+def boost_dask(client, tf:Transform, dtrain, dvalid, model:dict, seed:int=42, history:dict|None=None, base=None):
+    "`boost` on the cluster: train on DaskDMatrix `dtrain` with early stopping on `dvalid`; the booster cut at its best iteration."
+    import xgboost as xgb, xgboost.dask  # noqa: F401
+    evals = ([(dtrain, 'train')] if history is not None else []) + [(dvalid, 'valid')]
+    out = xgb.dask.train(client, xgb_params(model, tf, seed), dtrain, num_boost_round=int(model.get('n_estimators', 300)), evals=evals,
+                         early_stopping_rounds=model.get('early_stopping_rounds'), verbose_eval=False, xgb_model=base)
+    b = out['booster']
+    if history is not None: history.update(out['history'])
+    best = b.best_iteration if model.get('early_stopping_rounds') else b.num_boosted_rounds() - 1
+    score = b.best_score if model.get('early_stopping_rounds') else float(out['history']['valid'][OBJECTIVES[tf.task][1]][-1])
+    cut = b[: best + 1]
+    cut.set_attr(best_iteration=str(best), best_score=str(score))
+    return cut
+
+# %% ../nbs/04_train.ipynb #040016
 def learning_curve(history:dict, booster) -> dict:
     "The per-round train and valid metric from `boost`'s `history`, with the best iteration kept."
     metric = list(history['valid'])[-1]
     return {'metric': metric, 'rounds': len(history['valid'][metric]), 'best_iteration': int(booster.attr('best_iteration')),
             'train': [float(v) for v in history['train'][metric]], 'valid': [float(v) for v in history['valid'][metric]]}
 
-# %% ../nbs/04_train.ipynb #040016
+# %% ../nbs/04_train.ipynb #040019
 def cv_splits(df:pd.DataFrame, tf:Transform, folds:int, seed:int=42, time_column:str|None=None, group:str|None=None) -> tuple[str, list]:
     "The kind of folds and the k (training, held-out) row positions of `df`."
     from sklearn import model_selection as ms
@@ -77,7 +99,7 @@ def cv_splits(df:pd.DataFrame, tf:Transform, folds:int, seed:int=42, time_column
     try: return kind, list(it)
     except ValueError as e: raise ConfigError('cv.folds', f'{folds} {kind} folds of {len(df)} rows: {e}', 'set fewer folds') from None
 
-# %% ../nbs/04_train.ipynb #040019
+# %% ../nbs/04_train.ipynb #040022
 def fold_matrices(tf:Transform, df:pd.DataFrame, splits:list, opts:dict|None=None) -> list:
     "Per fold: a transform fitted on its training part, and its training and held-out DMatrix."
     from mlpipeline.features import fit_transform
@@ -109,7 +131,7 @@ def cv_summary(kind:str, splits:list, scored:dict) -> dict:
     return {'kind': kind, 'folds': len(splits), 'fold_sizes': [{'train': len(a), 'held_out': len(b)} for a, b in splits],
             'best_iterations': scored['best_iterations'], 'metrics': {k: stats(v) for k, v in scored['scores'].items()}}
 
-# %% ../nbs/04_train.ipynb #040023
+# %% ../nbs/04_train.ipynb #040026
 def suggest(trial, method:str, tuning:dict) -> dict:
     "The parameters of one optuna trial."
     if method == 'grid': return {k: trial.suggest_categorical(k, list(v)) for k, v in tuning['grid'].items()}
@@ -125,19 +147,20 @@ def sampler(method:str, tuning:dict, seed:int):
     if method == 'random': return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
-# %% ../nbs/04_train.ipynb #040025
-def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tuning:dict, seed:int=42, progress:bool=True, folds:list|None=None) -> tuple[dict, list]:
-    "Search `tuning.method` for the best parameters (scored on `valid`, or by the CV mean over `folds`); the best params and every trial's record."
+# %% ../nbs/04_train.ipynb #040028
+def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tuning:dict, seed:int=42, progress:bool=True, folds:list|None=None, client=None) -> tuple[dict, list]:
+    "Search `tuning.method` for the best parameters (scored on `valid`, or by the CV mean over `folds`); the best params and every trial's record. With a Dask `client`, `train` and `valid` are Dask DataFrames and every trial trains across the workers."
     import mlflow, optuna
     from optuna_integration import XGBoostPruningCallback
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     method, metric = tuning['method'], xgb_params(model, tf, seed)['eval_metric']
-    dtrain, dvalid = dmatrix(tf, train), dmatrix(tf, valid)
+    dtrain, dvalid = (dask_dmatrix(client, tf, train), dask_dmatrix(client, tf, valid)) if client else (dmatrix(tf, train), dmatrix(tf, valid))
     def objective(trial):
         params = suggest(trial, method, tuning)
         with mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)}):
             mlflow.log_params(params)
             if folds: score = float(np.mean(fold_scores(folds, model | params, seed)['scores'][metric]))
+            elif client: b = boost_dask(client, tf, dtrain, dvalid, model | params, seed)  # the pruning callback runs in this process only
             else:
                 try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
                 except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
@@ -151,7 +174,7 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
     if not done: raise RuntimeError(f'no tuning trial completed ({len(study.trials)} tried, budget {tuning["trials"]} trials / {tuning["timeout_s"]} s)')
     return study.best_params, trials
 
-# %% ../nbs/04_train.ipynb #040036
+# %% ../nbs/04_train.ipynb #040039
 def load_transform(run_dir:str|Path) -> Transform:
     "The transform fitted by `03_features` in this run."
     return Transform.from_json(stage_output(run_dir, '03_features', 'transform').read_text())
@@ -187,8 +210,15 @@ def run_train(run_dir:str|Path):
     cv_tune = bool(get_key(cfg, 'cv.tune'))  # a run folder from before cv existed has no cv section
     with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method'], 'cv.folds': get_key(cfg, 'cv.folds', 0)}):
         tf = load_transform(rd)
-        train, valid = (pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
-        kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
+        if dask := is_dask(cfg):
+            from mlpipeline.compute import dask_client, log_dashboard, read_table
+            log_dashboard(client := dask_client(cfg))
+            train, valid = (read_table(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
+            if get_key(cfg, 'cv.folds'): raise ConfigError('cv.folds', 'cross-validation runs on the local backend only (compute.backend=dask trains one booster across the workers)', 'set cv.folds=0 with compute.backend=dask')
+            kind, splits, folds = None, None, None
+        else:
+            client, train, valid = None, *(pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
+            kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
         model = dict(cfg['model'])
         took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
         if ws := warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}}):
@@ -198,14 +228,15 @@ def run_train(run_dir:str|Path):
         else: base = None
         if cfg['tuning']['method'] != 'none':
             t = time.perf_counter()
-            best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'], folds=folds if cv_tune else None)
+            best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'], folds=folds if cv_tune else None, client=client)
             write_json({'method': cfg['tuning']['method'], 'scored_by': 'cv' if cv_tune else 'valid', 'best_params': best,
                         'seconds': time.perf_counter() - t, 'trials': trials}, rd/'artifacts/tuning.json')
             mlflow.log_params({f'best_{k}': v for k, v in best.items()})
             mlflow.log_metrics({'tuning_seconds': time.perf_counter() - t, 'tuning_trials': len(trials), 'tuning_pruned': sum(x['state'] == 'PRUNED' for x in trials)})
             mlflow.log_artifact(rd/'artifacts/tuning.json'); model |= best
         history, t = {}, time.perf_counter()
-        b = fit_booster(tf, train, valid, model, cfg['seed'], history, base)
+        b = (boost_dask(client, tf, dask_dmatrix(client, tf, train), dask_dmatrix(client, tf, valid), model, cfg['seed'], history, base) if dask
+             else fit_booster(tf, train, valid, model, cfg['seed'], history, base))
         took = time.perf_counter() - t
         with atomic_path(rd/'artifacts/model.ubj') as tmp: b.save_model(tmp)
         write_json(learning_curve(history, b), rd/'artifacts/learning_curve.json'); mlflow.log_artifact(rd/'artifacts/learning_curve.json')
