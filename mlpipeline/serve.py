@@ -24,7 +24,7 @@ __all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'load_mod
            'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
            'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
            'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
-           'score_frame', 'predict_file', 'run_serve']
+           'score_frame', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def model_uri(name:str, ref:str|int='champion') -> str:
@@ -729,6 +729,38 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     return meta
 
 # %% ../nbs/07_serve.ipynb #070051
+def _checked_scores(part:pd.DataFrame, served:Served, sev:dict) -> pd.DataFrame:
+    report = [v for v in validate(part, served.schema, 'batch', sev) if v['rule'] not in WHOLE_FILE] if served.schema else []
+    if errs := errors_in(report): raise DataValidationError(errs, 'fix those rows, or set validation.severity for the rule')
+    return _typed(score_frame(served, part))
+
+def _typed(out:pd.DataFrame) -> pd.DataFrame:
+    return out.astype({c: 'str' for c in out.select_dtypes('object').columns})  # class labels typed, so every part has one Parquet schema
+
+def predict_dask(cfg:dict, source:str|Path, output:str|Path, model:str|None=None) -> dict:
+    "Score a file, folder or glob on the Dask cluster into the folder `output` of Parquet parts; a summary of what was written."
+    from mlpipeline.compute import dask_client, read_files, write_parts, table_rows, files_version, file_hashes
+    from mlpipeline.ingest import folder_files
+    from mlpipeline.runfolder import mlflow_experiment
+    src, out = Path(source), Path(output)
+    files = [src] if src.is_file() else folder_files(src)
+    if not files: raise UsageError(f'no CSV or Parquet input at {src}')
+    mlflow_experiment(cfg); dask_client(cfg)
+    served, sev = load_served(*parse_model_ref(model or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))), severities(cfg)
+    ddf = read_files(files)
+    meta = _typed(score_frame(served, ddf._meta))
+    missing, n = (ddf.isna().sum().compute().to_dict(), len(ddf))
+    if n == 0: raise DataValidationError([{'column': None, 'rule': 'empty_batch', 'expected': '> 0 rows', 'observed': '0 rows', 'rows': 0}])
+    whole = missing_checks(served.schema, missing, n, sev) if served.schema else []
+    if errs := errors_in(whole): raise DataValidationError(errs, 'fix the data, or set validation.severity for the rule')
+    write_parts(ddf.map_partitions(_checked_scores, served, sev, meta=meta), out)
+    info = {'model': served.name, 'version': served.version, 'model_uri': model_uri(served.name, served.version), 'input': str(src),
+            'input_sha256': files_version(file_hashes(files)), 'output': str(out), 'rows': table_rows(out), 'partitions': ddf.npartitions, 'warnings': whole,
+            'written': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
+    write_json(info, out.with_name(out.name + '.json'))
+    return info
+
+# %% ../nbs/07_serve.ipynb #070053
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
     rd, cfg = open_run(run_dir)

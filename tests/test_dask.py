@@ -8,6 +8,8 @@ from mlpipeline.compute import close_client, profile_partitions, read_table
 from mlpipeline.monitor import profile_frame
 from mlpipeline.runfolder import read_manifest
 from mlpipeline.pipeline import STAGES
+from mlpipeline.config import load_config
+from mlpipeline.serve import predict_dask, predict_file
 from conftest import SAMPLE, write_project, run_in_process, client_for
 
 DASK = ('compute.backend=dask', 'compute.workers=2')
@@ -43,6 +45,17 @@ def test_one_partition_gives_the_local_pipeline_exactly(tmp_path):
     assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()  # xgboost.dask sketches the same rows on its workers
     mv = client_for(tmp_path/'dask').get_model_version('test-model', '1')
     assert mv.tags['data_sha256'] == m['stages']['01_ingest']['data_sha256'] and mv.tags['task'] == 'binary'
+    # batch scoring: partitions scored on the workers into a folder of parts, the same answers as the local chunked scoring
+    batch = tmp_path/'batch'; batch.mkdir()
+    rows = pd.read_csv(SAMPLE).drop(columns=['churn'])
+    for i in range(2): rows.iloc[i * 200:(i + 1) * 200].to_parquet(batch/f'{i}.parquet', index=False)
+    cfg = load_config(project=tmp_path/'dask', overrides=list(DASK))
+    got = predict_dask(cfg, batch, tmp_path/'scored')
+    assert got['rows'] == 400 and got['partitions'] == 2 and len(list((tmp_path/'scored').glob('*.parquet'))) == 2
+    want = predict_file(load_config(project=tmp_path/'dask'), batch/'0.parquet', tmp_path/'scored0.parquet', progress=False)
+    a, b = pd.read_parquet(tmp_path/'scored').head(200), pd.read_parquet(tmp_path/'scored0.parquet')
+    assert want['rows'] == 200 and list(a.columns) == list(b.columns)
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b, check_dtype=False)
 
 
 def test_a_folder_of_parts_trains_a_model_like_the_local_one(tmp_path):
