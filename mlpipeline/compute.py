@@ -12,9 +12,8 @@ from .errors import ConfigError, SourceError
 from .runfolder import atomic_path, sha256_file
 
 # %% auto #0
-__all__ = ['SPLITS', 'is_dask', 'local_cluster', 'dask_client', 'close_client', 'log_dashboard', 'read_table', 'write_parts',
-           'table_rows', 'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'read_split',
-           'profile_partitions', 'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts']
+__all__ = ['is_dask', 'local_cluster', 'dask_client', 'close_client', 'log_dashboard', 'read_table', 'write_parts', 'table_rows',
+           'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'read_split']
 
 # %% ../nbs/00c_compute.ipynb #000005
 def is_dask(cfg:dict) -> bool:
@@ -137,54 +136,3 @@ def read_split(path:str|Path, cfg:dict, key:str='compute.eval_rows') -> pd.DataF
     if not (is_dask(cfg) and Path(path).is_dir()): return pd.read_parquet(path)
     dask_client(cfg)
     return bounded(read_table(path), int(get_key(cfg, key) or 1_000_000), cfg.get('seed', 42))
-
-# %% ../nbs/00c_compute.ipynb #000023
-def _profile_bytes(part:pd.DataFrame) -> bytes:
-    from mlpipeline.monitor import profile_frame
-    return profile_frame(part).serialize()
-
-def profile_partitions(ddf, transform=None):
-    "The whylogs profile of a Dask DataFrame: each partition profiled on its worker (after `transform`, if given), merged."
-    import dask
-    from mlpipeline.monitor import whylogs, merge_views
-    whylogs()
-    from whylogs.core import DatasetProfileView
-    f = (lambda p: _profile_bytes(transform(p))) if transform else _profile_bytes
-    parts = dask.compute(*[dask.delayed(f)(p) for p in ddf.to_delayed()])
-    return merge_views([DatasetProfileView.deserialize(b) for b in parts])
-
-# %% ../nbs/00c_compute.ipynb #000026
-SPLITS = ('train', 'valid', 'test')
-
-def split_labels(part:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> pd.Series:
-    "Each row's split (0 train, 1 valid, 2 test) in one partition, as `features.random_split` splits it."
-    from mlpipeline.features import random_split
-    out = pd.Series(np.zeros(len(part), dtype='int8'), index=part.index)
-    if len(part) < 3: return out
-    local = part.reset_index(drop=True)
-    try: parts = random_split(local, target, task, valid, test, seed)
-    except ValueError: parts = random_split(local, target, 'regression', valid, test, seed)  # a class too rare in this partition to stratify
-    for code, k in enumerate(SPLITS): out.iloc[parts[k].index.to_numpy()] = code
-    return out
-
-def time_labels(t:pd.Series, cuts:tuple) -> pd.Series:
-    "Each row's split by its time against the (valid, test) start times."
-    t = pd.to_datetime(t, errors='coerce', format='mixed')
-    return pd.Series(np.where(t >= cuts[1], 2, np.where(t >= cuts[0], 1, 0)).astype('int8'), index=t.index)
-
-def group_labels_hashed(g:pd.Series, valid:float, test:float, seed:int) -> pd.Series:
-    "Each row's split by a seeded hash of its group, so a group stays in one split."
-    u = pd.util.hash_pandas_object(g.astype(str), index=False, hash_key=f'{seed:016d}'[:16]).to_numpy() / 2.0**64
-    return pd.Series(np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype('int8'), index=g.index)
-
-def split_parts(ddf, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict:
-    "The train, valid and test Dask DataFrames of `ddf`, split partition by partition."
-    if time_column:
-        ts = ddf[time_column].map_partitions(lambda s: pd.to_datetime(s, errors='coerce', format='mixed').astype('int64'), meta=(time_column, 'int64'))
-        q = ts.quantile([1 - valid - test, 1 - test]).compute()
-        cuts = tuple(pd.to_datetime(q.to_numpy()))
-        lab = ddf[time_column].map_partitions(time_labels, cuts, meta=(None, 'int8'))
-    elif group: lab = ddf[group].map_partitions(group_labels_hashed, valid, test, seed, meta=(None, 'int8'))
-    else: lab = ddf.map_partitions(split_labels, target, task, valid, test, seed, meta=(None, 'int8'))
-    tagged = ddf.assign(_split=lab)
-    return {k: tagged[tagged._split == i].drop(columns='_split') for i, k in enumerate(SPLITS)}

@@ -15,9 +15,10 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_ta
 log = logging.getLogger('mlpipeline.features')
 
 # %% auto #0
-__all__ = ['log', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_split', 'group_split', 'split_frame', 'read_holdout',
-           'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text',
-           'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
+__all__ = ['log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_split', 'group_split', 'split_frame',
+           'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts', 'read_holdout', 'with_holdout',
+           'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text', 'fit_tfidf',
+           'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
            'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
            'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
            'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
@@ -70,6 +71,41 @@ def split_frame(df:pd.DataFrame, target:str, task:str, valid:float=0.15, test:fl
     return {k: v.reset_index(drop=True) for k, v in parts.items()}
 
 # %% ../nbs/03_features.ipynb #030016
+SPLITS = ('train', 'valid', 'test')
+
+def split_labels(part:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> pd.Series:
+    "Each row's split (0 train, 1 valid, 2 test) in one partition, as `features.random_split` splits it."
+    out = pd.Series(np.zeros(len(part), dtype='int8'), index=part.index)
+    if len(part) < 3: return out
+    local = part.reset_index(drop=True)
+    try: parts = random_split(local, target, task, valid, test, seed)
+    except ValueError: parts = random_split(local, target, 'regression', valid, test, seed)  # a class too rare in this partition to stratify
+    for code, k in enumerate(SPLITS): out.iloc[parts[k].index.to_numpy()] = code
+    return out
+
+def time_labels(t:pd.Series, cuts:tuple) -> pd.Series:
+    "Each row's split by its time against the (valid, test) start times."
+    t = pd.to_datetime(t, errors='coerce', format='mixed')
+    return pd.Series(np.where(t >= cuts[1], 2, np.where(t >= cuts[0], 1, 0)).astype('int8'), index=t.index)
+
+def group_labels_hashed(g:pd.Series, valid:float, test:float, seed:int) -> pd.Series:
+    "Each row's split by a seeded hash of its group, so a group stays in one split."
+    u = pd.util.hash_pandas_object(g.astype(str), index=False, hash_key=f'{seed:016d}'[:16]).to_numpy() / 2.0**64
+    return pd.Series(np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype('int8'), index=g.index)
+
+def split_parts(ddf, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict:
+    "The train, valid and test Dask DataFrames of `ddf`, split partition by partition."
+    if time_column:
+        ts = ddf[time_column].map_partitions(lambda s: pd.to_datetime(s, errors='coerce', format='mixed').astype('int64'), meta=(time_column, 'int64'))
+        q = ts.quantile([1 - valid - test, 1 - test]).compute()
+        cuts = tuple(pd.to_datetime(q.to_numpy()))
+        lab = ddf[time_column].map_partitions(time_labels, cuts, meta=(None, 'int8'))
+    elif group: lab = ddf[group].map_partitions(group_labels_hashed, valid, test, seed, meta=(None, 'int8'))
+    else: lab = ddf.map_partitions(split_labels, target, task, valid, test, seed, meta=(None, 'int8'))
+    tagged = ddf.assign(_split=lab)
+    return {k: tagged[tagged._split == i].drop(columns='_split') for i, k in enumerate(SPLITS)}
+
+# %% ../nbs/03_features.ipynb #030019
 def read_holdout(path:str|Path, columns:list, target:str) -> pd.DataFrame:
     "The holdout file's rows with the data's columns, in order; refused when a column is missing."
     path = Path(path)
@@ -84,13 +120,13 @@ def with_holdout(parts:dict, holdout:pd.DataFrame) -> dict:
     "The splits with `holdout` as the test split; the rows set aside for testing join training."
     return {'train': pd.concat([parts['train'], parts['test']], ignore_index=True), 'valid': parts['valid'], 'test': holdout}
 
-# %% ../nbs/03_features.ipynb #030019
+# %% ../nbs/03_features.ipynb #030022
 def drop_duplicates(df:pd.DataFrame, id_column:str|None=None) -> tuple[pd.DataFrame, int]:
     "`df` without repeated rows (the id column aside), and how many were dropped."
     keep = ~df.drop(columns=[c for c in (id_column,) if c and c in df]).duplicated()
     return df[keep].reset_index(drop=True), int((~keep).sum())
 
-# %% ../nbs/03_features.ipynb #030022
+# %% ../nbs/03_features.ipynb #030025
 def fold(v:str, strip:bool=True, case:str='lower') -> str:
     "One label normalised: surrounding spaces, then case."
     if strip: v = v.strip()
@@ -115,12 +151,12 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #030027
+# %% ../nbs/03_features.ipynb #030030
 def feature_name(name) -> str:
     "A model column name XGBoost accepts."
     return str(name).replace('[', '(').replace(']', ')').replace('<', 'lt')
 
-# %% ../nbs/03_features.ipynb #030030
+# %% ../nbs/03_features.ipynb #030033
 TOKEN = re.compile(r'(?u)\b\w\w+\b')  # scikit-learn's default token pattern
 
 def is_free_text(s:pd.Series, min_unique_share:float|None=0.5, min_mean_length:float=30) -> bool:
@@ -152,7 +188,7 @@ def tfidf_matrix(values:list, spec:dict) -> np.ndarray:
     norm = np.sqrt((out ** 2).sum(axis=1, keepdims=True))  # per row: a row alone or in a batch sums alike
     return np.divide(out, norm, out=out, where=norm > 0)
 
-# %% ../nbs/03_features.ipynb #030033
+# %% ../nbs/03_features.ipynb #030036
 def fit_iterative(b:pd.DataFrame, cols:list, max_iter:int=10, seed:int=42) -> dict:
     "scikit-learn's IterativeImputer fitted on `cols`, as its initial means and per-step linear models."
     from sklearn.experimental import enable_iterative_imputer  # noqa: F401 (makes IterativeImputer importable)
@@ -178,7 +214,7 @@ def impute_iterative(X:np.ndarray, spec:dict) -> np.ndarray:
         out[rows, j] = pred + intercept
     return out
 
-# %% ../nbs/03_features.ipynb #030036
+# %% ../nbs/03_features.ipynb #030039
 AGG_STATS = ('mean', 'median', 'std', 'min', 'max', 'count')
 
 def group_key(v) -> str|None:
@@ -199,7 +235,7 @@ def aggregate_columns(keys:list, spec:dict) -> dict:
     return {f"{spec['column']}_{s}_by_{spec['by']}": np.array([spec['table'][s].get(k, spec['global'][s]) if k is not None else spec['global'][s] for k in keys], dtype='float64')
             for s in spec['stats']}
 
-# %% ../nbs/03_features.ipynb #030038
+# %% ../nbs/03_features.ipynb #030041
 @dataclass
 class Transform:
     "The fitted feature transform: raw rows to the model's input, and the target to its codes."
@@ -277,7 +313,7 @@ class Transform:
     @classmethod
     def from_json(cls, text:str) -> Transform: return cls(**json.loads(text))
 
-# %% ../nbs/03_features.ipynb #030040
+# %% ../nbs/03_features.ipynb #030043
 def fit_caps(b:pd.DataFrame, cols:list, method:str='none', iqr_factor:float=1.5, z:float=3.0, winsor:list=(0.01, 0.99)) -> dict:
     "Outlier caps per numeric column: Tukey's fences (IQR), mean +/- z standard deviations, or the `winsor` percentiles."
     if method in ('none', 'log'): return {}
@@ -317,7 +353,7 @@ def fit_scale(b:pd.DataFrame, cols:list, how:str='none') -> dict:
     stats = {c: (b[c].mean(), b[c].std()) if how == 'standard' else (b[c].min(), b[c].max() - b[c].min()) for c in cols}
     return {c: [float(m), float(s) if s and not np.isnan(s) else 1.0] for c, (m, s) in stats.items()}
 
-# %% ../nbs/03_features.ipynb #030042
+# %% ../nbs/03_features.ipynb #030045
 def input_kinds(train:pd.DataFrame, inputs:list, dates:list, time_column:str|None) -> tuple[list, list, list]:
     "Split the input columns into numeric, date and categorical ones."
     kind = {c: column_kind(train[c]) for c in inputs}
@@ -344,7 +380,7 @@ def text_drops(train:pd.DataFrame, texts:list) -> dict:
     share = {c: train[c].nunique() / max(train[c].notna().sum(), 1) for c in texts}
     return {c: {'step': 'text', 'value': round(float(v), 6), 'reason': f'free text ({v:.0%} distinct values); features.text.method: tfidf would use it'} for c, v in share.items()}
 
-# %% ../nbs/03_features.ipynb #030044
+# %% ../nbs/03_features.ipynb #030047
 def fit_cleaning(tf:Transform, b:pd.DataFrame, cols:list, o:dict, seed:int=42) -> pd.DataFrame:
     "Fit log columns, caps, iterative imputation and fill values into `tf`; the cleaned base table."
     out, imp = o.get('outliers') or {'method': 'none'}, o.get('impute') or {}
@@ -368,7 +404,7 @@ def fit_aggregates(b:pd.DataFrame, tf:Transform, specs:list) -> list:
         out.append(fit_aggregate(b, by, col, list(a.get('stats') or ['mean'])))
     return out
 
-# %% ../nbs/03_features.ipynb #030046
+# %% ../nbs/03_features.ipynb #030049
 def correlated_columns(X:pd.DataFrame, max_corr:float) -> dict:
     "Of each pair of numeric model columns correlated beyond `max_corr`, the one to drop, with the correlation."
     cols = [c for c in X if not isinstance(X[c].dtype, pd.CategoricalDtype)]
@@ -401,7 +437,7 @@ def select_columns(X:pd.DataFrame, y:pd.Series, task:str, select:dict, seed:int=
     if select.get('mutual_info'): out |= uninformative_columns(X.drop(columns=list(out)), y, task, seed)
     return out
 
-# %% ../nbs/03_features.ipynb #030047
+# %% ../nbs/03_features.ipynb #030050
 def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None, drop:list=(), time_column:str|None=None, seed:int=42) -> Transform:
     "Fit the `Transform` on the training split, with the `features.*` options `opts`."
     o, t = opts or {}, (opts or {}).get('text') or {}
@@ -433,7 +469,7 @@ def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None,
     for c, d in tf.dropped.items(): log.warning('features: dropped %r: %s', c, d['reason'])
     return tf
 
-# %% ../nbs/03_features.ipynb #030055
+# %% ../nbs/03_features.ipynb #030058
 class RowEncoder:
     "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
     def __init__(self, tf:Transform, cache:int=100_000):
@@ -505,7 +541,7 @@ def records_columns(records:list[dict], inputs:list) -> dict:
     "JSON records as columns of raw values for `inputs` (an absent field is None)."
     return {c: [r.get(c) for r in records] for c in inputs}
 
-# %% ../nbs/03_features.ipynb #030062
+# %% ../nbs/03_features.ipynb #030065
 def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list, task:str) -> tuple[list, dict]:
     "Run the leakage checks, write and log their report, and stop on an error."
     import re, mlflow
@@ -528,7 +564,7 @@ def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list
     if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), or set leakage.strict: false to be warned only')
     return found, facts
 
-# %% ../nbs/03_features.ipynb #030064
+# %% ../nbs/03_features.ipynb #030067
 def log_dropped(dropped:dict):
     "Log the dropped columns, their steps and values to the active MLflow run."
     import mlflow
@@ -537,10 +573,10 @@ def log_dropped(dropped:dict):
     mlflow.log_param('features_dropped', json.dumps({c: d['step'] for c, d in dropped.items()})[:6000])
     mlflow.log_metrics({f"dropped_{d['step']}/{name(c)}": float(d['value']) for c, d in dropped.items()} | {'features_dropped': len(dropped)})
 
-# %% ../nbs/03_features.ipynb #030066
+# %% ../nbs/03_features.ipynb #030069
 def split_on_dask(rd:Path, cfg:dict) -> tuple:
     "The raw table, its Dask splits, the task, the repeated rows dropped and the pandas splits to fit on."
-    from mlpipeline.compute import dask_client, log_dashboard, read_table, split_parts, bounded, table_rows
+    from mlpipeline.compute import dask_client, log_dashboard, read_table, bounded, table_rows
     import dask.dataframe as dd
     log_dashboard(dask_client(cfg))
     target, idc, seed = cfg['target'], get_key(cfg, 'data.id_column'), cfg['seed']
@@ -561,7 +597,7 @@ def split_on_dask(rd:Path, cfg:dict) -> tuple:
     fit = {k: bounded(v, max(1, round(m * sizes[k] / sizes['train'])), seed) for k, v in parts.items()}  # the same sampling rate in every split
     return bounded(raw, m, seed), parts, task, dropped, fit
 
-# %% ../nbs/03_features.ipynb #030067
+# %% ../nbs/03_features.ipynb #030070
 def run_features(run_dir:str|Path) -> Transform:
     "Drop repeated rows, split, fit the transform on train, and write the splits and `transform.json`."
     import mlflow

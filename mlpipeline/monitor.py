@@ -15,15 +15,15 @@ log = logging.getLogger('mlpipeline.monitor')
 
 # %% auto #0
 __all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile', 'merge_views',
-           'row_ranges', 'profile_parallel', 'normalise_labels', 'column_kind', 'numeric_bins', 'categorical_bins',
-           'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text', 'drift_table',
-           'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions', 'quality_checks',
-           'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics', 'performance_drop',
-           'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain_base', 'retrain', 'champion_ref',
-           'candidate_run', 'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot', 'html_table',
-           'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name',
-           'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report',
-           'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
+           'row_ranges', 'profile_parallel', 'profile_partitions', 'normalise_labels', 'column_kind', 'numeric_bins',
+           'categorical_bins', 'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text',
+           'drift_table', 'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions',
+           'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics',
+           'performance_drop', 'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain_base', 'retrain',
+           'champion_ref', 'candidate_run', 'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot',
+           'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain',
+           'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy',
+           'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -82,6 +82,19 @@ def profile_parallel(df:pd.DataFrame, workers:int=2, max_rows:int=500_000, min_r
     return merge_views([DatasetProfileView.deserialize(b) for b in parts])
 
 # %% ../nbs/08_monitor.ipynb #080014
+def _profile_bytes(part:pd.DataFrame) -> bytes:
+    return profile_frame(part).serialize()
+
+def profile_partitions(ddf, transform=None):
+    "The whylogs profile of a Dask DataFrame: each partition profiled on its worker (after `transform`, if given), merged."
+    import dask
+    whylogs()
+    from whylogs.core import DatasetProfileView
+    f = (lambda p: _profile_bytes(transform(p))) if transform else _profile_bytes
+    parts = dask.compute(*[dask.delayed(f)(p) for p in ddf.to_delayed()])
+    return merge_views([DatasetProfileView.deserialize(b) for b in parts])
+
+# %% ../nbs/08_monitor.ipynb #080017
 def normalise_labels(df:pd.DataFrame) -> pd.DataFrame:
     "`df` with text labels stripped and case folded."
     from mlpipeline.validate import norm_label
@@ -92,7 +105,7 @@ def normalise_labels(df:pd.DataFrame) -> pd.DataFrame:
             out[c] = pd.Series(np.asarray([norm_label(u) for u in uniques], dtype=object), dtype=object).reindex(codes).to_numpy()
     return out
 
-# %% ../nbs/08_monitor.ipynb #080017
+# %% ../nbs/08_monitor.ipynb #080020
 def column_kind(col) -> str|None:
     "`numeric` when a profiled column has a distribution and no text, `categorical` with frequent items, else None."
     dist, types = col.get_metric('distribution'), col.get_metric('types')
@@ -126,7 +139,7 @@ def hellinger(p:np.ndarray, q:np.ndarray) -> float:
     "Hellinger distance of two share vectors: 0 the same, 1 disjoint."
     return float(np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
 
-# %% ../nbs/08_monitor.ipynb #080019
+# %% ../nbs/08_monitor.ipynb #080022
 def chi_square(ref_counts:np.ndarray, cur_counts:np.ndarray, min_expected:float=5) -> tuple[float, float]:
     "Two-sample chi-square test of category counts; categories too rare for the test are pooled in one bin."
     from scipy.stats import chi2_contingency
@@ -153,7 +166,7 @@ def column_drift(ref, cur, bins:int=10) -> dict|None:
     return {'kind': kinds[0] if test == 'ks' else 'categorical', 'test': test, 'statistic': float(stat), 'p_value': float(pval),
             'psi': psi(p, q), 'hellinger': hellinger(p, q), 'bins': labels, 'reference': p.round(6).tolist(), 'current': q.round(6).tolist()}
 
-# %% ../nbs/08_monitor.ipynb #080025
+# %% ../nbs/08_monitor.ipynb #080028
 def holm(p:np.ndarray) -> np.ndarray:
     "Holm's step-down adjusted p-values: reject where below alpha, and the family-wise error stays at most alpha."
     p = np.asarray(p, float); m = len(p)
@@ -170,7 +183,7 @@ def large_change(t:pd.DataFrame, opts:dict) -> pd.Series:
         if opts.get(k) is not None: big |= t[k] >= opts[k]
     return big
 
-# %% ../nbs/08_monitor.ipynb #080027
+# %% ../nbs/08_monitor.ipynb #080030
 DRIFT_COLUMNS = ['column', 'role', 'kind', 'test', 'statistic', 'p_value', 'p_adjusted', 'psi', 'hellinger', 'drifted', 'reason']
 
 def why_text(r) -> str:
@@ -189,7 +202,7 @@ def drift_table(ref, cur, columns:dict, opts:dict) -> pd.DataFrame:
     t['reason'] = [why_text(r) for r in t.itertuples()] if len(t) else []
     return t.sort_values(['drifted', 'p_adjusted'], ascending=[False, True]).reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080030
+# %% ../nbs/08_monitor.ipynb #080033
 CAPTURE_META = ['request_id', 'row', 'time', 'model_name', 'model_version', 'shadow_version', 'shadow_prediction', 'arm']
 
 def parse_when(text:str|None, now:dt.datetime|None=None) -> pd.Timestamp|None:
@@ -223,7 +236,7 @@ def read_batch(path:str|Path, since:str|None=None, until:str|None=None) -> pd.Da
     t = pd.to_datetime(df['time'], utc=True, format='mixed')
     return df[(t >= lo if lo is not None else True) & (t < hi if hi is not None else True)].reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080033
+# %% ../nbs/08_monitor.ipynb #080036
 def prediction_columns(tf) -> list[str]:
     "The output columns whose drift is tested."
     if tf.task == 'regression': return ['prediction']
@@ -236,7 +249,7 @@ def batch_predictions(served, df:pd.DataFrame) -> pd.DataFrame:
     if all(c in df for c in cols): return df[cols].astype('float64')
     return score_frame(served, df)[cols].astype('float64')
 
-# %% ../nbs/08_monitor.ipynb #080035
+# %% ../nbs/08_monitor.ipynb #080038
 def quality_checks(served, df:pd.DataFrame, severity:dict|None=None) -> list[dict]:
     "The batch's violations of the model's schema (none without a schema)."
     from mlpipeline.validate import validate
@@ -271,7 +284,7 @@ def labelled_rows(batch:pd.DataFrame, labels:pd.DataFrame, target:str, id_column
     lab[target] = whole_numbers(lab[target])  # 1.0 from a CSV with blanks is the class 1
     return keyed(batch.drop(columns=[target], errors='ignore')).merge(lab, on=kcols, how='inner').drop(columns=kcols)
 
-# %% ../nbs/08_monitor.ipynb #080038
+# %% ../nbs/08_monitor.ipynb #080041
 def labelled_metrics(served, labelled:pd.DataFrame) -> dict:
     "The model's metrics on labelled rows (classification: from the recorded probabilities)."
     from mlpipeline.evaluate import classification_metrics, regression_metrics
@@ -295,7 +308,7 @@ def metric_over_time(served, labelled:pd.DataFrame, metric:str, freq:str='D') ->
     rows = [{'period': k, 'rows': len(g), metric: labelled_metrics(served, g).get(metric, float('nan'))} for k, g in labelled.groupby(t)]
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_monitor.ipynb #080041
+# %% ../nbs/08_monitor.ipynb #080044
 def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None, now:pd.Timestamp|None=None) -> dict:
     "What the retraining policy says about this batch's `facts` (drift share, prediction drift, drop, labelled rows)."
     now = now or pd.Timestamp.now(tz='UTC')
@@ -311,7 +324,7 @@ def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None,
         return out | {'action': 'wait', 'why': f"cool-down: the last retrain was at {last_retrain:%Y-%m-%d %H:%M} UTC, {opts['cooldown_h']} h must pass"}
     return out | {'action': 'retrain', 'why': '; '.join(triggers)}
 
-# %% ../nbs/08_monitor.ipynb #080044
+# %% ../nbs/08_monitor.ipynb #080047
 def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float=0.3, max_rows:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Training rows (the base data, then the older labelled rows) and the holdout (the most recent labelled rows)."
     new = labelled.sort_values('time', kind='stable') if 'time' in labelled else labelled
@@ -320,7 +333,7 @@ def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float
     train = pd.concat([base, new.iloc[:len(new) - k]], ignore_index=True)
     return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
 
-# %% ../nbs/08_monitor.ipynb #080046
+# %% ../nbs/08_monitor.ipynb #080049
 def retrain_base(cfg:dict) -> pd.DataFrame:
     "The data a retrain starts from: the configured source, or for a stream (each message goes to one run) the champion's snapshot."
     from mlpipeline.ingest import load_data, source_kind
@@ -365,7 +378,7 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, en
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
             'gate_passed': reg['gate_passed'], 'gate': reg['gate'], 'action': 'promote' if reg['gate_passed'] else 'keep'} | extra
 
-# %% ../nbs/08_monitor.ipynb #080048
+# %% ../nbs/08_monitor.ipynb #080051
 def champion_ref(cfg:dict) -> str|None:
     "`name/version` of the champion the retrain would continue, or None without one."
     from mlpipeline.registry import alias_version, registry_client
@@ -402,7 +415,7 @@ def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
     return win, (f"{win['kind']}: test {win['metric']} {win['value']:.4f} in {win['train_seconds']:.2f} s of training" + (f" against {others}" if others else '')
                  + ('' if win['gate_passed'] else '; no candidate passed the gate'))
 
-# %% ../nbs/08_monitor.ipynb #080051
+# %% ../nbs/08_monitor.ipynb #080054
 def share_plot(row, path:Path) -> Path:
     "Bars of the reference's and the current shares per bin of one column."
     from mlpipeline.evaluate import _figure, _save
@@ -423,7 +436,7 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
     ax.legend(fontsize=8); fig.autofmt_xdate()
     return _save(fig, path)
 
-# %% ../nbs/08_monitor.ipynb #080052
+# %% ../nbs/08_monitor.ipynb #080055
 def html_table(df:pd.DataFrame, floats:str='{:.4g}') -> str:
     "A DataFrame as a plain HTML table."
     import html
@@ -450,7 +463,7 @@ def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.Dat
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
             f'{head}<h2>Drift</h2>{drift}<h2>Data quality</h2>{qual}<h2>Performance on labelled rows</h2>{perf}<h2>Distributions: reference against current</h2>{imgs}</body></html>')
 
-# %% ../nbs/08_monitor.ipynb #080054
+# %% ../nbs/08_monitor.ipynb #080057
 def webhook_url(cfg:dict) -> str|None:
     "The alert webhook: the variable `monitor.alerts.webhook_env` names, else `monitor.alerts.webhook`."
     return os.environ.get(get_key(cfg, 'monitor.alerts.webhook_env') or '') or get_key(cfg, 'monitor.alerts.webhook')
@@ -472,7 +485,7 @@ def alert_payload(s:dict) -> dict:
     return {k: s[k] for k in ('monitor_id', 'model', 'version', 'data', 'rows', 'alert', 'alert_text', 'drifted_features', 'drift_share',
                               'prediction_drifted', 'quality_errors', 'performance', 'decision', 'report') if k in s}
 
-# %% ../nbs/08_monitor.ipynb #080056
+# %% ../nbs/08_monitor.ipynb #080059
 def reference_view(served):
     "The reference profile the registry's version points at (tag `reference_profile`)."
     import mlflow
@@ -490,7 +503,7 @@ def metric_name(text:str) -> str:
     "A column name as MLflow accepts it in a metric name."
     return re.sub(r'[^0-9A-Za-z_-]', '_', str(text))
 
-# %% ../nbs/08_monitor.ipynb #080057
+# %% ../nbs/08_monitor.ipynb #080060
 def profile_batch(served, df:pd.DataFrame, preds:pd.DataFrame, workers:int=2, chunk_rows:int=500_000):
     "The profile of a batch's model inputs (labels normalised) and its predictions."
     inputs = [c for c in served.tf.inputs if c in df]
@@ -512,7 +525,7 @@ def alert_reasons(f:dict, max_drop:float|None) -> list[str]:
         ['the prediction drifted'] if f['prediction_drifted'] else []) + ([f"{f['quality_errors']} schema errors"] if f['quality_errors'] else []) + (
         [f"labelled {f['metric']} {f['performance_drop']:.1%} worse than on the test split"] if f['performance_drop'] is not None and max_drop is not None and f['performance_drop'] >= max_drop else [])
 
-# %% ../nbs/08_monitor.ipynb #080058
+# %% ../nbs/08_monitor.ipynb #080061
 def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|None, say=print) -> tuple:
     "The batch with its predictions (None for a kept profile), its profile view, and its schema findings."
     from mlpipeline.serve import severities
@@ -547,7 +560,7 @@ def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFram
     with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
     return folder/'report.html'
 
-# %% ../nbs/08_monitor.ipynb #080059
+# %% ../nbs/08_monitor.ipynb #080062
 def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
             do_retrain:bool=False, progress:bool=True, engine:str|None=None) -> dict:
     "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
@@ -585,7 +598,7 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
     if failed: raise failed
     return s
 
-# %% ../nbs/08_monitor.ipynb #080060
+# %% ../nbs/08_monitor.ipynb #080063
 def monitoring_experiment(cfg:dict) -> str:
     "The id of the experiment holding the monitoring runs."
     mlflow_experiment(cfg)
@@ -611,7 +624,7 @@ def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.Data
             if v == v: mlflow.log_metric(f"labelled_{s['metric']}_daily", v, step=i, timestamp=int(pd.Timestamp(r.period).timestamp() * 1000))
         for f in ('report.html', 'summary.json', 'drift.json', 'profile.bin'): mlflow.log_artifact(folder/f)
 
-# %% ../nbs/08_monitor.ipynb #080062
+# %% ../nbs/08_monitor.ipynb #080065
 def run_monitor(run_dir:str|Path) -> Path:
     "Profile the training split and the held-out predictions as the reference; log it and tag the registered version."
     import mlflow
@@ -623,7 +636,7 @@ def run_monitor(run_dir:str|Path) -> Path:
         preds = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
         cols = [c for c in prediction_columns(tf) if c in preds]
         if is_dask(cfg) and path.is_dir():  # every training row, profiled where it lies and merged
-            from mlpipeline.compute import dask_client, log_dashboard, read_table, profile_partitions
+            from mlpipeline.compute import dask_client, log_dashboard, read_table
             log_dashboard(dask_client(cfg))
             train_view = profile_partitions(read_table(path), normalise_labels)
         else: train_view = profile_frame(normalise_labels(pd.read_parquet(path)))

@@ -4,7 +4,8 @@ import json
 import numpy as np, pandas as pd, pytest, yaml
 import mlflow
 from sklearn.metrics import roc_auc_score
-from mlpipeline.compute import close_client, profile_partitions, read_table
+from mlpipeline.compute import close_client, read_table
+from mlpipeline.monitor import profile_partitions
 from mlpipeline.monitor import profile_frame
 from mlpipeline.runfolder import read_manifest
 from mlpipeline.pipeline import STAGES
