@@ -62,7 +62,12 @@ gate:
 diagnosis:                   # fit diagnosis in 05_evaluate; a gap in a score (roc_auc, r2) is absolute, in an error or loss a share
   overfit_gap: 0.1           # overfitting: train beats valid on the gate metric by more than this (boosted trees keep some gap)
   underfit_margin: 0.1       # underfitting: the test loss (log_loss, or rmse) improves on the baseline's by less than this share
-mlflow: {tracking_uri: null, experiment: mlpipeline, model_name: mlpipeline-model}
+mlflow:
+  tracking_uri: null         # null: sqlite mlruns.db in the project; or a tracking server, e.g. http://127.0.0.1:5000 (`mlpipeline server`)
+  experiment: mlpipeline
+  model_name: mlpipeline-model
+  lock_timeout_s: 120        # an alias move waits this long for the registry lock another run holds, then fails naming the holder
+  lock_stale_s: 300          # a registry lock older than this is broken (its holder died); a move holds it for seconds
 serve:
   model: null                # name@alias or name/version; default: mlflow.model_name@champion
   host: 127.0.0.1            # bound to this machine unless told otherwise
@@ -134,6 +139,15 @@ schedule:                    # `mlpipeline schedule` (APScheduler): cron lines o
   misfire_grace_s: 600       # a run late by up to this (scheduler down or busy) still runs; a later one is recorded missed
   coalesce: true             # several missed runs of a job run once
   stop_timeout_s: 60         # on SIGTERM or SIGINT: how long the job in progress has to stop after its SIGINT before it is killed
+server:                      # `mlpipeline server`: an MLflow tracking server on PostgreSQL that runs, the registry and the service share
+  host: 127.0.0.1            # interface the MLflow server binds (0.0.0.0: every interface; then see MLflow's --allowed-hosts)
+  port: 5000
+  workers: 2                 # MLflow server worker processes
+  backend_store_uri: null    # postgresql+psycopg://user@host:port/db (password from PGPASSWORD or ~/.pgpass, or $VAR in the URI); null: a PostgreSQL of the project's own
+  postgres_dir: .mlpipeline/postgres   # the project's own PostgreSQL: its data folder (initdb on first use)
+  postgres_port: null        # ... and its port on 127.0.0.1 (null: a free one)
+  artifacts_destination: mlartifacts   # where the server stores artifacts it proxies: a folder in the project, or s3://, gs://, wasbs:// (credentials from the environment)
+  start_timeout_s: 120       # how long the MLflow server may take to answer /health
 compute:
   backend: local             # local: pandas in each stage's process; dask: a Dask cluster, tables as partitioned Parquet folders
   address: null              # a running Dask scheduler (tcp://host:8786); null: the stage starts a LocalCluster sized to the machine

@@ -585,7 +585,7 @@ def split_on_dask(rd:Path, cfg:dict) -> tuple:
     if get_key(cfg, 'features.drop_duplicates'):
         raw = raw.map_partitions(lambda p: drop_duplicates(p, idc)[0], meta=raw._meta)
         dropped = n - len(raw)
-    task = infer_task(raw[target].compute(), cfg['task'])
+    task = infer_task(raw[target].dropna().drop_duplicates().compute(), cfg['task'])  # its distinct values tell the task as well as every value
     parts = split_parts(raw, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), seed, get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group'))
     if hold := get_key(cfg, 'split.holdout'):
         h = read_holdout(project_path(cfg, hold), list(raw.columns), target)

@@ -260,7 +260,8 @@ def summary(run_dir:Path) -> str:
         r = json.loads(reg.read_text()); lines.append(f"registered: {r['name']} version {r['version']} ({', '.join(r['aliases'])})")
     cfg = read_config(run_dir/'config.yaml')
     from mlpipeline.config import tracking_uri
-    lines.append(f"MLflow: {tracking_uri(cfg)} (mlflow ui --backend-store-uri {tracking_uri(cfg)})")
+    uri = tracking_uri(cfg)
+    lines.append(f"MLflow: {uri} ({'open it in a browser' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'})")
     return '\n'.join(lines)
 
 def status_lines(run_dir:Path) -> list[str]:
@@ -335,6 +336,9 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument('--list', action='store_true', help="each job's schedule, next run and last result (read-only; works beside a running scheduler)")
     sc.add_argument('--once', choices=['train', 'monitor'], help='run this job now, through the same code path, and record it')
     sc.add_argument('--config'); sc.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    ts = sub.add_parser('server', help='run a shared MLflow tracking server on PostgreSQL with proxied artifacts (foreground); point mlflow.tracking_uri at it')
+    ts.add_argument('--host', help='interface to bind (default: server.host, 127.0.0.1)'); ts.add_argument('--port', type=int, help='default: server.port, 5000')
+    ts.add_argument('--config'); ts.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     ex.add_argument('what', choices=['airflow', 'onnx']); ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)'); ex.add_argument('--config')
     ex.add_argument('--model', help='onnx: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
     return p
@@ -382,8 +386,10 @@ def main(argv:list[str]|None=None) -> int:
             from mlpipeline.serve import serve
             serve(args.config, args.param + ([f'serve.backend={args.backend}'] if args.backend else []), args.model, args.host, args.port, args.workers)
         elif args.command == 'predict':
-            from mlpipeline.serve import predict_file
-            r = predict_file(load_config(args.config, args.param), args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
+            from mlpipeline.serve import predict_file, predict_dask
+            from mlpipeline.compute import is_dask
+            cfg = load_config(args.config, args.param)
+            r = predict_dask(cfg, args.input, args.output, args.model) if is_dask(cfg) else predict_file(cfg, args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
             print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
         elif args.command == 'monitor':
             from mlpipeline.monitor import monitor
@@ -398,6 +404,9 @@ def main(argv:list[str]|None=None) -> int:
         elif args.command == 'schedule':
             from mlpipeline.schedule import schedule_command
             return schedule_command(args.config, args.param, args.list, args.once)
+        elif args.command == 'server':
+            from mlpipeline.server import server_command
+            return server_command(args.config, args.param, args.host, args.port)
         elif args.command == 'export' and args.what == 'onnx':
             from mlpipeline.onnx_export import export_onnx
             m = export_onnx(load_config(args.config), args.model, args.out or 'onnx')

@@ -4,12 +4,12 @@
 
 # %% ../nbs/06_register.ipynb #060003
 from __future__ import annotations
-import datetime as dt, getpass, hashlib, json, os, socket
+import contextlib, datetime as dt, getpass, hashlib, json, os, random, socket, threading, time, uuid, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import mlflow
-from .config import get_key
-from .errors import UsageError
+from .config import get_key, tracking_uri
+from .errors import UsageError, MlpipelineError
 from .features import Transform
 from .train import predict, load_transform
 from .evaluate import prediction_frame
@@ -17,10 +17,11 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 from .reproducibility import check_strict
 
 # %% auto #0
-__all__ = ['prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
-           'audit_experiment', 'audit_event', 'move_alias', 'audit_log', 'notebook_hash', 'lineage_tags',
-           'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags',
-           'still_valid', 'check_reproduces', 'run_register']
+__all__ = ['LOCK_SUFFIX', 'prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who',
+           'alias_version', 'audit_experiment', 'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock',
+           'release_lock', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash',
+           'lineage_tags', 'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
+           'test_metric_tags', 'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060006
 def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -89,13 +90,6 @@ def audit_event(cfg:dict, alias:str, from_version:str|None, to_version:str|None,
                                     tags={f'audit.{k}': v for k, v in entry.items()})
     return entry
 
-def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:
-    "Point `alias` at `version` and append the move to the audit log."
-    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
-    before = alias_version(client, name, alias)
-    client.set_registered_model_alias(name, alias, str(version))
-    return audit_event(cfg, alias, before, version, why)
-
 def audit_log(cfg:dict, alias:str|None=None) -> pd.DataFrame:
     "Every alias move of this config's model, newest first."
     runs = mlflow.search_runs([audit_experiment(cfg)], filter_string=f"tags.`audit.model` = '{get_key(cfg, 'mlflow.model_name')}'", order_by=['start_time DESC'])
@@ -105,6 +99,81 @@ def audit_log(cfg:dict, alias:str|None=None) -> pd.DataFrame:
     return (log[log.alias == alias] if alias else log).reset_index(drop=True)
 
 # %% ../nbs/06_register.ipynb #060016
+LOCK_SUFFIX = '.lock'
+_held = threading.local()  # per thread: (tracking uri, lock name) -> how deeply this thread holds it
+
+def lock_name(cfg:dict) -> str:
+    "The registered model that is the registry lock of this config's model."
+    return get_key(cfg, 'mlflow.model_name') + LOCK_SUFFIX
+
+def lock_holder(client, name:str) -> dict|None:
+    "The lock's tags (`holder`, `since`), or None when nobody holds it."
+    try: return dict(client.get_registered_model(name).tags)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code == 'RESOURCE_DOES_NOT_EXIST': return None
+        raise
+
+def try_lock(client, name:str, token:str) -> bool:
+    "Create the lock model `name` for `token` (atomic in the store); False when another holds it."
+    tags = {'mlpipeline.lock': 'true', 'holder': token, 'since': f'{time.time():.3f}'}
+    try: client.create_registered_model(name, tags=tags, description='mlpipeline registry lock: held while an alias moves')
+    except mlflow.exceptions.MlflowException as e:
+        # held; or released between MLflow's failed insert and its read of the holder; or SQLite busy: try again
+        if e.error_code in ('RESOURCE_ALREADY_EXISTS', 'RESOURCE_DOES_NOT_EXIST') or 'database is locked' in str(e): return False
+        raise
+    return True
+
+def release_lock(client, name:str, token:str) -> bool:
+    "Delete the lock if `token` still holds it (a lock broken as stale may belong to another by now)."
+    if (lock_holder(client, name) or {}).get('holder') != token: return False
+    try: client.delete_registered_model(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != 'RESOURCE_DOES_NOT_EXIST': raise
+    return True
+
+# %% ../nbs/06_register.ipynb #060017
+def break_if_stale(client, name:str, stale_s:float) -> dict|None:
+    "The lock's holder; a lock older than `stale_s` seconds is deleted first, with a warning."
+    held = lock_holder(client, name)
+    if held and time.time() - float(held.get('since') or 0) > stale_s and release_lock(client, name, held.get('holder')):
+        warnings.warn(f"broke the stale registry lock {name} of {held.get('holder')} (held {time.time() - float(held.get('since') or 0):.0f}s > {stale_s:g}s)")
+    return held
+
+def acquire_lock(client, name:str, token:str, timeout_s:float, stale_s:float):
+    "Wait until `token` holds lock `name`; after `timeout_s` seconds fail naming the holder."
+    deadline = time.monotonic() + timeout_s
+    while not try_lock(client, name, token):
+        held = break_if_stale(client, name, stale_s)
+        if time.monotonic() > deadline and held:
+            since = dt.datetime.fromtimestamp(float(held.get('since') or 0), dt.timezone.utc).isoformat(timespec='seconds')
+            raise MlpipelineError(f"the registry lock {name} is held by {held.get('holder')} since {since}; waited {timeout_s:g}s",
+                                  f"wait for that run to finish and try again (a lock older than mlflow.lock_stale_s={stale_s:g}s is broken), or delete the registered model {name} if its holder is gone")
+        time.sleep(random.uniform(0.05, 0.25))  # jitter: waiters do not retry in step
+
+# %% ../nbs/06_register.ipynb #060018
+@contextlib.contextmanager
+def registry_lock(cfg:dict, timeout_s:float|None=None, stale_s:float|None=None):
+    "Hold the registry lock of this config's model (re-entrant in a thread): no other run moves an alias meanwhile."
+    key, held = (tracking_uri(cfg), lock_name(cfg)), vars(_held)
+    if held.get(key):
+        held[key] += 1
+        try: yield; return
+        finally: held[key] -= 1
+    client, token = registry_client(cfg), f'{who()} pid {os.getpid()} {uuid.uuid4().hex[:8]}'
+    acquire_lock(client, key[1], token, timeout_s or get_key(cfg, 'mlflow.lock_timeout_s', 120), stale_s or get_key(cfg, 'mlflow.lock_stale_s', 300))
+    held[key] = 1
+    try: yield
+    finally: held.pop(key, None); release_lock(client, key[1], token)
+
+def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:
+    "Point `alias` at `version` and append the move to the audit log, under the registry lock."
+    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
+    with registry_lock(cfg):
+        before = alias_version(client, name, alias)
+        client.set_registered_model_alias(name, alias, str(version))
+        return audit_event(cfg, alias, before, version, why)
+
+# %% ../nbs/06_register.ipynb #060022
 def notebook_hash(path:Path) -> str:
     "sha256 of a notebook's code cells only: outputs and metadata do not change it."
     cells = json.loads(Path(path).read_text())['cells']
@@ -120,7 +189,7 @@ def lineage_tags(run_dir:Path, cfg:dict) -> dict:
             'model_sha256': m['stages']['04_train']['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
             'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := m['stages']['01_ingest'].get('snapshot_uri')) else {})}
 
-# %% ../nbs/06_register.ipynb #060019
+# %% ../nbs/06_register.ipynb #060025
 def list_versions(cfg:dict) -> pd.DataFrame:
     "Every version of the model: aliases, creation time, test metric, data version, commit, run folder."
     client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
@@ -147,14 +216,15 @@ def promote(cfg:dict, version:int|str, why:str='promoted by hand') -> dict:
 
 def rollback(cfg:dict, why:str='by hand') -> dict:
     "Give `champion` back to the version it replaced; repeated rollbacks walk further back."
-    log = audit_log(cfg, 'champion')
-    current = log.iloc[0].to_version if len(log) else None
-    made = next((r for r in log.itertuples() if r.to_version == current and not r.why.startswith('rollback')), None)
-    if made is None or not made.from_version:
-        raise UsageError(f"model {get_key(cfg, 'mlflow.model_name')} has no earlier champion to roll back to", 'see the history with `mlpipeline models history`')
-    return move_alias(cfg, 'champion', made.from_version, f'rollback from version {current}: {why}')
+    with registry_lock(cfg):  # the history read and the move as one step
+        log = audit_log(cfg, 'champion')
+        current = log.iloc[0].to_version if len(log) else None
+        made = next((r for r in log.itertuples() if r.to_version == current and not r.why.startswith('rollback')), None)
+        if made is None or not made.from_version:
+            raise UsageError(f"model {get_key(cfg, 'mlflow.model_name')} has no earlier champion to roll back to", 'see the history with `mlpipeline models history`')
+        return move_alias(cfg, 'champion', made.from_version, f'rollback from version {current}: {why}')
 
-# %% ../nbs/06_register.ipynb #060021
+# %% ../nbs/06_register.ipynb #060027
 def reference_summary(train:pd.DataFrame) -> dict:
     "A small summary of the training data: per column its type, missing share, and quantiles or top values."
     out = {}
@@ -193,28 +263,31 @@ def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, to
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff
 
-# %% ../nbs/06_register.ipynb #060023
+# %% ../nbs/06_register.ipynb #060029
 def run_register(run_dir:str|Path) -> dict:
     "Log the pipeline model, check it, register a version as `challenger`, and as `champion` if the gate passed."
     rd, cfg = open_run(run_dir)
     name = get_key(cfg, 'mlflow.model_name')
     with stage_run(rd, '06_register') as run:
         check_strict(cfg, rd)  # before anything is logged: a refused run leaves no model behind
-        tf, test = load_transform(rd), pd.read_parquet(stage_output(rd, '03_features', 'test'))
-        train = pd.read_parquet(stage_output(rd, '03_features', 'train'))
+        from mlpipeline.compute import read_split
+        tf, test = load_transform(rd), read_split(stage_output(rd, '03_features', 'test'), cfg)  # the rows 05_evaluate scored
+        train = read_split(stage_output(rd, '03_features', 'train'), cfg)
         gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
         expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
         info = log_pipeline_model(rd, tf, train)
         diff = check_reproduces(info.model_uri, test, expected)
         rid = run.info.run_id
         mlflow.log_artifact(stage_output(rd, '02_validate', 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
-        # every check has passed: the registry changes here and only here
-        gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
-        tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())) | {
-            'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
-        moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
-        if gate['passed']: moves.append(move_alias(cfg, 'champion', mv.version, 'gate passed: ' + '; '.join(gate['checks'])))
+        # every check has passed: the registry changes here and only here, under its lock, so that the champion the
+        # re-check reads is still the champion when this run moves it (another run's move waits)
+        with registry_lock(cfg):
+            gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
+            tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())) | {
+                'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
+            mv = mlflow.register_model(info.model_uri, name, tags=tags)
+            moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
+            if gate['passed']: moves.append(move_alias(cfg, 'champion', mv.version, 'gate passed: ' + '; '.join(gate['checks'])))
         mlflow.log_dict(audit_log(cfg).to_dict(orient='records'), 'alias_audit.json')
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,
                'aliases': [m['alias'] for m in moves], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}

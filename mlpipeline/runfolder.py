@@ -158,7 +158,11 @@ def experiment_id(cfg:dict, name:str) -> str:
     uri = tracking_uri(cfg)
     exp = mlflow.get_experiment_by_name(name)
     local = uri.startswith(('sqlite:', 'file:')) or '://' not in uri  # else MLflow would put them under the working directory
-    return exp.experiment_id if exp else mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+    if exp: return exp.experiment_id
+    try: return mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+    except mlflow.exceptions.MlflowException as e:  # another run created it a moment ago
+        if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 def mlflow_experiment(cfg:dict) -> str:
     "Point MLflow at this config's store and experiment (created if missing); its id."

@@ -99,3 +99,33 @@ def webhook():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{srv.server_address[1]}/alerts', _Hook.received
     srv.shutdown(); srv.server_close()
+
+
+def pg_bin(name: str) -> str:
+    "A PostgreSQL program: on PATH or in /usr/lib/postgresql/*/bin; the test fails (as CI installs it) when missing."
+    import glob, shutil
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f'/usr/lib/postgresql/*/bin/{name}'), reverse=True)), None)
+    if not found: pytest.fail(f'{name} not found: install PostgreSQL (apt-get install -y postgresql), as .ci/run does')
+    return found
+
+
+def as_postgres(*cmd):
+    "PostgreSQL refuses to run as root: run as the postgres user then."
+    return (['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []) + list(cmd)
+
+
+@pytest.fixture(scope='module')
+def pg_url():
+    "A real PostgreSQL on 127.0.0.1 (a free port, trust auth, user tester) for the module; stopped and removed after it."
+    import shutil, socket, tempfile
+    home = Path(tempfile.mkdtemp(prefix='mlpipeline-pg-'))
+    if os.geteuid() == 0: shutil.chown(home, 'postgres')
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    data = home/'data'
+    subprocess.run(as_postgres(pg_bin('initdb'), '-D', str(data), '-A', 'trust', '-U', 'tester', '--no-sync'), check=True, capture_output=True)
+    subprocess.run(as_postgres(pg_bin('pg_ctl'), '-D', str(data), '-w', '-l', str(home/'log'), '-o',
+                               f'-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off', 'start'), check=True, capture_output=True)
+    try: yield f'postgresql+psycopg://tester@127.0.0.1:{port}/postgres'
+    finally:
+        subprocess.run(as_postgres(pg_bin('pg_ctl'), '-D', str(data), '-m', 'immediate', 'stop'), capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,37 +1,9 @@
-"""Ingestion from a real PostgreSQL server, started on 127.0.0.1 for this module and stopped after it."""
-import glob, os, shutil, socket, subprocess, tempfile
-from pathlib import Path
+"""Ingestion from a real PostgreSQL server, started on 127.0.0.1 for this module and stopped after it (conftest's pg_url)."""
 import pandas as pd, pytest, sqlalchemy
 from mlpipeline.config import load_config
 from mlpipeline.errors import SourceError
 from mlpipeline.ingest import load_data, data_version
 from conftest import SAMPLE, write_project
-
-
-def pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f'/usr/lib/postgresql/*/bin/{name}'), reverse=True)), None)
-    if not found: pytest.fail(f'{name} not found: install PostgreSQL (apt-get install -y postgresql), as .ci/run does')
-    return found
-
-
-def as_postgres(*cmd):
-    "PostgreSQL refuses to run as root: run as the postgres user then."
-    return (['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []) + list(cmd)
-
-
-@pytest.fixture(scope='module')
-def pg_url():
-    home = Path(tempfile.mkdtemp(prefix='mlpipeline-pg-'))
-    if os.geteuid() == 0: shutil.chown(home, 'postgres')
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    data = home/'data'
-    subprocess.run(as_postgres(pg_bin('initdb'), '-D', str(data), '-A', 'trust', '-U', 'tester', '--no-sync'), check=True, capture_output=True)
-    subprocess.run(as_postgres(pg_bin('pg_ctl'), '-D', str(data), '-w', '-l', str(home/'log'), '-o',
-                               f'-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off', 'start'), check=True, capture_output=True)
-    try: yield f'postgresql+psycopg://tester@127.0.0.1:{port}/postgres'
-    finally:
-        subprocess.run(as_postgres(pg_bin('pg_ctl'), '-D', str(data), '-m', 'immediate', 'stop'), capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_postgres_query_gives_the_same_data_version_as_the_csv(pg_url, tmp_path):
