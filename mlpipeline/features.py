@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_features.ipynb #030003
 from __future__ import annotations
-import json, logging, re, warnings
+import json, logging, os, re, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -16,13 +16,13 @@ log = logging.getLogger('mlpipeline.features')
 
 # %% auto #0
 __all__ = ['log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_split', 'group_split', 'split_frame',
-           'split_labels', 'time_labels', 'group_labels_hashed', 'split_parts', 'read_holdout', 'with_holdout',
-           'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text', 'fit_tfidf',
-           'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
-           'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
-           'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
-           'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
-           'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
+           'split_labels', 'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits',
+           'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name',
+           'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key',
+           'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale',
+           'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
+           'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
+           'codes_matrix', 'records_columns', 'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030006
 def infer_task(y:pd.Series, task:str='auto') -> str:
@@ -93,17 +93,33 @@ def group_labels_hashed(g:pd.Series, valid:float, test:float, seed:int) -> pd.Se
     u = pd.util.hash_pandas_object(g.astype(str), index=False, hash_key=f'{seed:016d}'[:16]).to_numpy() / 2.0**64
     return pd.Series(np.where(u < test, 2, np.where(u < test + valid, 1, 0)).astype('int8'), index=g.index)
 
-def split_parts(ddf, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict:
-    "The train, valid and test Dask DataFrames of `ddf`, split partition by partition."
+def split_codes(ddf, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None):
+    "Each row's split (0 train, 1 valid, 2 test) as a Dask Series, assigned partition by partition."
     if time_column:
         ts = ddf[time_column].map_partitions(lambda s: pd.to_datetime(s, errors='coerce', format='mixed').astype('int64'), meta=(time_column, 'int64'))
         q = ts.quantile([1 - valid - test, 1 - test]).compute()
-        cuts = tuple(pd.to_datetime(q.to_numpy()))
-        lab = ddf[time_column].map_partitions(time_labels, cuts, meta=(None, 'int8'))
-    elif group: lab = ddf[group].map_partitions(group_labels_hashed, valid, test, seed, meta=(None, 'int8'))
-    else: lab = ddf.map_partitions(split_labels, target, task, valid, test, seed, meta=(None, 'int8'))
-    tagged = ddf.assign(_split=lab)
+        return ddf[time_column].map_partitions(time_labels, tuple(pd.to_datetime(q.to_numpy())), meta=(None, 'int8'))
+    if group: return ddf[group].map_partitions(group_labels_hashed, valid, test, seed, meta=(None, 'int8'))
+    return ddf.map_partitions(split_labels, target, task, valid, test, seed, meta=(None, 'int8'))
+
+def split_parts(ddf, target:str, task:str, valid:float=0.15, test:float=0.15, seed:int=42, time_column:str|None=None, group:str|None=None) -> dict:
+    "The train, valid and test Dask DataFrames of `ddf`, split partition by partition."
+    tagged = ddf.assign(_split=split_codes(ddf, target, task, valid, test, seed, time_column, group))
     return {k: tagged[tagged._split == i].drop(columns='_split') for i, k in enumerate(SPLITS)}
+
+def write_splits(ddf, codes, folder:Path) -> dict:
+    "Write the rows of each split code to `folder/<split>/` in one pass over `ddf` (Parquet parts); {split: folder} of those with rows."
+    import secrets, shutil
+    tmp = folder/f'.splits.{secrets.token_hex(4)}.tmp'
+    try:
+        ddf.assign(_split=codes).to_parquet(str(tmp), partition_on=['_split'], write_index=False)
+        out = {}
+        for i, k in enumerate(SPLITS):
+            if (part := tmp/f'_split={i}').is_dir():
+                if (folder/k).is_dir(): shutil.rmtree(folder/k)
+                os.replace(part, folder/k); out[k] = folder/k
+        return out
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/03_features.ipynb #030019
 def read_holdout(path:str|Path, columns:list, target:str) -> pd.DataFrame:
@@ -575,27 +591,27 @@ def log_dropped(dropped:dict):
 
 # %% ../nbs/03_features.ipynb #030069
 def split_on_dask(rd:Path, cfg:dict) -> tuple:
-    "The raw table, its Dask splits, the task, the repeated rows dropped and the pandas splits to fit on."
-    from mlpipeline.compute import dask_client, log_dashboard, read_table, bounded, table_rows
+    "Split the raw table on the cluster into `data/train/`, `valid/`, `test/`: the raw table (bounded), the task, the repeated rows dropped, {split: folder} and the pandas splits to fit on."
+    from mlpipeline.compute import dask_client, log_dashboard, read_table, bounded, table_rows, write_parts
     import dask.dataframe as dd
     log_dashboard(dask_client(cfg))
     target, idc, seed = cfg['target'], get_key(cfg, 'data.id_column'), cfg['seed']
     raw = read_table(stage_output(rd, '01_ingest', 'raw'))
-    n, dropped = table_rows(stage_output(rd, '01_ingest', 'raw')), 0
-    if get_key(cfg, 'features.drop_duplicates'):
-        raw = raw.map_partitions(lambda p: drop_duplicates(p, idc)[0], meta=raw._meta)
-        dropped = n - len(raw)
+    n = table_rows(stage_output(rd, '01_ingest', 'raw'))
+    if get_key(cfg, 'features.drop_duplicates'): raw = raw.map_partitions(lambda p: drop_duplicates(p, idc)[0], meta=raw._meta)
     task = infer_task(raw[target].dropna().drop_duplicates().compute(), cfg['task'])  # its distinct values tell the task as well as every value
-    parts = split_parts(raw, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), seed, get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group'))
-    if hold := get_key(cfg, 'split.holdout'):
-        h = read_holdout(project_path(cfg, hold), list(raw.columns), target)
-        parts = {'train': dd.concat([parts['train'], parts['test']]), 'valid': parts['valid'], 'test': dd.from_pandas(h, chunksize=250_000, sort=False)}
+    codes = split_codes(raw, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), seed, get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group'))
+    hold = get_key(cfg, 'split.holdout')
+    if hold: codes = codes.where(codes != 2, 0).astype('int8')  # the holdout is the test split; the rows set aside for it train
+    written = write_splits(raw, codes, rd/'data')  # one pass over the data for all three
+    if hold: written['test'] = write_parts(dd.from_pandas(read_holdout(project_path(cfg, hold), list(raw.columns), target), chunksize=250_000, sort=False), rd/'data/test')
+    for k in SPLITS:
+        if k not in written: raise ConfigError('split', f'the {k} split is empty ({n} rows)', 'use more data or larger split fractions')
+    sizes = {k: table_rows(p) for k, p in written.items()}
+    dropped = n - sizes['train'] - sizes['valid'] - (0 if hold else sizes['test'])
     m = int(get_key(cfg, 'compute.fit_rows') or 1_000_000)
-    sizes = {k: len(v) for k, v in parts.items()}
-    for k, v in sizes.items():
-        if v == 0: raise ConfigError('split', f'the {k} split is empty ({n} rows)', 'use more data or larger split fractions')
-    fit = {k: bounded(v, max(1, round(m * sizes[k] / sizes['train'])), seed) for k, v in parts.items()}  # the same sampling rate in every split
-    return bounded(raw, m, seed), parts, task, dropped, fit
+    fit = {k: bounded(read_table(p), max(1, round(m * sizes[k] / sizes['train'])), seed) for k, p in written.items()}  # the same sampling rate in every split
+    return bounded(read_table(stage_output(rd, '01_ingest', 'raw')), m, seed), task, dropped, written, fit
 
 # %% ../nbs/03_features.ipynb #030070
 def run_features(run_dir:str|Path) -> Transform:
@@ -605,7 +621,7 @@ def run_features(run_dir:str|Path) -> Transform:
     rd, cfg = open_run(run_dir)
     with stage_run(rd, '03_features', cfg['features']):
         target, idc, tcol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'data.time_column')
-        if is_dask(cfg): df, parts, task, dropped, fit = split_on_dask(rd, cfg)
+        if is_dask(cfg): df, task, dropped, parts, fit = split_on_dask(rd, cfg)
         else:
             df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
             dropped = 0
@@ -622,8 +638,8 @@ def run_features(run_dir:str|Path) -> Transform:
         ws = warm_start_source(cfg)  # a warm start continues a registered model: its transform, so its trees see the same columns
         tf = Transform.from_json(ws['transform'].read_text()) if ws else fit_transform(fit['train'], target, task, cfg['features'], drop, tcol, cfg['seed'])
         if is_dask(cfg):
-            from mlpipeline.compute import write_parts, table_rows
-            outs = {k: output_entry(rd, p := write_parts(v, rd/f'data/{k}'), rows=table_rows(p)) for k, v in parts.items()}
+            from mlpipeline.compute import table_rows
+            outs = {k: output_entry(rd, p, rows=table_rows(p)) for k, p in parts.items()}  # written by split_on_dask
         else: outs = {k: output_entry(rd, write_table(v, rd/f'data/{k}.parquet'), rows=len(v)) for k, v in parts.items()}
         parts = {k: range(o['rows']) for k, o in outs.items()}  # only their sizes are needed below
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')

@@ -352,18 +352,18 @@ def bias_section(bias:dict) -> str:
 # %% ../nbs/02_validate.ipynb #020051
 def column_stats(s:pd.Series) -> dict:
     "What `infer_column` needs from one partition of a column: counts, number range, whole numbers, labels."
-    present = s.dropna()
-    x = (present.astype('float64') if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) else as_numbers(present)).dropna()
+    present, numbers = s.dropna(), pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+    x = (present.astype('float64') if numbers else as_numbers(present)).dropna()
     st = {'n': len(s), 'missing': int(s.isna().sum()), 'present': len(present), 'numeric': len(x), 'integer': bool(np.allclose(x % 1, 0)) if len(x) else True,
           'min': float(x.min()) if len(x) else None, 'max': float(x.max()) if len(x) else None}
-    return st | {'labels': sorted({str(v).strip() for v in present})}
+    return st | {'labels': None if numbers else sorted({str(v).strip() for v in present.unique()})}  # a number column has no domain: no labels to carry
 
 def merge_column_stats(a:dict, b:dict) -> dict:
     "Two partitions' column statistics as one."
     pick = lambda f, x, y: f(v for v in (x, y) if v is not None) if x is not None or y is not None else None
     return {'n': a['n'] + b['n'], 'missing': a['missing'] + b['missing'], 'present': a['present'] + b['present'], 'numeric': a['numeric'] + b['numeric'],
             'integer': a['integer'] and b['integer'], 'min': pick(min, a['min'], b['min']), 'max': pick(max, a['max'], b['max']),
-            'labels': sorted(set(a['labels']) | set(b['labels']))}
+            'labels': None if a['labels'] is None else sorted(set(a['labels']) | set(b['labels']))}
 
 def column_from_stats(st:dict, dtype, tolerance:float=0.1, unique:bool=False, numeric_share:float=0.95) -> dict:
     "The schema of one column from its merged statistics, as `infer_column` infers it from the whole column."
@@ -431,7 +431,8 @@ def validate_dask(ddf, schema:Schema, stats:dict, y:pd.Series|None, severity:dic
     if (d := n - distinct_count(same)): out.append(violation(None, 'duplicate_rows', 'distinct rows', f'{d} repeated rows', d, n))
     for c in schema.features:
         st = stats.get(c)
-        if st and n > 1 and st['present'] and not st['missing'] and (len(st['labels']) == 1): out.append(violation(c, 'constant_column', 'more than one value', f"always {st['labels'][0]!r}", n, n))
+        one = st and (len(st['labels']) == 1 if st['labels'] is not None else st['min'] == st['max'])
+        if one and n > 1 and st['present'] and not st['missing']: out.append(violation(c, 'constant_column', 'more than one value', f"always {st['labels'][0] if st['labels'] is not None else st['min']!r}", n, n))
     out += merge_violations(dask.compute(*[dask.delayed(_partition_checks)(p, schema) for p in ddf.to_delayed()]), n)
     for c, spec in schema.columns.items():
         if c in stats and c != (schema.target or {}).get('name'): out += missing_rule(c, stats[c]['missing'], n, spec)
