@@ -101,6 +101,7 @@ def layout(rd: Path) -> dict:
             'top': sorted(p.name for p in rd.iterdir() if p.is_file() and p.suffix != '.ipynb' and not p.name.startswith('.'))}
 
 
+@pytest.mark.slow
 def test_airflow_dag_runs_the_pipeline_like_mlpipeline_run(dag_run, finished):
     project, home, _, r, seconds = dag_run
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
@@ -121,6 +122,7 @@ def test_airflow_dag_runs_the_pipeline_like_mlpipeline_run(dag_run, finished):
     assert seconds < 600, seconds
 
 
+@pytest.mark.slow
 def test_monitoring_dag_branches_on_the_decision(dag_run):
     project, home, cmd, r, _ = dag_run
     assert r.returncode == 0

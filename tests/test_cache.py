@@ -102,6 +102,7 @@ def test_a_tampered_cached_output_is_detected_and_recomputed(cached):
     assert manifest(rd)['stages']['03_features']['outputs']['train']['sha256'] == before and 'cached_from' not in manifest(rd)['stages']['03_features']
 
 
+@pytest.mark.slow
 def test_warm_and_fresh_engines_give_the_same_outputs_and_notebooks(tmp_path):
     warm, fresh = (run(write_project(tmp_path/e), engine=e) for e in ('warm', 'fresh'))  # two projects: neither has a champion yet
     for s in ('01_ingest', '02_validate', '03_features', '04_train'):

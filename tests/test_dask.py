@@ -31,6 +31,7 @@ def registered_predictions(project, test: pd.DataFrame) -> np.ndarray:
     return np.asarray(out.iloc[:, -1] if isinstance(out, pd.DataFrame) else out, dtype=float)
 
 
+@pytest.mark.slow
 def test_one_partition_gives_the_local_pipeline_exactly(tmp_path):
     "The test sample (one partition): the same schema, splits and transform as local, and a registered model predicting the same."
     local = run_in_process(write_project(tmp_path/'local'))
@@ -59,6 +60,7 @@ def test_one_partition_gives_the_local_pipeline_exactly(tmp_path):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b, check_dtype=False)
 
 
+@pytest.mark.slow
 def test_a_folder_of_parts_trains_a_model_like_the_local_one(tmp_path):
     "Four Parquet files: the schema from merged partition statistics is the local one; the model is as good on the same test rows."
     sample, folder = pd.read_csv(SAMPLE), tmp_path/'parts'

@@ -129,6 +129,7 @@ def test_bad_labels_and_paths_get_a_clear_error(watched, tmp_path):
     with pytest.raises(UsageError, match='no file or folder'): monitor(load_config(project=watched), tmp_path/'nope.csv', progress=False)
 
 
+@pytest.mark.slow
 def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     "A drifted, labelled batch makes the policy retrain; the new version is the challenger and the gate decides. (Last: it moves the aliases.)"
     project = watched

@@ -82,6 +82,7 @@ def test_a_stage_that_raises_stops_the_run_and_names_stage_cell_and_notebook(tmp
     assert parent.info.status == 'FAILED'
 
 
+@pytest.mark.slow
 def test_resume_finishes_a_killed_run_without_redoing_finished_stages(tmp_path):
     project = write_project(tmp_path/'project')
     env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}

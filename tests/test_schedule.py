@@ -1,5 +1,6 @@
 """The embedded scheduler for real: APScheduler in a `mlpipeline schedule` process, one-second cron lines, real
 training runs in child processes, SIGTERM, a restart on the same SQLite store, and the run lock."""
+import pytest
 import json, os, signal, sqlite3, subprocess, time
 from pathlib import Path
 from conftest import CLI, write_project, mlpipeline, registered_models, client_for
@@ -46,6 +47,7 @@ def stage_started(project: Path):
         if stages: return m.parent
 
 
+@pytest.mark.slow
 def test_sigterm_aborts_training_then_restart_trains(tmp_path):
     "Train and monitor on one-second cron lines: SIGTERM mid-run aborts it cleanly; a restart keeps jobs and history and trains."
     project = write_project(tmp_path/'project', schedule={'train': EVERY_SECOND, 'monitor': EVERY_SECOND, 'strict': False, 'engine': 'warm', 'stop_timeout_s': 150})

@@ -48,6 +48,7 @@ def run_cli(*args, cwd):
     return subprocess.Popen([str(CLI), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_register_through_the_server_without_a_lost_move(server):
     from mlpipeline import registry
     url, home = server
