@@ -20,7 +20,8 @@ __all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind',
            'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
            'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_html',
            'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats', 'merge_violations',
-           'distinct_count', 'dask_stats', 'infer_schema_dask', 'validate_dask', 'validate_on_dask', 'run_validate']
+           'distinct_count', 'dask_stats', 'check_target_counts', 'infer_schema_dask', 'validate_dask',
+           'validate_on_dask', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -411,13 +412,26 @@ def dask_stats(ddf) -> dict:
     for p in parts[1:]: out = {c: merge_column_stats(out[c], p[c]) for c in out}
     return out
 
+def check_target_counts(counts:pd.Series, target:dict, n:int, min_per_class:int=3) -> list[dict]:
+    "`check_target` from the target's value counts (missing values included), as a Dask backend computes them."
+    name = target['name']
+    if counts is None: return [violation(name, 'target_missing_column', f'a column {name!r}', 'absent', n, n)]
+    present = counts[counts.index.notna()]
+    out = [violation(name, 'target_missing_values', 'no missing target', f'{m} missing', m, n)] if (m := int(counts[counts.index.isna()].sum())) else []
+    if len(present) < 2: return out + [violation(name, 'target_constant', 'at least 2 distinct values', f'{len(present)} distinct: {_examples(present.index)}', n, n)]
+    if target.get('classes'):
+        by = present.groupby(present.index.astype(str)).sum()
+        if len(new := by[~by.index.isin(target['classes'])]): out.append(violation(name, 'target_unseen_class', f"one of {target['classes']}", f'{int(new.sum())} rows, e.g. {_examples(new.index)}', int(new.sum()), n))
+        out += [violation(name, 'target_class_too_rare', f'>= {min_per_class} rows per class (one per split)', f'class {k!r}: {c} rows', c, n) for k, c in by[by < min_per_class].items()]
+    return out
+
 def infer_schema_dask(ddf, stats:dict, y:pd.Series, cfg:dict) -> Schema:
-    "`infer_schema` from merged partition statistics and the target column."
+    "`infer_schema` from merged partition statistics and the target's distinct values."
     idc, tol = get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
     cols = {str(c): column_from_stats(stats[str(c)], t, tol, unique=(c == idc)) for c, t in ddf.dtypes.items()}
     return infer_schema(pd.DataFrame({cfg['target']: y}) if cfg['target'] in ddf else pd.DataFrame(), cfg, cols)
 
-def validate_dask(ddf, schema:Schema, stats:dict, y:pd.Series|None, severity:dict|None=None) -> list[dict]:
+def validate_dask(ddf, schema:Schema, stats:dict, target_counts:pd.Series|None, severity:dict|None=None) -> list[dict]:
     "`validate` in `train` mode over a Dask DataFrame: value rules per partition, table rules on merged numbers."
     import dask
     n = next(iter(stats.values()))['n'] if stats else 0
@@ -440,23 +454,26 @@ def validate_dask(ddf, schema:Schema, stats:dict, y:pd.Series|None, severity:dic
             counts = ddf[c].dropna().value_counts(split_out=max(1, ddf.npartitions // 4))
             rep = counts[counts > 1].compute()
             if (d := int((rep - 1).sum())): out.append(violation(c, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(sorted(rep.index)[:3])}', d, n))
-    if schema.target and y is not None: out += check_target(pd.DataFrame({schema.target['name']: y}), schema.target)
-    elif schema.target: out += check_target(meta, schema.target)
+    if schema.target: out += check_target_counts(target_counts, schema.target, n)
     return apply_severity(out, severity)
 
 # %% ../nbs/02_validate.ipynb #020055
 def validate_on_dask(rd:Path, cfg:dict) -> tuple:
     "The stage's schema, report, group numbers and bias findings on the Dask backend."
-    from mlpipeline.compute import dask_client, log_dashboard, read_table
+    from mlpipeline.compute import dask_client, log_dashboard, read_table, bounded
     log_dashboard(dask_client(cfg))
-    ddf = read_table(stage_output(rd, '01_ingest', 'raw'))
-    few = [c for c in dict.fromkeys([cfg['target'], *([get_key(cfg, 'validation.groups')] if isinstance(get_key(cfg, 'validation.groups'), str) else get_key(cfg, 'validation.groups') or [])]) if c in ddf.columns]
-    small = ddf[few].compute().reset_index(drop=True) if few else pd.DataFrame()  # the target and group columns: all the bias rules read
-    groups = group_columns(small.reindex(columns=[*small.columns, *[c for c in (get_key(cfg, 'validation.groups') or []) if c not in small]]), cfg) if get_key(cfg, 'validation.groups') else []
+    ddf, target = read_table(stage_output(rd, '01_ingest', 'raw')), cfg['target']
+    named = get_key(cfg, 'validation.groups') or []
+    named = [named] if isinstance(named, str) else [str(c) for c in named]
+    # the bias numbers (shares, target rates per group) from a uniform sample of up to compute.eval_rows rows; the rules that refuse data from exact counts
+    few = [c for c in dict.fromkeys([target, *named]) if c in ddf.columns]
+    small = bounded(ddf[few], int(get_key(cfg, 'compute.eval_rows') or 1_000_000), cfg['seed']) if few else pd.DataFrame()
+    groups = group_columns(small.reindex(columns=[*small.columns, *[c for c in named if c not in small]]), cfg) if named else []
     stats = dask_stats(ddf)
-    y = small[cfg['target']] if cfg['target'] in small else None
-    schema = reference_schema(cfg) or infer_schema_dask(ddf, stats, y if y is not None else pd.Series(dtype=float), cfg)
-    report = validate_dask(ddf, schema, stats, y, get_key(cfg, 'validation.severity'))
+    counts = ddf[target].value_counts(dropna=False).compute() if target in ddf.columns else None
+    distinct = pd.Series(counts.index, name=target) if counts is not None else pd.Series(dtype=float)
+    schema = reference_schema(cfg) or infer_schema_dask(ddf, stats, distinct, cfg)
+    report = validate_dask(ddf, schema, stats, counts, get_key(cfg, 'validation.severity'))
     bias, found = bias_checks(small, schema, groups, cfg)
     return schema, report, bias, found
 
