@@ -6,7 +6,7 @@
 from __future__ import annotations
 import atexit, hashlib, json, logging, os, threading
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 from .config import get_key
 from .errors import ConfigError, SourceError
 from .runfolder import atomic_path, sha256_file

@@ -1,7 +1,7 @@
 """The Dask backend for real: a distributed.LocalCluster of worker processes on this machine, the full pipeline's
 stage functions on it, compared with the local backend on the same data."""
 import json
-import numpy as np, pandas as pd, pytest, yaml
+import numpy as np, pandas as pd, pytest
 import mlflow
 from sklearn.metrics import roc_auc_score
 from mlpipeline.compute import close_client, read_table
