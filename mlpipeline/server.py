@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_server.ipynb #120003
 from __future__ import annotations
-import contextlib, glob, importlib.util, os, re, shutil, signal, socket, subprocess, sys, threading, time, urllib.request
+import contextlib, glob, importlib.util, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 from .config import load_config, get_key, project_path
 from .errors import ConfigError, UsageError, MlpipelineError
@@ -13,8 +13,8 @@ from .errors import ConfigError, UsageError, MlpipelineError
 __all__ = ['PG_GLOBS', 'PG_USER', 'PG_DB', 'pgserver_bin', 'version_key', 'pg_bin', 'as_postgres', 'require_postgres', 'safe_url',
            'given_backend', 'check_backend', 'free_port', 'postgres_home', 'pg_run', 'init_postgres',
            'postgres_running', 'start_postgres', 'create_database', 'stop_postgres', 'artifacts_destination',
-           'mlflow_argv', 'mlflow_env', 'tracking_url', 'wait_healthy', 'stop_process', 'stop_signals', 'say',
-           'backend_store', 'run_server', 'server_command']
+           'mlflow_argv', 'mlflow_env', 'tracking_url', 'wait_healthy', 'stop_process', 'backend_store', 'run_server',
+           'server_command']
 
 # %% ../nbs/12_server.ipynb #120006
 PG_GLOBS = ['/usr/lib/postgresql/*/bin', '/usr/pgsql-*/bin', '/opt/homebrew/opt/postgresql*/bin', '/usr/local/opt/postgresql*/bin']
@@ -175,19 +175,7 @@ def stop_process(proc:subprocess.Popen, grace_s:float=20):
     proc.wait()
 
 # %% ../nbs/12_server.ipynb #120028
-@contextlib.contextmanager
-def stop_signals():
-    "An event set by SIGTERM or SIGINT while the block runs (the previous handlers come back after it)."
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread(): yield stop; return  # only the main thread takes signals
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    try: yield stop
-    finally:
-        for s, h in previous.items(): signal.signal(s, h)
-
-def say(msg:str):
-    "Progress on stderr; stdout carries the tracking URI alone."
-    print(msg, file=sys.stderr, flush=True)
+from .schedule import stop_signals, say  # the scheduler's: signals end the block; progress on stderr, so stdout carries the tracking URI alone
 
 # %% ../nbs/12_server.ipynb #120029
 @contextlib.contextmanager
