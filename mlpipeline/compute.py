@@ -4,7 +4,7 @@
 
 # %% ../nbs/00c_compute.ipynb #000003
 from __future__ import annotations
-import atexit, hashlib, json, logging, os, threading
+import atexit, json, logging, os, threading
 from pathlib import Path
 import pandas as pd
 from .config import get_key
@@ -13,7 +13,7 @@ from .runfolder import atomic_path, sha256_file
 
 # %% auto #0
 __all__ = ['is_dask', 'local_cluster', 'dask_client', 'close_client', 'log_dashboard', 'read_table', 'write_parts', 'table_rows',
-           'head_rows', 'file_hashes', 'files_version', 'read_files', 'bounded', 'read_split']
+           'head_rows', 'file_hashes', 'read_files', 'bounded', 'read_split']
 
 # %% ../nbs/00c_compute.ipynb #000005
 def is_dask(cfg:dict) -> bool:
@@ -102,10 +102,6 @@ def file_hashes(files:list, cache_file:str|Path|None=None) -> dict:
         Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache_file) as tmp: tmp.write_text(json.dumps(cache))
     return out
-
-def files_version(hashes:dict) -> str:
-    "One sha256 for a folder's files: of their sorted names and hashes."
-    return hashlib.sha256(''.join(f'{n}\0{h}\n' for n, h in sorted(hashes.items())).encode()).hexdigest()
 
 # %% ../nbs/00c_compute.ipynb #000017
 def read_files(files:list, blocksize:str='64MB'):

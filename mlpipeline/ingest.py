@@ -19,8 +19,8 @@ __all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'sour
            'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
            'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
            'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
-           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'log_version', 'run_ingest',
-           'run_ingest_dask', 'commit_read']
+           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'run_ingest', 'run_ingest_dask',
+           'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -405,11 +405,11 @@ def data_version(df:pd.DataFrame) -> dict:
     return {'sha256': h.hexdigest(), 'rows': len(df), 'columns': {str(c): str(t) for c, t in df.dtypes.items()}}
 
 # %% ../nbs/01_ingest.ipynb #010059
-def log_data(df:pd.DataFrame, version:dict, source:str, name:str='raw'):
-    "Log the data version to the active MLflow run: tags, metrics and the dataset input."
+def log_data(df:pd.DataFrame|None, version:dict, source:str, name:str='raw'):
+    "Log the data version to the active MLflow run: tags and, for a table in memory (not a Dask folder), the dataset input."
     import mlflow
-    mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': source})
-    mlflow.log_input(mlflow.data.from_pandas(df, source=source, name=name, digest=version['sha256'][:16]), context='training')
+    mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': source} | ({'data.files': len(version['files'])} if version.get('files') else {}))
+    if df is not None: mlflow.log_input(mlflow.data.from_pandas(df, source=source, name=name, digest=version['sha256'][:16]), context='training')
 
 # %% ../nbs/01_ingest.ipynb #010061
 UNFILED = ('sql', 'http', 'graphql', 'redis-stream', 'redis-keys')  # sources whose rows are not a file that stays
@@ -439,12 +439,13 @@ def source_files(cfg:dict) -> list[Path]|None:
 def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
     "Read the source on the Dask cluster into the folder `data/raw/`; its version, and the batch to commit (None for files)."
     import dask.dataframe as dd
-    from mlpipeline.compute import dask_client, log_dashboard, read_files, write_parts, file_hashes, files_version, table_rows
+    from mlpipeline.compute import dask_client, log_dashboard, read_files, write_parts, file_hashes, table_rows
     log_dashboard(dask_client(cfg))
     if files := source_files(cfg):
         ddf, batch = read_files(files), None
         hashes = file_hashes(files, project_path(cfg, '.mlpipeline/file_hashes.json'))
-        version = {'sha256': files_version(hashes), 'files': hashes}
+        from mlpipeline.runfolder import files_sha256
+        version = {'sha256': files_sha256(hashes), 'files': hashes}
     else:
         batch = read_source(run_consumer(cfg, rd.name))
         ddf, version = dd.from_pandas(batch.df, chunksize=250_000, sort=False), data_version(batch.df)
@@ -452,11 +453,6 @@ def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
     version |= {'rows': table_rows(raw), 'columns': {str(c): str(t) for c, t in ddf.dtypes.items()}, 'source': describe_source(cfg)}
     if version['rows'] == 0: raise SourceError(version['source'], f'the source returned no rows (columns: {list(ddf.columns)})', 'check the files')
     return version, batch
-
-def log_version(version:dict):
-    "Log a folder's data version to the active MLflow run (tags and metrics; no table to attach)."
-    import mlflow
-    mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': version['source'], 'data.files': len(version.get('files') or {}) or 1})
 
 # %% ../nbs/01_ingest.ipynb #010069
 def run_ingest(run_dir:str|Path) -> dict:
@@ -485,7 +481,7 @@ def run_ingest_dask(rd:Path, cfg:dict) -> dict:
     with stage_run(rd, '01_ingest', {'source': describe_source(cfg), 'backend': 'dask'}) as run:
         version, batch = ingest_dask(rd, cfg)
         write_json(version, rd/'artifacts/data_version.json')
-        log_version(version)
+        log_data(None, version, version['source'])
         snap = {}
         if snapshot_wanted(cfg):
             import mlflow

@@ -10,7 +10,7 @@ from .config import read_config, save_config, tracking_uri, artifact_root, get_k
 from .errors import MlpipelineError, UsageError
 
 # %% auto #0
-__all__ = ['new_run_id', 'atomic_path', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
+__all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
            'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
            'run_lock', 'open_run', 'create_run', 'experiment_id', 'mlflow_experiment', 'git_facts', 'stage_run',
            'finish_stage']
@@ -35,9 +35,13 @@ def atomic_path(path:str|Path):
         else: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/00b_runfolder.ipynb #000010
+def files_sha256(hashes:dict) -> str:
+    "One sha256 for named files: of their sorted names and hashes."
+    return hashlib.sha256(''.join(f'{n}\0{h}\n' for n, h in sorted(hashes.items())).encode()).hexdigest()
+
 def sha256_file(path:str|Path) -> str:
-    "The sha256 of a file's bytes; of a folder, of its files' names and hashes."
-    if Path(path).is_dir(): return hashlib.sha256(''.join(f'{f.name}\0{sha256_file(f)}\n' for f in sorted(Path(path).iterdir()) if f.is_file()).encode()).hexdigest()
+    "The sha256 of a file's bytes; of a folder, `files_sha256` of its files."
+    if Path(path).is_dir(): return files_sha256({f.name: sha256_file(f) for f in Path(path).iterdir() if f.is_file()})
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)

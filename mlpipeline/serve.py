@@ -739,8 +739,9 @@ def _typed(out:pd.DataFrame) -> pd.DataFrame:
 
 def predict_dask(cfg:dict, source:str|Path, output:str|Path, model:str|None=None) -> dict:
     "Score a file, folder or glob on the Dask cluster into the folder `output` of Parquet parts; a summary of what was written."
-    from mlpipeline.compute import dask_client, read_files, write_parts, table_rows, files_version, file_hashes
+    from mlpipeline.compute import dask_client, read_files, write_parts, table_rows, file_hashes
     from mlpipeline.ingest import folder_files
+    from mlpipeline.runfolder import files_sha256
     from mlpipeline.runfolder import mlflow_experiment
     src, out = Path(source), Path(output)
     files = [src] if src.is_file() else folder_files(src)
@@ -755,7 +756,7 @@ def predict_dask(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     if errs := errors_in(whole): raise DataValidationError(errs, 'fix the data, or set validation.severity for the rule')
     write_parts(ddf.map_partitions(_checked_scores, served, sev, meta=meta), out)
     info = {'model': served.name, 'version': served.version, 'model_uri': model_uri(served.name, served.version), 'input': str(src),
-            'input_sha256': files_version(file_hashes(files)), 'output': str(out), 'rows': table_rows(out), 'partitions': ddf.npartitions, 'warnings': whole,
+            'input_sha256': files_sha256(file_hashes(files)), 'output': str(out), 'rows': table_rows(out), 'partitions': ddf.npartitions, 'warnings': whole,
             'written': dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}
     write_json(info, out.with_name(out.name + '.json'))
     return info
