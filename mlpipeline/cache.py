@@ -6,8 +6,8 @@
 from __future__ import annotations
 import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
-from .config import get_key, project_path, parse_model_ref
-from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment
+from .config import get_key, project_path
+from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version
 
 # %% auto #0
 __all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_dir', 'module_imports', 'module_closure',
@@ -134,10 +134,9 @@ def warm_start_state(cfg:dict) -> str:
     "The model sha256 of the version `warm_start.from` names now (an alias may have moved)."
     import mlflow
     mlflow_experiment(cfg)
-    name, which = parse_model_ref(get_key(cfg, 'warm_start.from'), get_key(cfg, 'mlflow.model_name'))
-    try: mv = (c := mlflow.MlflowClient()).get_model_version(name, which) if which.isdigit() else c.get_model_version_by_alias(name, which)
+    try: mv = model_version(get_key(cfg, 'warm_start.from'), get_key(cfg, 'mlflow.model_name'))
     except mlflow.exceptions.MlflowException: return 'missing'
-    return mv.tags.get('model_sha256') or f'{name}/{mv.version}'
+    return mv.tags.get('model_sha256') or f'{mv.name}/{mv.version}'
 
 def upstream_outputs(entries:dict, stage:str, plan:list) -> dict:
     "sha256 of every output the stages before `stage` recorded (`entries`: the manifest's stages)."

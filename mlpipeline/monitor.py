@@ -19,11 +19,12 @@ __all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', '
            'categorical_bins', 'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text',
            'drift_table', 'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions',
            'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics',
-           'performance_drop', 'metric_over_time', 'retrain_decision', 'retrain_window', 'retrain_base', 'retrain',
-           'champion_ref', 'candidate_run', 'candidate_facts', 'pick_candidate', 'share_plot', 'metric_plot',
-           'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload', 'reference_view', 'last_retrain',
-           'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy',
-           'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
+           'performance_drop', 'metric_over_time', 'retrain_decision', 'like_column', 'like_base', 'retrain_window',
+           'retrain_base', 'retrain', 'champion_ref', 'candidate_run', 'candidate_facts', 'pick_candidate',
+           'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload',
+           'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons',
+           'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run',
+           'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -254,7 +255,7 @@ def quality_checks(served, df:pd.DataFrame, severity:dict|None=None) -> list[dic
     "The batch's violations of the model's schema (none without a schema)."
     from mlpipeline.validate import validate
     if served.schema is None or len(df) == 0: return []
-    extra = [c for c in df if c in CAPTURE_META or c.startswith('proba_') or c == 'prediction']
+    extra = [c for c in df if c in CAPTURE_META or c.startswith(('proba_', 'shadow_')) or c == 'prediction']
     return validate(df.drop(columns=extra), served.schema, 'batch', severity)
 
 def label_keys(batch:pd.DataFrame, labels:pd.DataFrame, id_column:str|None) -> list[str]:
@@ -325,10 +326,26 @@ def retrain_decision(facts:dict, opts:dict, last_retrain:pd.Timestamp|None=None,
     return out | {'action': 'retrain', 'why': '; '.join(triggers)}
 
 # %% ../nbs/08_monitor.ipynb #080047
+def like_column(s:pd.Series, dtype) -> pd.Series:
+    "`s` as `dtype` when every value converts exactly (whole floats to integers, numbers to text); else `s` as it is."
+    is_int = pd.api.types.is_integer_dtype(dtype)
+    if s.dtype == dtype: return s
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        x = pd.to_numeric(s, errors='coerce')
+        if x.notna().sum() < s.notna().sum(): return s  # a value that is no number: validation will say so
+        x = whole_numbers(x.astype('float64')) if is_int else x  # nullable integers when every value is whole
+        return x.astype(dtype) if x.notna().all() and (pd.api.types.is_integer_dtype(x) or not is_int) else x
+    if pd.api.types.is_string_dtype(dtype): return key_text(s).where(s.notna()).astype(dtype)
+    return s
+
+def like_base(new:pd.DataFrame, base:pd.DataFrame) -> pd.DataFrame:
+    "`new` with `base`'s column types where its values allow: the capture keeps numbers as floats and ids as text."
+    return new.assign(**{c: like_column(new[c], base[c].dtype) for c in base.columns if c in new})
+
 def retrain_window(base:pd.DataFrame, labelled:pd.DataFrame, holdout_share:float=0.3, max_rows:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Training rows (the base data, then the older labelled rows) and the holdout (the most recent labelled rows)."
     new = labelled.sort_values('time', kind='stable') if 'time' in labelled else labelled
-    new = new.reindex(columns=base.columns)  # columns the batch lacks (an id it did not send) stay missing
+    new = like_base(new.reindex(columns=base.columns), base)  # columns the batch lacks (an id it did not send) stay missing
     k = max(1, math.ceil(len(new) * holdout_share))
     train = pd.concat([base, new.iloc[:len(new) - k]], ignore_index=True)
     return (train.tail(max_rows) if max_rows else train).reset_index(drop=True), new.iloc[len(new) - k:].reset_index(drop=True)
@@ -549,7 +566,9 @@ def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, n
     if not do_retrain: return d | {'why': d['why'] + ' (run with --retrain to act on it)'}, None
     if progress: print(f"retraining: {d['why']}", file=sys.stderr, flush=True)
     try: d['retrain'] = retrain(cfg, labelled, folder, progress, engine)
-    except MlpipelineError as e: return d | {'action': 'failed', 'why': f'retraining failed, champion unchanged: {e}', 'retrain': {'error': str(e)}}, e
+    except Exception as e:  # the drift decision above is still reported and logged, then the error is raised
+        why = str(e) if isinstance(e, MlpipelineError) else f'{type(e).__name__}: {e}'
+        return d | {'action': 'failed', 'why': f'retraining failed, champion unchanged: {why}', 'retrain': {'error': why}}, e
     return d | {'action': d['retrain']['action']}, None
 
 def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, folder:Path) -> Path:

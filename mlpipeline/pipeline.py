@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, StageFailed
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
-                                  mlflow_experiment, git_facts, write_json)
+                                  mlflow_experiment, git_facts, write_json, model_version)
 
 # %% auto #0
 __all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
@@ -222,13 +222,11 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
     import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
-    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap, parse_model_ref
+    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap
     cfg = load_config(config); mlflow_experiment(cfg)
-    name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
-    client = mlflow.MlflowClient()
-    try: mv = client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)
+    try: mv = model_version(ref, get_key(cfg, 'mlflow.model_name'))
     except mlflow.exceptions.MlflowException: raise UsageError(f'no model version {ref!r} in {mlflow.get_tracking_uri()}', 'list them with `mlpipeline models list`') from None
-    src = Path(mv.tags.get('run_folder', ''))
+    name, src = mv.name, Path(mv.tags.get('run_folder', ''))
     snapshot = src/'data/raw.parquet'
     if not snapshot.exists(): raise UsageError(f'version {mv.version} was trained in {src}, whose data snapshot is gone', 'reproduce needs that run folder')
     if (got := data_version(pd.read_parquet(snapshot))['sha256']) != mv.tags.get('data_sha256'):

@@ -6,14 +6,14 @@
 from __future__ import annotations
 import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subprocess, threading
 from pathlib import Path
-from .config import read_config, save_config, tracking_uri, artifact_root, get_key
+from .config import read_config, save_config, tracking_uri, artifact_root, get_key, parse_model_ref
 from .errors import MlpipelineError, UsageError
 
 # %% auto #0
 __all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
            'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
-           'run_lock', 'open_run', 'create_run', 'experiment_id', 'mlflow_experiment', 'git_facts', 'stage_run',
-           'finish_stage']
+           'run_lock', 'open_run', 'create_run', 'experiment_id', 'mlflow_experiment', 'model_version', 'git_facts',
+           'stage_run', 'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -179,6 +179,15 @@ def mlflow_experiment(cfg:dict) -> str:
     # MLflow exports both to the environment; left there they would steer every later project and child process
     for k in {'MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'} - user_set: os.environ.pop(k, None)
     return exp_id
+
+# %% ../nbs/00b_runfolder.ipynb #a07085e2
+def model_version(ref:str|int|None, default_name:str, client=None):
+    "The registry's version that `ref` names: `name@alias`, `name/version`, an alias or a number (none: the champion)."
+    import mlflow
+    name, which = parse_model_ref(ref, default_name)
+    client = client or mlflow.MlflowClient()
+    return client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)
+
 
 # %% ../nbs/00b_runfolder.ipynb #000027
 def git_facts(path:str|Path) -> dict:

@@ -347,10 +347,13 @@ def list_lines(cfg:dict) -> list[str]:
     if not p.exists(): return [f'no schedule in {p} yet (start one with `mlpipeline schedule`)']
     engine, pid = store_engine(str(p), readonly=True), lock_holder(project_path(cfg, SCHEDULER_LOCK)/'.lock')
     out = [f'scheduler: running (process {pid})' if pid else 'scheduler: not running (a next run in the past runs at start if within schedule.misfire_grace_s)']
-    for j in stored_jobs(engine):
-        last = last_runs(engine, j['id'])
-        out.append(f"{j['id']}: {j['name']}; next {iso(j['next_run_time']) or 'paused'}; last "
-                   + (f"{last[0]['started']} {last[0]['result']}" + (f": {last[0]['message']}" if last[0]['message'] else '') if last else 'never'))
+    s, stored = cfg['schedule'], {j['id']: j for j in stored_jobs(engine)}
+    for jid in [*stored, *(j for j in configured_triggers(cfg) if j not in stored)]:  # configured: `--once` results show too
+        j, last = stored.get(jid), last_runs(engine, jid)
+        head = f"{jid}: {j['name']}; next {iso(j['next_run_time']) or 'paused'}" if j else \
+               f"{jid}: cron '{s[jid]}' ({s['timezone']}); next: scheduled when `mlpipeline schedule` starts"
+        out.append(head + '; last ' + (f"{last[0]['started']} {last[0]['result']}" + (f": {last[0]['message']}" if last[0]['message'] else '')
+                                       if last else 'never'))
     return out if len(out) > 1 else [*out, 'no jobs']
 
 # %% ../nbs/10_schedule.ipynb #100043

@@ -13,7 +13,7 @@ from .config import get_key, parse_model_ref  # here too: callers take it from t
 from .errors import UsageError, DataValidationError
 from .features import Transform, RowEncoder
 from .validate import Schema, RULES, validate, errors_in
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, model_version
 
 log = logging.getLogger('mlpipeline.serve')
 
@@ -42,12 +42,16 @@ def load_model(uri:str):
     finally: sys.path[:] = path  # MLflow prepends the model's bundled code to sys.path; this process runs the installed package
 
 def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
-    "`rows` limited to the model's inputs, numeric ones cast to the types its signature names (MLflow refuses int64 -> double)."
-    schema = model.metadata.get_input_schema()
+    "`rows` limited to the model's inputs, numbers cast to the types its signature names (MLflow refuses int64 -> double)."
+    schema, ints = model.metadata.get_input_schema(), {'long': 'int64', 'integer': 'int32'}
     if schema is None: return rows
     out = rows[[c for c in rows if c in schema.input_names()]].copy()  # the model reads only its inputs
     for col in schema.inputs:
-        if col.name in out and col.type.name in ('double', 'float'): out[col.name] = pd.to_numeric(out[col.name], errors='coerce').astype('float64')
+        if col.name not in out: continue
+        x = out[col.name]
+        if col.type.name in ('double', 'float'): out[col.name] = pd.to_numeric(x, errors='coerce').astype('float64')
+        whole = col.type.name in ints and pd.api.types.is_float_dtype(x) and x.notna().all() and (x % 1 == 0).all()
+        if whole: out[col.name] = x.astype(ints[col.type.name])  # a capture or a CSV with blanks keeps whole numbers as floats
     return out
 
 def prediction_gap(answer:pd.DataFrame, expected:pd.DataFrame) -> float:
@@ -171,9 +175,8 @@ def model_artifacts(local:Path) -> dict:
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
     "Load version or alias `ref` of registered model `name` for serving (scored by `backend`), with the schema and summary it bundles."
     import mlflow
-    client = mlflow.MlflowClient()
     try:
-        mv = client.get_model_version(name, ref) if str(ref).isdigit() else client.get_model_version_by_alias(name, ref)
+        mv = model_version(ref, name)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri(name, mv.version)))
     except mlflow.exceptions.MlflowException as e:
         raise UsageError(f'no model {name}@{ref} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'list them with `mlpipeline models list`, or train one with `mlpipeline run`') from None
@@ -309,7 +312,7 @@ def capture_table(items:list[Captured]):
         if idc: acc[idc] += [a.get(idc) for a in it.answers]
         sh = it.shadow_answers or [{}] * n
         acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
-        acc['shadow_prediction'] += [a.get('prediction') for a in sh]
+        for k in first.outputs: acc[f'shadow_{k}'] += [a.get(k) for a in sh]  # the shadow's class and probabilities
         acc['arm'] += [it.arm] * n
     text = lambda vals: pa.array([None if v is None else str(v) for v in vals], pa.string())
     pred = (lambda vals: pa.array(vals, pa.float64())) if first.tf.task == 'regression' else text
@@ -320,7 +323,9 @@ def capture_table(items:list[Captured]):
     cols |= {f.name: pa.array(acc[f.name], pa.float64()) if f.kind in ('numeric', 'boolean') else text(acc[f.name]) for f in first.fields}
     cols |= {k: pred(acc[k]) if k == 'prediction' else pa.array(acc[k], pa.float64()) for k in first.outputs if k in acc}
     if idc: cols[idc] = text(acc[idc])  # ids of any type, as text
-    cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction']), 'arm': text(acc['arm'])}
+    cols |= {'shadow_version': text(acc['shadow_version']), 'shadow_prediction': pred(acc['shadow_prediction'])}
+    cols |= {f'shadow_{k}': pa.array(acc[f'shadow_{k}'], pa.float64()) for k in first.outputs if k != 'prediction'}
+    cols |= {'arm': text(acc['arm'])}
     return pa.table(cols)  # fixed types: every file of the folder reads as one table
 
 # %% ../nbs/07_serve.ipynb #070029
@@ -589,7 +594,8 @@ def make_app(svc:Service):
         if log_requests:  # the version that answered (an A/B arm, or the one before a reload), else the current one
             s, arm = getattr(request.state, 'served', None) or svc.holder.current, getattr(request.state, 'arm', None)
             log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': '/predict', 'status': resp.status_code, 'model': s.name,
-                                                  'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)} | ({'arm': arm} if arm else {})})
+                                                  'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)} | ({'arm': arm} if arm else {})
+                                                 | ({'shadow': svc.holder.shadow.version} if svc.shadow and svc.holder.shadow else {})})
         return resp
 
     @app.get('/health')

@@ -16,7 +16,7 @@ from .compute import is_dask
 # %% auto #0
 __all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'dask_dmatrix', 'boost_dask',
            'learning_curve', 'cv_splits', 'fold_matrices', 'fold_scores', 'cv_summary', 'suggest', 'sampler', 'tune',
-           'load_transform', 'train_cv', 'cv_scorers', 'log_cv', 'run_train']
+           'load_transform', 'train_cv', 'cv_pool', 'cv_scorers', 'log_cv', 'run_train']
 
 # %% ../nbs/04_train.ipynb #040005
 OBJECTIVES = {'binary': ('binary:logistic', 'logloss'), 'multiclass': ('multi:softprob', 'mlogloss'), 'regression': ('reg:squarederror', 'rmse')}
@@ -160,7 +160,8 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
         with mlflow.start_run(run_name=f'trial {trial.number}', nested=True, tags={'mlpipeline.trial': str(trial.number)}):
             mlflow.log_params(params)
             if folds: score = float(np.mean(fold_scores(folds, model | params, seed)['scores'][metric]))
-            elif client: b = boost_dask(client, tf, dtrain, dvalid, model | params, seed)  # the pruning callback runs in this process only
+            elif client:  # the pruning callback runs in this process only
+                score = float(boost_dask(client, tf, dtrain, dvalid, model | params, seed).attr('best_score'))
             else:
                 try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
                 except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
@@ -188,6 +189,12 @@ def train_cv(tf:Transform, pool:pd.DataFrame, cfg:dict) -> tuple[str, list, list
     kind, splits = cv_splits(pool, tf, int(k), cfg['seed'], tcol, group)
     return kind, splits, fold_matrices(tf, pool, splits, cfg['features'])
 
+def cv_pool(run_dir:Path, cfg:dict) -> pd.DataFrame:
+    "The rows the folds split: train and valid pooled; on Dask a seeded sample of up to `compute.fit_rows` rows of each."
+    from mlpipeline.compute import read_split
+    parts = (read_split(stage_output(run_dir, '03_features', k), cfg, 'compute.fit_rows') for k in ('train', 'valid'))
+    return pd.concat(list(parts), ignore_index=True)
+
 def cv_scorers(cfg:dict, task:str) -> dict:
     "The gate's metric (`gate.metric`, as `05_evaluate` computes it), scored on each fold beside XGBoost's own."
     from mlpipeline.metrics import metric_fn, gate_metric
@@ -214,19 +221,21 @@ def run_train(run_dir:str|Path):
             from mlpipeline.compute import dask_client, log_dashboard, read_table
             log_dashboard(client := dask_client(cfg))
             train, valid = (read_table(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
-            if get_key(cfg, 'cv.folds'): raise ConfigError('cv.folds', 'cross-validation runs on the local backend only (compute.backend=dask trains one booster across the workers)', 'set cv.folds=0 with compute.backend=dask')
-            kind, splits, folds = None, None, None
+            kind, splits, folds = train_cv(tf, cv_pool(rd, cfg), cfg)  # folds of a bounded sample: CV is an estimate
         else:
             client, train, valid = None, *(pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
             kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
         model = dict(cfg['model'])
         took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
+        tuned = cfg['tuning']['method'] != 'none'
         if ws := warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}}):
-            if cfg['tuning']['method'] != 'none' or folds: raise ConfigError('warm_start.from', 'a warm start continues a registered model\'s trees: tuning and cross-validation do not apply', 'set tuning.method=none and cv.folds=0')
+            skipped = ['tuning'] * tuned + ['cv'] * bool(folds)  # the trees to continue are given: nothing to tune or fold
+            if skipped: print(f"warm start from {ws['name']}/{ws['version']}: {' and '.join(skipped)} skipped", flush=True)
+            tuned, kind, splits, folds = False, None, None, None
             import xgboost as xgb
             base = xgb.Booster(model_file=str(ws['model'])); model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))
         else: base = None
-        if cfg['tuning']['method'] != 'none':
+        if tuned:
             t = time.perf_counter()
             best, trials = tune(tf, train, valid, model, cfg['tuning'], cfg['seed'], folds=folds if cv_tune else None, client=client)
             write_json({'method': cfg['tuning']['method'], 'scored_by': 'cv' if cv_tune else 'valid', 'best_params': best,
@@ -250,6 +259,6 @@ def run_train(run_dir:str|Path):
             best |= {f'cv_{k}_mean': v['mean'] for k, v in cv['metrics'].items()}
         mlflow.log_metrics({k: v for k, v in best.items() if not k.startswith('cv_')}); mlflow.set_tag('task', tf.task)
         mlflow.log_dict(model, 'params.json')
-        finish_stage(rd, '04_train', outs | ({'tuning': rd/'artifacts/tuning.json'} if cfg['tuning']['method'] != 'none' else {}), params=model, **best,
+        finish_stage(rd, '04_train', outs | ({'tuning': rd/'artifacts/tuning.json'} if tuned else {}), params=model, **best,
                      **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))
     return b

@@ -13,20 +13,18 @@ __all__ = ['warm_start_source']
 # %% ../nbs/04a_warmstart.ipynb #040005
 def warm_start_source(cfg:dict) -> dict|None:
     "The registered model `warm_start.from` names, downloaded: its name, version, model sha256, transform and booster files."
-    from mlpipeline.config import get_key, parse_model_ref
+    from mlpipeline.config import get_key
     if not (ref := get_key(cfg, 'warm_start.from')): return None
     import mlflow
     from mlflow.models import Model
-    from mlpipeline.runfolder import mlflow_experiment
+    from mlpipeline.runfolder import mlflow_experiment, model_version
     mlflow_experiment(cfg)
-    name, which = parse_model_ref(ref, get_key(cfg, 'mlflow.model_name'))
-    client = mlflow.MlflowClient()
     try:
-        mv = client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{name}/{mv.version}'))
+        mv = model_version(ref, get_key(cfg, 'mlflow.model_name'))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{mv.name}/{mv.version}'))
     except mlflow.exceptions.MlflowException as e:
         raise ConfigError('warm_start.from', f'no registered model {ref!r} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'name a version listed by `mlpipeline models list`') from None
-    arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
+    name, arts = mv.name, Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
     if not {'transform', 'model'} <= set(arts): raise ConfigError('warm_start.from', f'{name} version {mv.version} is not an mlpipeline model (no transform and booster inside)')
     return {'name': name, 'version': str(mv.version), 'model_sha256': mv.tags.get('model_sha256', ''),
             'transform': local/arts['transform']['path'], 'model': local/arts['model']['path']}

@@ -210,3 +210,20 @@ def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path)
     assert run['tags.monitor.decision'] == 'failed' and run['tags.alert'] == 'true' and 'champion unchanged' in run['tags.monitor.why']
     s = json.loads((Path(run['tags.monitor.folder'])/'summary.json').read_text())
     assert s['decision']['action'] == 'failed' and Path(s['report']).exists()
+
+
+def test_a_failed_retrain_still_records_the_drift_decision(watched, tmp_path, monkeypatch):
+    "An error inside the retrain (here a fault injected into it) leaves the summary, report and MLflow run, then is raised."
+    import mlpipeline.monitor as mon
+    from mlpipeline.config import load_config
+    def broken(*a, **k): raise ValueError('no space left while writing the retrain window')
+    monkeypatch.setattr(mon, 'retrain', broken)
+    demo = pd.read_parquet(Path(mon.__file__).parent/'data/telco_churn.parquet').sample(400, random_state=11)
+    demo.assign(monthly_charges=demo.monthly_charges + demo.monthly_charges.std()).to_csv(tmp_path/'labelled.csv', index=False)
+    cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.drift_share=0.01', 'monitor.retrain.cooldown_h=0'])
+    with pytest.raises(ValueError, match='no space left'): mon.monitor(cfg, tmp_path/'labelled.csv', do_retrain=True, progress=False)
+    folder = max((watched/'monitoring/test-model').iterdir(), key=lambda p: p.stat().st_mtime)
+    s = json.loads((folder/'summary.json').read_text())
+    assert s['decision']['action'] == 'failed' and 'ValueError: no space left' in s['decision']['why'], s['decision']
+    assert 'monthly_charges' in s['drifted_features'] and s['alert'] is True and (folder/'report.html').exists()
+    assert monitoring_runs(watched).iloc[0]['tags.monitor.decision'] == 'failed'

@@ -107,3 +107,15 @@ def test_bad_cron_line_is_refused_with_its_key(tmp_path):
     r = mlpipeline('schedule', cwd=project, timeout=60)
     assert r.returncode == 2 and "config key 'schedule.train': '0 3 * *' has 4 fields" in r.stderr, r.stderr
     assert not (project/'schedule.db').exists()
+
+
+def test_list_shows_a_configured_job_and_its_once_result_before_any_scheduler_ran(tmp_path):
+    "`--once` results show in `--list` for a job the config schedules, though no scheduler has stored it yet."
+    project = write_project(tmp_path/'project', schedule={'monitor': '0 * * * *'})
+    once = mlpipeline('schedule', '--once', 'monitor', cwd=project)
+    assert once.returncode == 0 and once.stdout.startswith('monitor: no-data'), once.stdout + once.stderr
+    listed = mlpipeline('schedule', '--list', cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert 'no jobs' not in lines and lines[1].startswith("monitor: cron '0 * * * *' (UTC); next: scheduled when"), lines
+    assert ' no-data' in lines[1] and 'last never' not in lines[1], lines

@@ -259,6 +259,9 @@ def test_shadow_mode_logs_both_predictions(served):
     assert got.proba_Yes.tolist() == pytest.approx(expected[champ] * 3)
     labels = lambda p: ['Yes' if x > 0.5 else 'No' for x in p]
     assert got.shadow_prediction.tolist() == labels(expected[other]) * 3
+    assert got.shadow_proba_Yes.tolist() == pytest.approx(expected[other] * 3)  # the shadow's probabilities, for an offline comparison
+    logged = [l for l in srv.log() if l.get('event') == 'request' and l['request_id'].startswith('shadow-')]
+    assert len(logged) == 3 and {l['shadow'] for l in logged} == {other} and {l['version'] for l in logged} == {champ}
 
 
 def test_sigterm_during_a_stream_of_requests_drops_none(served):
