@@ -8,7 +8,7 @@ import datetime as dt, re, sys
 from pathlib import Path
 from .config import load_config, get_key, project_path
 from .errors import ConfigError, UsageError
-from .pipeline import STAGES
+from .stages import STAGES
 from .runfolder import atomic_path
 
 # %% auto #0

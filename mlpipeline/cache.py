@@ -8,26 +8,15 @@ import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
 from .config import get_key, project_path
 from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version
+from .stages import EVERY_STAGE, stage as declared
 
 # %% auto #0
-__all__ = ['STAGE_MODULES', 'STAGE_KEYS', 'EVERY_STAGE', 'PACKAGES', 'package_dir', 'module_imports', 'module_closure',
-           'package_versions', 'config_values', 'files_hash', 'data_files', 'reference_schema_hash', 'external_inputs',
-           'champion_state', 'warm_start_state', 'upstream_outputs', 'key_parts', 'cache_key', 'changes',
-           'registration_exists', 'cached_result', 'cache_dir', 'store', 'lookup', 'latest_parts', 'link_or_copy',
-           'reuse', 'plan_lines']
+__all__ = ['PACKAGES', 'package_dir', 'module_imports', 'module_closure', 'package_versions', 'config_values', 'files_hash',
+           'data_files', 'reference_schema_hash', 'external_inputs', 'champion_state', 'warm_start_state',
+           'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'registration_exists', 'cached_result', 'cache_dir',
+           'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
 
 # %% ../nbs/09b_cache.ipynb #090005
-STAGE_MODULES = {'01_ingest': 'ingest', '02_validate': 'validate', '03_features': 'features', '04_train': 'train', '05_evaluate': 'evaluate',
-                 '06_register': 'registry', '07_serve': 'serve', '08_monitor': 'monitor'}
-STAGE_KEYS = {'01_ingest': ['data', 'reproducibility', 'compute.backend'],
-              '02_validate': ['compute.backend', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'validation'],
-              '03_features': ['compute.backend', 'compute.fit_rows', 'warm_start', 'data.id_column', 'data.time_column', 'target', 'task', 'split', 'seed', 'features', 'leakage', 'validation.severity'],
-              '04_train': ['compute', 'warm_start', 'target', 'task', 'seed', 'model', 'tuning', 'cv', 'features', 'data.time_column', 'split.group', 'gate.metric'],
-              '05_evaluate': ['compute.backend', 'compute.eval_rows', 'target', 'gate', 'seed', 'diagnosis', 'validation.groups', 'validation.min_group_rows'],
-              '06_register': ['compute.backend', 'compute.eval_rows', 'gate', 'seed', 'reproducibility.strict'],
-              '07_serve': ['validation.severity', 'target'],
-              '08_monitor': ['compute.backend']}
-EVERY_STAGE = ['mlflow.experiment', 'mlflow.model_name']  # and the tracking URI in effect (the environment's wins)
 PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient', 'fairlearn']
 
 # %% ../nbs/09b_cache.ipynb #090007
@@ -76,7 +65,7 @@ def config_values(cfg:dict, stage:str) -> dict:
     from mlpipeline.pipeline import flat
     from mlpipeline.config import tracking_uri
     out = {'mlflow.tracking_uri': tracking_uri(cfg)}
-    for k in STAGE_KEYS[stage] + EVERY_STAGE:
+    for k in declared(stage).config + EVERY_STAGE:
         v = get_key(cfg, k)
         out |= flat(v, f'{k}.') if isinstance(v, dict) and v else {k: v}
     return out
@@ -112,12 +101,13 @@ def reference_schema_hash(cfg:dict) -> str:
 
 def external_inputs(cfg:dict, stage:str) -> dict|None:
     "sha256 of the files `stage` reads from outside the run folder; None when one cannot be hashed."
-    if stage == '01_ingest':
+    ext, out = declared(stage).external, {}
+    if 'data' in ext:
         files = data_files(cfg)
-        return None if not files else {'data': files_hash(files)}
-    out = {}
-    if stage == '02_validate': out['reference_schema'] = reference_schema_hash(cfg)
-    if stage == '03_features' and (h := get_key(cfg, 'split.holdout')) and project_path(cfg, h).exists(): out['holdout'] = sha256_file(project_path(cfg, h))
+        if not files: return None
+        out['data'] = files_hash(files)
+    if 'reference_schema' in ext: out['reference_schema'] = reference_schema_hash(cfg)
+    if 'holdout' in ext and (h := get_key(cfg, 'split.holdout')) and project_path(cfg, h).exists(): out['holdout'] = sha256_file(project_path(cfg, h))
     return out
 
 # %% ../nbs/09b_cache.ipynb #090014
@@ -151,9 +141,9 @@ def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     ext = external_inputs(cfg, stage)
     if ext is None: return None
     inputs = upstream_outputs(entries, stage, plan) | ext
-    if stage in ('05_evaluate', '06_register'): inputs['champion'] = champion_state(cfg, inputs.get('04_train.model'))
-    if stage in ('03_features', '04_train') and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
-    mods = module_closure(STAGE_MODULES[stage])
+    if 'champion' in declared(stage).external: inputs['champion'] = champion_state(cfg, inputs.get('04_train.model'))
+    if 'warm_start' in declared(stage).external and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
+    mods = module_closure(declared(stage).module)
     return {'notebook': notebook_hash(notebooks_dir()/f'{stage}.ipynb'), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
             'params': config_values(cfg, stage), 'inputs': inputs, 'packages': package_versions()}
 

@@ -10,6 +10,7 @@ import numpy as np, pandas as pd
 from .config import get_key, project_path, set_key
 from .errors import UsageError, MlpipelineError
 from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, write_table, read_table, new_run_id, mlflow_experiment, experiment_id
+from .stages import STAGES, through
 
 log = logging.getLogger('mlpipeline.monitor')
 
@@ -365,7 +366,7 @@ def retrain_base(cfg:dict) -> pd.DataFrame:
 
 def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, engine:str|None=None) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
-    from mlpipeline.pipeline import execute_run, STAGES
+    from mlpipeline.pipeline import execute_run
     from mlpipeline.runfolder import create_run, update_manifest
     opts = get_key(cfg, 'monitor.retrain')
     train, hold = retrain_window(retrain_base(cfg), labelled, opts['holdout_share'], opts['max_rows'])
@@ -404,9 +405,9 @@ def champion_ref(cfg:dict) -> str|None:
 
 def candidate_run(cfg:dict, folder:Path, kind:str, progress:bool=True, engine:str|None=None) -> Path:
     "A retrain candidate's run, executed up to the gate."
-    from mlpipeline.pipeline import execute_run, STAGES
+    from mlpipeline.pipeline import execute_run
     from mlpipeline.runfolder import create_run, update_manifest
-    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=STAGES[:STAGES.index('05_evaluate') + 1])
+    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through('05_evaluate'))
     execute_run(rd, cfg, progress, engine)
     return rd
 

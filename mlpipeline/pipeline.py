@@ -10,15 +10,15 @@ from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, StageFailed
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
                                   mlflow_experiment, git_facts, write_json, model_version)
+from .stages import STAGES, through
 
 # %% auto #0
-__all__ = ['STAGES', 'KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
-           'first_incomplete', 'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say',
-           'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce',
-           'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
+__all__ = ['KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete',
+           'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say', 'default_engine',
+           'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce', 'summary',
+           'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
-STAGES = ['01_ingest', '02_validate', '03_features', '04_train', '05_evaluate', '06_register', '07_serve', '08_monitor']
 KERNEL = 'mlpipeline'
 
 # %% ../nbs/09_pipeline.ipynb #090007
@@ -234,7 +234,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     rcfg = read_config(src/'config.yaml')
     rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
     rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
-    rd = create_run(rcfg); update_manifest(rd, plan=STAGES[:STAGES.index('05_evaluate') + 1], reproduces=f'{name}/{mv.version}')
+    rd = create_run(rcfg); update_manifest(rd, plan=through('05_evaluate'), reproduces=f'{name}/{mv.version}')
     execute_run(rd, rcfg, progress, engine, cache=False)  # reproducing means executing again, never reusing
     model = load_model(model_uri(name, mv.version))
     test = pd.read_parquet(rd/'data/test.parquet')

@@ -15,6 +15,7 @@ from .train import predict, load_transform
 from .evaluate import prediction_frame
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
 from .reproducibility import check_strict
+from .stages import STAGES
 
 # %% auto #0
 __all__ = ['LOCK_SUFFIX', 'prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who',
@@ -182,7 +183,7 @@ def notebook_hash(path:Path) -> str:
 def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     "Tags that lead from a model version back to its code, data, config and run folder."
     m = read_manifest(run_dir)
-    from mlpipeline.pipeline import notebooks_dir, STAGES
+    from mlpipeline.pipeline import notebooks_dir
     nbs = {f'notebook.{s}': notebook_hash(notebooks_dir()/f'{s}.ipynb')[:16] for s in STAGES}
     return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
             'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed']),

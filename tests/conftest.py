@@ -68,17 +68,13 @@ def finished(tmp_path_factory):
 
 def run_in_process(project: Path, *overrides) -> Path:
     "Every stage's functions called in this process, as importing the modules gives them; the run folder."
-    import importlib
     from mlpipeline.config import load_config
     from mlpipeline.runfolder import create_run
     from mlpipeline.pipeline import open_parent_run, close_parent_run
-    funcs = ['ingest.run_ingest', 'validate.run_validate', 'features.run_features', 'train.run_train',
-             'evaluate.run_evaluate', 'registry.run_register', 'serve.run_serve', 'monitor.run_monitor']
+    from mlpipeline.stages import TABLE
     cfg = load_config(project=project, overrides=list(overrides))
     rd = create_run(cfg); rid = open_parent_run(rd, cfg)
-    for f in funcs:
-        mod, fn = f.split('.')
-        getattr(importlib.import_module(f'mlpipeline.{mod}'), fn)(rd)
+    for s in TABLE: s.runner()(rd)  # each stage's function, as the stage table declares it
     close_parent_run(rd, rid, 'FINISHED')
     return rd
 
