@@ -30,7 +30,8 @@ def main():
     project = Path(a.project).resolve()
     from mlpipeline.config import load_config, get_key
     from mlpipeline.runfolder import mlflow_experiment
-    from mlpipeline.serve import load_served, parse_model_ref, check_records, RULES
+    from mlpipeline.serve import load_served, parse_model_ref, check_records
+    from mlpipeline.validate import RULES
     from mlpipeline.onnx_export import parity_gap
     cfg = load_config(project=project)
     mlflow_experiment(cfg)

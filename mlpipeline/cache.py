@@ -6,7 +6,7 @@
 from __future__ import annotations
 import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
-from .config import get_key, project_path
+from .config import get_key, project_path, flat
 from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version
 from .stages import EVERY_STAGE, stage as declared
 
@@ -62,7 +62,6 @@ def package_versions() -> dict:
 
 def config_values(cfg:dict, stage:str) -> dict:
     "The config keys `stage` reads, dotted down to single values (so a change names its key)."
-    from mlpipeline.pipeline import flat
     from mlpipeline.config import tracking_uri
     out = {'mlflow.tracking_uri': tracking_uri(cfg)}
     for k in declared(stage).config + EVERY_STAGE:
@@ -137,14 +136,13 @@ def upstream_outputs(entries:dict, stage:str, plan:list) -> dict:
 def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     "Everything the cache key of `stage` covers, by part, given the upstream manifest `entries`; None when it cannot be cached."
     from mlpipeline.registry import notebook_hash
-    from mlpipeline.pipeline import notebooks_dir
     ext = external_inputs(cfg, stage)
     if ext is None: return None
     inputs = upstream_outputs(entries, stage, plan) | ext
     if 'champion' in declared(stage).external: inputs['champion'] = champion_state(cfg, inputs.get('04_train.model'))
     if 'warm_start' in declared(stage).external and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
     mods = module_closure(declared(stage).module)
-    return {'notebook': notebook_hash(notebooks_dir()/f'{stage}.ipynb'), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
+    return {'notebook': notebook_hash(declared(stage).source()), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
             'params': config_values(cfg, stage), 'inputs': inputs, 'packages': package_versions()}
 
 def cache_key(parts:dict) -> str:

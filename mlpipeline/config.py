@@ -10,7 +10,7 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'parse_model_ref', 'is_open', 'set_key',
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'flat', 'parse_model_ref', 'is_open', 'set_key',
            'parse_override', 'merge', 'check_config', 'load_config', 'project_path', 'tracking_uri', 'artifact_root',
            'save_config', 'read_config']
 
@@ -236,6 +236,15 @@ def get_key(cfg:dict, key:str, default=None):
         if not isinstance(cfg, dict) or part not in cfg: return default
         cfg = cfg[part]
     return cfg
+
+# %% ../nbs/00_config.ipynb #000010a
+def flat(d:dict, prefix:str='') -> dict:
+    "A nested dict as dotted keys."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v: out |= flat(v, f'{prefix}{k}.')
+        else: out[f'{prefix}{k}'] = v
+    return out
 
 # %% ../nbs/00_config.ipynb #000011
 def parse_model_ref(ref:str|int|None, default_name:str) -> tuple[str, str]:

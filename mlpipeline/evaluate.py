@@ -10,13 +10,14 @@ import numpy as np, pandas as pd
 from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path, read_manifest
+from .scoring import prediction_frame, conform
 from .metrics import class_probabilities, classification_metrics, regression_metrics, LOWER_IS_BETTER, metric_fn, gate_metric, paired_bootstrap
 
 # %% auto #0
 __all__ = ['confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
            'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
            'run_gate', 'split_metrics', 'baseline_predictions', 'baseline_metrics', 'advantage', 'diagnose',
-           'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'prediction_frame', 'run_evaluate']
+           'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
@@ -163,7 +164,6 @@ def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.
     name = get_key(cfg, 'mlflow.model_name')
     try: mv = mlflow.MlflowClient().get_model_version_by_alias(name, 'champion')
     except mlflow.exceptions.MlflowException: return None, None, 'no champion yet'
-    from mlpipeline.serve import conform
     try:
         model = mlflow.pyfunc.load_model(f'models:/{name}@champion')
         out = model.predict(conform(model, test.drop(columns=[tf.target])))
@@ -276,11 +276,6 @@ def record_fit(rd:Path, cfg:dict, booster, tf:Transform) -> tuple[dict, str]:
     return diag, fit_section(diag, png)
 
 # %% ../nbs/05_evaluate.ipynb #050031
-def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
-    "Predictions as a table: one probability column per class, or the predicted value."
-    if tf.task == 'regression': return pd.DataFrame({'prediction': proba.astype('float64')})
-    return pd.DataFrame(class_probabilities(proba), columns=[f'proba_{c}' for c in tf.classes])
-
 def run_evaluate(run_dir:str|Path) -> dict:
     "Score the run's model on its test split; write metrics.json and the test predictions."
     import mlflow, xgboost as xgb

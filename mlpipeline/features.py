@@ -10,29 +10,19 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path
 from .errors import ConfigError
-from .validate import column_kind, as_numbers
+from .validate import column_kind, as_numbers, infer_task
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
 log = logging.getLogger('mlpipeline.features')
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'infer_task', 'random_split', 'time_split', 'group_split', 'split_frame',
-           'split_labels', 'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits',
-           'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name',
-           'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key',
-           'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale',
-           'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
-           'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
-           'codes_matrix', 'records_columns', 'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
-
-# %% ../nbs/03_features.ipynb #030006
-def infer_task(y:pd.Series, task:str='auto') -> str:
-    "binary, multiclass or regression, from the config or the target's values."
-    n = y.nunique()
-    if task == 'binary' and n != 2: raise ConfigError('task', f'binary, but the target {y.name!r} has {n} classes', 'set -p task=multiclass or -p task=auto')
-    if task != 'auto': return task
-    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
-    if numeric and not (n <= 20 and np.allclose(y.dropna() % 1, 0)): return 'regression'
-    return 'binary' if n == 2 else 'multiclass'
+__all__ = ['log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time_split', 'group_split', 'split_frame', 'split_labels',
+           'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits', 'read_holdout',
+           'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text',
+           'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
+           'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
+           'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
+           'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
+           'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030009
 def random_split(df:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:

@@ -5,6 +5,7 @@
 # %% ../nbs/08_monitor.ipynb #080003
 from __future__ import annotations
 import datetime as dt, json, logging, math, os, re, sys
+from typing import Callable
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path, set_key
@@ -246,7 +247,7 @@ def prediction_columns(tf) -> list[str]:
 
 def batch_predictions(served, df:pd.DataFrame) -> pd.DataFrame:
     "The batch's own answers when it carries them (the capture), else the model's on its inputs."
-    from mlpipeline.serve import score_frame
+    from mlpipeline.scoring import score_frame
     cols = prediction_columns(served.tf)
     if all(c in df for c in cols): return df[cols].astype('float64')
     return score_frame(served, df)[cols].astype('float64')
@@ -364,9 +365,8 @@ def retrain_base(cfg:dict) -> pd.DataFrame:
         raise UsageError(f'the retrain window starts from the champion\'s data snapshot for a stream source, and {folder/"data/raw.parquet"} is not there', 'retrain on this machine, where the champion was trained')
     return pd.read_parquet(folder/'data/raw.parquet')
 
-def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, engine:str|None=None) -> dict:
+def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, execute:Callable) -> dict:
     "Run the pipeline on the training window with the recent labelled rows as the gate's holdout; what the registry did."
-    from mlpipeline.pipeline import execute_run
     from mlpipeline.runfolder import create_run, update_manifest
     opts = get_key(cfg, 'monitor.retrain')
     train, hold = retrain_window(retrain_base(cfg), labelled, opts['holdout_share'], opts['max_rows'])
@@ -378,19 +378,19 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, progress:bool=True, en
     champion = champion_ref(cfg) if opts.get('warm_start') else None
     if champion is None:  # one candidate: a full retrain
         rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
-        execute_run(rd, rcfg, progress, engine); extra = {}
+        execute(rd, rcfg); extra = {}
     else:  # two candidates up to the gate, then the better one goes on to registration
         wcfg = json.loads(json.dumps(rcfg))
         for k, v in {'warm_start.from': champion, 'tuning.method': 'none', 'cv.folds': 0}.items(): set_key(wcfg, k, v)
-        runs = {'full': candidate_run(rcfg, folder, 'full', progress, engine)}
-        try: runs['warm'] = candidate_run(wcfg, folder, 'warm', progress, engine)
+        runs = {'full': candidate_run(rcfg, folder, 'full', execute)}
+        try: runs['warm'] = candidate_run(wcfg, folder, 'warm', execute)
         except MlpipelineError as e: warm_error = str(e)  # the full retrain still goes on
         else: warm_error = None
         cands = [candidate_facts(rd, kind) for kind, rd in runs.items()]
         win, why = pick_candidate(cands)
         if warm_error: why += f'; the warm start failed: {warm_error}'
         rd = runs[win['kind']]; update_manifest(rd, plan=STAGES)
-        execute_run(rd, wcfg if win['kind'] == 'warm' else rcfg, progress, engine)  # continues at 06_register
+        execute(rd, wcfg if win['kind'] == 'warm' else rcfg)  # continues at 06_register
         extra = {'candidates': cands, 'winner': win['kind'], 'winner_why': why} | ({'warm_start_error': warm_error} if warm_error else {})
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     return {'run_folder': str(rd), 'train_rows': len(train), 'holdout_rows': len(hold), 'version': reg['version'],
@@ -403,12 +403,11 @@ def champion_ref(cfg:dict) -> str|None:
     name = get_key(cfg, 'mlflow.model_name')
     return f'{name}/{v}' if (v := alias_version(registry_client(cfg), name, 'champion')) else None
 
-def candidate_run(cfg:dict, folder:Path, kind:str, progress:bool=True, engine:str|None=None) -> Path:
+def candidate_run(cfg:dict, folder:Path, kind:str, execute:Callable) -> Path:
     "A retrain candidate's run, executed up to the gate."
-    from mlpipeline.pipeline import execute_run
     from mlpipeline.runfolder import create_run, update_manifest
     rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through('05_evaluate'))
-    execute_run(rd, cfg, progress, engine)
+    execute(rd, cfg)
     return rd
 
 def candidate_facts(rd:Path, kind:str) -> dict:
@@ -546,7 +545,7 @@ def alert_reasons(f:dict, max_drop:float|None) -> list[str]:
 # %% ../nbs/08_monitor.ipynb #080061
 def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|None, say=print) -> tuple:
     "The batch with its predictions (None for a kept profile), its profile view, and its schema findings."
-    from mlpipeline.serve import severities
+    from mlpipeline.scoring import severities
     m = cfg['monitor']
     if str(data).endswith('.bin'): return None, read_profile(data), []
     batch = read_batch(data, since, until)
@@ -559,14 +558,17 @@ def monitored_batch(served, cfg:dict, data:str|Path, since:str|None, until:str|N
     quality, preds = quality_checks(served, batch, severities(cfg)), batch_predictions(served, batch)
     return batch.assign(**preds), profile_batch(served, batch, preds, m['workers'], m['chunk_rows']), quality
 
-def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, name:str, folder:Path, do_retrain:bool, progress:bool=True, engine:str|None=None) -> tuple[dict, Exception|None]:
+def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, name:str, folder:Path, do_retrain:bool, progress:bool=True,
+                 execute:Callable|None=None) -> tuple[dict, Exception|None]:
     "The policy's decision, acted on with `do_retrain`: retrain, then promote or keep; a failed retrain moves nothing."
     d = retrain_decision(facts, cfg['monitor']['retrain'], last_retrain(exp_id, name))
     if d['action'] == 'retrain' and labelled is None: d |= {'action': 'wait', 'why': 'no labelled rows to retrain on'}
     if d['action'] != 'retrain': return d, None
     if not do_retrain: return d | {'why': d['why'] + ' (run with --retrain to act on it)'}, None
     if progress: print(f"retraining: {d['why']}", file=sys.stderr, flush=True)
-    try: d['retrain'] = retrain(cfg, labelled, folder, progress, engine)
+    try:
+        if execute is None: raise UsageError('retraining runs the pipeline: pass the runner (execute=mlpipeline.pipeline.execute_run)')
+        d['retrain'] = retrain(cfg, labelled, folder, execute)
     except Exception as e:  # the drift decision above is still reported and logged, then the error is raised
         why = str(e) if isinstance(e, MlpipelineError) else f'{type(e).__name__}: {e}'
         return d | {'action': 'failed', 'why': f'retraining failed, champion unchanged: {why}', 'retrain': {'error': why}}, e
@@ -582,14 +584,16 @@ def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFram
 
 # %% ../nbs/08_monitor.ipynb #080062
 def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=None, since:str|None=None, until:str|None=None,
-            do_retrain:bool=False, progress:bool=True, engine:str|None=None) -> dict:
+            do_retrain:bool=False, progress:bool=True, execute:Callable|None=None) -> dict:
     "Profile a batch, decide drift, check quality and labelled performance, report, alert and apply the retraining policy."
-    from mlpipeline.serve import load_served, parse_model_ref
+    # `execute(run_dir, cfg)` runs a retrain's pipeline: the runner's, passed in by the CLI (stages never import it)
+    from mlpipeline.scoring import load_version
+    from mlpipeline.config import parse_model_ref
     from mlpipeline.evaluate import gate_metric
     mlflow_experiment(cfg)
     os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # a bar per small download is noise here
     m, say = cfg['monitor'], (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
-    served = load_served(*parse_model_ref(model or m['model'] or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
+    served = load_version(*parse_model_ref(model or m['model'] or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
     ref, mid = reference_view(served), new_run_id()
     batch, view, quality = monitored_batch(served, cfg, data, since, until, say)
     folder = project_path(cfg, m['dir'])/served.name/mid; (folder/'plots').mkdir(parents=True)
@@ -604,7 +608,7 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
     test_value = float(served.tags[f'test.{metric}']) if f'test.{metric}' in served.tags else None
     facts = batch_facts(table, quality, perf, performance_drop(metric, (perf or {}).get(metric), test_value), metric)
     exp_id = monitoring_experiment(cfg)
-    decision, failed = apply_policy(cfg, facts, labelled, exp_id, served.name, folder, do_retrain, progress, engine)
+    decision, failed = apply_policy(cfg, facts, labelled, exp_id, served.name, folder, do_retrain, progress, execute)
     reasons = alert_reasons(facts, m['retrain']['performance_drop']) + ([decision['why']] if failed else [])
     s = {'monitor_id': mid, 'model': served.name, 'version': served.version, 'data': str(data), 'since': since, 'until': until, 'rows': rows,
          'reference_rows': int(ref.to_pandas()['counts/n'].max()), 'alert': bool(reasons), 'alert_text': '; '.join(reasons) or 'no drift, no schema error, no performance drop',

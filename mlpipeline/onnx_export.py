@@ -119,9 +119,10 @@ def export_onnx(cfg:dict, ref:str|None, out:str|Path) -> dict:
     "Convert registered model `ref` to DIR/model.onnx with transform.json and model.json, after checking parity."
     from mlpipeline.config import get_key
     from mlpipeline.runfolder import mlflow_experiment, write_json
-    from mlpipeline.serve import load_served, parse_model_ref
+    from mlpipeline.scoring import load_version
+    from mlpipeline.config import parse_model_ref
     mlflow_experiment(cfg)
-    served = load_served(*parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
+    served = load_version(*parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
     gaps = {}
     for name, rows in (('boundary_rows', boundary_rows(served.booster, served.tf)), ('test_split', test_rows(served))):
         if rows is None: continue

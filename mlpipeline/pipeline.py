@@ -4,32 +4,25 @@
 
 # %% ../nbs/09_pipeline.ipynb #090003
 from __future__ import annotations
-import argparse, datetime as dt, json, os, sys, time
+import argparse, datetime as dt, functools, json, os, sys, time
 from pathlib import Path
 from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, StageFailed
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
                                   mlflow_experiment, git_facts, write_json, model_version)
-from .stages import STAGES, through
+from .config import flat
+from .stages import STAGES, through, stage as declared
 
 # %% auto #0
-__all__ = ['KERNEL', 'notebooks_dir', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete',
-           'find_run', 'flat', 'open_parent_run', 'close_parent_run', 'mark_failed', 'say', 'default_engine',
-           'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce', 'summary',
-           'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
+__all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
+           'open_parent_run', 'close_parent_run', 'mark_failed', 'say', 'default_engine', 'forced_stages', 'run_stage',
+           'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce', 'summary', 'status_lines', 'latest_run',
+           'parser', 'monitor_lines', 'registry_command', 'main']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
 
 # %% ../nbs/09_pipeline.ipynb #090007
-def notebooks_dir() -> Path:
-    "The folder holding the stage notebooks."
-    import mlpipeline
-    nbs = Path(mlpipeline.__file__).resolve().parent.parent/'nbs'
-    if not (nbs/f'{STAGES[0]}.ipynb').exists():
-        raise UsageError(f'the stage notebooks are not in {nbs}', 'install mlpipeline from its repository with `pip install -e .`')
-    return nbs
-
 def ensure_kernel(name:str=KERNEL) -> str:
     "Register a Jupyter kernel `name` that runs this interpreter, unless one already does."
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -75,7 +68,7 @@ def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True
     "Execute the notebook of `stage` into the run folder with papermill's engine (`fresh`) or the warm one; a failure raises `StageFailed`."
     import papermill as pm
     if engine == 'warm': import mlpipeline.engine  # noqa: F401 (registers papermill's engine `warm`)
-    src, out = notebooks_dir()/f'{stage}.ipynb', run_dir/f'{stage}.ipynb'
+    src, out = declared(stage).source(), run_dir/f'{stage}.ipynb'
     params = {'run_dir': str(run_dir)}
     check_parameters(src, params)
     out.unlink(missing_ok=True)  # a notebook reused from an earlier run is a hard link: papermill would write through it
@@ -97,15 +90,6 @@ def find_run(run_id:str, cfg:dict) -> Path:
     for p in (Path(run_id), Path(cfg['project'], cfg.get('runs_dir', 'runs'), run_id)):
         if (p/'config.yaml').exists(): return p.resolve()
     raise UsageError(f'no run folder {run_id!r} under {Path(cfg["project"], cfg.get("runs_dir", "runs"))}', 'list runs with `mlpipeline status`')
-
-# %% ../nbs/09_pipeline.ipynb #090015
-def flat(d:dict, prefix:str='') -> dict:
-    "A nested dict as dotted keys."
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v: out |= flat(v, f'{prefix}{k}.')
-        else: out[f'{prefix}{k}'] = v
-    return out
 
 # %% ../nbs/09_pipeline.ipynb #090017
 def open_parent_run(run_dir:Path, cfg:dict) -> str:
@@ -222,7 +206,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     "Re-run a registered version's pipeline on its data snapshot and check that predictions match."
     import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
-    from mlpipeline.serve import model_uri, load_model, conform, prediction_gap
+    from mlpipeline.scoring import model_uri, load_model, conform, prediction_gap
     cfg = load_config(config); mlflow_experiment(cfg)
     try: mv = model_version(ref, get_key(cfg, 'mlflow.model_name'))
     except mlflow.exceptions.MlflowException: raise UsageError(f'no model version {ref!r} in {mlflow.get_tracking_uri()}', 'list them with `mlpipeline models list`') from None
@@ -391,7 +375,8 @@ def main(argv:list[str]|None=None) -> int:
             print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
         elif args.command == 'monitor':
             from mlpipeline.monitor import monitor
-            s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet, engine=args.engine)
+            run = functools.partial(execute_run, progress=not args.quiet, engine=args.engine)  # the retrain loop runs pipelines
+            s = monitor(load_config(args.config, args.param), args.data, args.model, args.labels, args.since, args.until, args.retrain, progress=not args.quiet, execute=run)
             print('\n'.join(monitor_lines(s)))
         elif args.command == 'ab':
             from mlpipeline.ab import ab_report, ab_lines

@@ -11,36 +11,18 @@ import mlflow
 from .config import get_key, tracking_uri
 from .errors import UsageError, MlpipelineError
 from .features import Transform
-from .train import predict, load_transform
-from .evaluate import prediction_frame
+from .train import load_transform
+from .scoring import prediction_output, PipelineModel, conform, prediction_gap  # PipelineModel: models pickled as registry's load
 from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
 from .reproducibility import check_strict
-from .stages import STAGES
+from .stages import STAGES, stage
 
 # %% auto #0
-__all__ = ['LOCK_SUFFIX', 'prediction_output', 'PipelineModel', 'signature_frame', 'signature', 'registry_client', 'who',
-           'alias_version', 'audit_experiment', 'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock',
-           'release_lock', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash',
-           'lineage_tags', 'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
-           'test_metric_tags', 'still_valid', 'check_reproduces', 'run_register']
-
-# %% ../nbs/06_register.ipynb #060006
-def prediction_output(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
-    "The model's answer: `prediction` and, for classification, `proba_<class>` columns."
-    out = prediction_frame(tf, proba)
-    if tf.task != 'regression': out.insert(0, 'prediction', np.asarray(tf.classes, dtype=object)[out.to_numpy().argmax(1)])
-    return out
-
-# %% ../nbs/06_register.ipynb #060007
-class PipelineModel(mlflow.pyfunc.PythonModel):
-    "The registered model: raw rows -> fitted transform -> XGBoost booster -> predictions."
-    def load_context(self, context):
-        import xgboost as xgb
-        self.tf = Transform.from_json(Path(context.artifacts['transform']).read_text())
-        self.booster = xgb.Booster(model_file=context.artifacts['model'])
-
-    def predict(self, context, model_input:pd.DataFrame, params:dict|None=None) -> pd.DataFrame:
-        return prediction_output(self.tf, predict(self.booster, self.tf, pd.DataFrame(model_input)))
+__all__ = ['LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version', 'audit_experiment',
+           'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'break_if_stale',
+           'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
+           'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'still_valid', 'check_reproduces',
+           'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -183,8 +165,7 @@ def notebook_hash(path:Path) -> str:
 def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     "Tags that lead from a model version back to its code, data, config and run folder."
     m = read_manifest(run_dir)
-    from mlpipeline.pipeline import notebooks_dir
-    nbs = {f'notebook.{s}': notebook_hash(notebooks_dir()/f'{s}.ipynb')[:16] for s in STAGES}
+    nbs = {f'notebook.{s}': notebook_hash(stage(s).source())[:16] for s in STAGES}
     return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
             'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed']),
             'model_sha256': m['stages']['04_train']['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
@@ -258,7 +239,6 @@ def still_valid(gate:dict, champion_now:str|None) -> dict:
 
 def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, tol:float=1e-6) -> float:
     "Load the logged model back; it must give the evaluation's predictions. Returns the largest difference."
-    from mlpipeline.serve import conform, prediction_gap
     model = mlflow.pyfunc.load_model(model_uri)
     diff = prediction_gap(model.predict(conform(model, rows)), expected)
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')

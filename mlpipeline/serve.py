@@ -11,179 +11,24 @@ import numpy as np, pandas as pd
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
 from .config import get_key, parse_model_ref  # here too: callers take it from the service's module
 from .errors import UsageError, DataValidationError
-from .features import Transform, RowEncoder
-from .validate import Schema, RULES, validate, errors_in
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, model_version
+from .validate import Schema, validate, errors_in
+from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
+from .scoring import (model_uri, load_model, prediction_gap, predict_records, severities, check_records, Served,
+                                served_from, load_version, score_frame)
 
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'model_uri', 'load_model', 'conform', 'prediction_gap',
-           'predict_records', 'Field', 'request_fields', 'severities', 'check_records', 'Served', 'served_from',
-           'model_artifacts', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table', 'ModelHolder',
-           'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
+__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table',
+           'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
            'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
            'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
-           'score_frame', 'predict_file', 'predict_dask', 'run_serve']
+           'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
-def model_uri(name:str, ref:str|int='champion') -> str:
-    "The registry URI of model `name` at an alias (`champion`) or a version number."
-    return f'models:/{name}/{ref}' if str(ref).isdigit() else f'models:/{name}@{ref}'
-
-# %% ../nbs/07_serve.ipynb #070009
-def load_model(uri:str):
-    "Load a registered pyfunc model, with a clear error when the registry has no such model or alias."
-    import sys, mlflow, mlpipeline.registry  # noqa: F401 (the installed package's model class, not a bundled copy)
-    path = list(sys.path)
-    try: return mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as e:
-        raise UsageError(f'cannot load {uri} from {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'check the name and alias with `mlpipeline models list`') from None
-    finally: sys.path[:] = path  # MLflow prepends the model's bundled code to sys.path; this process runs the installed package
-
-def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
-    "`rows` limited to the model's inputs, numbers cast to the types its signature names (MLflow refuses int64 -> double)."
-    schema, ints = model.metadata.get_input_schema(), {'long': 'int64', 'integer': 'int32'}
-    if schema is None: return rows
-    out = rows[[c for c in rows if c in schema.input_names()]].copy()  # the model reads only its inputs
-    for col in schema.inputs:
-        if col.name not in out: continue
-        x = out[col.name]
-        if col.type.name in ('double', 'float'): out[col.name] = pd.to_numeric(x, errors='coerce').astype('float64')
-        whole = col.type.name in ints and pd.api.types.is_float_dtype(x) and x.notna().all() and (x % 1 == 0).all()
-        if whole: out[col.name] = x.astype(ints[col.type.name])  # a capture or a CSV with blanks keeps whole numbers as floats
-    return out
-
-def prediction_gap(answer:pd.DataFrame, expected:pd.DataFrame) -> float:
-    "The largest absolute difference between two prediction tables, on `expected`'s columns."
-    return float(np.max(np.abs(answer[expected.columns].to_numpy(float) - expected.to_numpy(float)))) if len(expected) else 0.0
-
-def predict_records(model, records:dict|list[dict]) -> list[dict]:
-    "Predictions of the pyfunc `model` for one JSON record or a list of them, one dict per record."
-    rows = pd.DataFrame.from_records([records] if isinstance(records, dict) else records)
-    return model.predict(conform(model, rows)).to_dict(orient='records')
-
-# %% ../nbs/07_serve.ipynb #070011
-@dataclass
-class Field:
-    "One input field of a request: its kind (as the transform reads it) and the schema's rules for it."
-    name: str
-    kind: str = 'numeric'                  # numeric | boolean | datetime | categorical | text (free text the transform TF-IDFs)
-    nullable: bool = True
-    lo: float = -np.inf                    # range with the schema's tolerance
-    hi: float = np.inf
-    domain: frozenset|None = None          # the labels the model knows, normalised as the transform normalises them
-    encoder: RowEncoder|None = None        # the transform's own parsing of numbers and labels
-
-    def check(self, v) -> tuple:
-        "(the value the model takes, the rule it breaks or None)."
-        if v is None or (isinstance(v, float) and v != v): return None, (None if self.nullable else 'missing_values')
-        if self.kind in ('numeric', 'boolean'):
-            ok = isinstance(v, (int, float, str)) and (self.kind == 'boolean' or not isinstance(v, bool))
-            x = self.encoder.number(v) if ok else np.nan
-            if x != x or (self.kind == 'boolean' and x not in (0.0, 1.0)): return None, 'type_mismatch'
-            return x, ('out_of_range' if not self.lo <= x <= self.hi else None)
-        if isinstance(v, (dict, list)): return None, 'type_mismatch'
-        if self.kind == 'datetime': return (v, None) if pd.notna(pd.to_datetime(str(v), errors='coerce', format='mixed')) else (None, 'type_mismatch')
-        return v, ('unseen_category' if self.domain is not None and self.encoder.label(self.name, v) not in self.domain else None)
-
-    def expected(self, rule:str) -> str:
-        "What the rule wanted, for the error message."
-        if rule == 'out_of_range': return f'a number in [{self.lo:g}, {self.hi:g}]'
-        if rule == 'unseen_category': return f'one of {sorted(self.domain)[:8]}' + (' ...' if len(self.domain) > 8 else '')
-        kinds = {'numeric': 'a number', 'boolean': 'true, false, 0 or 1', 'datetime': 'a date', 'text': 'a text'}
-        return {'missing_column': 'the field', 'missing_values': 'a value (training had no missing values here)'}.get(rule, kinds.get(self.kind, 'a text label'))
-
-# %% ../nbs/07_serve.ipynb #070012
-def request_fields(schema:Schema|None, tf:Transform, encoder:RowEncoder|None=None) -> list[Field]:
-    "The fields of a request: the transform's inputs, read as the transform reads them, with the schema's rules."
-    encoder, out = encoder or RowEncoder(tf), []
-    for c in tf.inputs:
-        spec = (schema.columns.get(c) if schema else None) or {}
-        kind = 'datetime' if c in tf.dates else 'categorical' if c in tf.categories else 'text' if c in tf.text else 'boolean' if spec.get('kind') == 'boolean' else 'numeric'
-        f = Field(c, kind, bool(spec.get('nullable', True)) or spec.get('max_missing', 0) > 0, encoder=encoder)
-        if kind == 'numeric' and 'min' in spec:
-            pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
-            f.lo, f.hi = spec['min'] - pad, spec['max'] + pad
-        if kind == 'categorical' and not spec.get('max_unseen'): f.domain = frozenset(tf.categories[c])
-        out.append(f)
-    return out
-
-def severities(cfg:dict) -> dict:
-    "Each rule's severity: the defaults of `02_validate` with the config's `validation.severity` on top."
-    return RULES | (get_key(cfg, 'validation.severity') or {})
-
-def check_records(records:list, fields:list[Field], severity:dict) -> tuple[dict, list, list]:
-    "Columns of the values the model takes, the problems that refuse the request, and the warnings."
-    cols, problems, warnings = {f.name: [] for f in fields}, [], []
-    for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            problems.append({'row': i, 'field': None, 'rule': 'type_mismatch', 'expected': 'a JSON object per record', 'got': type(r).__name__})
-            continue
-        for f in fields:
-            v, rule = f.check(r[f.name]) if f.name in r else (None, 'missing_column')
-            cols[f.name].append(v)
-            if rule and (sev := severity.get(rule, 'error')) != 'off':
-                (problems if sev == 'error' else warnings).append({'row': i, 'field': f.name, 'rule': rule, 'expected': f.expected(rule), 'got': repr(r.get(f.name))[:80]})
-    return cols, problems, warnings
-
-# %% ../nbs/07_serve.ipynb #070018
-@dataclass
-class Served:
-    "A registered version loaded for serving."
-    name: str
-    version: str
-    alias: str|None
-    tf: Transform
-    booster: object
-    schema: Schema|None = None
-    tags: dict = field(default_factory=dict)
-    reference: dict = field(default_factory=dict)  # the training summary logged with the model
-    loaded_at: str = ''
-    scorer: object = None                            # onnxruntime's scorer of the booster (serve.backend, `07b_onnx`); None: the booster
-
-    def __post_init__(self):
-        self.encoder = RowEncoder(self.tf)
-        self.fields = request_fields(self.schema, self.tf, self.encoder)
-        self.classes = np.asarray(self.tf.classes or [], dtype=object)
-        self.outputs = ['prediction'] + [f'proba_{c}' for c in self.tf.classes or []]
-
-    def predict(self, cols:dict) -> np.ndarray:
-        "The booster's output for columns of checked values."
-        X = self.encoder.matrix(cols)
-        return self.scorer(X) if self.scorer is not None else self.booster.inplace_predict(X)
-
-    def answers(self, out:np.ndarray) -> list[dict]:
-        "One answer per row: `prediction` and, for classification, `proba_<class>`."
-        if self.tf.task == 'regression': return [{'prediction': float(v)} for v in out]
-        p = np.column_stack([1 - out, out]) if out.ndim == 1 else out
-        labels = self.classes[p.argmax(1)].tolist()
-        return [dict(zip(self.outputs, (lab, *row))) for lab, row in zip(labels, p.tolist())]
-
-def served_from(model, name:str, version:str, alias:str|None=None, tags:dict|None=None, schema:Schema|None=None, reference:dict|None=None) -> Served:
-    "A `Served` from a loaded pyfunc model: the transform and booster its python model holds."
-    pm = model.unwrap_python_model()
-    if not hasattr(pm, 'booster'): raise UsageError(f'{name} version {version} is not an mlpipeline model (no transform and booster inside)')
-    return Served(name, str(version), alias, pm.tf, pm.booster, schema, tags or {}, reference or {}, dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
-
-def model_artifacts(local:Path) -> dict:
-    "The files a downloaded pyfunc model bundles, by artifact name (`schema`, `transform`, ...)."
-    from mlflow.models import Model
-    arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
-    return {k: local/v['path'] for k, v in arts.items() if (local/v['path']).exists()}
-
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
-    "Load version or alias `ref` of registered model `name` for serving (scored by `backend`), with the schema and summary it bundles."
-    import mlflow
-    try:
-        mv = model_version(ref, name)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri(name, mv.version)))
-    except mlflow.exceptions.MlflowException as e:
-        raise UsageError(f'no model {name}@{ref} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'list them with `mlpipeline models list`, or train one with `mlpipeline run`') from None
-    arts = model_artifacts(local)
-    schema = Schema.from_yaml(arts['schema'].read_text()) if 'schema' in arts else None
-    reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
-    served = served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
+    "Load version or alias `ref` of registered model `name` for serving, scored by `backend`."
+    served = load_version(name, ref)
     if backend != 'xgboost':
         from mlpipeline.onnx_export import use_backend
         use_backend(served, backend)
@@ -695,14 +540,6 @@ def missing_checks(schema:Schema, missing:dict, n:int, severity:dict) -> list:
     "`missing_values` and `all_missing` for a whole file, from the missing counts of its chunks."
     from mlpipeline.validate import missing_rule, apply_severity
     return apply_severity([v for c in schema.features for v in missing_rule(c, missing.get(c, 0), n, schema.columns[c])], severity)
-
-def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
-    "Predictions for a table of raw rows, with the id column and the model version."
-    from mlpipeline.registry import prediction_output
-    out = prediction_output(served.tf, served.booster.inplace_predict(served.tf.apply(df)))
-    idc = served.schema.id_column if served.schema else None
-    if idc and idc in df: out.insert(0, idc, df[idc].convert_dtypes().array)  # nullable types: a missing id does not turn ints into floats
-    return out.assign(model_name=served.name, model_version=served.version)
 
 # %% ../nbs/07_serve.ipynb #070049
 def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True) -> dict:

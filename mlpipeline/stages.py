@@ -6,9 +6,11 @@
 from __future__ import annotations
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
+from .errors import UsageError
 
 # %% auto #0
-__all__ = ['EXTERNAL', 'TABLE', 'STAGES', 'EVERY_STAGE', 'Stage', 'stage', 'through', 'upstream']
+__all__ = ['EXTERNAL', 'TABLE', 'STAGES', 'EVERY_STAGE', 'Stage', 'notebooks_dir', 'stage', 'through', 'upstream']
 
 # %% ../nbs/00d_stages.ipynb #00d006
 EXTERNAL = {'data': 'the files the configured source reads',
@@ -32,6 +34,10 @@ class Stage:
     def notebook(self) -> str:
         "The notebook's file name."
         return f'{self.name}.ipynb'
+
+    def source(self) -> Path:
+        "The stage's notebook in the repository."
+        return notebooks_dir()/self.notebook
 
     def runner(self):
         "The function that runs the stage (its module imported now, not when the table is read)."
@@ -78,6 +84,14 @@ STAGES = [s.name for s in TABLE]
 EVERY_STAGE = ('mlflow.experiment', 'mlflow.model_name')
 
 # %% ../nbs/00d_stages.ipynb #00d013
+def notebooks_dir() -> Path:
+    "The folder holding the stage notebooks: the repository's `nbs/`, beside the package installed from it."
+    import mlpipeline
+    nbs = Path(mlpipeline.__file__).resolve().parent.parent/'nbs'
+    if not (nbs/TABLE[0].notebook).exists():
+        raise UsageError(f'the stage notebooks are not in {nbs}', 'install mlpipeline from its repository with `pip install -e .`')
+    return nbs
+
 def stage(name:str) -> Stage:
     "The stage called `name`."
     for s in TABLE:

@@ -14,8 +14,8 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 from .compute import is_dask
 
 # %% auto #0
-__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'norm_label', 'infer_column', 'Schema',
-           'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target',
+__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'infer_task', 'norm_label', 'infer_column',
+           'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target',
            'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
            'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
            'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_html',
@@ -36,6 +36,16 @@ def column_kind(s:pd.Series, numeric_share:float=0.95) -> str:
     present = s.dropna()
     if len(present) and as_numbers(present).notna().mean() >= numeric_share: return 'numeric'
     return 'categorical'
+
+# %% ../nbs/02_validate.ipynb #020007a
+def infer_task(y:pd.Series, task:str='auto') -> str:
+    "binary, multiclass or regression, from the config or the target's values."
+    n = y.nunique()
+    if task == 'binary' and n != 2: raise ConfigError('task', f'binary, but the target {y.name!r} has {n} classes', 'set -p task=multiclass or -p task=auto')
+    if task != 'auto': return task
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if numeric and not (n <= 20 and np.allclose(y.dropna() % 1, 0)): return 'regression'
+    return 'binary' if n == 2 else 'multiclass'
 
 # %% ../nbs/02_validate.ipynb #020009
 def norm_label(v) -> str:
@@ -85,7 +95,6 @@ def infer_schema(df:pd.DataFrame, cfg:dict, columns:dict|None=None) -> Schema:
     target, idc, tol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'validation.range_tolerance', 0.1)
     cols = columns if columns is not None else {str(c): infer_column(df[c], tol, unique=(c == idc)) for c in df.columns}
     y = df[target] if target in df else pd.Series(dtype=float)
-    from mlpipeline.features import infer_task  # features imports this module
     classification = y.nunique() > 0 and (cfg.get('task') in ('binary', 'multiclass') or infer_task(y.dropna(), 'auto') != 'regression')
     classes = sorted({str(v) for v in y.dropna()}) if classification else None
     tgt = {'name': target, 'kind': column_kind(y), 'classes': classes}

@@ -69,7 +69,7 @@ def planted_labels(project, answers, version, path: Path, noise=0.1) -> Path:
     import mlflow
     client_for(project)
     model = mlflow.pyfunc.load_model(f'models:/test-model/{version}')
-    from mlpipeline.serve import conform
+    from mlpipeline.scoring import conform
     p = model.predict(conform(model, pd.DataFrame(records(400)))).proba_Yes.to_numpy()
     truth = np.where(p > np.median(p), 'Yes', 'No')
     flip = np.random.default_rng(int(version)).random(len(answers)) < noise

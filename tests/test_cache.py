@@ -64,12 +64,12 @@ def test_each_kind_of_change_invalidates_exactly_the_stages_after_it(cached, tmp
     shutil.copy(SAMPLE, project/'data.csv')
     assert all(v.startswith('cached') for v in plan(project).values())
     # a notebook edit: that stage and the ones after it
-    import mlpipeline.pipeline
-    nbs = tmp_path/'nbs'; shutil.copytree(mlpipeline.pipeline.notebooks_dir(), nbs)
+    import mlpipeline.stages
+    nbs = tmp_path/'nbs'; shutil.copytree(mlpipeline.stages.notebooks_dir(), nbs)
     nb = nbformat.read(nbs/'03_features.ipynb', as_version=4)
     next(c for c in nb.cells if c.cell_type == 'code' and 'def run_features' in c.source).source += '\n# edited'
     nbformat.write(nb, nbs/'03_features.ipynb')
-    monkeypatch.setattr(mlpipeline.pipeline, 'notebooks_dir', lambda: nbs)
+    monkeypatch.setattr(mlpipeline.stages, 'notebooks_dir', lambda: nbs)
     p = plan(project)
     assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:2] and p['03_features'].startswith('runs: notebook edited')
     monkeypatch.undo()

@@ -195,8 +195,10 @@ def test_regression_and_multiclass_models_are_monitored(tmp_path, target, task):
 def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path):
     "A retrain whose pipeline refuses the data: champion and challenger stay, the report and the monitoring run say why."
     from mlpipeline.config import load_config
+    import functools
     from mlpipeline.errors import StageFailed
     from mlpipeline.monitor import monitor
+    from mlpipeline.pipeline import execute_run
     client = client_for(watched)
     before = {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')}
     df = pd.read_csv(SAMPLE).assign(rownames=lambda d: 50_000 + d.index, tenure=lambda d: d.tenure + 30)
@@ -204,7 +206,8 @@ def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path)
     cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.cooldown_h=0', 'monitor.retrain.drift_share=0.01',
                                                   'leakage.after_prediction=[tenure]'])  # refused in 03_features, before training
     with pytest.raises(StageFailed, match='03_features'):
-        monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False, engine='warm')
+        monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False,
+                execute=functools.partial(execute_run, engine='warm'))
     assert {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')} == before
     run = monitoring_runs(watched).iloc[0]
     assert run['tags.monitor.decision'] == 'failed' and run['tags.alert'] == 'true' and 'champion unchanged' in run['tags.monitor.why']
@@ -221,7 +224,9 @@ def test_a_failed_retrain_still_records_the_drift_decision(watched, tmp_path, mo
     demo = pd.read_parquet(Path(mon.__file__).parent/'data/telco_churn.parquet').sample(400, random_state=11)
     demo.assign(monthly_charges=demo.monthly_charges + demo.monthly_charges.std()).to_csv(tmp_path/'labelled.csv', index=False)
     cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.drift_share=0.01', 'monitor.retrain.cooldown_h=0'])
-    with pytest.raises(ValueError, match='no space left'): mon.monitor(cfg, tmp_path/'labelled.csv', do_retrain=True, progress=False)
+    from mlpipeline.pipeline import execute_run
+    with pytest.raises(ValueError, match='no space left'):
+        mon.monitor(cfg, tmp_path/'labelled.csv', do_retrain=True, progress=False, execute=execute_run)
     folder = max((watched/'monitoring/test-model').iterdir(), key=lambda p: p.stat().st_mtime)
     s = json.loads((folder/'summary.json').read_text())
     assert s['decision']['action'] == 'failed' and 'ValueError: no space left' in s['decision']['why'], s['decision']

@@ -54,7 +54,8 @@ def test_export_cli(registered, tmp_path):
 
 def test_serve_onnx_backend(registered):
     "`mlpipeline serve --backend onnx` answers what the xgboost backend answers, and says which backend it uses."
-    from mlpipeline.serve import load_served, check_records, RULES
+    from mlpipeline.serve import load_served, check_records
+    from mlpipeline.validate import RULES
     project, _ = registered
     recs = json.loads(pd.read_csv(SAMPLE).drop(columns=['churn']).head(50).to_json(orient='records'))
     xgb = load_served('test-model', 'champion')

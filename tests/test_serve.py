@@ -70,7 +70,7 @@ def test_single_and_batch_predictions_match_the_registered_model(served):
     assert set(body['prediction']) == {'prediction', 'proba_No', 'proba_Yes', 'rownames'} and body['prediction']['rownames'] == records(1)[0]['rownames']
     batch = srv.http.post('/predict', json=records(50)).json()['predictions']
     model = mlflow.pyfunc.load_model(f"models:/test-model/{champion(project)}")
-    from mlpipeline.serve import conform
+    from mlpipeline.scoring import conform
     expected = model.predict(conform(model, pd.DataFrame(records(50))))
     got = pd.DataFrame(batch)
     assert got.prediction.tolist() == expected.prediction.tolist()
@@ -239,7 +239,7 @@ def test_champion_moved_during_a_stream_of_requests(served):
 def test_shadow_mode_logs_both_predictions(served):
     project, _ = served
     import mlflow
-    from mlpipeline.serve import conform
+    from mlpipeline.scoring import conform
     client = client_for(project)
     champ = champion(project)
     other = next(str(v.version) for v in client.search_model_versions("name = 'test-model'") if str(v.version) != champ)
