@@ -4,15 +4,17 @@
 
 # %% ../nbs/00_config.ipynb #000003
 from __future__ import annotations
-import copy, os
+import copy, functools, os
+from typing import Any
 from pathlib import Path
 import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'get_key', 'flat', 'parse_model_ref', 'is_open', 'set_key',
-           'parse_override', 'merge', 'check_config', 'load_config', 'project_path', 'tracking_uri', 'artifact_root',
-           'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'WHAT', 'get_key', 'flat', 'parse_model_ref', 'is_open', 'set_key',
+           'parse_override', 'merge', 'key_type', 'section_model', 'config_model', 'error_key', 'check_types',
+           'check_config', 'load_config', 'config_sources', 'show_lines', 'project_path', 'tracking_uri',
+           'artifact_root', 'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -275,8 +277,12 @@ def set_key(cfg:dict, key:str, value, strict:bool=True):
     return cfg
 
 def _unknown(key, path, node):
-    known = ', '.join(sorted(node)) if isinstance(node, dict) else ''
-    raise ConfigError(key, f"'{'.'.join(path)}' is not a config key; known here: {known}", 'check the spelling against DEFAULTS in mlpipeline/config.py')
+    import difflib
+    known = sorted(node) if isinstance(node, dict) else []
+    close = difflib.get_close_matches(path[-1], known, n=1)
+    hint = f"did you mean '{'.'.join([*path[:-1], close[0]])}'? " if close else ''
+    raise ConfigError(key, f"'{'.'.join(path)}' is not a config key; {hint}known here: {', '.join(known)}",
+                      'check the spelling against DEFAULTS in mlpipeline/config.py')
 
 # %% ../nbs/00_config.ipynb #000016
 def parse_override(text:str) -> tuple[str, object]:
@@ -295,9 +301,61 @@ def merge(cfg:dict, extra:dict, prefix:str='') -> dict:
         else: set_key(cfg, key, v)
     return cfg
 
+# %% ../nbs/00_config.ipynb #000021a
+def key_type(default):
+    "What a key takes, from its default (a `null` default: anything)."
+    if default is None: return Any
+    if isinstance(default, bool): return bool|None
+    if isinstance(default, (int, float)): return int|float|None
+    return {str: str|None, list: list|None, dict: dict}.get(type(default), Any)
+
+def section_model(defaults:dict, prefix:str=''):
+    "A strict pydantic model of a config section's types, from its defaults (keys beyond them: `set_key` checks names)."
+    import pydantic
+    fields = {}
+    for i, (k, v) in enumerate(defaults.items()):
+        key = prefix + k
+        nested = isinstance(v, dict) and v and key not in REPLACED  # an open section (model) types the keys it knows
+        t = section_model(v, key + '.') if nested else Any if key in CHOICES else key_type(v)  # CHOICES: check_config
+        fields[f'k{i}'] = (t, pydantic.Field(v, alias=str(k)))
+    return pydantic.create_model(f'Config_{prefix}', __config__=pydantic.ConfigDict(strict=True, extra='allow'), **fields)
+
+@functools.lru_cache(maxsize=1)
+def config_model():
+    "The model of the whole config."
+    return section_model(DEFAULTS)
+
+# %% ../nbs/00_config.ipynb #000021c
+WHAT = {bool: 'true or false', int: 'a number', float: 'a number', str: 'a text (quote it in YAML)',
+        list: 'a list, e.g. [a, b]', dict: 'a section of keys'}
+_MISSING = object()
+
+def error_key(loc:tuple) -> str:
+    "The dotted key a pydantic error location names (a union member's tag after it dropped)."
+    parts = []
+    for p in map(str, loc):
+        if get_key(DEFAULTS, '.'.join([*parts, p]), _MISSING) is _MISSING: break
+        parts.append(p)
+    return '.'.join(parts)
+
+def check_types(cfg:dict) -> dict:
+    "Refuse a value its key cannot take, naming the key, the value and what the key takes."
+    import pydantic
+    try: config_model().model_validate(cfg)
+    except pydantic.ValidationError as e:
+        key = error_key(e.errors()[0]['loc'])
+        want = get_key(DEFAULTS, key)
+        if isinstance(want, dict) and want: key_eg, want_eg = f'{key}.{next(iter(want))}', next(iter(want.values()))  # a section: one key
+        else: key_eg, want_eg = key, want
+        example = yaml.safe_dump(want_eg, default_flow_style=True, width=1000).strip().removesuffix('...').strip()
+        raise ConfigError(key, f'{get_key(cfg, key)!r} is not {WHAT.get(type(want), "a value of its kind")}',
+                          f'e.g. -p {key_eg}={example}') from None
+    return cfg
+
 # %% ../nbs/00_config.ipynb #000020
 def check_config(cfg:dict) -> dict:
-    "Refuse values the pipeline cannot use: enumerations, split fractions, a missing target."
+    "Refuse values the pipeline cannot use: wrong types, enumerations, split fractions, a missing target."
+    check_types(cfg)
     for key, allowed in CHOICES.items():
         if (v := get_key(cfg, key)) not in allowed:
             raise ConfigError(key, f"{v!r} is not one of {', '.join(allowed)}", f'set -p {key}={allowed[0]}')
@@ -320,6 +378,21 @@ def load_config(path:str|Path|None=None, overrides:list[str]=(), project:str|Pat
     for o in overrides: set_key(cfg, *parse_override(o))
     cfg['project'] = str(project)
     return check_config(cfg)
+
+# %% ../nbs/00_config.ipynb #000024a
+def config_sources(path:str|Path|None=None, overrides:list[str]=(), project:str|Path|None=None) -> dict:
+    "Where each dotted key's value comes from: `default`, the config file's name, or `-p`."
+    out = {k: 'default' for k in flat(DEFAULTS)}
+    project = Path(project or (Path(path).parent if path else Path.cwd())).resolve()
+    path = Path(path) if path else (project/'pipeline.yaml' if (project/'pipeline.yaml').exists() else None)
+    if path is not None and path.exists(): out |= {k: path.name for k in flat(yaml.safe_load(path.read_text()) or {})}
+    return out | {parse_override(o)[0]: '-p' for o in overrides}
+
+def show_lines(cfg:dict, sources:dict) -> list[str]:
+    "The resolved config, one dotted key a line, with where its value came from."
+    vals = flat({k: v for k, v in cfg.items() if k != 'project'})
+    src = lambda k: next((sources[p] for p in sorted(sources, key=len, reverse=True) if k == p or k.startswith(p + '.')), 'default')
+    return [f"{k} = {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}  # {src(k)}" for k, v in vals.items()]
 
 # %% ../nbs/00_config.ipynb #000025
 def project_path(cfg:dict, path:str|Path) -> Path:

@@ -188,6 +188,7 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
                  progress:bool=True, engine:str|None=None, force:str|None=None, strict:bool=False, create_only:bool=False, only:str|None=None) -> Path:
     "Run every stage notebook into a new run folder (or continue `resume`, or only create the run, or run `only` one stage); return the run folder."
     from mlpipeline.reproducibility import check_strict
+    from mlpipeline.validate import check_against_data
     if only and not resume: raise UsageError('--only runs one stage of an existing run', 'create the run with `mlpipeline run --create-only`, then `mlpipeline run --resume <run-id> --only <stage>`')
     if create_only and resume: raise UsageError('--create-only starts a new run; it takes no --resume', 'drop one of them')
     if resume:
@@ -197,6 +198,7 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
     else:
         cfg = load_config(config, [*overrides, *(['reproducibility.strict=true'] if strict else [])], project)
         check_strict(cfg, what='this run')  # before the run folder exists: a refused run writes nothing
+        check_against_data(cfg)  # columns, task and gate metrics the data cannot have: exit 2, nothing made
         rd = create_run(cfg)
     if create_only: open_parent_run(rd, cfg); return rd  # the run folder and its MLflow parent run; the stages come later
     return execute_run(rd, cfg, progress, engine, force, only=only)
@@ -277,6 +279,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--strict', action='store_true', help='refuse to run or register with uncommitted code, a package out of step with its notebooks, or unversioned data (reproducibility.strict)')
     r.add_argument('--create-only', action='store_true', help='create the run folder and its MLflow parent run, print run_id=<id>, run no stage (for schedulers)')
     r.add_argument('--only', metavar='STAGE', choices=STAGES, help='with --resume: run just this stage (the next incomplete one); a plain --resume then completes the run')
+    c = sub.add_parser('config', help='check the config against the data (exit 2 on a mistake); --show prints it resolved')
+    c.add_argument('--show', action='store_true', help='print every key with its value and where it came from (default, the file, -p)')
+    c.add_argument('--config'); c.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?'); s.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
@@ -357,6 +362,11 @@ def main(argv:list[str]|None=None) -> int:
             rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict,
                               create_only=args.create_only, only=args.only)
             print(f'run_id={rd.name}' if args.create_only else '\n'.join(status_lines(rd)) if args.only else summary(rd))
+        elif args.command == 'config':
+            from mlpipeline.config import config_sources, show_lines
+            from mlpipeline.validate import check_against_data
+            cfg = check_against_data(load_config(args.config, args.param))
+            print('\n'.join(show_lines(cfg, config_sources(args.config, args.param))) if args.show else f"config ok: {cfg['project']}")
         elif args.command == 'status':
             cfg = load_config(args.config)
             if args.run_id: print('\n'.join(status_lines(find_run(args.run_id, cfg)))); return 0

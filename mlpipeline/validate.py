@@ -14,14 +14,15 @@ from .runfolder import open_run, stage_run, stage_output, finish_stage, write_js
 from .compute import is_dask
 
 # %% auto #0
-__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'as_numbers', 'column_kind', 'infer_task', 'norm_label', 'infer_column',
-           'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values', 'check_target',
-           'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
-           'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
-           'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_html',
-           'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats', 'merge_violations',
-           'distinct_count', 'dask_stats', 'check_target_counts', 'infer_schema_dask', 'validate_dask',
-           'validate_on_dask', 'run_validate']
+__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task', 'norm_label',
+           'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values',
+           'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema',
+           'reference_schema', 'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares',
+           'check_balance', 'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame',
+           'report_html', 'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats',
+           'merge_violations', 'distinct_count', 'dask_stats', 'check_target_counts', 'infer_schema_dask',
+           'validate_dask', 'named_columns', 'missing_column', 'task_problem', 'check_against_data', 'validate_on_dask',
+           'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -465,6 +466,55 @@ def validate_dask(ddf, schema:Schema, stats:dict, target_counts:pd.Series|None, 
             if (d := int((rep - 1).sum())): out.append(violation(c, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(sorted(rep.index)[:3])}', d, n))
     if schema.target: out += check_target_counts(target_counts, schema.target, n)
     return apply_severity(out, severity)
+
+# %% ../nbs/02_validate.ipynb #020090a
+TASK_METRICS = {'classification': ('roc_auc', 'accuracy', 'f1', 'precision', 'recall', 'log_loss'),
+                'regression': ('rmse', 'mae', 'mse', 'r2')}
+
+def named_columns(cfg:dict) -> dict:
+    "Every column the config names, by key."
+    g = lambda k: get_key(cfg, k) or []
+    out = {'target': [cfg['target']], 'data.id_column': [get_key(cfg, 'data.id_column')], 'data.time_column': [get_key(cfg, 'data.time_column')],
+           'split.group': [get_key(cfg, 'split.group')], 'validation.groups': g('validation.groups'), 'features.drop': g('features.drop'),
+           'features.dates': g('features.dates'), 'features.text.columns': g('features.text.columns'),
+           'leakage.after_prediction': g('leakage.after_prediction'),
+           'features.interactions': [c for pair in g('features.interactions') for c in pair],
+           'features.aggregates': [a.get(k) for a in g('features.aggregates') for k in ('by', 'column')]}
+    return {k: [c for c in v if c is not None] for k, v in out.items()}
+
+def missing_column(cfg:dict, head:pd.DataFrame) -> ConfigError|None:
+    "The first column the config names that the data lacks (the default id column may be absent)."
+    from mlpipeline.config import DEFAULTS
+    have, named = set(map(str, head.columns)), named_columns(cfg)
+    if get_key(cfg, 'data.id_column') == get_key(DEFAULTS, 'data.id_column'): named.pop('data.id_column')
+    cols = ', '.join(map(str, list(head.columns)[:20])) + (', ...' if head.shape[1] > 20 else '')
+    for key, names in named.items():
+        if gone := [c for c in names if str(c) not in have]:
+            return ConfigError(key, f'no column {gone[0]!r} in the data (columns: {cols})', f"name one of the data's columns, e.g. -p {key}=...")
+    return None
+
+# %% ../nbs/02_validate.ipynb #020090b
+def task_problem(cfg:dict, y:pd.Series) -> ConfigError|None:
+    "A task the target cannot have, or a gate metric the task does not have, judged on a sample of the target."
+    y, task = y.dropna(), cfg['task']
+    if task == 'binary' and y.nunique() > 2: return ConfigError('task', f'binary, but the target {y.name!r} has {y.nunique()}+ classes', 'set -p task=multiclass or -p task=auto')
+    numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
+    if task == 'regression' and len(y) and not numeric: return ConfigError('task', f'regression, but the target {y.name!r} holds text ({y.iloc[0]!r})', 'set -p task=auto')
+    if task == 'auto' and len(y): task = infer_task(y)
+    family = 'regression' if task == 'regression' else 'classification'
+    metrics = [*(get_key(cfg, 'gate.thresholds') or {})] + ([m] if (m := get_key(cfg, 'gate.metric')) != 'auto' else [])
+    if bad := [m for m in metrics if m not in TASK_METRICS[family]]:
+        key = 'gate.metric' if bad[0] == get_key(cfg, 'gate.metric') else f'gate.thresholds.{bad[0]}'
+        return ConfigError(key, f'{bad[0]} is not a {family} metric (the target {y.name!r} makes this a {task} task)', f"use one of {', '.join(TASK_METRICS[family])}")
+    return None
+
+def check_against_data(cfg:dict, rows:int=10_000) -> dict:
+    "Refuse, before any stage, a config whose columns, task or gate metrics the data cannot have (file sources)."
+    from mlpipeline.ingest import data_head
+    head = data_head(cfg, rows)
+    if head is None: return cfg
+    if err := missing_column(cfg, head) or task_problem(cfg, head[cfg['target']]): raise err
+    return cfg
 
 # %% ../nbs/02_validate.ipynb #020055
 def validate_on_dask(rd:Path, cfg:dict) -> tuple:

@@ -72,6 +72,9 @@ def run_in_process(project: Path, *overrides) -> Path:
     from mlpipeline.runfolder import create_run
     from mlpipeline.pipeline import open_parent_run, close_parent_run
     from mlpipeline.stages import TABLE
+    # a module-scoped fixture runs before the autouse cleanup: a variable an earlier test's MLflow exported must not
+    # point this project at that test's (deleted) store
+    for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)
     cfg = load_config(project=project, overrides=list(overrides))
     rd = create_run(cfg); rid = open_parent_run(rd, cfg)
     for s in TABLE: s.runner()(rd)  # each stage's function, as the stage table declares it
