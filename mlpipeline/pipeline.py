@@ -68,17 +68,21 @@ def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True
     "Execute the notebook of `stage` into the run folder with papermill's engine (`fresh`) or the warm one; a failure raises `StageFailed`."
     import papermill as pm
     if engine == 'warm': import mlpipeline.engine  # noqa: F401 (registers papermill's engine `warm`)
-    src, out = declared(stage).source(), run_dir/f'{stage}.ipynb'
+    src, out, tmp = declared(stage).source(), run_dir/f'{stage}.ipynb', run_dir/f'{stage}.running.ipynb'
     params = {'run_dir': str(run_dir)}
     check_parameters(src, params)
-    out.unlink(missing_ok=True)  # a notebook reused from an earlier run is a hard link: papermill would write through it
-    try: pm.execute_notebook(stage_notebook(src), str(out), parameters=params, kernel_name=kernel, progress_bar=progress, cwd=str(src.parent),
-                             engine_name='warm' if engine == 'warm' else None)
-    except pm.PapermillExecutionError as e:
-        raise StageFailed(stage, str(out), e.exec_count, e.ename, e.evalue, f'read the traceback in {out.name} and fix the cause; then `mlpipeline run --resume {run_dir.name}` continues this run with its config, or start a new run if the config must change') from e
-    except Exception as e:  # the kernel died or never started: no cell to name
-        raise StageFailed(stage, str(out), None, type(e).__name__, str(e), f'then `mlpipeline run --resume {run_dir.name}`') from e
-    return out
+    # papermill writes as it goes: into a new file, renamed when done (a reused notebook is a hard link, never written through)
+    keep = stage_complete(run_dir, stage)  # a stage run again (--force): its complete record stays if this attempt fails
+    try: pm.execute_notebook(stage_notebook(src), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
+                             cwd=str(src.parent), engine_name='warm' if engine == 'warm' else None)
+    except BaseException as e:
+        if tmp.exists(): out = tmp.replace(run_dir/f'{stage}.failed.ipynb' if keep else out)
+        if isinstance(e, pm.PapermillExecutionError):
+            raise StageFailed(stage, str(out), e.exec_count, e.ename, e.evalue, f'read the traceback in {out.name} and fix the cause; then `mlpipeline run --resume {run_dir.name}` continues this run with its config, or start a new run if the config must change') from e
+        if isinstance(e, Exception):  # the kernel died or never started: no cell to name
+            raise StageFailed(stage, str(out), None, type(e).__name__, str(e), f'then `mlpipeline run --resume {run_dir.name}`') from e
+        raise  # an interrupt: the runner marks the stage failed
+    return tmp.replace(out)
 
 # %% ../nbs/09_pipeline.ipynb #090014
 def first_incomplete(run_dir:Path, stages:list=STAGES) -> int:
@@ -148,12 +152,12 @@ def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, prog
     if key: store(cfg, stage, key, parts, rd)
     return 'done'
 
-def stages_to_run(plan:list, start:int, only:str|None=None) -> list:
-    "The stages to execute: from `start` (the first incomplete) on, or just `only` (none when it is complete already)."
+def stages_to_run(plan:list, start:int, only:str|None=None, force:bool=False) -> list:
+    "The stages to execute: from `start` (the first incomplete) on, or just `only` (complete already: none, unless `force`)."
     if only is None: return plan[start:]
     if only not in plan: raise UsageError(f'--only {only}: this run plans no such stage', f"use one of {', '.join(plan)}")
     if plan.index(only) > start: raise UsageError(f'--only {only}: an earlier stage, {plan[start]}, has not completed in this run', f'run it first with --only {plan[start]}')
-    return [only] if plan.index(only) == start else []
+    return [only] if plan.index(only) == start or force else []
 
 def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, force:str|None=None, cache:bool=True, only:str|None=None) -> Path:
     "Execute the run folder's planned stages (or `only` one) from the first without complete outputs, under its lock, reusing cached stages."
@@ -161,8 +165,8 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
     kernel, forced = ensure_kernel(), forced_stages(plan, force)
     with run_lock(rd):
-        start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only)
-        if only and not todo: say(f'run {rd.name}: {only} is complete already', not progress); return rd
+        start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only, only in forced)
+        if only and not todo: say(f'run {rd.name}: {only} is complete already (--force runs it again)', not progress); return rd
         rid = None
         try:
             rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
@@ -179,7 +183,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             if rid: close_parent_run(rd, rid, 'FAILED')
             raise
         finally: shutdown_warm_kernels()
-        if only: return rd  # the run stays open for its next stage; a plain --resume completes and closes it
+        if only and first_incomplete(rd, plan) < len(plan): return rd  # open for its next stage; a plain --resume closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
         close_parent_run(rd, rid, 'FINISHED')
     return rd

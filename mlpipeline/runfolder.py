@@ -12,8 +12,8 @@ from .errors import MlpipelineError, UsageError
 # %% auto #0
 __all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
            'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
-           'run_lock', 'open_run', 'create_run', 'experiment_id', 'mlflow_experiment', 'model_version', 'git_facts',
-           'stage_run', 'finish_stage']
+           'run_lock', 'open_run', 'find_run_folder', 'create_run', 'experiment_id', 'mlflow_experiment',
+           'scratch_store', 'model_version', 'git_facts', 'stage_run', 'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -142,9 +142,15 @@ def _alive(pid:int) -> bool:
 def open_run(run_dir:str|Path) -> tuple[Path, dict]:
     "The run folder and its resolved config, refusing a folder that is not a run."
     if not run_dir: raise UsageError('this stage needs a run folder (parameter run_dir)', 'start one with `mlpipeline run`, or pass -p run_dir runs/<run-id>')
-    rd = Path(run_dir).resolve()
+    rd = find_run_folder(run_dir)
     if not (rd/'config.yaml').exists(): raise UsageError(f'{rd} is not a run folder: it has no config.yaml', 'start one with `mlpipeline run`')
     return rd, read_config(rd/'config.yaml')
+
+def find_run_folder(run_dir:str|Path) -> Path:
+    "`run_dir` resolved: as given, or a relative one under a folder above this one (papermill's `--cwd nbs` from the project)."
+    p = Path(run_dir)
+    if p.is_absolute() or (p/'config.yaml').exists(): return p.resolve()
+    return next((q/p for q in Path.cwd().resolve().parents if (q/p/'config.yaml').exists()), p).resolve()
 
 # %% ../nbs/00b_runfolder.ipynb #000023
 def create_run(cfg:dict, run_id:str|None=None) -> Path:
@@ -179,6 +185,22 @@ def mlflow_experiment(cfg:dict) -> str:
     # MLflow exports both to the environment; left there they would steer every later project and child process
     for k in {'MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'} - user_set: os.environ.pop(k, None)
     return exp_id
+
+# %% ../nbs/00b_runfolder.ipynb #27242777
+@contextlib.contextmanager
+def scratch_store():
+    "A throw-away MLflow store for an example: MLflow points there inside the block, and back after (environment too)."
+    import mlflow, tempfile
+    saved, before = {k: os.environ.get(k) for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}, mlflow.get_tracking_uri()
+    with tempfile.TemporaryDirectory() as d:
+        mlflow.set_tracking_uri(f'sqlite:///{d}/mlruns.db')
+        try: yield d
+        finally:
+            mlflow.set_tracking_uri(before)
+            for k, v in saved.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
+
 
 # %% ../nbs/00b_runfolder.ipynb #a07085e2
 def model_version(ref:str|int|None, default_name:str, client=None):
