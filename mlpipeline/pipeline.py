@@ -52,15 +52,16 @@ def check_parameters(nb_path:Path, params:dict):
                          'add them to its cell tagged `parameters`')
 
 def stage_notebook(nb_path:Path):
-    "The notebook as the runner executes it: examples before the parameters cell are tagged `skip-execution`."
+    "The notebook as the runner executes it, a report of the stage: its title, its code (folded), parameters and run section."
     import nbformat
     nb = nbformat.read(nb_path, as_version=4)
-    seen_params = False
-    for c in nb.cells:
-        tags = c.metadata.setdefault('tags', [])
-        seen_params = seen_params or 'parameters' in tags
-        code = c.cell_type == 'code' and not c.source.lstrip().startswith(('#| export', '#|export', '#| default_exp'))
-        if code and not seen_params: tags.append('skip-execution')
+    keep, seen_params = [], False
+    for i, c in enumerate(nb.cells):
+        seen_params = seen_params or 'parameters' in c.metadata.get('tags', [])
+        code = c.cell_type == 'code' and c.source.lstrip().startswith(('#| export', '#|export', '#| default_exp'))
+        if code: c.metadata['jupyter'] = {'source_hidden': True}  # the chapter explains it; the report shows what it did
+        if seen_params or code or i == 0: keep.append(c)  # the chapter's examples and their prose are left out
+    nb.cells = keep
     return nb
 
 # %% ../nbs/09_pipeline.ipynb #090012

@@ -73,3 +73,14 @@ def test_each_declared_key_reruns_exactly_its_stage_and_downstream(cached):
         runs = [s for s, v in lines.items() if v.startswith('runs')]
         assert runs and runs[0] == first and runs == STAGES[STAGES.index(first):], (key, lines)
         assert f'parameter {leaf} changed' in lines[first] or leaf.startswith('mlflow.'), (key, lines[first])
+
+
+def test_the_executed_notebook_is_the_stages_report(finished):
+    "A run's notebook holds what the stage did: its title, folded code, parameters and run section, every cell executed."
+    _, rd, _ = finished
+    for s in TABLE:
+        nb = json.loads((rd/s.notebook).read_text())
+        code = [c for c in nb['cells'] if c['cell_type'] == 'code']
+        assert ''.join(nb['cells'][0]['source']).startswith('# '), s.name
+        assert code and all(c.get('execution_count') for c in code), (s.name, [c['source'][:1] for c in code if not c.get('execution_count')])
+        assert any(c.get('outputs') for c in code), s.name  # the run section shows its results
