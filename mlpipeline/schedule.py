@@ -132,7 +132,7 @@ RESULTS = {0: 'ok', 1: 'failed', 2: 'refused', 3: 'refused'}
 def cli(*args) -> list[str]:
     "The `mlpipeline` command next to this interpreter, with `args`."
     exe = Path(sys.executable).parent/'mlpipeline'
-    return [str(exe), *args] if exe.exists() else [sys.executable, '-c', 'import sys; from mlpipeline.pipeline import main; sys.exit(main())', *args]
+    return [str(exe), *args] if exe.exists() else [sys.executable, '-c', 'import sys; from mlpipeline.cli import main; sys.exit(main())', *args]
 
 def cli_options(config:str|None, overrides:list) -> list[str]:
     "The `--config` and `-p` options that give a child the scheduler's config."

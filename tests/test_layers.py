@@ -6,7 +6,7 @@ from conftest import REPO
 from mlpipeline.stages import TABLE
 
 PKG = REPO/'mlpipeline'
-RUNNER = {'pipeline', 'engine', 'cache', 'airflow', 'schedule', 'server'}  # the runner and the tools above the stages
+RUNNER = {'cli', 'pipeline', 'engine', 'cache', 'airflow', 'schedule', 'server'}  # the CLI, the runner, the tools above the stages
 
 
 def imports(path: Path, mods: set) -> set:
@@ -55,3 +55,10 @@ def test_stages_and_the_scoring_core_never_import_the_runner():
     lower = {s.module for s in TABLE} | {'scoring', 'stages', 'config', 'errors', 'runfolder', 'compute', 'metrics'}
     bad = {m: sorted(g[m] & RUNNER) for m in lower if g[m] & RUNNER}
     assert not bad, bad
+
+
+def test_the_cli_is_the_top_layer():
+    "No module imports the command line; it is the console script's entry point."
+    g = graph()
+    assert not [m for m, deps in g.items() if 'cli' in deps], {m for m, deps in g.items() if 'cli' in deps}
+    assert 'mlpipeline=mlpipeline.cli:main' in (REPO/'settings.ini').read_text()

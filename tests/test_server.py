@@ -124,7 +124,7 @@ def test_the_projects_own_postgres_starts_keeps_its_data_and_stops(tmp_path):
 
 def test_server_refuses_without_postgres_or_a_store(tmp_path, monkeypatch, capsys):
     from mlpipeline import server
-    from mlpipeline.pipeline import main
+    from mlpipeline.cli import main
     if server.pgserver_bin(): pytest.skip('pgserver is installed: it provides PostgreSQL')
     monkeypatch.setattr(server, 'PG_GLOBS', [])
     monkeypatch.setenv('PATH', str(Path(sys.executable).parent))
