@@ -11,10 +11,10 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'WHAT', 'get_key', 'flat', 'parse_model_ref', 'is_open', 'set_key',
-           'parse_override', 'merge', 'key_type', 'section_model', 'config_model', 'error_key', 'check_types',
-           'check_config', 'load_config', 'config_sources', 'show_lines', 'project_path', 'tracking_uri',
-           'artifact_root', 'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'WHAT', 'get_key', 'flat', 'parse_model_ref',
+           'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type', 'section_model', 'config_model',
+           'error_key', 'check_types', 'check_config', 'load_config', 'config_sources', 'show_lines', 'project_path',
+           'tracking_uri', 'artifact_root', 'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -273,8 +273,16 @@ def set_key(cfg:dict, key:str, value, strict:bool=True):
             node[part] = {}
         node = node[part]
     if strict and last not in node and not is_open(key): _unknown(key, parents + [last], node)
-    node[last] = value
+    node[last] = as_number(value) if _is_number(node.get(last)) else value
     return cfg
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def as_number(v):
+    "A number YAML 1.1 reads as text (`1e-3`) as a float; anything else as it is."
+    if not isinstance(v, str): return v
+    try: return float(v)
+    except ValueError: return v
 
 def _unknown(key, path, node):
     import difflib
@@ -297,6 +305,7 @@ def merge(cfg:dict, extra:dict, prefix:str='') -> dict:
     "Deep-merge `extra` into `cfg` key by key, refusing unknown keys."
     for k, v in (extra or {}).items():
         key = f'{prefix}{k}'
+        if v is None and isinstance(get_key(cfg, key), dict): continue  # `section:` with every key commented out
         if isinstance(v, dict) and isinstance(get_key(cfg, key), dict) and v and key not in REPLACED: merge(cfg, v, key + '.')
         else: set_key(cfg, key, v)
     return cfg
@@ -307,7 +316,7 @@ def key_type(default):
     if default is None: return Any
     if isinstance(default, bool): return bool|None
     if isinstance(default, (int, float)): return int|float|None
-    return {str: str|None, list: list|None, dict: dict}.get(type(default), Any)
+    return {str: str|None, list: list|None, dict: dict|None}.get(type(default), Any)
 
 def section_model(defaults:dict, prefix:str=''):
     "A strict pydantic model of a config section's types, from its defaults (keys beyond them: `set_key` checks names)."
@@ -317,8 +326,11 @@ def section_model(defaults:dict, prefix:str=''):
         key = prefix + k
         nested = isinstance(v, dict) and v and key not in REPLACED  # an open section (model) types the keys it knows
         t = section_model(v, key + '.') if nested else Any if key in CHOICES else key_type(v)  # CHOICES: check_config
+        if key in LIST_OR_NAME: t = list|str|None
         fields[f'k{i}'] = (t, pydantic.Field(v, alias=str(k)))
     return pydantic.create_model(f'Config_{prefix}', __config__=pydantic.ConfigDict(strict=True, extra='allow'), **fields)
+
+LIST_OR_NAME = {'validation.groups'}  # one column may be given by its name
 
 @functools.lru_cache(maxsize=1)
 def config_model():

@@ -15,8 +15,8 @@ from .stages import STAGES, through, stage as declared
 
 # %% auto #0
 __all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
-           'open_parent_run', 'close_parent_run', 'mark_failed', 'say', 'default_engine', 'forced_stages', 'run_stage',
-           'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
+           'open_parent_run', 'close_parent_run', 'mark_stale', 'mark_failed', 'say', 'default_engine', 'forced_stages',
+           'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
@@ -72,7 +72,7 @@ def execute_stage(stage:str, run_dir:Path, kernel:str=KERNEL, progress:bool=True
     params = {'run_dir': str(run_dir)}
     check_parameters(src, params)
     # papermill writes as it goes: into a new file, renamed when done (a reused notebook is a hard link, never written through)
-    keep = stage_complete(run_dir, stage)  # a stage run again (--force): its complete record stays if this attempt fails
+    keep = stage_complete(run_dir, stage)  # run again (--force): its complete notebook stays if this attempt fails
     try: pm.execute_notebook(stage_notebook(src), str(tmp), parameters=params, kernel_name=kernel, progress_bar=progress,
                              cwd=str(src.parent), engine_name='warm' if engine == 'warm' else None)
     except BaseException as e:
@@ -114,11 +114,18 @@ def close_parent_run(run_dir:Path, rid:str, status:str):
     "Attach the executed notebooks and the manifest to the parent run and end it."
     import mlflow
     client = mlflow.MlflowClient()
-    for nb in sorted(run_dir.glob('[0-9][0-9]*.ipynb')): client.log_artifact(rid, str(nb), 'notebooks')
+    for nb in sorted(p for p in run_dir.glob('[0-9][0-9]*.ipynb') if p.stem.count('.') == 0): client.log_artifact(rid, str(nb), 'notebooks')
     client.log_artifact(rid, str(run_dir/'manifest.json')); client.log_artifact(rid, str(run_dir/'config.yaml'))
     client.set_terminated(rid, status)
 
 # %% ../nbs/09_pipeline.ipynb #090018
+def mark_stale(run_dir:Path, stages:list, cause:str):
+    "Record that `stages` were made from outputs `cause` has since replaced: a plain --resume runs them again."
+    m = read_manifest(run_dir)
+    for s in stages:
+        if m['stages'].get(s, {}).get('status') == 'complete': m['stages'][s].update(status='stale', stale_after=cause)
+    write_json(m, run_dir/'manifest.json')
+
 def mark_failed(run_dir:Path, stage:str, err:Exception):
     "Record in the manifest that `stage` failed, and why."
     m = read_manifest(run_dir)
@@ -166,6 +173,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     kernel, forced = ensure_kernel(), forced_stages(plan, force)
     with run_lock(rd):
         start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only, only in forced)
+        before = read_manifest(rd)['stages'].get(only, {}).get('outputs') if only else None
         if only and not todo: say(f'run {rd.name}: {only} is complete already (--force runs it again)', not progress); return rd
         rid = None
         try:
@@ -178,11 +186,13 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
+            shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us
             if (stage := next((s for s in todo if not stage_complete(rd, s)), None)): mark_failed(rd, stage, e)
             update_manifest(rd, status='failed')
             if rid: close_parent_run(rd, rid, 'FAILED')
             raise
         finally: shutdown_warm_kernels()
+        if only and before and read_manifest(rd)['stages'][only]['outputs'] != before: mark_stale(rd, plan[plan.index(only) + 1:], only)
         if only and first_incomplete(rd, plan) < len(plan): return rd  # open for its next stage; a plain --resume closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
         close_parent_run(rd, rid, 'FINISHED')

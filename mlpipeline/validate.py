@@ -468,18 +468,19 @@ def validate_dask(ddf, schema:Schema, stats:dict, target_counts:pd.Series|None, 
     return apply_severity(out, severity)
 
 # %% ../nbs/02_validate.ipynb #020090a
-TASK_METRICS = {'classification': ('roc_auc', 'accuracy', 'f1', 'precision', 'recall', 'log_loss'),
-                'regression': ('rmse', 'mae', 'mse', 'r2')}
+TASK_METRICS = {'classification': ('roc_auc', 'pr_auc', 'accuracy', 'f1', 'precision', 'recall', 'log_loss'),
+                'regression': ('rmse', 'mae', 'mse', 'r2')}  # and latency_* on either
 
 def named_columns(cfg:dict) -> dict:
     "Every column the config names, by key."
     g = lambda k: get_key(cfg, k) or []
+    groups = [g('validation.groups')] if isinstance(g('validation.groups'), str) else g('validation.groups')
     out = {'target': [cfg['target']], 'data.id_column': [get_key(cfg, 'data.id_column')], 'data.time_column': [get_key(cfg, 'data.time_column')],
-           'split.group': [get_key(cfg, 'split.group')], 'validation.groups': g('validation.groups'), 'features.drop': g('features.drop'),
+           'split.group': [get_key(cfg, 'split.group')], 'validation.groups': groups,
            'features.dates': g('features.dates'), 'features.text.columns': g('features.text.columns'),
            'leakage.after_prediction': g('leakage.after_prediction'),
-           'features.interactions': [c for pair in g('features.interactions') for c in pair],
            'features.aggregates': [a.get(k) for a in g('features.aggregates') for k in ('by', 'column')]}
+    # not checked: features.drop (an absent column is simply not there) and interactions (date parts are made later)
     return {k: [c for c in v if c is not None] for k, v in out.items()}
 
 def missing_column(cfg:dict, head:pd.DataFrame) -> ConfigError|None:
@@ -500,10 +501,12 @@ def task_problem(cfg:dict, y:pd.Series) -> ConfigError|None:
     if task == 'binary' and y.nunique() > 2: return ConfigError('task', f'binary, but the target {y.name!r} has {y.nunique()}+ classes', 'set -p task=multiclass or -p task=auto')
     numeric = pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y)
     if task == 'regression' and len(y) and not numeric: return ConfigError('task', f'regression, but the target {y.name!r} holds text ({y.iloc[0]!r})', 'set -p task=auto')
-    if task == 'auto' and len(y): task = infer_task(y)
+    whole = numeric and len(y) and bool((y % 1 == 0).all())
+    if task == 'auto' and (not len(y) or (whole and y.nunique() <= 20)): return None  # a sample cannot tell labels from counts
+    if task == 'auto': task = infer_task(y)
     family = 'regression' if task == 'regression' else 'classification'
     metrics = [*(get_key(cfg, 'gate.thresholds') or {})] + ([m] if (m := get_key(cfg, 'gate.metric')) != 'auto' else [])
-    if bad := [m for m in metrics if m not in TASK_METRICS[family]]:
+    if bad := [m for m in metrics if m not in TASK_METRICS[family] and not m.startswith('latency')]:
         key = 'gate.metric' if bad[0] == get_key(cfg, 'gate.metric') else f'gate.thresholds.{bad[0]}'
         return ConfigError(key, f'{bad[0]} is not a {family} metric (the target {y.name!r} makes this a {task} task)', f"use one of {', '.join(TASK_METRICS[family])}")
     return None

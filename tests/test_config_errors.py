@@ -6,11 +6,11 @@ from conftest import write_project, mlpipeline
 CASES = [
     (['-p', 'target=churned'], 'target', "no column 'churned'"),
     (['-p', 'validation.groups=[senior, female]'], 'validation.groups', "no column 'senior'"),
-    (['-p', 'features.drop=[plan]'], 'features.drop', "no column 'plan'"),
+    (['-p', 'features.dates=[signup]'], 'features.dates', "no column 'signup'"),
     (['-p', 'target=monthly_charges', '-p', 'gate.thresholds={roc_auc: 0.8}'], 'gate.thresholds.roc_auc', 'not a regression metric'),
     (['-p', 'task=binary', '-p', 'target=contract'], 'task', 'binary, but the target'),
     (['-p', 'model.max_depth=deep'], 'model.max_depth', "'deep' is not a number"),
-    (['-p', 'validation.groups=female'], 'validation.groups', 'is not a list'),
+    (['-p', 'features.drop=plan'], 'features.drop', 'is not a list'),
     (['-p', 'tuning.methd=grid'], 'tuning.methd', "did you mean 'tuning.method'"),
 ]
 
@@ -41,3 +41,12 @@ def test_config_show_and_check(tmp_path):
     assert ok.returncode == 0 and ok.stdout.startswith('config ok'), ok.stderr
     bad = mlpipeline('config', '-p', 'target=nope', cwd=project)
     assert bad.returncode == 2 and "config key 'target': no column 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize('args', [['-p', 'gate.thresholds={pr_auc: 0.4, latency_row_p95_ms: 50}'], ['-p', 'model.learning_rate=1e-3'],
+                                  ['-p', 'validation.groups=female'], ['-p', 'features.drop=[not_in_data]'], ['-p', 'gate.thresholds=null'],
+                                  ['-p', 'target=senior_citizen', '-p', 'gate.metric=rmse']])
+def test_what_the_pipeline_accepts_is_not_refused(tmp_path, args):
+    "Configs the stages take: gate metrics beyond the task's headline ones, YAML 1.1 numbers, one group by name, ..."
+    r = mlpipeline('config', *args, cwd=write_project(tmp_path/'project'))
+    assert r.returncode == 0 and r.stdout.startswith('config ok'), r.stderr
