@@ -13,8 +13,8 @@ from .errors import ConfigError
 # %% auto #0
 __all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'WHAT', 'get_key', 'flat', 'parse_model_ref',
            'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type', 'section_model', 'config_model',
-           'error_key', 'check_types', 'check_config', 'load_config', 'config_sources', 'show_lines', 'project_path',
-           'tracking_uri', 'artifact_root', 'save_config', 'read_config']
+           'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config', 'config_sources', 'show_lines',
+           'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -342,6 +342,10 @@ WHAT = {bool: 'true or false', int: 'a number', float: 'a number', str: 'a text 
         list: 'a list, e.g. [a, b]', dict: 'a section of keys'}
 _MISSING = object()
 
+def yaml_text(v) -> str:
+    "A value as one line of YAML, as `-p` takes it."
+    return yaml.safe_dump(v, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()
+
 def error_key(loc:tuple) -> str:
     "The dotted key a pydantic error location names (a union member's tag after it dropped)."
     parts = []
@@ -359,9 +363,8 @@ def check_types(cfg:dict) -> dict:
         want = get_key(DEFAULTS, key)
         if isinstance(want, dict) and want: key_eg, want_eg = f'{key}.{next(iter(want))}', next(iter(want.values()))  # a section: one key
         else: key_eg, want_eg = key, want
-        example = yaml.safe_dump(want_eg, default_flow_style=True, width=1000).strip().removesuffix('...').strip()
         raise ConfigError(key, f'{get_key(cfg, key)!r} is not {WHAT.get(type(want), "a value of its kind")}',
-                          f'e.g. -p {key_eg}={example}') from None
+                          f'e.g. -p {key_eg}={yaml_text(want_eg)}') from None
     return cfg
 
 # %% ../nbs/00_config.ipynb #000020
@@ -404,7 +407,7 @@ def show_lines(cfg:dict, sources:dict) -> list[str]:
     "The resolved config, one dotted key a line, with where its value came from."
     vals = flat({k: v for k, v in cfg.items() if k != 'project'})
     src = lambda k: next((sources[p] for p in sorted(sources, key=len, reverse=True) if k == p or k.startswith(p + '.')), 'default')
-    return [f"{k} = {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}  # {src(k)}" for k, v in vals.items()]
+    return [f"{k} = {yaml_text(v)}  # {src(k)}" for k, v in vals.items()]
 
 # %% ../nbs/00_config.ipynb #000025
 def project_path(cfg:dict, path:str|Path) -> Path:

@@ -18,8 +18,8 @@ __all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'sour
            'folder_files', 'read_folder', 'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records',
            'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
            'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
-           'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'file_head', 'data_head',
-           'data_version', 'log_data', 'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'run_ingest',
+           'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
+           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest',
            'run_ingest_dask', 'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
@@ -395,28 +395,6 @@ def describe_source(cfg:dict) -> str:
     if kind == 'redis-keys': return f"redis-keys {safe_url(str(spec.get('path')))} {spec.get('keys')}"
     return f"{kind} {spec.get('path')}"
 
-# %% ../nbs/01_ingest.ipynb #010054a
-def file_head(path:Path, rows:int) -> pd.DataFrame:
-    "The first `rows` rows of a CSV or Parquet file (0: the header alone), the rest of the file unread."
-    if path.suffix.lower() in ('.parquet', '.pq'):
-        import pyarrow.parquet as pq
-        f = pq.ParquetFile(path)
-        empty = f.schema_arrow.empty_table().to_pandas()
-        return next((b.to_pandas() for b in f.iter_batches(batch_size=rows)), empty) if rows else empty
-    return pd.read_csv(path, nrows=rows)
-
-def data_head(cfg:dict, rows:int=0) -> pd.DataFrame|None:
-    "The first rows of the configured data when it is files, else None (a query, a URL or a stream)."
-    spec, kind = cfg['data'], source_kind(cfg['data'])
-    if kind == 'demo':
-        with importlib.resources.as_file(importlib.resources.files('mlpipeline')/'data'/f"{str(spec['path']).removeprefix('demo://')}.parquet") as p:
-            return file_head(p, rows) if p.exists() else None
-    if kind not in ('csv', 'parquet', 'folder'): return None
-    p = project_path(cfg, spec['path'])
-    files = folder_files(p) if kind == 'folder' else [p] if p.exists() else []
-    try: return file_head(files[0], rows) if files else None  # no file: 01_ingest says so
-    except Exception: return None  # unreadable (encoding, quoting, an empty file): 01_ingest reads it and says why
-
 # %% ../nbs/01_ingest.ipynb #010056
 def data_version(df:pd.DataFrame) -> dict:
     "sha256 of the table's content, with its row count and column types."
@@ -475,6 +453,24 @@ def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
     version |= {'rows': table_rows(raw), 'columns': {str(c): str(t) for c, t in ddf.dtypes.items()}, 'source': describe_source(cfg)}
     if version['rows'] == 0: raise SourceError(version['source'], f'the source returned no rows (columns: {list(ddf.columns)})', 'check the files')
     return version, batch
+
+# %% ../nbs/01_ingest.ipynb #010054a
+def file_head(path:Path, rows:int) -> pd.DataFrame:
+    "The first `rows` rows of a CSV or Parquet file (0: the header alone), the rest of the file unread."
+    if path.suffix.lower() in ('.parquet', '.pq'):
+        import pyarrow.parquet as pq
+        f = pq.ParquetFile(path)
+        empty = f.schema_arrow.empty_table().to_pandas()
+        return next((b.to_pandas() for b in f.iter_batches(batch_size=rows)), empty) if rows else empty
+    return pd.read_csv(path, nrows=rows)
+
+def data_head(cfg:dict, rows:int=0) -> pd.DataFrame|None:
+    "The first rows of the configured data when it is files, else None (a query, a URL or a stream)."
+    if source_kind(cfg['data']) == 'demo': return read_demo(cfg['data']).head(rows)  # a small table in the package
+    try:
+        files = source_files(cfg)
+        return file_head(files[0], rows) if files else None
+    except Exception: return None  # missing or unreadable (encoding, quoting, empty): 01_ingest reads it and says why
 
 # %% ../nbs/01_ingest.ipynb #010069
 def run_ingest(run_dir:str|Path) -> dict:

@@ -216,22 +216,23 @@ def run_train(run_dir:str|Path):
     rd, cfg = open_run(run_dir)
     cv_tune = bool(get_key(cfg, 'cv.tune'))  # a run folder from before cv existed has no cv section
     with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method'], 'cv.folds': get_key(cfg, 'cv.folds', 0)}):
-        tf = load_transform(rd)
+        tf, model = load_transform(rd), dict(cfg['model'])
+        took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
+        ws = warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}})
+        tuned, n_folds = cfg['tuning']['method'] != 'none', get_key(cfg, 'cv.folds')
+        if ws and (skipped := ['tuning'] * tuned + ['cv'] * bool(n_folds)):  # the trees to continue are given: nothing to tune or fold
+            print(f"warm start from {ws['name']}/{ws['version']}: {' and '.join(skipped)} skipped", flush=True)
         if dask := is_dask(cfg):
             from mlpipeline.compute import dask_client, log_dashboard, read_table
             log_dashboard(client := dask_client(cfg))
             train, valid = (read_table(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
-            kind, splits, folds = train_cv(tf, cv_pool(rd, cfg), cfg)  # folds of a bounded sample: CV is an estimate
+            pool = lambda: cv_pool(rd, cfg)  # folds of a bounded sample: CV is an estimate
         else:
             client, train, valid = None, *(pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
-            kind, splits, folds = train_cv(tf, pd.concat([train, valid], ignore_index=True), cfg)
-        model = dict(cfg['model'])
-        took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
-        tuned = cfg['tuning']['method'] != 'none'
-        if ws := warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}}):
-            skipped = ['tuning'] * tuned + ['cv'] * bool(folds)  # the trees to continue are given: nothing to tune or fold
-            if skipped: print(f"warm start from {ws['name']}/{ws['version']}: {' and '.join(skipped)} skipped", flush=True)
-            tuned, kind, splits, folds = False, None, None, None
+            pool = lambda: pd.concat([train, valid], ignore_index=True)
+        kind, splits, folds = (None, None, None) if ws else train_cv(tf, pool() if n_folds else None, cfg)  # read only when folded
+        tuned = tuned and not ws
+        if ws:
             import xgboost as xgb
             base = xgb.Booster(model_file=str(ws['model'])); model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))
         else: base = None
