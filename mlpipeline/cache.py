@@ -8,7 +8,7 @@ import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
 from .config import get_key, project_path, flat
 from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version
-from .stages import EVERY_STAGE, stage as declared
+from .stages import EVERY_STAGE, producer, stage as declared
 
 # %% auto #0
 __all__ = ['PACKAGES', 'package_dir', 'module_imports', 'module_closure', 'package_versions', 'config_values', 'files_hash',
@@ -139,7 +139,7 @@ def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     ext = external_inputs(cfg, stage)
     if ext is None: return None
     inputs = upstream_outputs(entries, stage, plan) | ext
-    if 'champion' in declared(stage).external: inputs['champion'] = champion_state(cfg, inputs.get('04_train.model'))
+    if 'champion' in declared(stage).external: inputs['champion'] = champion_state(cfg, inputs.get(f"{producer('model').name}.model"))
     if 'warm_start' in declared(stage).external and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
     mods = module_closure(declared(stage).module)
     return {'notebook': notebook_hash(declared(stage).source()), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
@@ -168,14 +168,14 @@ def registration_exists(cfg:dict, rec:dict) -> bool:
     mlflow_experiment(cfg)
     try: mv = mlflow.MlflowClient().get_model_version(reg['name'], str(reg['version']))
     except mlflow.exceptions.MlflowException: return False
-    return mv.tags.get('model_sha256') == rec['parts']['inputs'].get('04_train.model')
+    return mv.tags.get('model_sha256') == rec['parts']['inputs'].get(f"{producer('model').name}.model")
 
 # %% ../nbs/09b_cache.ipynb #090021
 def cached_result(cfg:dict, stage:str, key:str, run_dir:Path|None=None) -> tuple[dict|None, str]:
     "The reusable earlier execution of `stage` with `key`, or None and, when there was one, why it cannot be reused."
     rec = lookup(cfg, stage, key)
     if rec and run_dir and Path(rec['run_dir']).resolve() == Path(run_dir).resolve(): return None, ''  # --resume: its own record is no earlier result
-    if rec and stage == '06_register' and not registration_exists(cfg, rec): return None, 'the version it registered is no longer in the registry'
+    if rec and 'registered' in declared(stage).outputs and not registration_exists(cfg, rec): return None, 'the version it registered is no longer in the registry'
     return rec, ''
 
 # %% ../nbs/09b_cache.ipynb #090023

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, write_table, output_entry, atomic_path, read_manifest
+from .stages import stage_of
+from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, write_table, output_entry, atomic_path
 from .scoring import prediction_frame, conform
 from .metrics import class_probabilities, classification_metrics, regression_metrics, LOWER_IS_BETTER, metric_fn, gate_metric, paired_bootstrap
+STAGE = stage_of('evaluate')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
+__all__ = ['STAGE', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
            'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
            'run_gate', 'split_metrics', 'baseline_predictions', 'baseline_metrics', 'advantage', 'diagnose',
            'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'run_evaluate']
@@ -256,19 +258,19 @@ def fit_diagnosis(rd:Path, cfg:dict, booster, tf:Transform) -> dict:
     "The run's metrics on every split and the baseline's, its diagnosis, and the cross-validation when `04_train` ran one."
     from mlpipeline.config import get_key
     from mlpipeline.compute import read_split
-    split = {k: read_split(stage_output(rd, '03_features', k), cfg) for k in ('train', 'valid', 'test')}
+    split = {k: read_split(output_of(rd, k), cfg) for k in ('train', 'valid', 'test')}
     metrics = {k: split_metrics(booster, tf, v) for k, v in split.items()} | {'baseline': baseline_metrics(tf, split['train'], split['test'])}
     diag = diagnose(metrics, gate_metric(cfg['gate'], tf.task), 'rmse' if tf.task == 'regression' else 'log_loss',
                     get_key(cfg, 'diagnosis.overfit_gap', 0.1), get_key(cfg, 'diagnosis.underfit_margin', 0.1))
-    outs = read_manifest(rd)['stages']['04_train']['outputs']
-    return diag | {'metrics': metrics} | ({'cv': json.loads(stage_output(rd, '04_train', 'cv').read_text())} if 'cv' in outs else {})
+    outs = record_of(rd, 'model')['outputs']
+    return diag | {'metrics': metrics} | ({'cv': json.loads(output_of(rd, 'cv').read_text())} if 'cv' in outs else {})
 
 def record_fit(rd:Path, cfg:dict, booster, tf:Transform) -> tuple[dict, str]:
     "Diagnose the run's fit: write `diagnosis.json` and the learning-curve plot, log them; the diagnosis and its HTML."
     import mlflow
     diag = fit_diagnosis(rd, cfg, booster, tf)
-    has_curve = 'learning_curve' in read_manifest(rd)['stages']['04_train']['outputs']  # a model trained before curves were kept has none
-    png = learning_curve_plot(json.loads(stage_output(rd, '04_train', 'learning_curve').read_text()), rd/'artifacts/plots') if has_curve else None
+    has_curve = 'learning_curve' in record_of(rd, 'model')['outputs']  # a model trained before curves were kept has none
+    png = learning_curve_plot(json.loads(output_of(rd, 'learning_curve').read_text()), rd/'artifacts/plots') if has_curve else None
     write_json(diag, rd/'artifacts/diagnosis.json'); mlflow.log_artifact(rd/'artifacts/diagnosis.json')
     mlflow.log_metrics({f'{s}_{k}': v for s in ('train', 'valid', 'baseline') for k, v in diag['metrics'][s].items()}
                        | {'fit_gap': diag['gap']['gap'], 'fit_improvement': diag['improvement']['improvement']})
@@ -280,10 +282,10 @@ def run_evaluate(run_dir:str|Path) -> dict:
     "Score the run's model on its test split; write metrics.json and the test predictions."
     import mlflow, xgboost as xgb
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '05_evaluate'):
+    with stage_run(rd, STAGE.name):
         from mlpipeline.compute import read_split
-        tf, test = load_transform(rd), read_split(stage_output(rd, '03_features', 'test'), cfg)  # on Dask: up to compute.eval_rows
-        booster = xgb.Booster(model_file=stage_output(rd, '04_train', 'model'))
+        tf, test = load_transform(rd), read_split(output_of(rd, 'test'), cfg)  # on Dask: up to compute.eval_rows
+        booster = xgb.Booster(model_file=output_of(rd, 'model'))
         metrics, proba = evaluate(booster, tf, test)
         metrics |= latency(booster, tf, test)
         from mlpipeline.fairness import record_fairness
@@ -291,15 +293,15 @@ def run_evaluate(run_dir:str|Path) -> dict:
         gate = run_gate(cfg, tf, test, metrics, proba, fair)
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
         diag, fit_html = record_fit(rd, cfg, booster, tf)
-        outs = read_manifest(rd)['stages']['03_features']['outputs']
-        leak = json.loads(stage_output(rd, '03_features', 'leakage').read_text()) if 'leakage' in outs else None
+        outs = record_of(rd, 'transform')['outputs']
+        leak = json.loads(output_of(rd, 'leakage').read_text()) if 'leakage' in outs else None
         with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + fit_html + fair_html))
         write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')
         mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))} | {'gate_passed': int(gate['passed'])})
         mlflow.log_dict(metrics, 'metrics.json'); mlflow.log_dict(gate, 'gate.json')
         mlflow.log_artifacts(rd/'artifacts/plots', 'plots'); mlflow.log_artifact(rd/'artifacts/evaluation.html')
-        finish_stage(rd, '05_evaluate', {'metrics': rd/'artifacts/metrics.json', 'gate': rd/'artifacts/gate.json', 'report': rd/'artifacts/evaluation.html',
+        finish_stage(rd, STAGE.name, {'metrics': rd/'artifacts/metrics.json', 'gate': rd/'artifacts/gate.json', 'report': rd/'artifacts/evaluation.html',
                                          'test_predictions': output_entry(rd, preds, rows=len(test)), 'diagnosis': rd/'artifacts/diagnosis.json'}
                                         | ({'fairness': rd/'artifacts/fairness.json'} if fair else {}),
                      gate_passed=gate['passed'], diagnosis=diag['line'])

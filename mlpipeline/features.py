@@ -11,18 +11,20 @@ import numpy as np, pandas as pd
 from .config import get_key, project_path
 from .errors import ConfigError
 from .validate import column_kind, as_numbers, infer_task
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
+from .stages import stage_of
+from .runfolder import open_run, stage_run, output_of, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
+STAGE = stage_of('features')  # this module's stage in the table
 log = logging.getLogger('mlpipeline.features')
 
 # %% auto #0
-__all__ = ['log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time_split', 'group_split', 'split_frame', 'split_labels',
-           'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits', 'read_holdout',
-           'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name', 'is_free_text',
-           'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key', 'fit_aggregate',
-           'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale', 'input_kinds',
-           'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates', 'correlated_columns',
-           'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns',
-           'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
+__all__ = ['STAGE', 'log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time_split', 'group_split', 'split_frame',
+           'split_labels', 'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits',
+           'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name',
+           'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key',
+           'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale',
+           'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
+           'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
+           'codes_matrix', 'records_columns', 'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030009
 def random_split(df:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:
@@ -586,8 +588,8 @@ def split_on_dask(rd:Path, cfg:dict) -> tuple:
     import dask.dataframe as dd
     log_dashboard(dask_client(cfg))
     target, idc, seed = cfg['target'], get_key(cfg, 'data.id_column'), cfg['seed']
-    raw = read_table(stage_output(rd, '01_ingest', 'raw'))
-    n = table_rows(stage_output(rd, '01_ingest', 'raw'))
+    raw = read_table(output_of(rd, 'raw'))
+    n = table_rows(output_of(rd, 'raw'))
     if get_key(cfg, 'features.drop_duplicates'): raw = raw.map_partitions(lambda p: drop_duplicates(p, idc)[0], meta=raw._meta)
     task = infer_task(raw[target].dropna().drop_duplicates().compute(), cfg['task'])  # its distinct values tell the task as well as every value
     codes = split_codes(raw, target, task, get_key(cfg, 'split.valid'), get_key(cfg, 'split.test'), seed, get_key(cfg, 'data.time_column'), get_key(cfg, 'split.group'))
@@ -601,7 +603,7 @@ def split_on_dask(rd:Path, cfg:dict) -> tuple:
     dropped = n - sizes['train'] - sizes['valid'] - (0 if hold else sizes['test'])
     m = int(get_key(cfg, 'compute.fit_rows') or 1_000_000)
     fit = {k: bounded(read_table(p), max(1, round(m * sizes[k] / sizes['train'])), seed) for k, p in written.items()}  # the same sampling rate in every split
-    return bounded(read_table(stage_output(rd, '01_ingest', 'raw')), m, seed), task, dropped, written, fit
+    return bounded(read_table(output_of(rd, 'raw')), m, seed), task, dropped, written, fit
 
 # %% ../nbs/03_features.ipynb #030070
 def run_features(run_dir:str|Path) -> Transform:
@@ -609,11 +611,11 @@ def run_features(run_dir:str|Path) -> Transform:
     import mlflow
     from mlpipeline.compute import is_dask
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '03_features', cfg['features']):
+    with stage_run(rd, STAGE.name, cfg['features']):
         target, idc, tcol = cfg['target'], get_key(cfg, 'data.id_column'), get_key(cfg, 'data.time_column')
         if is_dask(cfg): df, task, dropped, parts, fit = split_on_dask(rd, cfg)
         else:
-            df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
+            df = pd.read_parquet(output_of(rd, 'raw'))
             dropped = 0
             if get_key(cfg, 'features.drop_duplicates'): df, dropped = drop_duplicates(df, idc)
             task = infer_task(df[target], cfg['task'])
@@ -637,7 +639,7 @@ def run_features(run_dir:str|Path) -> Transform:
         log_dropped(tf.dropped)
         mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
         leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
-        finish_stage(rd, '03_features', outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
+        finish_stage(rd, STAGE.name, outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
                      leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})),
                      **({'dropped': {c: d['step'] for c, d in tf.dropped.items()}} if tf.dropped else {}),
                      **({'holdout': str(hold), 'holdout_sha256': sha256_file(project_path(cfg, hold))} if hold else {}),

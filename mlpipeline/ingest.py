@@ -11,10 +11,12 @@ from typing import Callable
 import pandas as pd
 from .config import project_path, get_key
 from .errors import SourceError, ConfigError
+from .stages import stage_of
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
+STAGE = stage_of('ingest')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind', 'read_csv', 'read_parquet',
+__all__ = ['STAGE', 'STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind', 'read_csv', 'read_parquet',
            'folder_files', 'read_folder', 'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records',
            'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
            'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
@@ -478,7 +480,7 @@ def run_ingest(run_dir:str|Path) -> dict:
     from mlpipeline.compute import is_dask
     rd, cfg = open_run(run_dir)
     if is_dask(cfg): return run_ingest_dask(rd, cfg)
-    with stage_run(rd, '01_ingest', {'source': describe_source(cfg)}) as run:
+    with stage_run(rd, STAGE.name, {'source': describe_source(cfg)}) as run:
         batch = read_source(run_consumer(cfg, rd.name)); df = batch.df
         version = data_version(df) | {'source': describe_source(cfg)}
         raw = write_table(df, rd/'data/raw.parquet')
@@ -489,14 +491,14 @@ def run_ingest(run_dir:str|Path) -> dict:
             import mlflow
             mlflow.log_artifact(raw, 'snapshot'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw.parquet'}
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
-        finish_stage(rd, '01_ingest', {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
+        finish_stage(rd, STAGE.name, {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], **snap)
         commit_read(batch, rd)
     return version
 
 def run_ingest_dask(rd:Path, cfg:dict) -> dict:
     "`run_ingest` on the Dask backend: the table as the folder `data/raw/`."
-    with stage_run(rd, '01_ingest', {'source': describe_source(cfg), 'backend': 'dask'}) as run:
+    with stage_run(rd, STAGE.name, {'source': describe_source(cfg), 'backend': 'dask'}) as run:
         version, batch = ingest_dask(rd, cfg)
         write_json(version, rd/'artifacts/data_version.json')
         log_data(None, version, version['source'])
@@ -505,7 +507,7 @@ def run_ingest_dask(rd:Path, cfg:dict) -> dict:
             import mlflow
             mlflow.log_artifacts(rd/'data/raw', 'snapshot/raw'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw'}
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
-        finish_stage(rd, '01_ingest', {'raw': output_entry(rd, rd/'data/raw', rows=version['rows']), 'data_version': rd/'artifacts/data_version.json'},
+        finish_stage(rd, STAGE.name, {'raw': output_entry(rd, rd/'data/raw', rows=version['rows']), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], backend='dask', **snap)
         if batch is not None: commit_read(batch, rd)
     return version
@@ -519,5 +521,5 @@ def commit_read(batch:Batch, rd:Path, tries:int=3):
             if i == tries - 1:  # the stage is complete: failing it now would make --resume skip the acknowledgement anyway
                 logging.getLogger('mlpipeline.ingest').warning('%s', e)
                 from mlpipeline.runfolder import read_manifest, write_json
-                m = read_manifest(rd); m['stages']['01_ingest']['commit_error'] = str(e)[:2000]; write_json(m, rd/'manifest.json')
+                m = read_manifest(rd); m['stages'][STAGE.name]['commit_error'] = str(e)[:2000]; write_json(m, rd/'manifest.json')
             else: time.sleep(2 ** i)

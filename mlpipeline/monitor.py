@@ -10,23 +10,24 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path, set_key
 from .errors import UsageError, MlpipelineError
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, write_table, read_table, new_run_id, mlflow_experiment, experiment_id
-from .stages import STAGES, through
+from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, atomic_path, write_json, write_table, read_table, new_run_id, mlflow_experiment, experiment_id
+from .stages import STAGES, through, stage_of, producer
+STAGE = stage_of('monitor')  # this module's stage in the table
 
 log = logging.getLogger('mlpipeline.monitor')
 
 # %% auto #0
-__all__ = ['log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile', 'merge_views',
-           'row_ranges', 'profile_parallel', 'profile_partitions', 'normalise_labels', 'column_kind', 'numeric_bins',
-           'categorical_bins', 'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change', 'why_text',
-           'drift_table', 'parse_when', 'batch_files', 'read_batch', 'prediction_columns', 'batch_predictions',
-           'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows', 'labelled_metrics',
-           'performance_drop', 'metric_over_time', 'retrain_decision', 'like_column', 'like_base', 'retrain_window',
-           'retrain_base', 'retrain', 'champion_ref', 'candidate_run', 'candidate_facts', 'pick_candidate',
-           'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url', 'post_alert', 'alert_payload',
-           'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons',
-           'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run',
-           'run_monitor']
+__all__ = ['STAGE', 'log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile',
+           'merge_views', 'row_ranges', 'profile_parallel', 'profile_partitions', 'normalise_labels', 'column_kind',
+           'numeric_bins', 'categorical_bins', 'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change',
+           'why_text', 'drift_table', 'parse_when', 'batch_files', 'read_batch', 'prediction_columns',
+           'batch_predictions', 'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows',
+           'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision', 'like_column', 'like_base',
+           'retrain_window', 'retrain_base', 'retrain', 'champion_ref', 'candidate_run', 'candidate_facts',
+           'pick_candidate', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url', 'post_alert',
+           'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts',
+           'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment',
+           'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -406,20 +407,18 @@ def champion_ref(cfg:dict) -> str|None:
 def candidate_run(cfg:dict, folder:Path, kind:str, execute:Callable) -> Path:
     "A retrain candidate's run, executed up to the gate."
     from mlpipeline.runfolder import create_run, update_manifest
-    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through('05_evaluate'))
+    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through(producer('gate').name))
     execute(rd, cfg)
     return rd
 
 def candidate_facts(rd:Path, kind:str) -> dict:
     "What a candidate run gave: its gate metric, the gate, training seconds and trees, the run's seconds."
-    from mlpipeline.runfolder import read_manifest
-    st = read_manifest(rd)['stages']
-    gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
-    metrics = json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())
+    gate = json.loads(output_of(rd, 'gate').read_text())
+    metrics = json.loads(output_of(rd, 'metrics').read_text())
     metric = (gate.get('comparison') or {}).get('metric') or next(k for k in ('roc_auc', 'rmse', 'log_loss') if k in metrics)
-    t = st['04_train']  # the stage's time is the cost: tuning and cross-validation included (a reused stage keeps its source's start)
+    t = record_of(rd, 'model')  # the stage's time is the cost: tuning and cross-validation included (a reused stage keeps its source's start)
     return {'kind': kind, 'run_folder': str(rd), 'metric': metric, 'value': metrics[metric], 'gate_passed': gate['passed'],
-            'train_seconds': round(st['04_train'].get('train_seconds', float('nan')), 3), 'trees': st['04_train'].get('rounds'),
+            'train_seconds': round(t.get('train_seconds', float('nan')), 3), 'trees': t.get('rounds'),
             'stage_seconds': round((pd.Timestamp(t['finished']) - pd.Timestamp(t['started'])).total_seconds(), 1), 'warm_start_from': t.get('warm_start_from')}
 
 def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
@@ -507,7 +506,7 @@ def reference_view(served):
     "The reference profile the registry's version points at (tag `reference_profile`)."
     import mlflow
     uri = served.tags.get('reference_profile')
-    if not uri: raise UsageError(f'{served.name} version {served.version} has no reference profile (its run did not finish 08_monitor)', 'run `mlpipeline run` to register a version with one')
+    if not uri: raise UsageError(f'{served.name} version {served.version} has no reference profile (its run did not finish {STAGE.name})', 'run `mlpipeline run` to register a version with one')
     return read_profile(mlflow.artifacts.download_artifacts(uri))
 
 def last_retrain(exp_id:str, model:str) -> pd.Timestamp|None:
@@ -654,10 +653,10 @@ def run_monitor(run_dir:str|Path) -> Path:
     import mlflow
     from mlpipeline.train import load_transform
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '08_monitor') as run:
+    with stage_run(rd, STAGE.name) as run:
         from mlpipeline.compute import is_dask
-        tf, path = load_transform(rd), stage_output(rd, '03_features', 'train')
-        preds = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
+        tf, path = load_transform(rd), output_of(rd, 'train')
+        preds = pd.read_parquet(output_of(rd, 'test_predictions'))
         cols = [c for c in prediction_columns(tf) if c in preds]
         if is_dask(cfg) and path.is_dir():  # every training row, profiled where it lies and merged
             from mlpipeline.compute import dask_client, log_dashboard, read_table
@@ -667,7 +666,7 @@ def run_monitor(run_dir:str|Path) -> Path:
         view = train_view.merge(profile_frame(preds[cols]))
         ref = write_profile(view, rd/'artifacts/profiles/reference.bin')
         mlflow.log_artifact(ref, 'profiles')
-        reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
+        reg = json.loads(output_of(rd, 'registered').read_text())
         mlflow.MlflowClient().set_model_version_tag(reg['name'], str(reg['version']), 'reference_profile', f'runs:/{run.info.run_id}/profiles/reference.bin')
-        finish_stage(rd, '08_monitor', {'reference_profile': ref})
+        finish_stage(rd, STAGE.name, {'reference_profile': ref})
     return ref

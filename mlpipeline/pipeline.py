@@ -11,7 +11,7 @@ from .errors import MlpipelineError, UsageError, StageFailed
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
                                   mlflow_experiment, git_facts, write_json, model_version)
 from .config import flat
-from .stages import STAGES, through, stage as declared
+from .stages import STAGES, through, producer, stage as declared
 
 # %% auto #0
 __all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
@@ -234,7 +234,7 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     rcfg = read_config(src/'config.yaml')
     rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
     rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
-    rd = create_run(rcfg); update_manifest(rd, plan=through('05_evaluate'), reproduces=f'{name}/{mv.version}')
+    rd = create_run(rcfg); update_manifest(rd, plan=through(producer('gate').name), reproduces=f'{name}/{mv.version}')
     execute_run(rd, rcfg, progress, engine, cache=False)  # reproducing means executing again, never reusing
     model = load_model(model_uri(name, mv.version))
     test = pd.read_parquet(rd/'data/test.parquet')

@@ -13,12 +13,13 @@ from .errors import UsageError, MlpipelineError
 from .features import Transform
 from .train import load_transform
 from .scoring import prediction_output, PipelineModel, conform, prediction_gap  # PipelineModel: models pickled as registry's load
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
+from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
 from .reproducibility import check_strict
-from .stages import STAGES, stage
+from .stages import STAGES, stage, stage_of
+STAGE = stage_of('registry')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version', 'audit_experiment',
+__all__ = ['STAGE', 'LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version', 'audit_experiment',
            'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'break_if_stale',
            'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
            'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'still_valid', 'check_reproduces',
@@ -164,12 +165,12 @@ def notebook_hash(path:Path) -> str:
 
 def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     "Tags that lead from a model version back to its code, data, config and run folder."
-    m = read_manifest(run_dir)
+    m, data = read_manifest(run_dir), record_of(run_dir, 'raw')
     nbs = {f'notebook.{s}': notebook_hash(stage(s).source())[:16] for s in STAGES}
-    return git_facts(cfg['project']) | nbs | {'data_sha256': m['stages']['01_ingest'].get('data_sha256', ''), 'run_folder': str(run_dir),
-            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': m['stages']['03_features'].get('task', ''), 'seed': str(cfg['seed']),
-            'model_sha256': m['stages']['04_train']['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
-            'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := m['stages']['01_ingest'].get('snapshot_uri')) else {})}
+    return git_facts(cfg['project']) | nbs | {'data_sha256': data.get('data_sha256', ''), 'run_folder': str(run_dir),
+            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': record_of(run_dir, 'transform').get('task', ''), 'seed': str(cfg['seed']),
+            'model_sha256': record_of(run_dir, 'model')['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
+            'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := data.get('snapshot_uri')) else {})}
 
 # %% ../nbs/06_register.ipynb #060025
 def list_versions(cfg:dict) -> pd.DataFrame:
@@ -223,8 +224,8 @@ def log_pipeline_model(run_dir:Path, tf:Transform, train:pd.DataFrame):
     import mlpipeline, xgboost, sklearn
     write_json(reference_summary(train), run_dir/'artifacts/reference_summary.json')
     reqs = [f'xgboost=={xgboost.__version__}', f'pandas=={pd.__version__}', f'numpy=={np.__version__}', f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', 'pyyaml']
-    arts = {'transform': stage_output(run_dir, '03_features', 'transform'), 'model': stage_output(run_dir, '04_train', 'model'),
-            'schema': stage_output(run_dir, '02_validate', 'schema'), 'reference_summary': run_dir/'artifacts/reference_summary.json'}
+    arts = {'transform': output_of(run_dir, 'transform'), 'model': output_of(run_dir, 'model'),
+            'schema': output_of(run_dir, 'schema'), 'reference_summary': run_dir/'artifacts/reference_summary.json'}
     return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts={k: str(v) for k, v in arts.items()},
                                    signature=signature(tf, train), code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
 
@@ -249,22 +250,22 @@ def run_register(run_dir:str|Path) -> dict:
     "Log the pipeline model, check it, register a version as `challenger`, and as `champion` if the gate passed."
     rd, cfg = open_run(run_dir)
     name = get_key(cfg, 'mlflow.model_name')
-    with stage_run(rd, '06_register') as run:
+    with stage_run(rd, STAGE.name) as run:
         check_strict(cfg, rd)  # before anything is logged: a refused run leaves no model behind
         from mlpipeline.compute import read_split
-        tf, test = load_transform(rd), read_split(stage_output(rd, '03_features', 'test'), cfg)  # the rows 05_evaluate scored
-        train = read_split(stage_output(rd, '03_features', 'train'), cfg)
-        gate = json.loads(stage_output(rd, '05_evaluate', 'gate').read_text())
-        expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions'))
+        tf, test = load_transform(rd), read_split(output_of(rd, 'test'), cfg)  # the rows 05_evaluate scored
+        train = read_split(output_of(rd, 'train'), cfg)
+        gate = json.loads(output_of(rd, 'gate').read_text())
+        expected = pd.read_parquet(output_of(rd, 'test_predictions'))
         info = log_pipeline_model(rd, tf, train)
         diff = check_reproduces(info.model_uri, test, expected)
         rid = run.info.run_id
-        mlflow.log_artifact(stage_output(rd, '02_validate', 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
+        mlflow.log_artifact(output_of(rd, 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here, under its lock, so that the champion the
         # re-check reads is still the champion when this run moves it (another run's move waits)
         with registry_lock(cfg):
             gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
-            tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(stage_output(rd, '05_evaluate', 'metrics').read_text())) | {
+            tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(output_of(rd, 'metrics').read_text())) | {
                 'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
             mv = mlflow.register_model(info.model_uri, name, tags=tags)
             moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
@@ -273,5 +274,5 @@ def run_register(run_dir:str|Path) -> dict:
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,
                'aliases': [m['alias'] for m in moves], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}
         write_json(out, rd/'artifacts/registered.json')
-        finish_stage(rd, '06_register', {'registered': rd/'artifacts/registered.json'}, model_version=int(mv.version))
+        finish_stage(rd, STAGE.name, {'registered': rd/'artifacts/registered.json'}, model_version=int(mv.version))
     return out

@@ -8,6 +8,7 @@ import subprocess, sys
 from pathlib import Path
 from .config import get_key
 from .errors import UsageError
+from .stages import producer
 
 # %% auto #0
 __all__ = ['EXPORT', 'UNVERSIONED', 'git', 'git_top', 'git_changes', 'package_root', 'out_of_step', 'code_problems',
@@ -78,7 +79,7 @@ UNVERSIONED = ('sql', 'http')  # sources that can return other rows under the sa
 
 def data_problems(facts:dict, kind:str, source:str='') -> list[str]:
     "Why the data `01_ingest` recorded (its manifest `facts`) has no content version; empty when it has one."
-    if not facts.get('data_sha256'): return [f'the data from {source or kind} has no content version: 01_ingest recorded no data_sha256']
+    if not facts.get('data_sha256'): return [f'the data from {source or kind} has no content version: {producer("raw").name} recorded no data_sha256']
     if kind in UNVERSIONED and not facts.get('snapshot_uri'):
         return [f'the data from {source or kind} has no content version: a {kind} source can return other rows under the same address, '
                 'and its snapshot was not kept in the tracking store (reproducibility.snapshot is false)']
@@ -97,8 +98,8 @@ def check_strict(cfg:dict, run_dir:str|Path|None=None, what:str='registration'):
     if not get_key(cfg, 'reproducibility.strict'): return
     problems = code_problems(cfg['project'], package_root())
     if run_dir is not None:
-        from mlpipeline.runfolder import read_manifest
+        from mlpipeline.runfolder import record_of
         from mlpipeline.ingest import source_kind, describe_source
-        facts = read_manifest(run_dir)['stages']['01_ingest']
+        facts = record_of(run_dir, 'raw')
         problems += data_problems(facts, source_kind(cfg['data']), describe_source(cfg))
     if problems: raise strict_refusal(problems, what)

@@ -8,12 +8,13 @@ import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subproces
 from pathlib import Path
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key, parse_model_ref
 from .errors import MlpipelineError, UsageError
+from .stages import producer
 
 # %% auto #0
 __all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
            'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
-           'run_lock', 'open_run', 'find_run_folder', 'create_run', 'experiment_id', 'mlflow_experiment',
-           'scratch_store', 'model_version', 'git_facts', 'stage_run', 'finish_stage']
+           'output_of', 'record_of', 'run_lock', 'open_run', 'find_run_folder', 'create_run', 'experiment_id',
+           'mlflow_experiment', 'scratch_store', 'model_version', 'git_facts', 'stage_run', 'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -111,6 +112,14 @@ def stage_output(run_dir:str|Path, stage:str, name:str) -> Path:
         raise MlpipelineError(f"stage {stage} has not completed in {run_dir}, so its output '{name}' is not there",
                               f'run it first: mlpipeline run --resume {Path(run_dir).name}')
     return Path(run_dir)/e['outputs'][name]['path']
+
+def output_of(run_dir:str|Path, name:str) -> Path:
+    "The path of output `name`, from the stage the stage table says writes it."
+    return stage_output(run_dir, producer(name).name, name)
+
+def record_of(run_dir:str|Path, name:str) -> dict:
+    "The manifest's record (outputs, timings, facts) of the stage that writes output `name`; empty before it ran."
+    return read_manifest(run_dir)['stages'].get(producer(name).name, {})
 
 # %% ../nbs/00b_runfolder.ipynb #000019
 @contextlib.contextmanager

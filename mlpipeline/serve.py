@@ -12,18 +12,20 @@ from fastapi import Request  # at module level: FastAPI resolves the endpoints' 
 from .config import get_key, parse_model_ref  # here too: callers take it from the service's module
 from .errors import UsageError, DataValidationError
 from .validate import Schema, validate, errors_in
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json
+from .stages import stage_of
+from .runfolder import open_run, stage_run, output_of, finish_stage, write_json
 from .scoring import (model_uri, load_model, prediction_gap, predict_records, severities, check_records, Served,
                                 served_from, load_version, score_frame)
+STAGE = stage_of('serve')  # this module's stage in the table
 
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture', 'capture_table',
-           'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError',
-           'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata', 'Service', 'open_service',
-           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
-           'predict_file', 'predict_dask', 'run_serve']
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture',
+           'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging',
+           'env_overrides', 'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata',
+           'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
+           'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -608,14 +610,14 @@ def predict_dask(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
 def run_serve(run_dir:str|Path, n:int=20) -> dict:
     "Load this run's registered version from the registry and score `n` test rows sent as JSON records."
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '07_serve'):
-        reg = json.loads(stage_output(rd, '06_register', 'registered').read_text())
+    with stage_run(rd, STAGE.name):
+        reg = json.loads(output_of(rd, 'registered').read_text())
         from mlpipeline.compute import read_split
-        test = read_split(stage_output(rd, '03_features', 'test'), cfg).head(n)  # the rows 05_evaluate scored, in its order
+        test = read_split(output_of(rd, 'test'), cfg).head(n)  # the rows 05_evaluate scored, in its order
         records = json.loads(test.drop(columns=[cfg['target']]).to_json(orient='records'))
         t = time.perf_counter(); model = load_model(reg['model_uri']); load_s = time.perf_counter() - t
-        expected = pd.read_parquet(stage_output(rd, '05_evaluate', 'test_predictions')).head(n)
-        served = served_from(model, reg['name'], reg['version'], schema=Schema.from_yaml(stage_output(rd, '02_validate', 'schema').read_text()))
+        expected = pd.read_parquet(output_of(rd, 'test_predictions')).head(n)
+        served = served_from(model, reg['name'], reg['version'], schema=Schema.from_yaml(output_of(rd, 'schema').read_text()))
         cols, problems, _ = check_records(records, served.fields, severities(cfg) | {'out_of_range': 'warning', 'unseen_category': 'warning'})
         if problems: raise AssertionError(f'the registered schema refuses test rows: {[problem_text(p) for p in problems[:3]]}')
         fast = pd.DataFrame(served.answers(served.predict(cols)))
@@ -623,5 +625,5 @@ def run_serve(run_dir:str|Path, n:int=20) -> dict:
                'fast_path_max_diff': prediction_gap(fast, expected), 'load_s': round(load_s, 3)}
         if not (out['max_diff'] <= 1e-6 and out['fast_path_max_diff'] <= 1e-6): raise AssertionError(f"{reg['model_uri']} answers JSON records differently from evaluation: {out}")
         write_json(out, rd/'artifacts/serve_check.json')
-        finish_stage(rd, '07_serve', {'serve_check': rd/'artifacts/serve_check.json'})
+        finish_stage(rd, STAGE.name, {'serve_check': rd/'artifacts/serve_check.json'})
     return out

@@ -10,7 +10,8 @@ from pathlib import Path
 from .errors import UsageError
 
 # %% auto #0
-__all__ = ['EXTERNAL', 'TABLE', 'STAGES', 'EVERY_STAGE', 'Stage', 'notebooks_dir', 'stage', 'through', 'upstream']
+__all__ = ['EXTERNAL', 'TABLE', 'STAGES', 'EVERY_STAGE', 'Stage', 'notebooks_dir', 'stage', 'through', 'upstream', 'stage_of',
+           'producer']
 
 # %% ../nbs/00d_stages.ipynb #00d006
 EXTERNAL = {'data': 'the files the configured source reads',
@@ -106,3 +107,16 @@ def upstream(name:str) -> list[str]:
     "The stages whose outputs `name` consumes, in the table's order."
     used = {i.split('.', 1)[0] for i in stage(name).inputs}
     return [s for s in STAGES if s in used]
+
+# %% ../nbs/00d_stages.ipynb #9ad5a6bc
+def stage_of(module:str) -> Stage:
+    "The stage whose function lives in `mlpipeline.<module>`."
+    for s in TABLE:
+        if s.module == module: return s
+    raise KeyError(f"no stage runs from module {module!r}; known: {', '.join(s.module for s in TABLE)}")
+
+def producer(output:str) -> Stage:
+    "The stage that writes `output`."
+    for s in TABLE:
+        if output in s.outputs: return s
+    raise KeyError(f"no stage writes an output named {output!r}")

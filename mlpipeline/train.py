@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .features import Transform
 from .errors import ConfigError
-from .runfolder import open_run, stage_run, stage_output, finish_stage, atomic_path, write_json, read_manifest
+from .stages import stage_of
+from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, atomic_path, write_json
 from .warmstart import warm_start_source
 from .compute import is_dask
+STAGE = stage_of('train')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'dask_dmatrix', 'boost_dask',
-           'learning_curve', 'cv_splits', 'fold_matrices', 'fold_scores', 'cv_summary', 'suggest', 'sampler', 'tune',
-           'load_transform', 'train_cv', 'cv_pool', 'cv_scorers', 'log_cv', 'run_train']
+__all__ = ['STAGE', 'OBJECTIVES', 'LOOP_KEYS', 'xgb_params', 'dmatrix', 'boost', 'fit_booster', 'predict', 'dask_dmatrix',
+           'boost_dask', 'learning_curve', 'cv_splits', 'fold_matrices', 'fold_scores', 'cv_summary', 'suggest',
+           'sampler', 'tune', 'load_transform', 'train_cv', 'cv_pool', 'cv_scorers', 'log_cv', 'run_train']
 
 # %% ../nbs/04_train.ipynb #040005
 OBJECTIVES = {'binary': ('binary:logistic', 'logloss'), 'multiclass': ('multi:softprob', 'mlogloss'), 'regression': ('reg:squarederror', 'rmse')}
@@ -178,7 +180,7 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
 # %% ../nbs/04_train.ipynb #040039
 def load_transform(run_dir:str|Path) -> Transform:
     "The transform fitted by `03_features` in this run."
-    return Transform.from_json(stage_output(run_dir, '03_features', 'transform').read_text())
+    return Transform.from_json(output_of(run_dir, 'transform').read_text())
 
 def train_cv(tf:Transform, pool:pd.DataFrame, cfg:dict) -> tuple[str, list, list]:
     "The run's folds of `pool` (train and valid) as `cv_splits` gives them, and their matrices; none when `cv.folds` is 0."
@@ -192,7 +194,7 @@ def train_cv(tf:Transform, pool:pd.DataFrame, cfg:dict) -> tuple[str, list, list
 def cv_pool(run_dir:Path, cfg:dict) -> pd.DataFrame:
     "The rows the folds split: train and valid pooled; on Dask a seeded sample of up to `compute.fit_rows` rows of each."
     from mlpipeline.compute import read_split
-    parts = (read_split(stage_output(run_dir, '03_features', k), cfg, 'compute.fit_rows') for k in ('train', 'valid'))
+    parts = (read_split(output_of(run_dir, k), cfg, 'compute.fit_rows') for k in ('train', 'valid'))
     return pd.concat(list(parts), ignore_index=True)
 
 def cv_scorers(cfg:dict, task:str) -> dict:
@@ -215,9 +217,9 @@ def run_train(run_dir:str|Path):
     from mlpipeline.config import get_key
     rd, cfg = open_run(run_dir)
     cv_tune = bool(get_key(cfg, 'cv.tune'))  # a run folder from before cv existed has no cv section
-    with stage_run(rd, '04_train', cfg['model'] | {'tuning.method': cfg['tuning']['method'], 'cv.folds': get_key(cfg, 'cv.folds', 0)}):
+    with stage_run(rd, STAGE.name, cfg['model'] | {'tuning.method': cfg['tuning']['method'], 'cv.folds': get_key(cfg, 'cv.folds', 0)}):
         tf, model = load_transform(rd), dict(cfg['model'])
-        took = read_manifest(rd)['stages']['03_features'].get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
+        took = record_of(rd, 'transform').get('warm_start_from')  # the version 03 took the transform from, even if an alias moved since
         ws = warm_start_source(cfg if not took else {**cfg, 'warm_start': {**cfg.get('warm_start', {}), 'from': took}})
         tuned, n_folds = cfg['tuning']['method'] != 'none', get_key(cfg, 'cv.folds')
         if ws and (skipped := ['tuning'] * tuned + ['cv'] * bool(n_folds)):  # the trees to continue are given: nothing to tune or fold
@@ -225,10 +227,10 @@ def run_train(run_dir:str|Path):
         if dask := is_dask(cfg):
             from mlpipeline.compute import dask_client, log_dashboard, read_table
             log_dashboard(client := dask_client(cfg))
-            train, valid = (read_table(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
+            train, valid = (read_table(output_of(rd, k)) for k in ('train', 'valid'))
             pool = lambda: cv_pool(rd, cfg)  # folds of a bounded sample: CV is an estimate
         else:
-            client, train, valid = None, *(pd.read_parquet(stage_output(rd, '03_features', k)) for k in ('train', 'valid'))
+            client, train, valid = None, *(pd.read_parquet(output_of(rd, k)) for k in ('train', 'valid'))
             pool = lambda: pd.concat([train, valid], ignore_index=True)
         kind, splits, folds = (None, None, None) if ws else train_cv(tf, pool() if n_folds else None, cfg)  # read only when folded
         tuned = tuned and not ws
@@ -260,6 +262,6 @@ def run_train(run_dir:str|Path):
             best |= {f'cv_{k}_mean': v['mean'] for k, v in cv['metrics'].items()}
         mlflow.log_metrics({k: v for k, v in best.items() if not k.startswith('cv_')}); mlflow.set_tag('task', tf.task)
         mlflow.log_dict(model, 'params.json')
-        finish_stage(rd, '04_train', outs | ({'tuning': rd/'artifacts/tuning.json'} if tuned else {}), params=model, **best,
+        finish_stage(rd, STAGE.name, outs | ({'tuning': rd/'artifacts/tuning.json'} if tuned else {}), params=model, **best,
                      **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))
     return b

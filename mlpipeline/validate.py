@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np, pandas as pd, yaml
 from .config import get_key, project_path
 from .errors import DataValidationError, ConfigError
-from .runfolder import open_run, stage_run, stage_output, finish_stage, write_json, atomic_path
+from .stages import stage_of
+from .runfolder import open_run, stage_run, output_of, finish_stage, write_json, atomic_path
 from .compute import is_dask
+STAGE = stage_of('validate')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task', 'norm_label',
-           'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule', 'check_values',
-           'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema',
+__all__ = ['STAGE', 'RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task',
+           'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule',
+           'check_values', 'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema',
            'reference_schema', 'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares',
            'check_balance', 'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame',
            'report_html', 'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats',
@@ -358,7 +360,7 @@ def bias_section(bias:dict) -> str:
     df = group_frame(bias)
     rows = ''.join('<tr>' + ''.join(f'<td>{fmt(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False))
     table = f"<table><tr>{''.join(f'<th>{c}</th>' for c in df.columns)}</tr>{rows}</table>" if len(df) else ''
-    return f'<h2>Classes and groups</h2>' + (f'<p>Target classes: {cls}.</p>' if cls else '') + table
+    return '<h2>Classes and groups</h2>' + (f'<p>Target classes: {cls}.</p>' if cls else '') + table
 
 # %% ../nbs/02_validate.ipynb #020051
 def column_stats(s:pd.Series) -> dict:
@@ -524,7 +526,7 @@ def validate_on_dask(rd:Path, cfg:dict) -> tuple:
     "The stage's schema, report, group numbers and bias findings on the Dask backend."
     from mlpipeline.compute import dask_client, log_dashboard, read_table, bounded
     log_dashboard(dask_client(cfg))
-    ddf, target = read_table(stage_output(rd, '01_ingest', 'raw')), cfg['target']
+    ddf, target = read_table(output_of(rd, 'raw')), cfg['target']
     named = get_key(cfg, 'validation.groups') or []
     named = [named] if isinstance(named, str) else [str(c) for c in named]
     # the bias numbers (shares, target rates per group) from a uniform sample of up to compute.eval_rows rows; the rules that refuse data from exact counts
@@ -543,10 +545,10 @@ def run_validate(run_dir:str|Path) -> list[dict]:
     "Validate the raw table against the reference schema; write the schema and the report; raise on errors."
     import mlflow
     rd, cfg = open_run(run_dir)
-    with stage_run(rd, '02_validate'):
+    with stage_run(rd, STAGE.name):
         if is_dask(cfg): schema, report, bias, found = validate_on_dask(rd, cfg)
         else:
-            df = pd.read_parquet(stage_output(rd, '01_ingest', 'raw'))
+            df = pd.read_parquet(output_of(rd, 'raw'))
             groups = group_columns(df, cfg)  # a wrong name fails before any check
             schema = reference_schema(cfg) or infer_schema(df, cfg)
             report = validate(df, schema, 'train', get_key(cfg, 'validation.severity'))
@@ -559,6 +561,6 @@ def run_validate(run_dir:str|Path) -> list[dict]:
         mlflow.set_tag('schema_source', schema.source)
         mlflow.log_metrics({'validation_errors': len(errors_in(report)), 'validation_warnings': len(report) - len(errors_in(report))} | bias_metrics(bias))
         if errors_in(report): raise DataValidationError(errors_in(report))
-        finish_stage(rd, '02_validate', {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json', 'groups': rd/'artifacts/groups.json'},
+        finish_stage(rd, STAGE.name, {'schema': rd/'artifacts/schema.yaml', 'validation': rd/'artifacts/validation.json', 'groups': rd/'artifacts/groups.json'},
                      schema_source=schema.source, class_shares=bias['classes'], group_shares={c: st['shares'] for c, st in bias['groups'].items()})
     return report
