@@ -28,14 +28,14 @@ def ensure_kernel(name:str=KERNEL) -> str:
     from ipykernel.kernelspec import write_kernel_spec, get_kernel_dict
     # the kernel binds 127.0.0.1 only; its start-up notice about unencrypted TCP would repeat on every stage
     extra = ['--IPKernelApp.log_level=CRITICAL']
-    import fcntl
+    from filelock import FileLock
     def registered() -> bool:
         try: return KernelSpecManager().get_kernel_spec(name).argv == get_kernel_dict(extra)['argv']
         except NoSuchKernel: return False
     if registered(): return name
-    lock = Path(sys.prefix)/'share'/'jupyter'/f'.{name}-kernel.lock'; lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, 'w') as f:  # installing replaces the folder: a second process reading it meanwhile would find no kernel
-        fcntl.flock(f, fcntl.LOCK_EX)
+    lock = Path(sys.prefix)/'share'/'jupyter'/f'.{name}-kernel.lock'
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):  # installing replaces the folder: a second process reading it meanwhile would find no kernel
         if not registered():
             spec = write_kernel_spec(extra_arguments=extra, overrides={'display_name': f'Python ({name})'})
             KernelSpecManager().install_kernel_spec(spec, name, prefix=sys.prefix, replace=True)

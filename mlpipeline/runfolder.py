@@ -4,8 +4,9 @@
 
 # %% ../nbs/00b_runfolder.ipynb #000003
 from __future__ import annotations
-import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subprocess, threading
+import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subprocess
 from pathlib import Path
+from filelock import FileLock, Timeout
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key, parse_model_ref
 from .errors import MlpipelineError, UsageError
 from .stages import producer
@@ -13,8 +14,9 @@ from .stages import producer
 # %% auto #0
 __all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
            'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
-           'output_of', 'record_of', 'run_lock', 'open_run', 'find_run_folder', 'create_run', 'experiment_id',
-           'mlflow_experiment', 'scratch_store', 'model_version', 'git_facts', 'stage_run', 'finish_stage']
+           'output_of', 'record_of', 'run_lock', 'lock_holder', 'open_run', 'find_run_folder', 'create_run',
+           'experiment_id', 'mlflow_experiment', 'scratch_store', 'model_version', 'git_facts', 'stage_run',
+           'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -124,28 +126,29 @@ def record_of(run_dir:str|Path, name:str) -> dict:
 # %% ../nbs/00b_runfolder.ipynb #000019
 @contextlib.contextmanager
 def run_lock(run_dir:str|Path):
-    "Hold the run folder's lock file (naming this pid) while the block runs; refuse a live holder."
+    "Hold the run folder's lock while the block runs, refusing a live holder; the OS frees it when its process dies."
     p = Path(run_dir)/'.lock'
-    tmp = p.with_name(f'.lock.{os.getpid()}.{threading.get_ident()}.tmp'); tmp.write_text(str(os.getpid()))  # threads of one process each their own
-    try:
-        for _ in range(2):
-            try: os.link(tmp, p); break  # atomic: the lock never exists without its pid
-            except FileExistsError:
-                try: text = p.read_text().strip()
-                except FileNotFoundError: continue  # released meanwhile: try again
-                pid = int(text) if text.isdigit() else -1
-                if pid == -1 or _alive(pid): raise UsageError(f'run folder {run_dir} is being executed by process {pid if pid > 0 else "unknown"}', f'wait for it, or stop that process (and remove {p} if no process holds it)') from None
-                p.unlink(missing_ok=True)  # stale: its holder died
-        else: raise UsageError(f'could not take the lock {p}', 'another process keeps taking it; try again')
-    finally: tmp.unlink(missing_ok=True)
+    lock = FileLock(p, timeout=1)  # a second, not 0: another process may be probing it (`lock_holder`)
+    try: lock.acquire()
+    except Timeout:
+        raise UsageError(f'run folder {run_dir} is being executed by process {lock_holder(p) or "unknown"}',
+                         'wait for it, or stop that process') from None
+    p.write_text(str(os.getpid()))  # for `lock_holder`: the file is the holder's, other processes never write it
     try: yield p
-    finally: p.unlink(missing_ok=True)
+    finally:
+        p.write_text('')
+        lock.release()
 
-def _alive(pid:int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return pid > 0
+def lock_holder(path:str|Path) -> int|None:
+    "The pid of the live process holding lock file `path` (0 if it has not written it yet), or None when it is free."
+    if not Path(path).exists(): return None
+    probe = FileLock(path, timeout=0)
+    try: probe.acquire()
+    except Timeout:
+        text = Path(path).read_text().strip()
+        return int(text) if text.isdigit() else 0
+    probe.release()
+    return None
 
 # %% ../nbs/00b_runfolder.ipynb #000022
 def open_run(run_dir:str|Path) -> tuple[Path, dict]:

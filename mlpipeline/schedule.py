@@ -9,12 +9,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from .config import load_config, get_key, project_path
 from .errors import ConfigError, UsageError, MlpipelineError
-from .runfolder import run_lock, read_manifest, _alive
+from .runfolder import run_lock, read_manifest, lock_holder
 
 # %% auto #0
 __all__ = ['PRESETS', 'DOW', 'HISTORY', 'JOB_LOCK', 'SCHEDULER_LOCK', 'CHILDREN', 'STOPPING', 'RESULTS', 'JOBS',
            'crontab_weekdays', 'cron_trigger', 'store_path', 'store_engine', 'open_store', 'now_utc', 'iso', 'outcome',
-           'record', 'last_runs', 'Overlap', 'lock_holder', 'busy_runs', 'exclusive', 'cli', 'cli_options', 'run_child',
+           'record', 'last_runs', 'Overlap', 'busy_runs', 'exclusive', 'cli', 'cli_options', 'run_child',
            'error_paragraph', 'result_of', 'run_message', 'train_job', 'span', 'capture_folder', 'window_start',
            'has_capture', 'monitor_message', 'monitor_job', 'configured_triggers', 'sync_jobs', 'row_line', 'listener',
            'start_scheduler', 'stop_children', 'stop_signals', 'say', 'run_scheduler', 'stored_jobs', 'list_lines',
@@ -103,12 +103,6 @@ JOB_LOCK, SCHEDULER_LOCK = '.mlpipeline/jobs', '.mlpipeline/scheduler'
 
 class Overlap(UsageError):
     "A scheduled job refused to start because another run of the project is in progress."
-
-def lock_holder(lock:Path) -> int|None:
-    "The live process holding lock file `lock`, if any."
-    try: text = Path(lock).read_text().strip()
-    except FileNotFoundError: return None
-    return int(text) if text.isdigit() and _alive(int(text)) else None
 
 def busy_runs(cfg:dict) -> list[str]:
     "The project's run folders a live process is executing, as 'run-id (process N)'."

@@ -6,7 +6,7 @@ import pytest
 from mlpipeline.config import load_config
 from mlpipeline.errors import StageFailed, UsageError
 from mlpipeline.pipeline import STAGES, run_pipeline, execute_run
-from mlpipeline.runfolder import read_manifest
+from mlpipeline.runfolder import read_manifest, lock_holder
 from conftest import REPO, SAMPLE, mlpipeline, write_project, only_run, manifest, client_for
 
 AIRFLOW_VENV = REPO/'.venv-airflow'
@@ -109,7 +109,7 @@ def test_airflow_dag_runs_the_pipeline_like_mlpipeline_run(dag_run, finished):
     assert layout(rd) == layout(finished[1])
     m = manifest(rd)
     assert m['status'] == 'complete' and list(m['stages']) == STAGES and all(m['stages'][s]['status'] == 'complete' for s in STAGES)
-    assert not (rd/'.lock').exists()
+    assert lock_holder(rd/'.lock') is None
     client = client_for(project)
     parent = client.get_run(m['mlflow_run_id'])
     assert parent.info.status == 'FINISHED'
