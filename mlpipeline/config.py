@@ -68,7 +68,7 @@ mlflow:
   tracking_uri: null         # null: sqlite mlruns.db in the project; or a tracking server, e.g. http://127.0.0.1:5000 (`mlpipeline server`)
   experiment: mlpipeline
   model_name: mlpipeline-model
-  lock_timeout_s: 120        # an alias move waits this long for the registry lock another run holds, then fails naming the holder
+  lock_timeout_s: 360        # an alias move waits this long for the registry lock another run holds (more than lock_stale_s)
   lock_stale_s: 300          # a registry lock older than this is broken (its holder died); a move holds it for seconds
 serve:
   model: null                # name@alias or name/version; default: mlflow.model_name@champion
@@ -378,6 +378,10 @@ def check_config(cfg:dict) -> dict:
     if not all(isinstance(x, (int, float)) and 0 < x < 1 for x in (v, t)) or v + t >= 0.9:
         raise ConfigError('split', f'valid={v!r}, test={t!r}: each must be in (0, 1) and together below 0.9', 'e.g. -p split.valid=0.15 -p split.test=0.15')
     if not cfg.get('target'): raise ConfigError('target', 'no target column is set', 'set -p target=<column>')
+    wait, stale = get_key(cfg, 'mlflow.lock_timeout_s'), get_key(cfg, 'mlflow.lock_stale_s')
+    if wait <= stale:  # a shorter wait fails on a dead holder's lock before it may be broken
+        raise ConfigError('mlflow.lock_timeout_s', f'{wait!r} is not above mlflow.lock_stale_s ({stale!r})',
+                          f'set -p mlflow.lock_timeout_s={stale + 60}')
     return cfg
 
 # %% ../nbs/00_config.ipynb #000023

@@ -20,10 +20,10 @@ STAGE = stage_of('registry')  # this module's stage in the table
 
 # %% auto #0
 __all__ = ['STAGE', 'LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version', 'audit_experiment',
-           'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'break_if_stale',
-           'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash', 'lineage_tags', 'list_versions', 'promote',
-           'rollback', 'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'still_valid', 'check_reproduces',
-           'run_register']
+           'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'holder_gone',
+           'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash',
+           'lineage_tags', 'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
+           'test_metric_tags', 'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -99,7 +99,8 @@ def lock_holder(client, name:str) -> dict|None:
 
 def try_lock(client, name:str, token:str) -> bool:
     "Create the lock model `name` for `token` (atomic in the store); False when another holds it."
-    tags = {'mlpipeline.lock': 'true', 'holder': token, 'since': f'{time.time():.3f}'}
+    tags = {'mlpipeline.lock': 'true', 'holder': token, 'since': f'{time.time():.3f}', 'host': socket.gethostname(),
+            'pid': str(os.getpid())}
     try: client.create_registered_model(name, tags=tags, description='mlpipeline registry lock: held while an alias moves')
     except mlflow.exceptions.MlflowException as e:
         # held; or released between MLflow's failed insert and its read of the holder; or SQLite busy: try again
@@ -116,11 +117,26 @@ def release_lock(client, name:str, token:str) -> bool:
     return True
 
 # %% ../nbs/06_register.ipynb #060017
+def holder_gone(held:dict) -> bool:
+    "Whether the lock's holder is a process of this host that no longer runs (other hosts' processes are not seen)."
+    pid = held.get('pid', '')
+    if held.get('host') != socket.gethostname() or not pid.isdigit(): return False
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return True
+    except PermissionError: return False  # alive, another user's
+    return False
+
+def stale_reason(held:dict, stale_s:float) -> str:
+    "Why the lock `held` may be broken now, or '' while its holder may still be moving an alias."
+    if holder_gone(held): return f"its holder, process {held['pid']} of this host, is gone"
+    age = time.time() - float(held.get('since') or 0)
+    return f'held {age:.0f}s > {stale_s:g}s' if age > stale_s else ''
+
 def break_if_stale(client, name:str, stale_s:float) -> dict|None:
-    "The lock's holder; a lock older than `stale_s` seconds is deleted first, with a warning."
+    "The lock's holder; a lock whose holder died, or older than `stale_s` seconds, is deleted first with a warning."
     held = lock_holder(client, name)
-    if held and time.time() - float(held.get('since') or 0) > stale_s and release_lock(client, name, held.get('holder')):
-        warnings.warn(f"broke the stale registry lock {name} of {held.get('holder')} (held {time.time() - float(held.get('since') or 0):.0f}s > {stale_s:g}s)")
+    if held and (why := stale_reason(held, stale_s)) and release_lock(client, name, held.get('holder')):
+        warnings.warn(f"broke the stale registry lock {name} of {held.get('holder')} ({why})")
     return held
 
 def acquire_lock(client, name:str, token:str, timeout_s:float, stale_s:float):
@@ -144,7 +160,7 @@ def registry_lock(cfg:dict, timeout_s:float|None=None, stale_s:float|None=None):
         try: yield; return
         finally: held[key] -= 1
     client, token = registry_client(cfg), f'{who()} pid {os.getpid()} {uuid.uuid4().hex[:8]}'
-    acquire_lock(client, key[1], token, timeout_s or get_key(cfg, 'mlflow.lock_timeout_s', 120), stale_s or get_key(cfg, 'mlflow.lock_stale_s', 300))
+    acquire_lock(client, key[1], token, timeout_s or get_key(cfg, 'mlflow.lock_timeout_s'), stale_s or get_key(cfg, 'mlflow.lock_stale_s', 300))
     held[key] = 1
     try: yield
     finally: held.pop(key, None); release_lock(client, key[1], token)
