@@ -304,22 +304,13 @@ def interval_plot(table:pd.DataFrame, path:Path) -> Path:
     return path
 
 def ab_html(s:dict, table:pd.DataFrame, plot:Path) -> str:
-    "The A/B report page: decision, per-arm table, the difference and its test, the plot inline."
-    import base64, html
-    from mlpipeline.monitor import html_table
-    c, cls = s['comparison'], {'promote': 'good', 'keep': 'bad', 'wait': 'wait'}[s['recommendation']]
-    diff = pd.DataFrame([{k: c[k] for k in ('difference', 'ci_low', 'ci_high', 'p_value', 'labels_total_needed', 'labels_needed')}])
-    img = base64.b64encode(plot.read_bytes()).decode()
-    style = ('body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}'
-             '.bad{background:#fdd;padding:6px}.good{background:#dfd;padding:6px}.wait{background:#ffd;padding:6px}')
-    title = f"A/B test of {s['model']}: {s['report_id']}"
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
-            f"<p class='{cls}'>Recommendation: <b>{s['recommendation']}</b>: {html.escape(s['why'])}</p>"
-            f"<p>{s['labelled']} labelled of {s['captured']} captured rows ({html.escape(s['window'])}); metric {s['metric']}"
-            f" ({'higher' if s['higher_is_better'] else 'lower'} is better), alpha {s['alpha']}, power {s['power']}.</p>"
-            f'<h2>Arms</h2>{html_table(table)}<h2>Challenger - champion</h2>{html_table(diff)}'
-            f'<p>z-test on the bootstrap standard errors; labels needed: N = (z<sub>1-α/2</sub> + z<sub>power</sub>)² (σ²<sub>champion</sub>/w<sub>champion</sub> + σ²<sub>challenger</sub>/w<sub>challenger</sub>) / d².</p>'
-            f'<figure><img alt="intervals" src="data:image/png;base64,{img}"></figure></body></html>')
+    "The A/B report page (`ab.html`): decision, per-arm table, the difference and its test, the plot inline."
+    from mlpipeline.pages import render_page, html_table, data_uri
+    c = s['comparison']
+    keys = ('difference', 'ci_low', 'ci_high', 'p_value', 'labels_total_needed', 'labels_needed')
+    diff = pd.DataFrame([{k: c.get(k, float('nan')) for k in keys}])  # an arm with one labelled row: no interval
+    return render_page('ab.html', f"A/B test of {s['model']}: {s['report_id']}", s=s, arms=html_table(table),
+                       difference=html_table(diff), plot=data_uri(plot))
 
 # %% ../nbs/07a_ab.ipynb #070042
 def ab_labelled(cfg:dict, labels:str|Path, since:str|None=None, until:str|None=None, capture:str|Path|None=None) -> tuple[pd.DataFrame, int]:
