@@ -16,7 +16,7 @@ ARMS = ('champion', 'challenger')
 # %% auto #0
 __all__ = ['log', 'ARMS', 'unit_hash', 'challenger_share', 'arm_for', 'routing_key', 'check_key', 'ArmMetrics', 'StepCounts',
            'canary_breach', 'CanaryController', 'canary_actions', 'ArmRouter', 'traffic_split_on', 'traffic_split',
-           'auc', 'arm_metric', 'bootstrap_metric', 'compare_arms', 'recommend', 'arm_arrays', 'ab_table',
+           'arm_metric', 'group_rows', 'arm_interval', 'compare_arms', 'recommend', 'arm_arrays', 'ab_table',
            'capture_task', 'interval_plot', 'ab_html', 'ab_labelled', 'ab_summary', 'ab_report', 'ab_lines']
 
 # %% ../nbs/07a_ab.ipynb #070006
@@ -217,28 +217,45 @@ def traffic_split(cfg:dict, holder, registry=None) -> ArmRouter|None:
     return ArmRouter(holder, share, check_key(get_key(cfg, 'serve.ab.key')), metrics, canary)
 
 # %% ../nbs/07a_ab.ipynb #070031
-def auc(y:np.ndarray, score:np.ndarray) -> float:
-    "ROC-AUC from ranks (Mann-Whitney), ties counted half; nan with one class only."
-    from scipy.stats import rankdata
-    pos = y.astype(bool); n1, n0 = pos.sum(), (~pos).sum()
-    if n1 == 0 or n0 == 0: return float('nan')
-    return float((rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
 def arm_metric(task:str) -> tuple:
-    "(name, function of (y, score), whether higher is better) for a task."
-    if task == 'binary': return 'roc_auc', auc, True
-    if task == 'multiclass': return 'accuracy', lambda y, s: float(np.mean(y == s)), True
-    return 'rmse', lambda y, s: float(np.sqrt(np.mean((y - s) ** 2))), False
+    "(name, function of (y, score), whether higher is better) for a task; ROC-AUC is nan on one class."
+    from sklearn.metrics import accuracy_score
+    from mlpipeline.metrics import metric_fn
+    if task == 'binary':
+        auc = metric_fn('roc_auc', task)
+        return 'roc_auc', lambda y, s: float(auc(y, s)) if 0 < y.sum() < len(y) else float('nan'), True
+    if task == 'multiclass': return 'accuracy', lambda y, s: float(accuracy_score(y, s)), True
+    return 'rmse', metric_fn('rmse', task), False
 
 # %% ../nbs/07a_ab.ipynb #070034
-def bootstrap_metric(y:np.ndarray, s:np.ndarray, fn, n:int=1000, seed:int=0, groups=None) -> np.ndarray:
-    "The metric on `n` bootstrap resamples: of the rows, or of whole `groups` (rows of one request are not independent)."
-    rng = np.random.default_rng(seed)
-    if groups is None: return np.array([fn(y[i], s[i]) for i in rng.integers(0, len(y), (n, len(y)))])
+def group_rows(groups) -> list[np.ndarray]:
+    "The row positions of each group, in order of first appearance."
     codes = pd.factorize(np.asarray(groups))[0]
     order, bounds = np.argsort(codes, kind='stable'), np.r_[0, np.cumsum(np.bincount(codes))]
-    members = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
-    return np.array([fn(y[i], s[i]) for i in (np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))]) for _ in range(n))])
+    return [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+
+def arm_interval(y:np.ndarray, s:np.ndarray, fn, n:int=1000, seed:int=0, groups=None, confidence:float=0.95) -> dict:
+    "`{ci_low, ci_high, se}` of the metric by `scipy.stats.bootstrap` (percentile): of the rows, or of whole `groups`."
+    import warnings
+    from scipy.stats import bootstrap
+    members = group_rows(groups) if groups is not None else None
+    units = len(members) if members is not None else len(y)
+    if units < 2:  # no spread to estimate: the interval is the value itself
+        v = float(fn(y, s)) if len(y) else float('nan')
+        return {'ci_low': v, 'ci_high': v, 'se': float('nan')}
+    rows = (lambda i: i) if members is None else (lambda i: np.concatenate([members[k] for k in i]))
+    def metric(i):
+        r = rows(i)
+        return fn(y[r], s[r])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # scipy warns of nan in the resamples; handled below
+        res = bootstrap((np.arange(units),), metric, n_resamples=n, vectorized=False, method='percentile',
+                        confidence_level=confidence, rng=np.random.default_rng(seed))
+        ci, se = [res.confidence_interval.low, res.confidence_interval.high], res.standard_error
+        if not np.isfinite([*ci, se]).all():  # resamples with no metric (one class): the interval of the others
+            b, a = res.bootstrap_distribution, (1 - confidence) / 2
+            ci, se = np.nanquantile(b, [a, 1 - a]), np.nanstd(b, ddof=1)
+    return {'ci_low': float(ci[0]), 'ci_high': float(ci[1]), 'se': float(se)}
 
 def compare_arms(champ:dict, chall:dict, higher:bool, alpha:float=0.05, power:float=0.8) -> dict:
     "Difference challenger - champion, its z-test, interval, labels still needed for a decision, from each arm's `{value, se, n}`."
@@ -280,10 +297,9 @@ def ab_table(labelled:pd.DataFrame, target:str, task:str, classes:list, n_boot:i
         rows = labelled[labelled.arm == arm]
         if task != 'regression': rows = rows[rows[target].astype(str).isin([str(c) for c in classes])]
         y, s = arm_arrays(rows, target, task, classes)
-        boot = bootstrap_metric(y, s, fn, n_boot, seed, rows['request_id'].to_numpy() if 'request_id' in rows else None) if len(rows) else np.array([np.nan])
+        groups = rows['request_id'].to_numpy() if 'request_id' in rows else None
         out.append({'arm': arm, 'versions': ','.join(sorted(rows.model_version.astype(str).unique())), 'labelled': len(rows), 'metric': name,
-                    'value': fn(y, s) if len(rows) else np.nan, 'ci_low': float(np.nanpercentile(boot, 2.5)) if len(rows) else np.nan,
-                    'ci_high': float(np.nanpercentile(boot, 97.5)) if len(rows) else np.nan, 'se': float(np.nanstd(boot, ddof=1)) if len(rows) > 1 else np.nan})
+                    'value': float(fn(y, s)) if len(rows) else np.nan} | arm_interval(y, s, fn, n_boot, seed, groups))
     return pd.DataFrame(out)
 
 def capture_task(batch:pd.DataFrame) -> tuple[str, list]:
@@ -304,22 +320,13 @@ def interval_plot(table:pd.DataFrame, path:Path) -> Path:
     return path
 
 def ab_html(s:dict, table:pd.DataFrame, plot:Path) -> str:
-    "The A/B report page: decision, per-arm table, the difference and its test, the plot inline."
-    import base64, html
-    from mlpipeline.monitor import html_table
-    c, cls = s['comparison'], {'promote': 'good', 'keep': 'bad', 'wait': 'wait'}[s['recommendation']]
-    diff = pd.DataFrame([{k: c[k] for k in ('difference', 'ci_low', 'ci_high', 'p_value', 'labels_total_needed', 'labels_needed')}])
-    img = base64.b64encode(plot.read_bytes()).decode()
-    style = ('body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}'
-             '.bad{background:#fdd;padding:6px}.good{background:#dfd;padding:6px}.wait{background:#ffd;padding:6px}')
-    title = f"A/B test of {s['model']}: {s['report_id']}"
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
-            f"<p class='{cls}'>Recommendation: <b>{s['recommendation']}</b>: {html.escape(s['why'])}</p>"
-            f"<p>{s['labelled']} labelled of {s['captured']} captured rows ({html.escape(s['window'])}); metric {s['metric']}"
-            f" ({'higher' if s['higher_is_better'] else 'lower'} is better), alpha {s['alpha']}, power {s['power']}.</p>"
-            f'<h2>Arms</h2>{html_table(table)}<h2>Challenger - champion</h2>{html_table(diff)}'
-            f'<p>z-test on the bootstrap standard errors; labels needed: N = (z<sub>1-α/2</sub> + z<sub>power</sub>)² (σ²<sub>champion</sub>/w<sub>champion</sub> + σ²<sub>challenger</sub>/w<sub>challenger</sub>) / d².</p>'
-            f'<figure><img alt="intervals" src="data:image/png;base64,{img}"></figure></body></html>')
+    "The A/B report page (`ab.html`): decision, per-arm table, the difference and its test, the plot inline."
+    from mlpipeline.pages import render_page, html_table, data_uri
+    c = s['comparison']
+    keys = ('difference', 'ci_low', 'ci_high', 'p_value', 'labels_total_needed', 'labels_needed')
+    diff = pd.DataFrame([{k: c.get(k, float('nan')) for k in keys}])  # an arm with one labelled row: no interval
+    return render_page('ab.html', f"A/B test of {s['model']}: {s['report_id']}", s=s, arms=html_table(table),
+                       difference=html_table(diff), plot=data_uri(plot))
 
 # %% ../nbs/07a_ab.ipynb #070042
 def ab_labelled(cfg:dict, labels:str|Path, since:str|None=None, until:str|None=None, capture:str|Path|None=None) -> tuple[pd.DataFrame, int]:

@@ -127,14 +127,12 @@ def leakage_section(leak:dict|None) -> str:
     return head + (f'<table><tr><th>column</th><th>rule</th><th>observed</th><th>score alone</th><th>action</th></tr>{rows}</table>' if rows else '<p>No finding.</p>')
 
 def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str='') -> str:
-    "The evaluation report: metrics, the gate's decision and the plots, in one self-contained HTML page."
-    import base64, html
-    rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>' for k, v in metrics.items() if isinstance(v, (int, float)))
-    gate_html = '' if gate is None else (f"<h2>Gate: {'passed' if gate['passed'] else 'refused'}</h2><ul>" + ''.join(f'<li>{html.escape(l)}</li>' for l in gate['checks']) + '</ul>')
-    imgs = ''.join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{k}</figcaption></figure>' for k, p in images.items())
-    style = 'body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}td{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:8px}'
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body>'
-            f'<h1>{html.escape(title)}</h1>{gate_html}<h2>Test metrics</h2><table>{rows}</table>{extra}<h2>Plots</h2>{imgs}</body></html>')
+    "The evaluation report (`evaluate.html`): metrics, the gate's decision and the plots, in one self-contained HTML page."
+    from markupsafe import Markup
+    from mlpipeline.pages import render_page, data_uri
+    numbers = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
+    return render_page('evaluate.html', title, metrics=numbers, gate=gate, extra=Markup(extra),
+                       images={k: data_uri(p) for k, p in images.items()})
 
 # %% ../nbs/05_evaluate.ipynb #050016
 def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False,

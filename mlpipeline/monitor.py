@@ -24,10 +24,10 @@ __all__ = ['STAGE', 'log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_
            'batch_predictions', 'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows',
            'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision', 'like_column', 'like_base',
            'retrain_window', 'retrain_base', 'retrain', 'champion_ref', 'candidate_run', 'candidate_facts',
-           'pick_candidate', 'share_plot', 'metric_plot', 'html_table', 'report_html', 'webhook_url', 'post_alert',
-           'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts',
-           'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment',
-           'log_monitoring_run', 'run_monitor']
+           'pick_candidate', 'share_plot', 'metric_plot', 'report_html', 'webhook_url', 'post_alert', 'alert_payload',
+           'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons',
+           'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run',
+           'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -453,31 +453,19 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
     return _save(fig, path)
 
 # %% ../nbs/08_monitor.ipynb #080055
-def html_table(df:pd.DataFrame, floats:str='{:.4g}') -> str:
-    "A DataFrame as a plain HTML table."
-    import html
-    cell = lambda v: floats.format(v) if isinstance(v, float) else html.escape(str(v))
-    return '<table><tr>' + ''.join(f'<th>{html.escape(str(c))}</th>' for c in df.columns) + '</tr>' + ''.join(
-        '<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False)) + '</table>'
-
 def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, images:dict) -> str:
-    "The monitoring report: decision, drift table, quality findings, performance and plots in one HTML page."
-    import base64, html
-    s, alert = summary, summary['alert']
-    head = (f"<p class='{'bad' if alert else 'good'}'><b>{'ALERT' if alert else 'No alert'}</b>: {html.escape(s['alert_text'])}</p>"
-            f"<p>{s['rows']} rows of {html.escape(s['data'])} against {s['model']} version {s['version']}'s reference ({s['reference_rows']} training rows). "
-            f"Decision: <b>{s['decision']['action']}</b> ({html.escape(s['decision']['why'])}).</p>")
-    drift = html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '<p>No drift decision (too few rows).</p>'
-    qual = html_table(pd.DataFrame(quality)[['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']]) if quality else '<p>No violation of the schema.</p>'
-    perf = (html_table(pd.DataFrame([s['performance']])) + (html_table(over_time) if len(over_time) else '')) if s.get('performance') else '<p>No labels.</p>'
-    if cands := s['decision'].get('retrain', {}).get('candidates'):
-        head += f"<h2>Retrain candidates</h2><p>Went on: <b>{html.escape(s['decision']['retrain']['winner_why'])}</b></p>" + html_table(pd.DataFrame(cands))
-    imgs = ''.join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}"><figcaption>{html.escape(k)}</figcaption></figure>' for k, p in images.items())
-    style = ('body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}'
-             '.bad{background:#fdd;padding:6px}.good{background:#dfd;padding:6px}figure{display:inline-block;margin:6px}')
-    title = f"Monitoring {s['model']} v{s['version']}: {s['monitor_id']}"
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>'
-            f'{head}<h2>Drift</h2>{drift}<h2>Data quality</h2>{qual}<h2>Performance on labelled rows</h2>{perf}<h2>Distributions: reference against current</h2>{imgs}</body></html>')
+    "The monitoring report (`monitor.html`): decision, drift table, quality findings, performance and plots in one HTML page."
+    from mlpipeline.pages import render_page, html_table, data_uri
+    s = summary
+    cands = s['decision'].get('retrain', {}).get('candidates')
+    quality_columns = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']
+    return render_page('monitor.html', f"Monitoring {s['model']} v{s['version']}: {s['monitor_id']}", s=s,
+                       candidates=html_table(pd.DataFrame(cands)) if cands else '',
+                       drift=html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '',
+                       quality=html_table(pd.DataFrame(quality)[quality_columns]) if quality else '',
+                       performance=html_table(pd.DataFrame([s['performance']])) if s.get('performance') else '',
+                       over_time=html_table(over_time) if len(over_time) else '',
+                       images={k: data_uri(p) for k, p in images.items()})
 
 # %% ../nbs/08_monitor.ipynb #080057
 def webhook_url(cfg:dict) -> str|None:

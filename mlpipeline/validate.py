@@ -328,13 +328,11 @@ def report_frame(report:list[dict]) -> pd.DataFrame:
     return df.sort_values('severity', key=lambda s: s.ne('error'), kind='stable').reset_index(drop=True)
 
 def report_html(report:list[dict], title:str, extra:str='') -> str:
-    "A self-contained HTML page of the report, with `extra` HTML after the table."
-    rows = ''.join('<tr class="{}">{}</tr>'.format(r.severity, ''.join(f'<td>{html.escape(str(getattr(r, c)))}</td>' for c in REPORT_COLUMNS))
-                   for r in report_frame(report).itertuples())
-    head = ''.join(f'<th>{c}</th>' for c in REPORT_COLUMNS)
-    style = 'body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.error{background:#fdd}.warning{background:#ffd}'
-    body = f'<table><tr>{head}</tr>{rows}</table>' if report else '<p>No violations.</p>'
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}{extra}</body></html>'
+    "A self-contained HTML page of the report (`validate.html`), with `extra` HTML (escaped by its writer) after the table."
+    from markupsafe import Markup
+    from mlpipeline.pages import render_page
+    rows = report_frame(report).to_dict(orient='records')
+    return render_page('validate.html', title, rows=rows, columns=REPORT_COLUMNS, extra=Markup(extra))
 
 # %% ../nbs/02_validate.ipynb #020047
 def _rate(r) -> str:
