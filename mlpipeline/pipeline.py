@@ -9,14 +9,14 @@ from pathlib import Path
 from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, StageFailed
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
-                                  mlflow_experiment, git_facts, write_json, model_version)
+                                  mlflow_experiment, git_facts, write_json, model_version, output_of)
 from .config import flat
 from .stages import STAGES, through, producer, stage as declared
 
 # %% auto #0
 __all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
-           'open_parent_run', 'close_parent_run', 'mark_stale', 'mark_failed', 'say', 'default_engine', 'forced_stages',
-           'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
+           'open_parent_run', 'close_parent_run', 'mark_stale', 'check_raw', 'mark_failed', 'say', 'default_engine',
+           'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
@@ -126,6 +126,12 @@ def mark_stale(run_dir:Path, stages:list, cause:str):
         if m['stages'].get(s, {}).get('status') == 'complete': m['stages'][s].update(status='stale', stale_after=cause)
     write_json(m, run_dir/'manifest.json')
 
+def check_raw(run_dir:Path, cfg:dict, rows:int=10_000):
+    "Refuse, once ingestion has read the table, a config its columns cannot satisfy: a query's or a stream's header."
+    import pyarrow.dataset as ds  # the first rows of a file or a folder of parts, not the whole table
+    from mlpipeline.validate import check_against_data
+    check_against_data(cfg, head=ds.dataset(output_of(run_dir, 'raw')).head(rows).to_pandas())
+
 def mark_failed(run_dir:Path, stage:str, err:Exception):
     "Record in the manifest that `stage` failed, and why."
     m = read_manifest(run_dir)
@@ -184,6 +190,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 i = plan.index(stage) + 1
                 t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
+                if stage == producer('raw').name: check_raw(rd, cfg)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
             shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us

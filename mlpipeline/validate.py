@@ -511,11 +511,11 @@ def task_problem(cfg:dict, y:pd.Series) -> ConfigError|None:
         return ConfigError(key, f'{bad[0]} is not a {family} metric (the target {y.name!r} makes this a {task} task)', f"use one of {', '.join(TASK_METRICS[family])}")
     return None
 
-def check_against_data(cfg:dict, rows:int=10_000) -> dict:
-    "Refuse, before any stage, a config whose columns, task or gate metrics the data cannot have (file sources)."
+def check_against_data(cfg:dict, rows:int=10_000, head:pd.DataFrame|None=None) -> dict:
+    "Refuse a config whose columns, task or gate metrics the data (`head`, else the source's first rows) cannot have."
     from mlpipeline.ingest import data_head
-    head = data_head(cfg, rows)
-    if head is None: return cfg
+    head = data_head(cfg, rows) if head is None else head
+    if head is None: return cfg  # a query, a URL or a stream: checked on the table ingestion read
     if err := missing_column(cfg, head) or task_problem(cfg, head[cfg['target']]): raise err
     return cfg
 

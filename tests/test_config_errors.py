@@ -50,3 +50,19 @@ def test_what_the_pipeline_accepts_is_not_refused(tmp_path, args):
     "Configs the stages take: gate metrics beyond the task's headline ones, YAML 1.1 numbers, one group by name, ..."
     r = mlpipeline('config', *args, cwd=write_project(tmp_path/'project'))
     assert r.returncode == 0 and r.stdout.startswith('config ok'), r.stderr
+
+
+def test_a_query_source_is_checked_once_ingestion_has_its_header(tmp_path):
+    "A SQL source's columns are unknown before the query runs: a missing column is refused right after 01_ingest, exit 2."
+    import sqlite3
+    import pandas as pd
+    from conftest import SAMPLE, only_run, manifest
+    db = tmp_path/'source.db'
+    with sqlite3.connect(db) as con: pd.read_csv(SAMPLE).to_sql('customers', con, index=False)
+    data = {'path': f'sqlite:///{db}', 'query': 'select * from customers', 'id_column': 'rownames'}
+    project = write_project(tmp_path/'project', data=data, validation={'groups': ['senior_citizen_x']})
+    r = mlpipeline('run', cwd=project)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "config key 'validation.groups'" in r.stderr and "no column 'senior_citizen_x'" in r.stderr, r.stderr
+    stages = manifest(only_run(project))['stages']
+    assert stages['01_ingest']['status'] == 'complete' and all(s.get('status') != 'complete' for n, s in stages.items() if n != '01_ingest')
