@@ -23,7 +23,7 @@ __all__ = ['STAGE', 'LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_cli
            'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'holder_gone',
            'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash',
            'lineage_tags', 'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
-           'test_metric_tags', 'still_valid', 'check_reproduces', 'run_register']
+           'test_metric_tags', 'registered_before', 'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -249,6 +249,11 @@ def test_metric_tags(metrics:dict) -> dict:
     "The test metrics as version tags (`test.roc_auc`), so the service and `models list` show them without a run lookup."
     return {f'test.{k}': f'{v:.6g}' for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith('latency')}
 
+def registered_before(client, name:str, tags:dict):
+    "The version this run folder registered earlier with the same model (a resumed or forced registration), or None."
+    same = lambda mv: all(mv.tags.get(k) == tags[k] for k in ('run_folder', 'model_sha256'))
+    return next((mv for mv in client.search_model_versions(f"name='{name}'") if same(mv)), None)
+
 def still_valid(gate:dict, champion_now:str|None) -> dict:
     "The gate's decision, withdrawn if the champion it was judged against has changed since (another run promoted)."
     if not gate['passed'] or champion_now == gate.get('champion_version'): return gate
@@ -280,15 +285,20 @@ def run_register(run_dir:str|Path) -> dict:
         # every check has passed: the registry changes here and only here, under its lock, so that the champion the
         # re-check reads is still the champion when this run moves it (another run's move waits)
         with registry_lock(cfg):
-            gate = still_valid(gate, alias_version(registry_client(cfg), name, 'champion'))
-            tags = lineage_tags(rd, cfg) | test_metric_tags(json.loads(output_of(rd, 'metrics').read_text())) | {
+            client, lineage = registry_client(cfg), lineage_tags(rd, cfg)
+            prior = registered_before(client, name, lineage)  # a retry registers no second version of its model
+            champion = alias_version(client, name, 'champion')
+            moved_to_us = prior is not None and str(champion) == str(prior.version)
+            gate = still_valid(gate, gate.get('champion_version') if moved_to_us else champion)
+            tags = lineage | test_metric_tags(json.loads(output_of(rd, 'metrics').read_text())) | {
                 'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
-            mv = mlflow.register_model(info.model_uri, name, tags=tags)
-            moves = [move_alias(cfg, 'challenger', mv.version, f'registered by run {rd.name}')]
-            if gate['passed']: moves.append(move_alias(cfg, 'champion', mv.version, 'gate passed: ' + '; '.join(gate['checks'])))
+            mv = prior or mlflow.register_model(info.model_uri, name, tags=tags)
+            wanted = [('challenger', f'registered by run {rd.name}')]
+            if gate['passed']: wanted.append(('champion', 'gate passed: ' + '; '.join(gate['checks'])))
+            moves = [move_alias(cfg, a, mv.version, why) for a, why in wanted if str(alias_version(client, name, a)) != str(mv.version)]
         mlflow.log_dict(audit_log(cfg).to_dict(orient='records'), 'alias_audit.json')
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,
-               'aliases': [m['alias'] for m in moves], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}
+               'aliases': [a for a, _ in wanted], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}
         write_json(out, rd/'artifacts/registered.json')
         finish_stage(rd, STAGE.name, {'registered': rd/'artifacts/registered.json'}, model_version=int(mv.version))
     return out

@@ -104,3 +104,20 @@ def test_a_candidate_of_another_task_is_not_compared_and_not_promoted(tmp_path):
     gate = json.loads((rd/'artifacts/gate.json').read_text())
     assert not gate['passed'] and any(c.startswith('FAIL champion version 1: the champion') for c in gate['checks'])  # cannot score, or not a regressor
     assert str(client_for(p).get_model_version_by_alias('mixed', 'champion').version) == '1'
+
+
+@pytest.mark.slow
+def test_a_retried_registration_registers_no_second_version(tmp_path):
+    "Issue 22 item 11: a crash between registering and moving the aliases left an orphan, and the resume registered again."
+    from conftest import only_run
+    project = write_project(tmp_path/'project')
+    assert mlpipeline('run', '--quiet', cwd=project).returncode == 0
+    rd, client = only_run(project), client_for(project)
+    for alias in ('champion', 'challenger'): client.delete_registered_model_alias('test-model', alias)  # as if killed there
+    for _ in range(2):  # the retry, then a second one
+        r = mlpipeline('run', '--quiet', '--resume', rd.name, '--only', registry.STAGE.name, '--force', cwd=project)
+        assert r.returncode == 0, r.stderr
+    versions = client_for(project).search_model_versions("name='test-model'")
+    assert [str(v.version) for v in versions] == ['1'], [v.version for v in versions]
+    assert {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')} == {'champion': '1', 'challenger': '1'}
+    assert json.loads((rd/'artifacts/registered.json').read_text())['aliases'] == ['challenger', 'champion']
