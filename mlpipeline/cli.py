@@ -4,16 +4,16 @@
 
 # %% ../nbs/09c_cli.ipynb #09c003
 from __future__ import annotations
-import argparse, functools, json, os, sys
+import argparse, contextlib, functools, json, os, signal, sys
 from pathlib import Path
 from .config import load_config, read_config, get_key
-from .errors import MlpipelineError, UsageError
+from .errors import MlpipelineError, UsageError, Terminated
 from .runfolder import read_manifest, stage_complete
 from .stages import STAGES
 from .pipeline import find_run, run_pipeline, execute_run, reproduce
 
 # %% auto #0
-__all__ = ['summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'main']
+__all__ = ['summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'terminate', 'main']
 
 # %% ../nbs/09c_cli.ipynb #09c025
 def summary(run_dir:Path) -> str:
@@ -136,11 +136,16 @@ def registry_command(args) -> str:
     e = registry.promote(cfg, args.version, args.why) if args.command == 'promote' else registry.rollback(cfg, args.why)
     return f"{e['model']}: champion {e['from_version'] or '-'} -> {e['to_version']} ({e['why']})"
 
+def terminate(signum, frame):
+    "SIGTERM stops a run as Ctrl-C does: the stage in progress is marked failed and the MLflow run closed."
+    raise Terminated('SIGTERM')
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `mlpipeline` command."
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
+            with contextlib.suppress(ValueError): signal.signal(signal.SIGTERM, terminate)  # ValueError: not the main thread
             rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict,
                               create_only=args.create_only, only=args.only)
             print(f'run_id={rd.name}' if args.create_only else '\n'.join(status_lines(rd)) if args.only else summary(rd))
@@ -193,6 +198,9 @@ def main(argv:list[str]|None=None) -> int:
         return 0
     except MlpipelineError as e:
         print(f'mlpipeline: {e}', file=sys.stderr); return e.exit_code
+    except Terminated:
+        print('mlpipeline: terminated (SIGTERM); continue with `mlpipeline run --resume <run-id>`', file=sys.stderr)
+        return Terminated.exit_code
     except KeyboardInterrupt:
         print('mlpipeline: interrupted; continue with `mlpipeline run --resume <run-id>`', file=sys.stderr); return 130
     except Exception as e:  # not ours: still one paragraph, with where to look

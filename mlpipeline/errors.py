@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MlpipelineError', 'UsageError', 'ConfigError', 'SourceError', 'DataValidationError', 'StageFailed']
+__all__ = ['MlpipelineError', 'UsageError', 'Terminated', 'ConfigError', 'SourceError', 'DataValidationError', 'StageFailed']
 
 # %% ../nbs/00a_errors.ipynb #000005
 class MlpipelineError(Exception):
@@ -22,6 +22,11 @@ class MlpipelineError(Exception):
 class UsageError(MlpipelineError):
     "The command line asks for something that cannot be done."
     exit_code = 2
+
+# %% ../nbs/00a_errors.ipynb #d4e56616
+class Terminated(KeyboardInterrupt):
+    "The process got SIGTERM (a scheduler, a container stop, `kill`): stopped like Ctrl-C, so the run is marked."
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it
 
 # %% ../nbs/00a_errors.ipynb #000009
 class ConfigError(MlpipelineError):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb #090003
 from __future__ import annotations
-import datetime as dt, os, sys, time
+import contextlib, datetime as dt, os, sys, time
 from pathlib import Path
 from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, StageFailed
@@ -15,8 +15,8 @@ from .stages import STAGES, through, producer, stage as declared
 
 # %% auto #0
 __all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
-           'open_parent_run', 'close_parent_run', 'mark_stale', 'check_raw', 'mark_failed', 'say', 'default_engine',
-           'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
+           'open_parent_run', 'close_parent_run', 'mark_stale', 'io_error', 'check_raw', 'mark_failed', 'say',
+           'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
@@ -126,6 +126,12 @@ def mark_stale(run_dir:Path, stages:list, cause:str):
         if m['stages'].get(s, {}).get('status') == 'complete': m['stages'][s].update(status='stale', stale_after=cause)
     write_json(m, run_dir/'manifest.json')
 
+def io_error(stage:str|None, run_dir:Path, err:OSError) -> MlpipelineError:
+    "What a file the run could not read or write (a full disk, a read-only folder) means: the stage, the file, the fix."
+    where = f'stage {stage} of run {run_dir.name}' if stage else f'run {run_dir.name}'
+    return MlpipelineError(f'{where} stopped: {err.strerror or err} ({err.filename or run_dir})',
+                           f'free disk space or make {run_dir.parent} writable, then `mlpipeline run --resume {run_dir.name}`')
+
 def check_raw(run_dir:Path, cfg:dict, rows:int=10_000):
     "Refuse, once ingestion has read the table, a config its columns cannot satisfy: a query's or a stream's header."
     import pyarrow.dataset as ds  # the first rows of a file or a folder of parts, not the whole table
@@ -194,9 +200,12 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
             shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us
-            if (stage := next((s for s in todo if not stage_complete(rd, s)), None)): mark_failed(rd, stage, e)
-            update_manifest(rd, status='failed')
+            stage = next((s for s in todo if not stage_complete(rd, s)), None)
+            with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; the MLflow run still closes
+                if stage: mark_failed(rd, stage, e)
+                update_manifest(rd, status='failed')
             if rid: close_parent_run(rd, rid, 'FAILED')
+            if isinstance(e, OSError): raise io_error(stage, rd, e) from e
             raise
         finally: shutdown_warm_kernels()
         if only and before and read_manifest(rd)['stages'][only]['outputs'] != before: mark_stale(rd, plan[plan.index(only) + 1:], only)

@@ -121,3 +121,27 @@ def test_bad_usage_exits_2_before_any_kernel_starts(project, args, message):
     r = mlpipeline('run', *args, cwd=project)
     assert r.returncode == 2 and message in r.stderr and 'Traceback' not in r.stderr, r.stderr
     assert not (project/'runs').exists() or not any((project/'runs').iterdir())
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_failed_at_its_stage_and_it_resumes(tmp_path):
+    "Issue 22 item 12: SIGTERM (a container stop, a scheduler) used to leave the run and its MLflow run 'running'."
+    project = write_project(tmp_path/'project')
+    env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
+    p = subprocess.Popen([str(CLI), 'run', '--quiet'], cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        runs = list((project/'runs').glob('*/manifest.json'))
+        if runs and manifest(runs[0].parent)['stages'].get('03_features', {}).get('status') == 'complete': break
+        assert p.poll() is None, 'the run ended before it could be stopped'
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 143 and 'terminated (SIGTERM)' in err, (p.returncode, err[-2000:])
+    rd = only_run(project)
+    m = manifest(rd)
+    failed = [s for s, e in m['stages'].items() if e['status'] == 'failed']
+    assert m['status'] == 'failed' and len(failed) == 1 and m['stages'][failed[0]]['error'] == 'SIGTERM', m
+    assert client_for(project).get_run(m['mlflow_run_id']).info.status == 'FAILED'
+    r = mlpipeline('run', '--quiet', '--resume', rd.name, cwd=project)
+    assert r.returncode == 0 and manifest(rd)['status'] == 'complete', r.stderr
