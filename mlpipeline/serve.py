@@ -22,10 +22,10 @@ log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
 __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture',
-           'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging',
-           'env_overrides', 'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata',
-           'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
-           'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
+           'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
+           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id',
+           'metadata', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks',
+           'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -146,6 +146,14 @@ class Capture:
         return path
 
 # %% ../nbs/07_serve.ipynb #070025
+def text_column(vals:list):
+    "Values as an Arrow text column; text UTF-8 cannot encode (a lone surrogate) is backslash-escaped, not lost."
+    import pyarrow as pa
+    strs = [None if v is None else str(v) for v in vals]
+    try: return pa.array(strs, pa.string())
+    except UnicodeEncodeError:
+        return pa.array([s if s is None else s.encode('utf-8', 'backslashreplace').decode() for s in strs], pa.string())
+
 def capture_table(items:list[Captured]):
     "Captured requests of one model version as an Arrow table with fixed types: one row per scored record."
     import pyarrow as pa
@@ -161,7 +169,7 @@ def capture_table(items:list[Captured]):
         acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
         for k in first.outputs: acc[f'shadow_{k}'] += [a.get(k) for a in sh]  # the shadow's class and probabilities
         acc['arm'] += [it.arm] * n
-    text = lambda vals: pa.array([None if v is None else str(v) for v in vals], pa.string())
+    text = text_column
     pred = (lambda vals: pa.array(vals, pa.float64())) if first.tf.task == 'regression' else text
     n = len(acc['row'])
     cols = {'request_id': text(acc['request_id']), 'row': pa.array(acc['row'], pa.int32()),

@@ -1,0 +1,80 @@
+"""Issue 22, hardening the service: nothing lost, no 5xx. A real `mlpipeline serve` on 127.0.0.1, a real registry."""
+import dataclasses, json, statistics, threading, time
+from pathlib import Path
+import httpx, pandas as pd, pytest
+from conftest import write_project, run_in_process, client_for
+from test_serve import Server, records
+
+SERVE = {'reload_s': 0, 'capture': {'flush_s': 0.3}, 'drain_s': 0.3}
+
+
+@pytest.fixture(scope='module')
+def hardened(tmp_path_factory):
+    "A project whose champion was trained on the test sample, and a server for it."
+    project = write_project(tmp_path_factory.mktemp('harden')/'project', serve=SERVE)
+    run_in_process(project)
+    srv = Server(project)
+    yield project, srv
+    srv.stop()
+
+
+@pytest.fixture
+def champion(hardened):
+    "The champion loaded in this process, as the service loads it."
+    from mlpipeline.serve import load_served
+    client_for(hardened[0])
+    return load_served('test-model', 'champion')
+
+
+def post(srv, body, **headers):
+    "POST raw bytes (or JSON text) to /predict as application/json unless told otherwise."
+    h = {'Content-Type': 'application/json'} | headers
+    return srv.http.post('/predict', content=body.encode() if isinstance(body, str) else body, headers=h)
+
+
+def counter(srv, name: str) -> float:
+    "A counter's value in /metrics (0 when absent)."
+    lines = [l.rsplit(' ', 1) for l in srv.http.get('/metrics').text.splitlines() if l and not l.startswith('#')]
+    return sum(float(v) for k, v in lines if k == name)
+
+
+def captured(folder: Path) -> pd.DataFrame:
+    files = list(folder.glob('date=*/*.parquet'))
+    return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=['request_id'])
+
+
+def item(served, rid: str, n: int = 2, **vals):
+    "A scored request of the first `n` sample rows, as the service queues it for the capture."
+    from mlpipeline.scoring import check_records
+    from mlpipeline.serve import Captured
+    cols, _, _ = check_records([r | vals for r in records(n)], served.fields, {})
+    return Captured(rid, time.time(), served, cols, served.answers(served.predict(cols)))
+
+
+# 1. a lone surrogate poisons the capture
+def test_a_lone_surrogate_does_not_poison_the_capture(hardened):
+    project, _ = hardened
+    srv = Server(project, '-p', 'serve.capture.dir=surrogate-capture')
+    ids = [f'after-{i}' for i in range(5)]
+    try:
+        body = json.dumps(records(1)[0] | {'rownames': 'LONE'}).replace('"LONE"', '"\\ud800"')
+        r = post(srv, body, **{'X-Request-ID': 'poison'})
+        assert r.status_code == 200, r.text
+        for rid in ids: assert post(srv, json.dumps(records(2)), **{'X-Request-ID': rid}).status_code == 200
+        folder = project/'surrogate-capture/test-model'
+        for _ in range(50):  # the writer flushes every 0.3 s
+            if set(ids) <= set(captured(folder).request_id): break
+            time.sleep(0.2)
+        dropped = counter(srv, 'mlpipeline_capture_dropped_rows_total')
+    finally: srv.stop()
+    got = captured(folder)
+    assert set(ids) | {'poison'} <= set(got.request_id) and dropped == 0
+    assert got[got.request_id == 'poison'].rownames.tolist() == ['\\ud800']  # escaped, not lost
+
+
+def test_any_text_value_the_capture_cannot_encode_is_escaped(champion, tmp_path):
+    from mlpipeline.serve import capture_table
+    it = item(champion, 'text', contract='Month-to-month')
+    it.cols['contract'] = ['ok', 'bad \udc80 value']  # as a field the schema lets through unchecked would pass it
+    t = capture_table([it]).to_pandas()
+    assert t.contract.tolist() == ['ok', 'bad \\udc80 value'] and len(t) == 2
