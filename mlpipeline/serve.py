@@ -91,22 +91,47 @@ class Captured:
     shadow: Served|None = None
     shadow_answers: list|None = None
     arm: str|None = None                   # champion | challenger when the service splits traffic (07a_ab)
+    body_bytes: int = 0                    # size of the request body: the text its values hold (the capture's limit)
 
 class Capture:
     "A rolling Parquet log of scored requests, written off the request path by a background thread."
-    def __init__(self, folder:str|Path, flush_s:float=10, flush_rows:int=20000, max_rows:int=1_000_000, metrics:ServiceMetrics|None=None):
-        self.folder, self.flush_s, self.flush_rows, self.max_rows, self.metrics = Path(folder), flush_s, flush_rows, max_rows, metrics
-        self.queue, self.pending, self.seq, self.lock = collections.deque(), 0, 0, threading.Lock()
+    def __init__(self, folder:str|Path, flush_s:float=10, flush_rows:int=20000, max_rows:int=1_000_000,
+                 metrics:ServiceMetrics|None=None, max_bytes:int=256 * 2**20):
+        self.folder, self.flush_s, self.flush_rows, self.metrics = Path(folder), flush_s, flush_rows, metrics
+        self.max_rows, self.max_bytes, self.seq, self.lock = max_rows, max_bytes, 0, threading.Lock()
+        self.queue, self.pending, self.queued_bytes, self.unlogged = collections.deque(), 0, 0, 0
         self.wake, self.stopping, self.thread = threading.Event(), False, None
 
+    def size(self, item:Captured) -> int:
+        "The memory a queued request takes, estimated: the text of its body and 64 bytes per value it holds."
+        return item.body_bytes + 64 * len(item.answers) * (len(item.cols) + 2 * len(item.answers[0]) + 4)
+
+    def _push(self, item:Captured, left:bool=False):
+        (self.queue.appendleft if left else self.queue.append)(item)
+        self.pending += len(item.answers); self.queued_bytes += self.size(item)
+
+    def _take(self) -> list[Captured]:
+        with self.lock: items, self.queue, self.pending, self.queued_bytes = list(self.queue), collections.deque(), 0, 0
+        return items
+
     def add(self, item:Captured):
-        "Queue one scored request (called on the request path: no I/O)."
-        n = len(item.answers)
+        "Queue one scored request (called on the request path: no I/O); past the limits it is dropped and counted."
         with self.lock:
-            full = self.pending + n > self.max_rows
-            if not full: self.queue.append(item); self.pending += n
-        if full and self.metrics: self.metrics.dropped.inc(n)
+            full = self.pending + len(item.answers) > self.max_rows or self.queued_bytes + self.size(item) > self.max_bytes
+            if not full: self._push(item)
+        if full: self._drop([item])
         if self.pending >= self.flush_rows: self.wake.set()
+
+    def _drop(self, items:list[Captured]):
+        "Count the rows of `items` as lost; the writer logs them."
+        n = sum(len(i.answers) for i in items)
+        if self.metrics: self.metrics.dropped.inc(n)
+        with self.lock: self.unlogged += n
+
+    def _log_drops(self):
+        with self.lock: n, self.unlogged = self.unlogged, 0
+        if n: log.error('request capture: %d rows dropped: the queue was past serve.capture.max_mb or %d rows '
+                        'while writes lagged or failed', n, self.max_rows)
 
     def start(self):
         self.thread = threading.Thread(target=self._run, name='capture-writer', daemon=True); self.thread.start(); return self
@@ -116,24 +141,40 @@ class Capture:
             self.wake.wait(self.flush_s); self.wake.clear()
             try: self.flush()
             except Exception: log.exception('request capture: writing failed; the rows stay queued')
+            self._log_drops()
 
     def close(self):
-        "Stop the writer and write what is left."
+        "Stop the writer and write what is left; what cannot be written is counted as dropped and logged."
         self.stopping = True; self.wake.set()
         if self.thread: self.thread.join(timeout=30)
-        self.flush()
+        try: self.flush()
+        except Exception:
+            log.exception('request capture: the last write failed')
+            self._drop(self._take())
+        self._log_drops()
 
     def flush(self) -> list[Path]:
-        "Write the queued requests, one file per model version; the files written."
-        with self.lock: items, self.queue, self.pending = list(self.queue), collections.deque(), 0
-        groups, written = collections.defaultdict(list), []
+        "Write the queued requests, one file per model version; the files written. Failed writes stay queued."
+        items = self._take()
+        groups, written, errors = collections.defaultdict(list), [], []
         for i in items: groups[(i.served.name, i.served.version)].append(i)
         for g in groups.values():
             try: written.append(self._write(g))
-            except Exception:  # keep the rows for the next attempt (the queue stays bounded by max_rows)
-                with self.lock: self.queue.extendleft(reversed(g)); self.pending += sum(len(i.answers) for i in g)
-                raise
+            except Exception as e: errors.append((e, {id(i) for i in g}))
+        if errors:
+            self._requeue([i for i in items if any(id(i) in ids for _, ids in errors)])
+            raise errors[0][0]
         return written
+
+    def _requeue(self, items:list[Captured]):
+        "Put `items` back before what came since; past the limits the newest rows are dropped and counted."
+        lost = []
+        with self.lock:
+            for i in reversed(items): self._push(i, left=True)
+            while self.queue and (self.pending > self.max_rows or self.queued_bytes > self.max_bytes):
+                lost.append(i := self.queue.pop())
+                self.pending -= len(i.answers); self.queued_bytes -= self.size(i)
+        if lost: self._drop(lost)
 
     def _write(self, items:list[Captured]) -> Path:
         table = capture_table(items)
@@ -376,7 +417,8 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
     holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost')
     c = get_key(cfg, 'serve.capture') or {}
-    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics) if c.get('enabled', True) else None
+    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics,
+                      max_bytes=int(float(c.get('max_mb', 256)) * 2**20)) if c.get('enabled', True) else None
     shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias and not split else None
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
@@ -413,7 +455,8 @@ def make_app(svc:Service):
 
     async def score(request, rid:str) -> dict:
         authorise(request)
-        records, single = parse_payload(await read_body(request, limit), max_rows)
+        body = await read_body(request, limit)
+        records, single = parse_payload(body, max_rows)
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
         request.state.arm, request.state.served = arm, served
         cols, problems, warnings = check_records(records, served.fields, severity)
@@ -426,7 +469,7 @@ def make_app(svc:Service):
             for a, r in zip(answers, records):
                 if idc in r: a[idc] = r[idc]
         svc.metrics.observe(served, out, answers)
-        item = Captured(rid, time.time(), served, cols, answers, arm=arm)
+        item = Captured(rid, time.time(), served, cols, answers, arm=arm, body_bytes=len(body))
         if arm: svc.router.scored(arm, len(answers))
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)

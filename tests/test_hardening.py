@@ -78,3 +78,42 @@ def test_any_text_value_the_capture_cannot_encode_is_escaped(champion, tmp_path)
     it.cols['contract'] = ['ok', 'bad \udc80 value']  # as a field the schema lets through unchecked would pass it
     t = capture_table([it]).to_pandas()
     assert t.contract.tolist() == ['ok', 'bad \\udc80 value'] and len(t) == 2
+
+
+# 2. a failed write loses the other groups
+def test_a_failed_capture_write_keeps_every_group_queued(champion, tmp_path):
+    from mlpipeline.serve import Capture, ServiceMetrics
+    blocked = dataclasses.replace(champion, name='blocked')
+    (tmp_path/'blocked').write_text('not a folder')  # this model's files cannot be written
+    cap = Capture(tmp_path, metrics=ServiceMetrics())
+    for it in (item(blocked, 'b1'), item(champion, 'a1'), item(blocked, 'b2')): cap.add(it)
+    with pytest.raises(OSError): cap.flush()
+    assert captured(tmp_path/'test-model').request_id.unique().tolist() == ['a1']  # the group after the failure is written
+    assert [i.request_id for i in cap.queue] == ['b1', 'b2'] and cap.pending == 4
+    (tmp_path/'blocked').unlink()
+    cap.flush()
+    assert sorted(captured(tmp_path/'blocked').request_id.unique()) == ['b1', 'b2'] and not cap.queue
+
+
+def test_failing_writes_keep_rows_up_to_the_memory_limit_then_count_drops(champion, tmp_path, caplog):
+    from mlpipeline.serve import Capture, ServiceMetrics
+    (tmp_path/'test-model').write_text('not a folder')
+    m = ServiceMetrics()
+    one = Capture(tmp_path, metrics=m).size(item(champion, 'x'))
+    cap = Capture(tmp_path, metrics=m, max_bytes=int(one * 3.5))
+    for i in range(5): cap.add(item(champion, f'r{i}'))
+    dropped = lambda: m.registry.get_sample_value('mlpipeline_capture_dropped_rows_total')
+    assert len(cap.queue) == 3 and dropped() == 4
+    with pytest.raises(OSError): cap.flush()
+    assert len(cap.queue) == 3 and cap.queued_bytes <= cap.max_bytes
+    with caplog.at_level('ERROR', 'mlpipeline.serve'): cap.close()  # shutdown: what cannot be written is counted
+    assert dropped() == 10 and not cap.queue and any('10 rows dropped' in r.getMessage() for r in caplog.records)
+
+
+def test_the_capture_limit_is_a_config_key(hardened):
+    from mlpipeline.config import load_config, get_key
+    from mlpipeline.serve import open_service
+    cfg = load_config(project=hardened[0], overrides=['serve.capture.max_mb=3'])
+    assert get_key(load_config(project=hardened[0]), 'serve.capture.max_mb') > 0
+    svc = open_service(cfg)
+    assert svc.capture.max_bytes == 3 * 2**20
