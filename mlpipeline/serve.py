@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_serve.ipynb #070003
 from __future__ import annotations
-import collections, datetime as dt, hmac, json, logging, os, threading, time, uuid
+import collections, datetime as dt, hmac, json, logging, os, re, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -21,11 +21,11 @@ STAGE = stage_of('serve')  # this module's stage in the table
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture',
-           'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
-           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id',
-           'metadata', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks',
-           'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
+           'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
+           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'read_body', 'json_depth', 'parse_payload',
+           'request_id', 'metadata', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve',
+           'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -368,8 +368,19 @@ async def read_body(request, limit:int) -> bytes:
         if len(body) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
     return bytes(body)
 
+MAX_DEPTH = 32  # how deeply a request's JSON may nest: a list of records of plain values needs 2
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(range(256)).translate(None, b'[]{}')
+
+def json_depth(body:bytes) -> int:
+    "How deeply the arrays and objects of JSON text `body` nest; brackets inside strings do not count."
+    x = np.frombuffer(_STRINGS.sub(b'', body).translate(None, _NOT_BRACKETS), np.uint8)
+    return int(np.cumsum(np.where((x == ord('[')) | (x == ord('{')), 1, -1)).max()) if len(x) else 0
+
 def parse_payload(body:bytes, max_rows:int) -> tuple[list, bool]:
-    "The records of a request body and whether it held a single record."
+    "The records of a request body and whether it held a single record; too deep a nesting is refused unparsed."
+    if (depth := json_depth(body)) > MAX_DEPTH:
+        raise ApiError(400, f'JSON nested more than {MAX_DEPTH} deep ({depth} levels): send records of plain values')
     try: payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e: raise ApiError(400, f'malformed JSON: {e}') from None
     if isinstance(payload, dict): return [payload], True

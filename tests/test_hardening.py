@@ -117,3 +117,19 @@ def test_the_capture_limit_is_a_config_key(hardened):
     assert get_key(load_config(project=hardened[0]), 'serve.capture.max_mb') > 0
     svc = open_service(cfg)
     assert svc.capture.max_bytes == 3 * 2**20
+
+
+# 5. deep JSON
+@pytest.mark.parametrize('body', ['[' * 100_000, '{"a": ' * 50_000 + '1' + '}' * 50_000,
+                                  '[{"rownames": ' + '[' * 40 + '1' + ']' * 40 + '}]'])
+def test_deeply_nested_json_is_refused_with_a_4xx(hardened, body):
+    _, srv = hardened
+    r = post(srv, body)
+    assert r.status_code == 400 and 'nested more than 32 deep' in r.json()['error'], (r.status_code, r.text[:200])
+
+
+def test_brackets_inside_strings_are_no_nesting(hardened):
+    _, srv = hardened
+    r = post(srv, json.dumps(records(1)[0] | {'rownames': '[{' * 1000 + '\\"[' * 100}))
+    assert r.status_code == 200, r.text
+    assert r.json()['prediction']['rownames'] == '[{' * 1000 + '\\"[' * 100
