@@ -23,9 +23,10 @@ log = logging.getLogger('mlpipeline.serve')
 # %% auto #0
 __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
            'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
-           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'read_body', 'json_depth', 'parse_payload',
-           'request_id', 'metadata', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve',
-           'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
+           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'json_media', 'read_body', 'json_depth',
+           'parse_payload', 'request_id', 'guarded_docs', 'metadata', 'Service', 'open_service', 'make_app',
+           'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file',
+           'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -359,6 +360,10 @@ def problem_text(p:dict) -> str:
     where = f"row {p['row']}" + (f", field {p['field']!r}" if p['field'] else '')
     return f"{where}: {p['rule']} (expected {p['expected']}, got {p['got']})"
 
+def json_media(content_type:str|None) -> bool:
+    "Whether a Content-Type header declares JSON (`application/json`, with any parameters)."
+    return (content_type or '').split(';')[0].strip().lower() == 'application/json'
+
 async def read_body(request, limit:int) -> bytes:
     "The request body, refused with 413 past `limit` bytes before it is all read."
     if int(request.headers.get('content-length') or 0) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
@@ -394,6 +399,26 @@ def request_id(request) -> str:
     "The client's `X-Request-ID` when it is a sane one, else a new id."
     rid = request.headers.get('x-request-id', '')
     return rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+
+def guarded_docs(app, authorise):
+    "Serve /openapi.json, /docs and /redoc as FastAPI does, but only to the requests `authorise` lets through."
+    from fastapi.openapi.docs import get_swagger_ui_html, get_redoc_html
+    from fastapi.responses import JSONResponse
+
+    @app.get('/openapi.json', include_in_schema=False)
+    async def openapi(request: Request):
+        authorise(request)
+        return JSONResponse(app.openapi())
+
+    @app.get('/docs', include_in_schema=False)
+    async def docs(request: Request):
+        authorise(request)
+        return get_swagger_ui_html(openapi_url='/openapi.json', title=f'{app.title} - Swagger UI')
+
+    @app.get('/redoc', include_in_schema=False)
+    async def redoc(request: Request):
+        authorise(request)
+        return get_redoc_html(openapi_url='/openapi.json', title=f'{app.title} - ReDoc')
 
 def metadata(served:Served) -> dict:
     "What `/metadata` says about the served version."
@@ -458,7 +483,9 @@ def make_app(svc:Service):
             if part: part.close()
         log.info('stopped', extra={'fields': {'event': 'stopped', 'pid': os.getpid()}})
 
-    app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan)
+    guard = bool(svc.api_key and get_key(svc.cfg, 'serve.api_key_all'))  # the docs and /metrics need the key too
+    app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan,
+                  **(dict(docs_url=None, redoc_url=None, openapi_url=None) if guard else {}))
 
     def authorise(request):
         if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
@@ -466,6 +493,8 @@ def make_app(svc:Service):
 
     async def score(request, rid:str) -> dict:
         authorise(request)
+        if not json_media(request.headers.get('content-type')):  # a cross-site form or text/plain post never gets in
+            raise ApiError(415, 'send the records as JSON, with Content-Type: application/json')
         body = await read_body(request, limit)
         records, single = parse_payload(body, max_rows)
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
@@ -520,9 +549,16 @@ def make_app(svc:Service):
         return as_json(metadata(svc.holder.current) | ({'shadow': metadata(svc.holder.shadow)} if svc.holder.shadow else {}))
 
     @app.get('/metrics')
-    async def metrics():
+    async def metrics(request: Request):
         from prometheus_client import CONTENT_TYPE_LATEST
+        if guard: authorise(request)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    if guard: guarded_docs(app, authorise)
+
+    @app.exception_handler(ApiError)
+    async def refused(request, exc):
+        return as_json({'error': exc.message}, exc.status)
 
     @app.exception_handler(Exception)
     async def no_tracebacks(request, exc):

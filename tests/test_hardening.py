@@ -133,3 +133,36 @@ def test_brackets_inside_strings_are_no_nesting(hardened):
     r = post(srv, json.dumps(records(1)[0] | {'rownames': '[{' * 1000 + '\\"[' * 100}))
     assert r.status_code == 200, r.text
     assert r.json()['prediction']['rownames'] == '[{' * 1000 + '\\"[' * 100
+
+
+# 9. JSON only; docs and metrics behind the key when told
+@pytest.mark.parametrize('ctype', ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', None])
+def test_scoring_takes_json_only(hardened, ctype):
+    _, srv = hardened
+    body = json.dumps(records(1)[0]).encode()
+    r = srv.http.post('/predict', content=body, headers={'Content-Type': ctype} if ctype else {})
+    assert r.status_code == 415 and 'application/json' in r.json()['error'], (r.status_code, r.text[:200])
+    assert post(srv, body, **{'Content-Type': 'Application/JSON; charset=utf-8'}).status_code == 200
+
+
+OPEN_PATHS = ['/metrics', '/docs', '/redoc', '/openapi.json']
+
+
+def test_docs_and_metrics_stay_open_by_default_with_a_key(hardened):
+    srv = Server(hardened[0], env={'MLPIPELINE_API_KEY': 'k3y'})
+    try: assert [srv.http.get(p).status_code for p in OPEN_PATHS] == [200] * 4
+    finally: srv.stop()
+
+
+def test_docs_and_metrics_need_the_key_when_told(hardened):
+    srv = Server(hardened[0], '-p', 'serve.api_key_all=true', env={'MLPIPELINE_API_KEY': 'k3y'})
+    try:
+        refused = [srv.http.get(p) for p in OPEN_PATHS + ['/metadata']]
+        assert [r.status_code for r in refused] == [401] * 5 and all('X-API-Key' in r.json()['error'] for r in refused)
+        key = {'X-API-Key': 'k3y'}
+        assert [srv.http.get(p, headers=key).status_code for p in OPEN_PATHS] == [200] * 4
+        assert '/predict' in srv.http.get('/openapi.json', headers=key).json()['paths']
+        assert 'mlpipeline_requests' in srv.http.get('/metrics', headers=key).text
+        assert srv.http.get('/health').status_code == 200  # probes never need it
+        assert post(srv, json.dumps(records(1)[0]), **key).status_code == 200
+    finally: srv.stop()
