@@ -23,10 +23,10 @@ log = logging.getLogger('mlpipeline.serve')
 # %% auto #0
 __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
            'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
-           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'json_media', 'read_body', 'json_depth',
-           'parse_payload', 'request_id', 'guarded_docs', 'metadata', 'Service', 'open_service', 'make_app',
-           'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file',
-           'predict_dask', 'run_serve']
+           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes', 'json_media',
+           'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs', 'metadata', 'Service',
+           'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
+           'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -360,6 +360,18 @@ def problem_text(p:dict) -> str:
     where = f"row {p['row']}" + (f", field {p['field']!r}" if p['field'] else '')
     return f"{where}: {p['rule']} (expected {p['expected']}, got {p['got']})"
 
+def finite(obj):
+    "`obj` with every float that is not finite (in dicts and lists, at any depth) as None."
+    if isinstance(obj, float): return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict): return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [finite(v) for v in obj]
+    return obj
+
+def json_bytes(obj) -> bytes:
+    "`obj` as strict JSON: NaN and Infinity, which strict parsers refuse (an id may be sent so), as null."
+    try: return json.dumps(obj, default=str, allow_nan=False).encode()
+    except ValueError: return json.dumps(finite(obj), default=str, allow_nan=False).encode()
+
 def json_media(content_type:str|None) -> bool:
     "Whether a Content-Type header declares JSON (`application/json`, with any parameters)."
     return (content_type or '').split(';')[0].strip().lower() == 'application/json'
@@ -468,7 +480,7 @@ def make_app(svc:Service):
     from starlette.concurrency import run_in_threadpool
     limit, max_rows, severity = int(get_key(svc.cfg, 'serve.max_body_bytes')), int(get_key(svc.cfg, 'serve.max_rows')), severities(svc.cfg)
     def as_json(obj, status=200):
-        r = Response(json.dumps(obj, default=str).encode(), status, media_type='application/json')
+        r = Response(json_bytes(obj), status, media_type='application/json')
         if draining.is_set(): r.headers['connection'] = 'close'  # the client's next request goes to a fresh connection
         return r
     log_requests = bool(get_key(svc.cfg, 'serve.log.requests'))

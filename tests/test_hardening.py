@@ -166,3 +166,21 @@ def test_docs_and_metrics_need_the_key_when_told(hardened):
         assert srv.http.get('/health').status_code == 200  # probes never need it
         assert post(srv, json.dumps(records(1)[0]), **key).status_code == 200
     finally: srv.stop()
+
+
+# 10. strict JSON out
+def strict(text: str):
+    "JSON as a strict parser reads it: NaN and Infinity are no JSON."
+    def refuse(token): raise ValueError(f'not JSON: {token}')
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize('token', ['NaN', 'Infinity', '-Infinity'])
+def test_a_non_finite_id_is_echoed_as_strict_json(hardened, token):
+    _, srv = hardened
+    one = json.dumps(records(1)[0] | {'rownames': 'ID'}).replace('"ID"', token)
+    for body, key in ((one, 'prediction'), (f'[{one}, {one}]', 'predictions')):
+        r = post(srv, body)
+        assert r.status_code == 200, r.text
+        got = strict(r.text)[key]
+        assert [a['rownames'] for a in (got if isinstance(got, list) else [got])] == [None] * (1 + (key == 'predictions'))
