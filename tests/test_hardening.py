@@ -39,7 +39,7 @@ def counter(srv, name: str) -> float:
 
 
 def captured(folder: Path) -> pd.DataFrame:
-    files = list(folder.glob('date=*/*.parquet'))
+    files = list(folder.glob('date=*/[!.]*.parquet'))
     return pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=['request_id'])
 
 
