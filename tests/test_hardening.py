@@ -184,3 +184,31 @@ def test_a_non_finite_id_is_echoed_as_strict_json(hardened, token):
         assert r.status_code == 200, r.text
         got = strict(r.text)[key]
         assert [a['rownames'] for a in (got if isinstance(got, list) else [got])] == [None] * (1 + (key == 'predictions'))
+
+
+# 3. refused input is not remembered
+def test_refused_categories_are_not_remembered(champion):
+    contract = next(f for f in champion.fields if f.name == 'contract')
+    for i in range(200): assert contract.check(f'unknown {i} ' + 'x' * 100_000)[1] == 'unseen_category'
+    assert contract.check('Month-to-month')[1] is None and contract.check(' TWO year ')[1] is None
+    held = sum(len(k) + len(v) for seen in champion.encoder.seen.values() for k, v in seen.items())
+    assert held < 10_000, held  # 20 MB of refused text went through
+
+
+def test_the_remembered_spellings_are_few_and_short(champion):
+    from mlpipeline.features import RowEncoder
+    enc = RowEncoder(champion.tf)
+    for i in range(100_000): enc.label('contract', ' ' * (i % 500) + 'month-to-month' + ' ' * (i // 500))
+    assert sum(len(k) for k in enc.seen['contract']) < 2_000_000 and len(enc.seen['contract']) <= enc.cache
+    assert enc.label('contract', ' ' * 10_000 + 'Two Year') == 'two year'
+
+
+def test_refused_requests_leave_the_service_memory_as_it_was(hardened):
+    _, srv = hardened
+    rss = lambda: int(next(l for l in open(f'/proc/{srv.proc.pid}/status') if l.startswith('VmRSS')).split()[1]) / 1024
+    for _ in range(5): assert post(srv, json.dumps(records(50))).status_code == 200
+    before = rss()
+    for i in range(60):  # 120 MB of distinct unknown categories, each refused
+        r = post(srv, json.dumps(records(1)[0] | {'contract': f'{i:03d}' + 'x' * 2_000_000}))
+        assert r.status_code == 422 and 'unseen_category' in r.text
+    assert rss() - before < 100, (before, rss())  # measured: +243 MB before the fix, +11 MB after
