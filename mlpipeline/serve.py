@@ -21,11 +21,11 @@ STAGE = stage_of('serve')  # this module's stage in the table
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
-           'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
-           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes', 'json_media',
-           'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs', 'metadata', 'Service',
-           'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served', 'ServiceMetrics',
+           'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm',
+           'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes',
+           'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs', 'metadata',
+           'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
            'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
@@ -456,6 +456,8 @@ class Service:
     router: object|None = None             # an A/B test's or canary's `ArmRouter` (07a_ab), else None
     started: float = field(default_factory=time.time)
 
+INLINE_BYTES = 32_768  # a larger request body is parsed, checked and scored in a worker thread, off the event loop
+
 def open_service(cfg:dict, ref:str|None=None) -> Service:
     "Load the model named by `ref` (default `serve.model`, else the champion) and set up metrics and capture."
     from mlpipeline.runfolder import mlflow_experiment
@@ -503,18 +505,23 @@ def make_app(svc:Service):
         if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
             raise ApiError(401, 'missing or wrong API key (send it in the X-API-Key header)')
 
-    async def score(request, rid:str) -> dict:
+    async def score(request, rid:str) -> Response:
         authorise(request)
         if not json_media(request.headers.get('content-type')):  # a cross-site form or text/plain post never gets in
             raise ApiError(415, 'send the records as JSON, with Content-Type: application/json')
         body = await read_body(request, limit)
+        if len(body) <= INLINE_BYTES: return as_json(scored(request, rid, body))
+        return await run_in_threadpool(lambda: as_json(scored(request, rid, body)))  # the event loop stays free
+
+    def scored(request, rid:str, body:bytes) -> dict:
+        "The answer to a request body: parsed, checked, scored, counted and queued for the capture."
         records, single = parse_payload(body, max_rows)
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
         request.state.arm, request.state.served = arm, served
         cols, problems, warnings = check_records(records, served.fields, severity)
         for p in problems + warnings: svc.metrics.invalid.labels(str(p['field']), p['rule']).inc()
         if problems: raise ApiError(422, f'{len(problems)} invalid value(s): ' + '; '.join(problem_text(p) for p in problems[:5]) + (' ...' if len(problems) > 5 else ''), problems[:100])
-        out = served.predict(cols) if len(records) <= 64 else await run_in_threadpool(served.predict, cols)
+        out = served.predict(cols)
         answers = served.answers(out)
         idc = served.schema.id_column if served.schema else None
         if idc:
@@ -525,14 +532,14 @@ def make_app(svc:Service):
         if arm: svc.router.scored(arm, len(answers))
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)
-        body = {'request_id': rid, 'model': {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})}
-        body |= {'prediction': answers[0]} if single else {'predictions': answers}
-        return body | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
+        model = {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})
+        answer = {'request_id': rid, 'model': model} | ({'prediction': answers[0]} if single else {'predictions': answers})
+        return answer | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
 
     @app.post('/predict')
     async def predict(request: Request):
         t, rid = time.perf_counter(), request_id(request)
-        try: resp = as_json(await score(request, rid))
+        try: resp = await score(request, rid)
         except ApiError as e: resp = as_json({'error': e.message, 'request_id': rid} | ({'problems': e.problems} if e.problems else {}), e.status)
         except Exception:
             log.exception('request %s failed', rid)

@@ -212,3 +212,29 @@ def test_refused_requests_leave_the_service_memory_as_it_was(hardened):
         r = post(srv, json.dumps(records(1)[0] | {'contract': f'{i:03d}' + 'x' * 2_000_000}))
         assert r.status_code == 422 and 'unseen_category' in r.text
     assert rss() - before < 100, (before, rss())  # measured: +243 MB before the fix, +11 MB after
+
+
+# 7. large batches off the event loop
+def test_health_stays_fast_while_large_batches_are_scored(hardened):
+    _, srv = hardened
+    body = json.dumps((records(400) * 25)[:10_000]).encode()
+    stop, codes, took = threading.Event(), [], []
+    def batches():
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            while not stop.is_set():
+                codes.append(c.post('/predict', content=body, headers={'Content-Type': 'application/json'}).status_code)
+    clients = [threading.Thread(target=batches) for _ in range(2)]
+    for t in clients: t.start()
+    try:
+        time.sleep(1)
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for _ in range(60):
+                t = time.perf_counter()
+                assert c.get('/health').status_code == 200
+                took.append(1e3 * (time.perf_counter() - t))
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in clients: t.join()
+    assert len(codes) >= 2 and set(codes) == {200}
+    assert statistics.median(took) < 50, sorted(took)  # measured p50: 70 ms with the batches on the event loop
