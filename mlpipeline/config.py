@@ -101,7 +101,7 @@ serve:
   max_body_bytes: 10000000
   max_rows: 10000            # records per request
   api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
-  api_key_all: false         # true: with the key set, /metrics, /docs, /redoc and /openapi.json need it too (never /health)
+  api_key_all: false         # true: with the key set, /metrics, /docs, /redoc, /openapi.json need it too (not /health)
   capture:                   # request log for monitoring (Parquet)
     enabled: true
     dir: capture

@@ -118,7 +118,8 @@ class Capture:
     def add(self, item:Captured):
         "Queue one scored request (called on the request path: no I/O); past the limits it is dropped and counted."
         with self.lock:
-            full = self.pending + len(item.answers) > self.max_rows or self.queued_bytes + self.size(item) > self.max_bytes
+            size, rows = self.size(item), len(item.answers)
+            full = self.pending + rows > self.max_rows or self.queued_bytes + size > self.max_bytes
             if not full: self._push(item)
         if full: self._drop([item])
         if self.pending >= self.flush_rows: self.wake.set()
@@ -467,8 +468,9 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
     holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost')
     c = get_key(cfg, 'serve.capture') or {}
-    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics,
-                      max_bytes=int(float(c.get('max_mb', 256)) * 2**20)) if c.get('enabled', True) else None
+    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
+                      metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))
+    capture = capture if c.get('enabled', True) else None
     shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias and not split else None
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
@@ -533,7 +535,8 @@ def make_app(svc:Service):
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)
         model = {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})
-        answer = {'request_id': rid, 'model': model} | ({'prediction': answers[0]} if single else {'predictions': answers})
+        answer = {'request_id': rid, 'model': model}
+        answer |= {'prediction': answers[0]} if single else {'predictions': answers}
         return answer | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
 
     @app.post('/predict')

@@ -88,7 +88,8 @@ def test_a_failed_capture_write_keeps_every_group_queued(champion, tmp_path):
     cap = Capture(tmp_path, metrics=ServiceMetrics())
     for it in (item(blocked, 'b1'), item(champion, 'a1'), item(blocked, 'b2')): cap.add(it)
     with pytest.raises(OSError): cap.flush()
-    assert captured(tmp_path/'test-model').request_id.unique().tolist() == ['a1']  # the group after the failure is written
+    written = captured(tmp_path/'test-model').request_id.unique().tolist()
+    assert written == ['a1']  # the group after the failure is written
     assert [i.request_id for i in cap.queue] == ['b1', 'b2'] and cap.pending == 4
     (tmp_path/'blocked').unlink()
     cap.flush()
@@ -136,7 +137,8 @@ def test_brackets_inside_strings_are_no_nesting(hardened):
 
 
 # 9. JSON only; docs and metrics behind the key when told
-@pytest.mark.parametrize('ctype', ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', None])
+@pytest.mark.parametrize('ctype', ['text/plain', 'application/x-www-form-urlencoded',
+                                   'multipart/form-data; boundary=x', None])
 def test_scoring_takes_json_only(hardened, ctype):
     _, srv = hardened
     body = json.dumps(records(1)[0]).encode()
@@ -183,7 +185,8 @@ def test_a_non_finite_id_is_echoed_as_strict_json(hardened, token):
         r = post(srv, body)
         assert r.status_code == 200, r.text
         got = strict(r.text)[key]
-        assert [a['rownames'] for a in (got if isinstance(got, list) else [got])] == [None] * (1 + (key == 'predictions'))
+        got = got if isinstance(got, list) else [got]
+        assert [a['rownames'] for a in got] == [None] * len(got) and len(got) == (2 if key == 'predictions' else 1)
 
 
 # 3. refused input is not remembered
