@@ -101,7 +101,14 @@ serve:
   max_body_bytes: 10000000
   max_rows: 10000            # records per request
   api_key_env: MLPIPELINE_API_KEY   # when this variable is set, requests need its value in the X-API-Key header
-  capture: {enabled: true, dir: capture, flush_s: 10, flush_rows: 20000}   # request log for monitoring (Parquet)
+  api_key_all: false         # true: with the key set, /metrics, /docs, /redoc, /openapi.json need it too (not /health)
+  capture:                   # request log for monitoring (Parquet)
+    enabled: true
+    dir: capture
+    flush_s: 10              # written every this many seconds
+    flush_rows: 20000        # or as soon as this many rows are queued
+    max_mb: 256              # memory the queued rows may take (estimated) while writes lag or fail; past it rows are
+                             # dropped, counted (mlpipeline_capture_dropped_rows_total) and logged
   batch_rows: 50000          # rows per chunk in `mlpipeline predict`
   drain_s: 2                 # on SIGTERM: answer 503 on /health and close connections after each response for this long,
   shutdown_timeout_s: 20     # then stop accepting and wait this long for the requests in flight

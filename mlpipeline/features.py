@@ -480,15 +480,15 @@ def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None,
 # %% ../nbs/03_features.ipynb #030058
 class RowEncoder:
     "The fitted transform as a numpy fast path: columns of JSON values in, the model's input matrix out."
-    def __init__(self, tf:Transform, cache:int=100_000):
-        self.tf, self.cache, self.fast = tf, cache, not tf.dates and not tf.ffill
+    def __init__(self, tf:Transform, cache:int=10_000, longest:int=100):
+        self.tf, self.cache, self.longest, self.fast = tf, cache, longest, not tf.dates and not tf.ffill
         self.codes = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in tf.categories.items()}
         self.seen = {c: {} for c in tf.categories}  # raw value -> normalised label, per column
         self.fill_n = {c: v for c, v in tf.fill.items() if c not in tf.categories}
         self.mapping = folded(tf.normalise.get('mapping'), tf.normalise.get('strip', True), tf.normalise.get('case', 'lower'))
 
     def label(self, c:str, v) -> str|None:
-        "The normalised label of raw value `v` (as `labels` gives it); text labels are remembered."
+        "The normalised label of raw value `v` (as `labels` gives it); short spellings of known labels are remembered."
         if v is None or (isinstance(v, float) and v != v): return None
         seen = self.seen[c]
         if (out := seen.get(v) if isinstance(v, str) else None) is None:  # only text: 1, 1.0 and True are equal keys
@@ -496,7 +496,8 @@ class RowEncoder:
             if self.tf.normalise.get('strip', True): out = out.strip()
             if self.tf.normalise.get('case', 'lower') == 'lower': out = out.lower()
             out = self.mapping.get(out, out)
-            if isinstance(v, str) and len(seen) < self.cache: seen[v] = out
+            if isinstance(v, str) and len(v) <= self.longest and out in self.codes[c] and len(seen) < self.cache:
+                seen[v] = out  # bounded: a service must not keep the unknown (refused) values clients send
         return out
 
     def number(self, v) -> float:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_serve.ipynb #070003
 from __future__ import annotations
-import collections, datetime as dt, hmac, json, logging, os, threading, time, uuid
+import collections, datetime as dt, hmac, json, logging, os, re, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -21,9 +21,10 @@ STAGE = stage_of('serve')  # this module's stage in the table
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured', 'Capture',
-           'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines', 'setup_logging',
-           'env_overrides', 'ApiError', 'problem_text', 'read_body', 'parse_payload', 'request_id', 'metadata',
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served', 'ServiceMetrics',
+           'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm',
+           'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes',
+           'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs', 'metadata',
            'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
            'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
@@ -91,22 +92,48 @@ class Captured:
     shadow: Served|None = None
     shadow_answers: list|None = None
     arm: str|None = None                   # champion | challenger when the service splits traffic (07a_ab)
+    body_bytes: int = 0                    # size of the request body: the text its values hold (the capture's limit)
 
 class Capture:
     "A rolling Parquet log of scored requests, written off the request path by a background thread."
-    def __init__(self, folder:str|Path, flush_s:float=10, flush_rows:int=20000, max_rows:int=1_000_000, metrics:ServiceMetrics|None=None):
-        self.folder, self.flush_s, self.flush_rows, self.max_rows, self.metrics = Path(folder), flush_s, flush_rows, max_rows, metrics
-        self.queue, self.pending, self.seq, self.lock = collections.deque(), 0, 0, threading.Lock()
+    def __init__(self, folder:str|Path, flush_s:float=10, flush_rows:int=20000, max_rows:int=1_000_000,
+                 metrics:ServiceMetrics|None=None, max_bytes:int=256 * 2**20):
+        self.folder, self.flush_s, self.flush_rows, self.metrics = Path(folder), flush_s, flush_rows, metrics
+        self.max_rows, self.max_bytes, self.seq, self.lock = max_rows, max_bytes, 0, threading.Lock()
+        self.queue, self.pending, self.queued_bytes, self.unlogged = collections.deque(), 0, 0, 0
         self.wake, self.stopping, self.thread = threading.Event(), False, None
 
+    def size(self, item:Captured) -> int:
+        "The memory a queued request takes, estimated: the text of its body and 64 bytes per value it holds."
+        return item.body_bytes + 64 * len(item.answers) * (len(item.cols) + 2 * len(item.answers[0]) + 4)
+
+    def _push(self, item:Captured, left:bool=False):
+        (self.queue.appendleft if left else self.queue.append)(item)
+        self.pending += len(item.answers); self.queued_bytes += self.size(item)
+
+    def _take(self) -> list[Captured]:
+        with self.lock: items, self.queue, self.pending, self.queued_bytes = list(self.queue), collections.deque(), 0, 0
+        return items
+
     def add(self, item:Captured):
-        "Queue one scored request (called on the request path: no I/O)."
-        n = len(item.answers)
+        "Queue one scored request (called on the request path: no I/O); past the limits it is dropped and counted."
         with self.lock:
-            full = self.pending + n > self.max_rows
-            if not full: self.queue.append(item); self.pending += n
-        if full and self.metrics: self.metrics.dropped.inc(n)
+            size, rows = self.size(item), len(item.answers)
+            full = self.pending + rows > self.max_rows or self.queued_bytes + size > self.max_bytes
+            if not full: self._push(item)
+        if full: self._drop([item])
         if self.pending >= self.flush_rows: self.wake.set()
+
+    def _drop(self, items:list[Captured]):
+        "Count the rows of `items` as lost; the writer logs them."
+        n = sum(len(i.answers) for i in items)
+        if self.metrics: self.metrics.dropped.inc(n)
+        with self.lock: self.unlogged += n
+
+    def _log_drops(self):
+        with self.lock: n, self.unlogged = self.unlogged, 0
+        if n: log.error('request capture: %d rows dropped: the queue was past serve.capture.max_mb or %d rows '
+                        'while writes lagged or failed', n, self.max_rows)
 
     def start(self):
         self.thread = threading.Thread(target=self._run, name='capture-writer', daemon=True); self.thread.start(); return self
@@ -116,24 +143,40 @@ class Capture:
             self.wake.wait(self.flush_s); self.wake.clear()
             try: self.flush()
             except Exception: log.exception('request capture: writing failed; the rows stay queued')
+            self._log_drops()
 
     def close(self):
-        "Stop the writer and write what is left."
+        "Stop the writer and write what is left; what cannot be written is counted as dropped and logged."
         self.stopping = True; self.wake.set()
         if self.thread: self.thread.join(timeout=30)
-        self.flush()
+        try: self.flush()
+        except Exception:
+            log.exception('request capture: the last write failed')
+            self._drop(self._take())
+        self._log_drops()
 
     def flush(self) -> list[Path]:
-        "Write the queued requests, one file per model version; the files written."
-        with self.lock: items, self.queue, self.pending = list(self.queue), collections.deque(), 0
-        groups, written = collections.defaultdict(list), []
+        "Write the queued requests, one file per model version; the files written. Failed writes stay queued."
+        items = self._take()
+        groups, written, errors = collections.defaultdict(list), [], []
         for i in items: groups[(i.served.name, i.served.version)].append(i)
         for g in groups.values():
             try: written.append(self._write(g))
-            except Exception:  # keep the rows for the next attempt (the queue stays bounded by max_rows)
-                with self.lock: self.queue.extendleft(reversed(g)); self.pending += sum(len(i.answers) for i in g)
-                raise
+            except Exception as e: errors.append((e, {id(i) for i in g}))
+        if errors:
+            self._requeue([i for i in items if any(id(i) in ids for _, ids in errors)])
+            raise errors[0][0]
         return written
+
+    def _requeue(self, items:list[Captured]):
+        "Put `items` back before what came since; past the limits the newest rows are dropped and counted."
+        lost = []
+        with self.lock:
+            for i in reversed(items): self._push(i, left=True)
+            while self.queue and (self.pending > self.max_rows or self.queued_bytes > self.max_bytes):
+                lost.append(i := self.queue.pop())
+                self.pending -= len(i.answers); self.queued_bytes -= self.size(i)
+        if lost: self._drop(lost)
 
     def _write(self, items:list[Captured]) -> Path:
         table = capture_table(items)
@@ -146,6 +189,14 @@ class Capture:
         return path
 
 # %% ../nbs/07_serve.ipynb #070025
+def text_column(vals:list):
+    "Values as an Arrow text column; text UTF-8 cannot encode (a lone surrogate) is backslash-escaped, not lost."
+    import pyarrow as pa
+    strs = [None if v is None else str(v) for v in vals]
+    try: return pa.array(strs, pa.string())
+    except UnicodeEncodeError:
+        return pa.array([s if s is None else s.encode('utf-8', 'backslashreplace').decode() for s in strs], pa.string())
+
 def capture_table(items:list[Captured]):
     "Captured requests of one model version as an Arrow table with fixed types: one row per scored record."
     import pyarrow as pa
@@ -161,7 +212,7 @@ def capture_table(items:list[Captured]):
         acc['shadow_version'] += [it.shadow.version if it.shadow else None] * n
         for k in first.outputs: acc[f'shadow_{k}'] += [a.get(k) for a in sh]  # the shadow's class and probabilities
         acc['arm'] += [it.arm] * n
-    text = lambda vals: pa.array([None if v is None else str(v) for v in vals], pa.string())
+    text = text_column
     pred = (lambda vals: pa.array(vals, pa.float64())) if first.tf.task == 'regression' else text
     n = len(acc['row'])
     cols = {'request_id': text(acc['request_id']), 'row': pa.array(acc['row'], pa.int32()),
@@ -310,6 +361,22 @@ def problem_text(p:dict) -> str:
     where = f"row {p['row']}" + (f", field {p['field']!r}" if p['field'] else '')
     return f"{where}: {p['rule']} (expected {p['expected']}, got {p['got']})"
 
+def finite(obj):
+    "`obj` with every float that is not finite (in dicts and lists, at any depth) as None."
+    if isinstance(obj, float): return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict): return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [finite(v) for v in obj]
+    return obj
+
+def json_bytes(obj) -> bytes:
+    "`obj` as strict JSON: NaN and Infinity, which strict parsers refuse (an id may be sent so), as null."
+    try: return json.dumps(obj, default=str, allow_nan=False).encode()
+    except ValueError: return json.dumps(finite(obj), default=str, allow_nan=False).encode()
+
+def json_media(content_type:str|None) -> bool:
+    "Whether a Content-Type header declares JSON (`application/json`, with any parameters)."
+    return (content_type or '').split(';')[0].strip().lower() == 'application/json'
+
 async def read_body(request, limit:int) -> bytes:
     "The request body, refused with 413 past `limit` bytes before it is all read."
     if int(request.headers.get('content-length') or 0) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
@@ -319,8 +386,19 @@ async def read_body(request, limit:int) -> bytes:
         if len(body) > limit: raise ApiError(413, f'request body larger than {limit} bytes (serve.max_body_bytes)')
     return bytes(body)
 
+MAX_DEPTH = 32  # how deeply a request's JSON may nest: a list of records of plain values needs 2
+_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(range(256)).translate(None, b'[]{}')
+
+def json_depth(body:bytes) -> int:
+    "How deeply the arrays and objects of JSON text `body` nest; brackets inside strings do not count."
+    x = np.frombuffer(_STRINGS.sub(b'', body).translate(None, _NOT_BRACKETS), np.uint8)
+    return int(np.cumsum(np.where((x == ord('[')) | (x == ord('{')), 1, -1)).max()) if len(x) else 0
+
 def parse_payload(body:bytes, max_rows:int) -> tuple[list, bool]:
-    "The records of a request body and whether it held a single record."
+    "The records of a request body and whether it held a single record; too deep a nesting is refused unparsed."
+    if (depth := json_depth(body)) > MAX_DEPTH:
+        raise ApiError(400, f'JSON nested more than {MAX_DEPTH} deep ({depth} levels): send records of plain values')
     try: payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e: raise ApiError(400, f'malformed JSON: {e}') from None
     if isinstance(payload, dict): return [payload], True
@@ -334,6 +412,26 @@ def request_id(request) -> str:
     "The client's `X-Request-ID` when it is a sane one, else a new id."
     rid = request.headers.get('x-request-id', '')
     return rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+
+def guarded_docs(app, authorise):
+    "Serve /openapi.json, /docs and /redoc as FastAPI does, but only to the requests `authorise` lets through."
+    from fastapi.openapi.docs import get_swagger_ui_html, get_redoc_html
+    from fastapi.responses import JSONResponse
+
+    @app.get('/openapi.json', include_in_schema=False)
+    async def openapi(request: Request):
+        authorise(request)
+        return JSONResponse(app.openapi())
+
+    @app.get('/docs', include_in_schema=False)
+    async def docs(request: Request):
+        authorise(request)
+        return get_swagger_ui_html(openapi_url='/openapi.json', title=f'{app.title} - Swagger UI')
+
+    @app.get('/redoc', include_in_schema=False)
+    async def redoc(request: Request):
+        authorise(request)
+        return get_redoc_html(openapi_url='/openapi.json', title=f'{app.title} - ReDoc')
 
 def metadata(served:Served) -> dict:
     "What `/metadata` says about the served version."
@@ -359,6 +457,8 @@ class Service:
     router: object|None = None             # an A/B test's or canary's `ArmRouter` (07a_ab), else None
     started: float = field(default_factory=time.time)
 
+INLINE_BYTES = 32_768  # a larger request body is parsed, checked and scored in a worker thread, off the event loop
+
 def open_service(cfg:dict, ref:str|None=None) -> Service:
     "Load the model named by `ref` (default `serve.model`, else the champion) and set up metrics and capture."
     from mlpipeline.runfolder import mlflow_experiment
@@ -368,7 +468,9 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
     holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost')
     c = get_key(cfg, 'serve.capture') or {}
-    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000), metrics=metrics) if c.get('enabled', True) else None
+    capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
+                      metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))
+    capture = capture if c.get('enabled', True) else None
     shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias and not split else None
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
@@ -382,7 +484,7 @@ def make_app(svc:Service):
     from starlette.concurrency import run_in_threadpool
     limit, max_rows, severity = int(get_key(svc.cfg, 'serve.max_body_bytes')), int(get_key(svc.cfg, 'serve.max_rows')), severities(svc.cfg)
     def as_json(obj, status=200):
-        r = Response(json.dumps(obj, default=str).encode(), status, media_type='application/json')
+        r = Response(json_bytes(obj), status, media_type='application/json')
         if draining.is_set(): r.headers['connection'] = 'close'  # the client's next request goes to a fresh connection
         return r
     log_requests = bool(get_key(svc.cfg, 'serve.log.requests'))
@@ -397,39 +499,50 @@ def make_app(svc:Service):
             if part: part.close()
         log.info('stopped', extra={'fields': {'event': 'stopped', 'pid': os.getpid()}})
 
-    app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan)
+    guard = bool(svc.api_key and get_key(svc.cfg, 'serve.api_key_all'))  # the docs and /metrics need the key too
+    app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan,
+                  **(dict(docs_url=None, redoc_url=None, openapi_url=None) if guard else {}))
 
     def authorise(request):
         if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
             raise ApiError(401, 'missing or wrong API key (send it in the X-API-Key header)')
 
-    async def score(request, rid:str) -> dict:
+    async def score(request, rid:str) -> Response:
         authorise(request)
-        records, single = parse_payload(await read_body(request, limit), max_rows)
+        if not json_media(request.headers.get('content-type')):  # a cross-site form or text/plain post never gets in
+            raise ApiError(415, 'send the records as JSON, with Content-Type: application/json')
+        body = await read_body(request, limit)
+        if len(body) <= INLINE_BYTES: return as_json(scored(request, rid, body))
+        return await run_in_threadpool(lambda: as_json(scored(request, rid, body)))  # the event loop stays free
+
+    def scored(request, rid:str, body:bytes) -> dict:
+        "The answer to a request body: parsed, checked, scored, counted and queued for the capture."
+        records, single = parse_payload(body, max_rows)
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
         request.state.arm, request.state.served = arm, served
         cols, problems, warnings = check_records(records, served.fields, severity)
         for p in problems + warnings: svc.metrics.invalid.labels(str(p['field']), p['rule']).inc()
         if problems: raise ApiError(422, f'{len(problems)} invalid value(s): ' + '; '.join(problem_text(p) for p in problems[:5]) + (' ...' if len(problems) > 5 else ''), problems[:100])
-        out = served.predict(cols) if len(records) <= 64 else await run_in_threadpool(served.predict, cols)
+        out = served.predict(cols)
         answers = served.answers(out)
         idc = served.schema.id_column if served.schema else None
         if idc:
             for a, r in zip(answers, records):
                 if idc in r: a[idc] = r[idc]
         svc.metrics.observe(served, out, answers)
-        item = Captured(rid, time.time(), served, cols, answers, arm=arm)
+        item = Captured(rid, time.time(), served, cols, answers, arm=arm, body_bytes=len(body))
         if arm: svc.router.scored(arm, len(answers))
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)
-        body = {'request_id': rid, 'model': {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})}
-        body |= {'prediction': answers[0]} if single else {'predictions': answers}
-        return body | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
+        model = {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})
+        answer = {'request_id': rid, 'model': model}
+        answer |= {'prediction': answers[0]} if single else {'predictions': answers}
+        return answer | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
 
     @app.post('/predict')
     async def predict(request: Request):
         t, rid = time.perf_counter(), request_id(request)
-        try: resp = as_json(await score(request, rid))
+        try: resp = await score(request, rid)
         except ApiError as e: resp = as_json({'error': e.message, 'request_id': rid} | ({'problems': e.problems} if e.problems else {}), e.status)
         except Exception:
             log.exception('request %s failed', rid)
@@ -458,9 +571,16 @@ def make_app(svc:Service):
         return as_json(metadata(svc.holder.current) | ({'shadow': metadata(svc.holder.shadow)} if svc.holder.shadow else {}))
 
     @app.get('/metrics')
-    async def metrics():
+    async def metrics(request: Request):
         from prometheus_client import CONTENT_TYPE_LATEST
+        if guard: authorise(request)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    if guard: guarded_docs(app, authorise)
+
+    @app.exception_handler(ApiError)
+    async def refused(request, exc):
+        return as_json({'error': exc.message}, exc.status)
 
     @app.exception_handler(Exception)
     async def no_tracebacks(request, exc):

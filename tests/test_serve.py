@@ -143,7 +143,7 @@ def test_captured_requests_land_in_parquet_with_their_ids(served):
     for i, rid in enumerate(ids): assert srv.http.post('/predict', json=records(i + 1), headers={'X-Request-ID': rid}).status_code == 200
     folder = project/'capture/test-model'
     for _ in range(50):
-        files = list(folder.glob('date=*/*.parquet'))
+        files = list(folder.glob('date=*/[!.]*.parquet'))
         got = pd.concat([pd.read_parquet(f) for f in files]) if files else pd.DataFrame(columns=['request_id'])
         if set(ids) <= set(got.request_id): break
         time.sleep(0.2)
