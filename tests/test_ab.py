@@ -42,7 +42,7 @@ def traffic(tmp_path_factory):
         metrics = counters(srv)
         folder = project/'capture/test-model'
         for _ in range(100):  # the capture writes every 0.3 s
-            cap = pd.concat([pd.read_parquet(f) for f in folder.glob('date=*/*.parquet')]) if list(folder.glob('date=*/*.parquet')) else pd.DataFrame({'arm': []})
+            cap = pd.concat([pd.read_parquet(f) for f in folder.glob('date=*/[!.]*.parquet')]) if list(folder.glob('date=*/[!.]*.parquet')) else pd.DataFrame({'arm': []})
             if len(cap) >= N: break
             time.sleep(0.2)
     finally: srv.stop()
