@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['MlpipelineError', 'UsageError', 'Terminated', 'ConfigError', 'SourceError', 'DataValidationError', 'StageFailed']
+__all__ = ['MlpipelineError', 'UsageError', 'Terminated', 'ConfigError', 'SourceError', 'DataValidationError', 'DataRefused',
+           'refused', 'StageFailed']
 
 # %% ../nbs/00a_errors.ipynb #000005
 class MlpipelineError(Exception):
@@ -54,6 +55,23 @@ class DataValidationError(MlpipelineError):
                  f"observed {v.get('observed')} ({v.get('rows', 0)} rows)" for v in self.violations]
         return f'data refused by validation, {len(lines)} violation(s):\n' + '\n'.join(lines)
 
+# %% ../nbs/00a_errors.ipynb #b7687fea
+class DataRefused(DataValidationError):
+    "Data refused as it is read (empty, not a table, not UTF-8, repeated column names): exit 3 like validation."
+    def __init__(self, violations:list, source:str, fix:str='fix the file or the query, then run again'):
+        super(MlpipelineError, self).__init__(violations, source, fix)
+    @property
+    def source(self) -> str: return self.args[1]
+    def describe(self):
+        v = self.violations[0]
+        where = f"column '{v['column']}': " if v.get('column') else ''
+        return f"data refused at ingestion from {self.source}: {where}{v['rule']}: expected {v['expected']}, observed {v['observed']}"
+
+def refused(source:str, rule:str, expected:str, observed:str, fix:str='', column:str|None=None) -> DataRefused:
+    "A `DataRefused` with one violation of `rule` (no row of the source could be used)."
+    v = dict(column=column, rule=rule, expected=expected, observed=observed, rows=0, severity='error')
+    return DataRefused([v], source, *([fix] if fix else []))
+
 # %% ../nbs/00a_errors.ipynb #000017
 class StageFailed(MlpipelineError):
     "A stage notebook raised; names the stage, the cell, the error and the executed notebook."
@@ -61,7 +79,9 @@ class StageFailed(MlpipelineError):
         super(MlpipelineError, self).__init__(stage, executed, cell, ename, evalue, fix)
     stage, executed, cell, ename, evalue = (property(lambda s, i=i: s.args[i]) for i in range(5))
     @property
-    def exit_code(self) -> int: return 3 if self.ename == 'DataValidationError' else 1
+    def exit_code(self) -> int:
+        cls = globals().get(self.ename)  # the error crossed the kernel as its name: refused data of any kind exits 3
+        return 3 if isinstance(cls, type) and issubclass(cls, DataValidationError) else 1
     def describe(self):
         where = f' at In [{self.cell}]' if self.cell is not None else ''  # the executed notebook's own cell label
         value = self.evalue.strip()

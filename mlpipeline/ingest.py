@@ -4,25 +4,26 @@
 
 # %% ../nbs/01_ingest.ipynb #010003
 from __future__ import annotations
-import glob as globlib, hashlib, importlib.resources, io, json, re, time
+import csv, glob as globlib, hashlib, importlib.resources, io, json, re, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import pandas as pd
 from .config import project_path, get_key
-from .errors import SourceError, ConfigError
+from .errors import SourceError, ConfigError, refused
 from .stages import stage_of
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
 STAGE = stage_of('ingest')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STAGE', 'STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind', 'read_csv', 'read_parquet',
-           'folder_files', 'read_folder', 'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records',
-           'read_http', 'flatten', 'records_frame', 'typed_like_csv', 'Batch', 'redis_client', 'stream_group',
-           'stream_entries', 'stream_spec', 'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig',
-           'graphql_page', 'read_graphql', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data',
-           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest',
-           'run_ingest_dask', 'commit_read']
+__all__ = ['STAGE', 'HTML_STARTS', 'STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind',
+           'repeated_names', 'check_names', 'sniff_csv', 'read_csv', 'read_parquet', 'folder_files', 'read_folder',
+           'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records', 'read_http', 'flatten', 'records_frame',
+           'typed_like_csv', 'Batch', 'redis_client', 'stream_group', 'stream_entries', 'stream_spec',
+           'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig', 'graphql_page', 'read_graphql',
+           'no_rows', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data', 'snapshot_wanted',
+           'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest', 'run_ingest_dask',
+           'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -59,13 +60,42 @@ def _file(spec:dict) -> Path:
     if not p.exists(): raise SourceError(str(p), 'no such file or folder', 'check data.path (relative paths are read from the project folder)')
     return p
 
+HTML_STARTS = ('<!doctype html', '<html', '<head', '<body', '<?xml')
+
+def repeated_names(names:list) -> dict:
+    "Each column name given more than once, with its 1-based positions."
+    at = {}
+    for i, c in enumerate(names, 1): at.setdefault(str(c).strip(), []).append(i)
+    return {c: pos for c, pos in at.items() if len(pos) > 1}
+
+def check_names(names:list, source:str):
+    "Refuse a table whose header names a column twice (pandas would read the second as `name.1`, a feature)."
+    if rep := repeated_names(names):
+        c, pos = next(iter(rep.items()))
+        where = ' and '.join(map(str, pos))
+        raise refused(source, 'duplicate_columns', 'distinct column names', f"{c!r} at positions {where} of {len(names)}",
+                      'rename or drop one of them in the source', column=c)
+
+def sniff_csv(p:Path, size:int=65536):
+    "Refuse, from its first bytes, a CSV file that is empty, binary, an HTML page or names a column twice."
+    head = p.read_bytes()[:size] if p.stat().st_size <= size else p.open('rb').read(size)
+    if not head.strip(): raise refused(str(p), 'empty_file', 'a header and rows', 'the file is empty (no header, no rows)')
+    if b'\0' in head: raise refused(str(p), 'not_text', 'CSV text', f'binary content (a NUL byte at byte {head.index(0)})')
+    text = head.decode('utf-8', errors='replace').lstrip('\ufeff \t\r\n')
+    if text[:20].lower().startswith(HTML_STARTS):
+        raise refused(str(p), 'not_a_table', 'CSV text', f'an HTML or XML page ({text[:60]!r}), e.g. an error page saved as CSV')
+    check_names(next(csv.reader(io.StringIO(text)), []), str(p))
+
 def read_csv(spec:dict) -> pd.DataFrame:
-    "Read one CSV file."
+    "Read one CSV file, refusing what is not a usable table with a named rule."
     p = _file(spec)
+    sniff_csv(p)
     try: return pd.read_csv(p)
-    except pd.errors.EmptyDataError: raise SourceError(str(p), 'the file is empty (no header, no rows)') from None
-    except pd.errors.ParserError as e: raise SourceError(str(p), f'malformed CSV: {str(e).strip()}', 'check the delimiter and the quoting') from None
-    except UnicodeDecodeError as e: raise SourceError(str(p), f'not UTF-8 text ({e.reason} at byte {e.start})', 're-save the file as UTF-8') from None
+    except pd.errors.EmptyDataError: raise refused(str(p), 'empty_file', 'a header and rows', 'the file is empty (no header, no rows)') from None
+    except pd.errors.ParserError as e:
+        raise refused(str(p), 'malformed_csv', 'well-formed CSV', f'malformed CSV: {str(e).strip()}', 'check the delimiter and the quoting') from None
+    except UnicodeDecodeError as e:
+        raise refused(str(p), 'not_utf8', 'UTF-8 text', f'not UTF-8 text ({e.reason} at byte {e.start})', 're-save the file as UTF-8') from None
 
 def read_parquet(spec:dict) -> pd.DataFrame:
     "Read one Parquet file."
@@ -376,13 +406,19 @@ def read_graphql(spec:dict) -> pd.DataFrame:
 register('graphql', read_graphql)
 
 # %% ../nbs/01_ingest.ipynb #010054
+def no_rows(source:str, columns:list) -> Exception:
+    "The refusal of a source that holds a header but no row."
+    return refused(source, 'no_rows', 'at least one row', f'the source returned no rows (columns: {columns})',
+                   'check the file, query, URL, stream or key pattern')
+
 def read_source(cfg:dict) -> Batch:
     "Read the configured source: its rows and the commit to call once they are kept."
     spec = dict(cfg['data'])
     if spec.get('path') and '://' not in str(spec['path']): spec['path'] = str(project_path(cfg, spec['path']))  # a file, folder or glob
     got = get_source(source_kind(spec))(spec)
     batch = got if isinstance(got, Batch) else Batch(got)
-    if len(batch.df) == 0: raise SourceError(describe_source(cfg), f'the source returned no rows (columns: {list(batch.df.columns)})', 'check the file, query, URL, stream or key pattern')
+    check_names(list(batch.df.columns), describe_source(cfg))  # a query can name a column twice too
+    if len(batch.df) == 0: raise no_rows(describe_source(cfg), list(batch.df.columns))
     return batch
 
 def load_data(cfg:dict) -> pd.DataFrame:
@@ -444,6 +480,8 @@ def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
     from mlpipeline.compute import dask_client, log_dashboard, read_files, write_parts, file_hashes, table_rows
     log_dashboard(dask_client(cfg))
     if files := source_files(cfg):
+        for f in files:
+            if f.suffix.lower() not in ('.parquet', '.pq'): sniff_csv(f)  # the workers' reader would mangle repeated names
         ddf, batch = read_files(files), None
         hashes = file_hashes(files, project_path(cfg, '.mlpipeline/file_hashes.json'))
         from mlpipeline.runfolder import files_sha256
@@ -453,7 +491,7 @@ def ingest_dask(rd:Path, cfg:dict) -> tuple[dict, Batch|None]:
         ddf, version = dd.from_pandas(batch.df, chunksize=250_000, sort=False), data_version(batch.df)
     raw = write_parts(ddf, rd/'data/raw')
     version |= {'rows': table_rows(raw), 'columns': {str(c): str(t) for c, t in ddf.dtypes.items()}, 'source': describe_source(cfg)}
-    if version['rows'] == 0: raise SourceError(version['source'], f'the source returned no rows (columns: {list(ddf.columns)})', 'check the files')
+    if version['rows'] == 0: raise no_rows(version['source'], list(ddf.columns))
     return version, batch
 
 # %% ../nbs/01_ingest.ipynb #010054a
@@ -464,6 +502,7 @@ def file_head(path:Path, rows:int) -> pd.DataFrame:
         f = pq.ParquetFile(path)
         empty = f.schema_arrow.empty_table().to_pandas()
         return next((b.to_pandas() for b in f.iter_batches(batch_size=rows)), empty) if rows else empty
+    sniff_csv(path)
     return pd.read_csv(path, nrows=rows)
 
 def data_head(cfg:dict, rows:int=0) -> pd.DataFrame|None:

@@ -18,13 +18,13 @@ STAGE = stage_of('validate')  # this module's stage in the table
 # %% auto #0
 __all__ = ['STAGE', 'RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task',
            'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule',
-           'check_values', 'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in', 'champion_schema',
-           'reference_schema', 'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares',
-           'check_balance', 'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame',
-           'report_html', 'group_frame', 'bias_section', 'column_stats', 'merge_column_stats', 'column_from_stats',
-           'merge_violations', 'distinct_count', 'dask_stats', 'check_target_counts', 'infer_schema_dask',
-           'validate_dask', 'named_columns', 'missing_column', 'task_problem', 'check_against_data', 'validate_on_dask',
-           'run_validate']
+           'truth_values', 'check_values', 'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in',
+           'champion_schema', 'reference_schema', 'group_columns', 'group_labels', 'target_rates', 'group_stats',
+           'class_shares', 'check_balance', 'check_representation', 'bias_checks', 'metric_key', 'bias_metrics',
+           'report_frame', 'report_html', 'group_frame', 'bias_section', 'column_stats', 'merge_column_stats',
+           'column_from_stats', 'merge_violations', 'distinct_count', 'dask_stats', 'check_target_counts',
+           'infer_schema_dask', 'validate_dask', 'named_columns', 'missing_column', 'task_problem',
+           'check_against_data', 'validate_on_dask', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -64,7 +64,9 @@ def infer_column(s:pd.Series, tolerance:float=0.1, unique:bool=False) -> dict:
     if unique: return c | {'unique': True}  # an id: new data brings new values, so no range and no domain
     if kind == 'numeric' and len(present):
         x = as_numbers(present).dropna()
-        c |= {'min': float(x.min()), 'max': float(x.max()), 'tolerance': tolerance, 'integer': bool(np.allclose(x % 1, 0))}
+        x = x[np.isfinite(x)]  # an infinite value is refused by its own rule, not kept as a bound
+        c |= {'min': float(x.min()) if len(x) else 0.0, 'max': float(x.max()) if len(x) else 0.0, 'tolerance': tolerance,
+              'integer': bool(np.allclose(x % 1, 0))}
     if kind in ('categorical', 'boolean'):
         c['domain'] = sorted({str(v).strip() for v in present}, key=str.casefold)
     return c
@@ -107,7 +109,7 @@ def infer_schema(df:pd.DataFrame, cfg:dict, columns:dict|None=None) -> Schema:
 RULES = {  # rule -> default severity
     'empty_batch': 'error', 'too_few_rows': 'error', 'too_many_rows': 'warning', 'missing_column': 'error',
     'unexpected_column': 'warning', 'type_mismatch': 'error', 'missing_values': 'error', 'all_missing': 'error',
-    'out_of_range': 'error', 'unseen_category': 'error', 'constant_column': 'warning', 'duplicate_rows': 'warning',
+    'out_of_range': 'error', 'infinite_values': 'error', 'unseen_category': 'error', 'constant_column': 'warning', 'duplicate_rows': 'warning',
     'duplicate_ids': 'error', 'target_missing_column': 'error', 'target_missing_values': 'error',
     'target_constant': 'error', 'target_unseen_class': 'error', 'target_class_too_rare': 'error',
     # bias in the data, checked when `validation.groups` names group columns
@@ -131,16 +133,25 @@ def missing_rule(name, miss:int, n:int, spec:dict) -> list[dict]:
     if n and miss / n > spec.get('max_missing', 0): return [violation(name, 'missing_values', f"<= {spec.get('max_missing', 0):.2%} missing", f'{miss / n:.2%} missing', miss, n)]
     return []
 
+def truth_values(present:pd.Series) -> bool:
+    "Whether every present value is a boolean (a bool column, or Python bools in a column of objects)."
+    if pd.api.types.is_bool_dtype(present): return len(present) > 0
+    return len(present) > 0 and present.dtype == object and all(isinstance(v, (bool, np.bool_)) for v in present)
+
 def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
     "Rules for one column's values: type, missing share, range, domain, uniqueness, all missing."
     n, out, present = len(s), [], s.dropna()
     if n and s.isna().all(): return missing_rule(name, n, n, spec)
-    if spec['kind'] == 'numeric':
+    if spec['kind'] == 'numeric' and truth_values(present):  # true/false read as 1/0 would pass the range check
+        out.append(violation(name, 'type_mismatch', 'numbers', f'{len(present)} true/false values (a boolean column)', len(present), n))
+    elif spec['kind'] == 'numeric':
         x = as_numbers(present)
         if (bad := int(x.isna().sum())): out.append(violation(name, 'type_mismatch', 'numbers', f'{bad} non-numeric values, e.g. {_examples(present[x.isna()])}', bad, n))
+        if (inf := int(np.isinf(x).sum())):
+            out.append(violation(name, 'infinite_values', 'finite numbers', f'{inf} infinite values, e.g. {_examples(x[np.isinf(x)])}', inf, n))
         if 'min' in spec:
             pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
-            off = x[(x < spec['min'] - pad) | (x > spec['max'] + pad)]
+            off = x[np.isfinite(x) & ((x < spec['min'] - pad) | (x > spec['max'] + pad))]
             if len(off): out.append(violation(name, 'out_of_range', f"[{spec['min']:g}, {spec['max']:g}] +/- {pad:g}", f'{len(off)} values, e.g. {_examples(off)}', len(off), n))
     elif spec['kind'] == 'datetime' and len(bad := present[pd.to_datetime(present, errors='coerce', format='mixed').isna()]):
         out.append(violation(name, 'type_mismatch', 'dates', f'{len(bad)} unparseable values, e.g. {_examples(bad)}', len(bad), n))
@@ -365,6 +376,7 @@ def column_stats(s:pd.Series) -> dict:
     "What `infer_column` needs from one partition of a column: counts, number range, whole numbers, labels."
     present, numbers = s.dropna(), pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
     x = (present.astype('float64') if numbers else as_numbers(present)).dropna()
+    x = x[np.isfinite(x)]  # as `infer_column`: infinite values are not bounds
     st = {'n': len(s), 'missing': int(s.isna().sum()), 'present': len(present), 'numeric': len(x), 'integer': bool(np.allclose(x % 1, 0)) if len(x) else True,
           'min': float(x.min()) if len(x) else None, 'max': float(x.max()) if len(x) else None}
     return st | {'labels': None if numbers else sorted({str(v).strip() for v in present.unique()})}  # a number column has no domain: no labels to carry

@@ -2,7 +2,7 @@
 from pathlib import Path
 import pytest, yaml
 from mlpipeline.config import load_config
-from mlpipeline.errors import SourceError, DataValidationError
+from mlpipeline.errors import DataRefused, DataValidationError
 from mlpipeline.runfolder import create_run, read_manifest
 from mlpipeline import ingest, validate, features, train, evaluate, registry
 from conftest import REPO, write_project, mlpipeline, only_run, registered_models
@@ -27,12 +27,12 @@ def test_each_bad_file_is_stopped_with_its_rule(tmp_path, case):
     for reference in ([True, False] if case.get('fresh') else [True]):
         project = bad_project(tmp_path/f'reference-{reference}', case, reference)
         rd = create_run(load_config(project=project))
-        with pytest.raises((SourceError, DataValidationError)) as e:
+        with pytest.raises(DataValidationError) as e:
             for stage in STAGES: stage(rd)
-        assert isinstance(e.value, SourceError if case['stage'] == 'ingest' else DataValidationError)
-        assert case['rule'] in str(e.value), (reference, str(e.value))
+        assert isinstance(e.value, DataRefused) == (case['stage'] == 'ingest') and e.value.exit_code == 3
+        assert case['rule'] in str(e.value) and case['rule'] in {v['rule'] for v in e.value.violations}, (reference, str(e.value))
         if case['stage'] == 'validate':
-            assert case['rule'] in {v['rule'] for v in e.value.violations} and all(v['rows'] > 0 or v['rule'] == 'empty_batch' for v in e.value.violations)
+            assert all(v['rows'] > 0 or v['rule'] == 'empty_batch' for v in e.value.violations)
         stages = read_manifest(rd)['stages']
         assert '03_features' not in stages and registered_models(project) == []
 
@@ -46,10 +46,10 @@ def test_the_cli_refuses_bad_data_with_exit_code_3_and_registers_nothing(tmp_pat
     assert (rd/'artifacts/validation.html').exists() and not (rd/'03_features.ipynb').exists() and registered_models(project) == []
 
 
-def test_the_cli_names_an_unreadable_source(tmp_path):
+def test_the_cli_refuses_an_unreadable_source_with_exit_code_3(tmp_path):
     project = bad_project(tmp_path/'p', {'file': 'latin1_encoding.csv'}, reference=False)
     r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)
-    assert r.returncode == 1 and f"cannot read data from {BAD/'latin1_encoding.csv'}: not UTF-8 text" in r.stderr, r.stderr
+    assert r.returncode == 3 and f"data refused at ingestion from {BAD/'latin1_encoding.csv'}: not_utf8" in r.stderr, r.stderr
     assert registered_models(project) == []
 
 
@@ -62,3 +62,12 @@ def test_new_data_is_validated_against_the_champions_schema(finished):
         validate.run_validate(rd)
     assert 'against the champion test-model version 1 schema' in (rd/'artifacts/validation.html').read_text()
     assert (rd/'artifacts/schema.yaml').read_text() == validate.champion_schema(cfg).to_yaml()  # the champion's schema, byte for byte
+
+
+@pytest.mark.parametrize('file, rule', [('duplicate_column_names.csv', "column 'churn': duplicate_columns"),
+                                        ('infinite_values.csv', "column 'total_charges': infinite_values")])
+def test_what_got_through_before_now_exits_3_through_the_cli(tmp_path, file, rule):
+    project = bad_project(tmp_path/'p', {'file': file}, reference=False)
+    r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)
+    assert r.returncode == 3 and rule in r.stderr, r.stderr
+    assert '[bt]' not in r.stderr and registered_models(project) == []  # no XGBoost stack trace, no version

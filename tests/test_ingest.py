@@ -3,7 +3,7 @@ import http.server, json, os, shutil, sqlite3, threading, time
 from pathlib import Path
 import pandas as pd, pytest
 from mlpipeline.config import load_config
-from mlpipeline.errors import SourceError
+from mlpipeline.errors import DataRefused, SourceError
 from mlpipeline.ingest import load_data, data_version
 from conftest import SAMPLE, write_project
 
@@ -44,8 +44,10 @@ def test_sqlite_query(tmp_path, sample):
     assert len(df) == (sample.contract == 'Two year').sum() and set(df.contract) == {'Two year'}
     with pytest.raises(SourceError, match='the query failed: no such column: nope'):
         load_data(cfg_for(tmp_path, f'data.url=sqlite:///{db}', 'data.query=select nope from customers'))
-    with pytest.raises(SourceError, match='the source returned no rows'):
+    with pytest.raises(DataRefused, match='no_rows: .*the source returned no rows'):
         load_data(cfg_for(tmp_path, f'data.url=sqlite:///{db}', 'data.query=select * from customers where tenure < 0'))
+    with pytest.raises(DataRefused, match="column 'churn': duplicate_columns: .*positions 1 and 3"):
+        load_data(cfg_for(tmp_path, f'data.url=sqlite:///{db}', 'data.query=select churn, tenure, churn from customers'))
 
 
 class Api(http.server.BaseHTTPRequestHandler):
@@ -90,15 +92,17 @@ def test_http_timeout_and_unreachable(tmp_path, api):
 
 @pytest.mark.parametrize('content, message', [
     (None, 'no such file or folder'),
-    (b'', 'the file is empty'),
-    (b'a,b\n', 'the source returned no rows'),
-    (b'a,b\n1,2\n3,4,5,6\n', 'malformed CSV'),
-    ('k\xf6ln,x\n1,2\n'.encode('latin-1'), 'not UTF-8 text'),
+    (b'', 'empty_file: .*the file is empty'),
+    (b'a,b\n', 'no_rows: .*the source returned no rows'),
+    (b'a,b\n1,2\n3,4,5,6\n', 'malformed_csv: .*malformed CSV'),
+    ('k\xf6ln,x\n1,2\n'.encode('latin-1'), 'not_utf8: .*not UTF-8 text'),
+    (b'<html><body>Service Unavailable</body></html>', 'not_a_table'),
+    (b'a,b,a\n1,2,3\n', "column 'a': duplicate_columns: .*'a' at positions 1 and 3"),
 ])
 def test_bad_files_are_named_with_their_cause(tmp_path, content, message):
     f = tmp_path/'bad.csv'
     if content is not None: f.write_bytes(content)
-    with pytest.raises(SourceError, match=message) as e:
+    with pytest.raises(SourceError if content is None else DataRefused, match=message) as e:
         load_data(cfg_for(tmp_path, f'data.path={f}'))
     assert str(f) in str(e.value)
 

@@ -4,7 +4,7 @@ import dataclasses, json, os, shutil, signal, socket, subprocess, sys, tempfile,
 from typing import Optional
 import pandas as pd, pytest
 from mlpipeline.config import load_config
-from mlpipeline.errors import ConfigError, SourceError
+from mlpipeline.errors import ConfigError, DataRefused, SourceError
 from mlpipeline.ingest import load_data, data_version, run_ingest, STREAM_ID, KEY_COLUMN
 from mlpipeline.runfolder import create_run, read_manifest
 from conftest import SAMPLE, REPO, write_project
@@ -88,7 +88,7 @@ def test_stream_bounded_reads_ack_after_the_snapshot(tmp_path, rds, text_rows, s
     assert list(b[STREAM_ID]) == ids[200:]  # the rest, nothing twice
     both = pd.concat([a, b]).drop(columns=STREAM_ID)
     assert both['rownames'].tolist() == sample['rownames'][:300].tolist()
-    with pytest.raises(SourceError, match='the source returned no rows'):  # drained: a clear error, not an empty model
+    with pytest.raises(DataRefused, match='no_rows: .*the source returned no rows'):  # drained: a clear error, not an empty model
         load_data(stream_cfg(tmp_path, url, 'churn', max_seconds=0.2))
 
 
@@ -144,7 +144,7 @@ def test_keys_hashes_give_the_csv_table_and_validate(tmp_path, rds, text_rows, s
     assert data_version(df.drop(columns=KEY_COLUMN)) == data_version(sample)
     with pytest.raises(SourceError, match="key 'customer:list' is not a hash"):
         load_data(cfg_for(tmp_path, 'data.source=redis-keys', f'data.path={url}', 'data.keys=customer:*'))
-    with pytest.raises(SourceError, match='the source returned no rows'):
+    with pytest.raises(DataRefused, match='no_rows: .*the source returned no rows'):
         load_data(cfg_for(tmp_path, 'data.source=redis-keys', f'data.path={url}', 'data.keys=nobody:*'))
     from mlpipeline.validate import run_validate
     rd = create_run(cfg_for(tmp_path, *overrides, 'data.id_column=_key'))

@@ -45,4 +45,11 @@ csv('constant_feature.csv', s.assign(phone_service=1))
 csv('unexpected_column.csv', s.assign(customer_notes='called twice'))
 s.assign(contract=s.contract.map({'Month-to-month': 0, 'One year': 1, 'Two year': 2})).to_parquet(here/'integer_codes_for_categories.parquet', index=False)
 csv('boolean_words_in_numeric.csv', with_values('senior_citizen', rows(40), 'yes'))
+# what got through before (issue 21): a numeric column turned true/false, the target's name twice, not tables at all
+csv('true_false_in_numeric.csv', s.assign(senior_citizen=s.senior_citizen.astype(bool)))
+(here/'duplicate_column_names.csv').write_text(s.assign(churn_again=s.churn).to_csv(index=False).replace('churn_again', 'churn', 1))
+(here/'html_error_page.csv').write_text('<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n'
+                                        '<body><h1>Bad Gateway</h1></body></html>\n')
+(here/'binary_garbage.csv').write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+(here/'unclosed_quote.csv').write_text(s.head(50).to_csv(index=False) + '9999,"No,1,0\n' + s.iloc[50:60].to_csv(index=False, header=False))
 print(f'{len(list(here.glob("*.csv")) + list(here.glob("*.parquet")))} files')
