@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--strict', action='store_true', help='refuse to run or register with uncommitted code, a package out of step with its notebooks, or unversioned data (reproducibility.strict)')
     r.add_argument('--create-only', action='store_true', help='create the run folder and its MLflow parent run, print run_id=<id>, run no stage (for schedulers)')
     r.add_argument('--only', metavar='STAGE', choices=STAGES, help='with --resume: run just this stage (the next incomplete one); a plain --resume then completes the run')
+    it = sub.add_parser('init', help="write a commented pipeline.yaml for your own table (looks at its header and a sample)")
+    it.add_argument('--data', required=True, help='a CSV/Parquet file, folder or glob, a SQLite file, an http(s) or SQLAlchemy URL')
+    it.add_argument('--target', help='the column to predict (without it: the likely ones are listed, or asked at a terminal)')
+    it.add_argument('--task', default='auto', choices=['auto', 'binary', 'multiclass', 'regression'])
+    it.add_argument('--name', help="the registered model's name (default: from the data's name)")
+    it.add_argument('--query', help='SQL for a SQLAlchemy URL, or to pick rows of a SQLite file with several tables')
+    it.add_argument('--force', action='store_true', help='replace an existing pipeline.yaml')
     c = sub.add_parser('config', help='check the config against the data (exit 2 on a mistake); --show prints it resolved')
     c.add_argument('--show', action='store_true', help='print every key with its value and where it came from (default, the file, -p)')
     c.add_argument('--config'); c.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
@@ -149,6 +156,9 @@ def main(argv:list[str]|None=None) -> int:
             rd = run_pipeline(args.config, args.param, args.resume, progress=not args.quiet, engine=args.engine, force=args.force, strict=args.strict,
                               create_only=args.create_only, only=args.only)
             print(f'run_id={rd.name}' if args.create_only else '\n'.join(status_lines(rd)) if args.only else summary(rd))
+        elif args.command == 'init':
+            from mlpipeline.scaffold import init_project
+            print(init_project(args.data, args.target, args.task, args.name, args.query, force=args.force))
         elif args.command == 'config':
             from mlpipeline.config import config_sources, show_lines
             from mlpipeline.validate import check_against_data

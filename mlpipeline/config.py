@@ -11,10 +11,11 @@ import yaml
 from .errors import ConfigError
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'WHAT', 'get_key', 'flat', 'parse_model_ref',
-           'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type', 'section_model', 'config_model',
-           'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config', 'config_sources', 'show_lines',
-           'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'COLUMN_KEYS', 'WHAT', 'get_key', 'flat',
+           'parse_model_ref', 'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type', 'section_model',
+           'config_model', 'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config', 'demo_keys',
+           'with_demo_keys', 'config_sources', 'show_lines', 'project_path', 'tracking_uri', 'artifact_root',
+           'save_config', 'read_config']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -23,7 +24,7 @@ data:
   source: auto               # auto | csv | parquet | folder | sql | http | demo | graphql | redis-stream | redis-keys
   query: null                # SQL for source sql
   url: null                  # SQLAlchemy URL for source sql (else data.path)
-  id_column: rownames        # never a feature; optional
+  id_column: null            # never a feature; optional (a demo:// table declares its own)
   time_column: null          # optional
   http: {records_key: null, page_param: null, timeout_s: 30, retries: 3, max_pages: 1000}
   graphql: {query: null, records: null, cursor: null, page_size: 100, timeout_s: 30, retries: 3, max_pages: 1000}
@@ -32,7 +33,7 @@ data:
                              # source redis-stream: a bounded read as a consumer group (consumer null: one per run; abandoned messages claimed after claim_idle_s); acknowledged after the snapshot
   keys: null                 # source redis-keys: the key pattern to SCAN, e.g. 'customer:*'
   value: hash                # source redis-keys: hash | json (a JSON document stored as a string)
-target: churn
+target: null                 # the column to predict (a demo:// table declares its own; `mlpipeline init` writes it)
 task: auto                   # auto | binary | multiclass | regression
 split: {valid: 0.15, test: 0.15, group: null, holdout: null}   # group: a column whose rows stay in one split (e.g. a customer id);
                              # holdout: a labelled CSV/Parquet file that is the test split (train and valid come from data)
@@ -209,7 +210,7 @@ features:
   date_parts: [year, month, day, weekday, hour]
   impute: {numeric: none, categorical: none, constant: null, ffill: false, max_iter: 10}  # none keeps XGBoost's own missing handling; numeric: iterative = IterativeImputer, max_iter rounds
   outliers: {method: none, iqr_factor: 1.5, z: 3.0, winsor: [0.01, 0.99]}  # none | iqr | zscore | winsorize (caps at the winsor percentiles) | log (log1p of non-negative columns)
-  text: {columns: [], min_unique_share: 0.5, min_mean_length: 30, method: drop, max_features: 50}  # free text (declared, or mostly distinct and longer than min_mean_length characters; min_unique_share null: no detection): drop | tfidf (max_features terms); never a category
+  text: {columns: [], min_unique_share: 0.3, min_mean_length: 30, min_words: 2.5, method: drop, max_features: 50}  # free text (declared, or mostly distinct and longer than min_mean_length characters or of min_words words, not dates; min_unique_share null: no detection): drop | tfidf (max_features terms); never a category
   encoding: native           # native (XGBoost categorical) | onehot | frequency
   scaling: none              # none | standard | minmax
   interactions: []           # pairs of numeric columns, each pair's product becomes a feature
@@ -334,10 +335,12 @@ def section_model(defaults:dict, prefix:str=''):
         nested = isinstance(v, dict) and v and key not in REPLACED  # an open section (model) types the keys it knows
         t = section_model(v, key + '.') if nested else Any if key in CHOICES else key_type(v)  # CHOICES: check_config
         if key in LIST_OR_NAME: t = list|str|None
+        if key in COLUMN_KEYS: t = str|None
         fields[f'k{i}'] = (t, pydantic.Field(v, alias=str(k)))
     return pydantic.create_model(f'Config_{prefix}', __config__=pydantic.ConfigDict(strict=True, extra='allow'), **fields)
 
 LIST_OR_NAME = {'validation.groups'}  # one column may be given by its name
+COLUMN_KEYS = {'target', 'data.id_column', 'data.time_column'}  # a column's name, or null
 
 @functools.lru_cache(maxsize=1)
 def config_model():
@@ -384,7 +387,9 @@ def check_config(cfg:dict) -> dict:
     v, t = get_key(cfg, 'split.valid'), get_key(cfg, 'split.test')
     if not all(isinstance(x, (int, float)) and 0 < x < 1 for x in (v, t)) or v + t >= 0.9:
         raise ConfigError('split', f'valid={v!r}, test={t!r}: each must be in (0, 1) and together below 0.9', 'e.g. -p split.valid=0.15 -p split.test=0.15')
-    if not cfg.get('target'): raise ConfigError('target', 'no target column is set', 'set -p target=<column>')
+    if not cfg.get('target'):
+        raise ConfigError('target', 'no target column is set',
+                          'set -p target=<column>, or write a config for your table with `mlpipeline init --data <path>`')
     wait, stale = get_key(cfg, 'mlflow.lock_timeout_s'), get_key(cfg, 'mlflow.lock_stale_s')
     if wait <= stale:  # a shorter wait fails on a dead holder's lock before it may be broken
         raise ConfigError('mlflow.lock_timeout_s', f'{wait!r} is not above mlflow.lock_stale_s ({stale!r})',
@@ -403,7 +408,21 @@ def load_config(path:str|Path|None=None, overrides:list[str]=(), project:str|Pat
         except yaml.YAMLError as e: raise ConfigError('--config', f'{path} is not valid YAML: {e}') from None
     for o in overrides: set_key(cfg, *parse_override(o))
     cfg['project'] = str(project)
-    return check_config(cfg)
+    return check_config(with_demo_keys(cfg))
+
+# %% ../nbs/00_config.ipynb #2b0165bf
+def demo_keys(path:str) -> dict:
+    "The keys a bundled `demo://<name>` table declares for itself (its target, its id column), else {}."
+    import importlib.resources
+    if not str(path or '').startswith('demo://'): return {}
+    f = importlib.resources.files('mlpipeline')/'data'/f"{str(path).removeprefix('demo://')}.yaml"
+    return yaml.safe_load(f.read_text()) if f.is_file() else {}
+
+def with_demo_keys(cfg:dict) -> dict:
+    "`cfg` with the empty keys a `demo://` table declares filled in (a key the user set is kept)."
+    for k, v in flat(demo_keys(get_key(cfg, 'data.path'))).items():
+        if get_key(cfg, k) is None: set_key(cfg, k, v)
+    return cfg
 
 # %% ../nbs/00_config.ipynb #000024a
 def config_sources(path:str|Path|None=None, overrides:list[str]=(), project:str|Path|None=None) -> dict:

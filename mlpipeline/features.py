@@ -20,9 +20,9 @@ log = logging.getLogger('mlpipeline.features')
 __all__ = ['STAGE', 'log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time_split', 'group_split', 'split_frame',
            'split_labels', 'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits',
            'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name',
-           'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative', 'group_key',
-           'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill', 'fit_scale',
-           'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
+           'date_like', 'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative',
+           'group_key', 'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill',
+           'fit_scale', 'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
            'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
            'codes_matrix', 'records_columns', 'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
@@ -167,11 +167,18 @@ def feature_name(name) -> str:
 # %% ../nbs/03_features.ipynb #030033
 TOKEN = re.compile(r'(?u)\b\w\w+\b')  # scikit-learn's default token pattern
 
-def is_free_text(s:pd.Series, min_unique_share:float|None=0.5, min_mean_length:float=30) -> bool:
-    "Whether a text column looks like free text: mostly distinct values, long on average (characters)."
+def date_like(s:pd.Series, share:float=0.95) -> bool:
+    "Whether a text column holds dates (almost every value, of the first 500, parses as one)."
+    x = s.dropna().astype(str).head(500)
+    if pd.api.types.is_numeric_dtype(s) or len(x) == 0 or not x.str.contains(r'\d').all(): return False
+    return bool(pd.to_datetime(x, errors='coerce', format='mixed').notna().mean() >= share)
+
+def is_free_text(s:pd.Series, min_unique_share:float|None=0.3, min_mean_length:float=30, min_words:float=2.5) -> bool:
+    "Whether a text column is free text: mostly distinct values, long or of several words on average, not dates."
     x = s.dropna().astype(str)
-    if min_unique_share is None or x.empty: return False
-    return x.nunique() / len(x) > min_unique_share and x.str.len().mean() > min_mean_length
+    if min_unique_share is None or x.empty or x.nunique() / len(x) <= min_unique_share: return False
+    words = x.str.split().str.len().mean()
+    return (x.str.len().mean() > min_mean_length or words >= min_words) and not date_like(x)
 
 def fit_tfidf(s:pd.Series, max_features:int=50) -> dict:
     "The vocabulary (at most `max_features` terms) and idf of a text column, from scikit-learn's TfidfVectorizer."
@@ -380,7 +387,8 @@ def text_inputs(train:pd.DataFrame, inputs:list, cats:list, t:dict) -> list:
     "The free-text inputs: those declared in `text.columns`, and the text columns that look like free text."
     declared = list(t.get('columns') or [])
     if bad := [c for c in declared if c not in train]: raise ConfigError('features.text.columns', f'no column {bad} in the {len(train)} training rows', f'use some of {list(train.columns)[:12]}')
-    found = [c for c in cats if c not in declared and is_free_text(train[c], t.get('min_unique_share', 0.5), t.get('min_mean_length', 30))]
+    found = [c for c in cats if c not in declared and is_free_text(train[c], t.get('min_unique_share', 0.3),
+                                                                     t.get('min_mean_length', 30), t.get('min_words', 2.5))]
     return [c for c in inputs if c in declared or c in found]
 
 def text_drops(train:pd.DataFrame, texts:list) -> dict:
