@@ -221,11 +221,13 @@ def test_refused_requests_leave_the_service_memory_as_it_was(hardened):
 def test_health_stays_fast_while_large_batches_are_scored(hardened):
     _, srv = hardened
     body = json.dumps((records(400) * 25)[:10_000]).encode()
-    stop, codes, took = threading.Event(), [], []
+    stop, codes, took, batch_took = threading.Event(), [], [], []
     def batches():
         with httpx.Client(base_url=srv.url, timeout=120) as c:
             while not stop.is_set():
+                t = time.perf_counter()
                 codes.append(c.post('/predict', content=body, headers={'Content-Type': 'application/json'}).status_code)
+                batch_took.append(1e3 * (time.perf_counter() - t))
     clients = [threading.Thread(target=batches) for _ in range(2)]
     for t in clients: t.start()
     try:
@@ -240,4 +242,6 @@ def test_health_stays_fast_while_large_batches_are_scored(hardened):
         stop.set()
         for t in clients: t.join()
     assert len(codes) >= 2 and set(codes) == {200}
-    assert statistics.median(took) < 50, sorted(took)  # measured p50: 70 ms with the batches on the event loop
+    # relative to the batches' own time, so a loaded machine slows both alike: a probe that waited for the batch on
+    # the event loop took about half a batch (p50 70 ms beside 10,000-row batches); off the loop it takes a fraction
+    assert statistics.median(took) < 0.25 * statistics.median(batch_took), (sorted(took), sorted(batch_took))
