@@ -128,7 +128,7 @@ class Marker:
 
 
 def plant_pickled_job(project: Path, marker: Path):
-    "An old-format `schedule.db`: the history and APScheduler's `apscheduler_jobs` table with a pickled job state that runs code."
+    "An old `schedule.db`: the history, and APScheduler's `apscheduler_jobs` with a pickled job state that runs code."
     import pickle
     import sqlalchemy as sa
     from mlpipeline.schedule import HISTORY
@@ -139,12 +139,13 @@ def plant_pickled_job(project: Path, marker: Path):
 
 
 def test_an_old_stores_pickled_job_is_never_loaded(tmp_path):
-    "A pickled job state in an old store runs nothing: `--list`, `--once` and the scheduler rebuild the jobs from the config."
+    "An old store's pickled job runs nothing: `--list`, `--once` and the scheduler rebuild the jobs from the config."
     project = write_project(tmp_path/'project', schedule={'monitor': EVERY_SECOND})
     marker = tmp_path/'unpickled'
     plant_pickled_job(project, marker)
     listed = mlpipeline('schedule', '--list', cwd=project)
-    assert listed.returncode == 0 and listed.stdout.splitlines()[1].startswith("monitor: cron '* * * * * *' (UTC)"), listed
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].startswith("monitor: cron '* * * * * *' (UTC)"), listed.stdout
     once = mlpipeline('schedule', '--once', 'monitor', cwd=project)
     assert once.returncode == 0 and once.stdout.startswith('monitor: no-data'), once.stdout + once.stderr
     sched = start(project)
