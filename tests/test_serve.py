@@ -403,3 +403,35 @@ def test_model_files_run_no_code_in_the_service_its_reload_or_the_registry(tmp_p
     try: again = srv.http.post('/predict', json=records(30)).json()['predictions']
     finally: srv.stop()
     assert again == answers and not marker.exists()
+
+
+def test_planted_model_files_run_no_code_in_the_loaders(tmp_path):
+    "In-process and quick: a model from code and an old pickled one, both planted, load from their files with equal answers."
+    import mlflow, mlpipeline
+    from mlpipeline.features import split_frame, fit_transform
+    from mlpipeline.train import fit_booster
+    from mlpipeline.registry import signature, check_reproduces
+    from mlpipeline.scoring import PipelineModel, load_model, load_version
+    parts = split_frame(pd.read_csv(SAMPLE), 'churn', 'binary')
+    tf = fit_transform(parts['train'], 'churn', 'binary', drop=['rownames'])
+    (tmp_path/'files').mkdir()
+    fit_booster(tf, parts['train'], parts['valid'], {'max_depth': 3, 'n_estimators': 20}).save_model(tmp_path/'files/model.ubj')
+    (tmp_path/'files/transform.json').write_text(tf.to_json())
+    arts = {'model': str(tmp_path/'files/model.ubj'), 'transform': str(tmp_path/'files/transform.json')}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path/'mlruns.db'}")
+    exp = mlflow.create_experiment('e', artifact_location=(tmp_path/'artifacts').as_uri())
+    code = str(Path(mlpipeline.__file__).with_name('pyfunc_model.py'))
+    rows, versions = parts['test'].drop(columns=['churn']), []
+    for model in (code, PipelineModel()):  # as registered now (from code), and as before (pickled)
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.pyfunc.log_model(name='model', python_model=model, artifacts=arts, signature=signature(tf, rows))
+        versions.append(str(mlflow.register_model(info.model_uri, 'planted').version))
+    expected = load_model('models:/planted/1').predict(rows)
+    marker = tmp_path/'code-ran'
+    for mlmodel in (tmp_path/'artifacts').rglob('MLmodel'): plant(mlmodel.parent, marker)
+    assert any((tmp_path/'artifacts').rglob('python_model.pkl'))
+    for v in versions:
+        pd.testing.assert_frame_equal(load_model(f'models:/planted/{v}').predict(rows), expected)
+        assert load_version('planted', v).version == v
+        assert check_reproduces(f'models:/planted/{v}', rows, expected.drop(columns='prediction')) == 0.0
+    assert not marker.exists()
