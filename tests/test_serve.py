@@ -406,7 +406,7 @@ def test_model_files_run_no_code_in_the_service_its_reload_or_the_registry(tmp_p
 
 
 def test_planted_model_files_run_no_code_in_the_loaders(tmp_path):
-    "In-process and quick: a model from code and an old pickled one, both planted, load from their files with equal answers."
+    "In-process, quick: a model from code and an old pickled one, both planted, load from their files, answers equal."
     import mlflow, mlpipeline
     from mlpipeline.features import split_frame, fit_transform
     from mlpipeline.train import fit_booster
@@ -415,7 +415,8 @@ def test_planted_model_files_run_no_code_in_the_loaders(tmp_path):
     parts = split_frame(pd.read_csv(SAMPLE), 'churn', 'binary')
     tf = fit_transform(parts['train'], 'churn', 'binary', drop=['rownames'])
     (tmp_path/'files').mkdir()
-    fit_booster(tf, parts['train'], parts['valid'], {'max_depth': 3, 'n_estimators': 20}).save_model(tmp_path/'files/model.ubj')
+    booster = fit_booster(tf, parts['train'], parts['valid'], {'max_depth': 3, 'n_estimators': 20})
+    booster.save_model(tmp_path/'files/model.ubj')
     (tmp_path/'files/transform.json').write_text(tf.to_json())
     arts = {'model': str(tmp_path/'files/model.ubj'), 'transform': str(tmp_path/'files/transform.json')}
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path/'mlruns.db'}")
@@ -424,7 +425,8 @@ def test_planted_model_files_run_no_code_in_the_loaders(tmp_path):
     rows, versions = parts['test'].drop(columns=['churn']), []
     for model in (code, PipelineModel()):  # as registered now (from code), and as before (pickled)
         with mlflow.start_run(experiment_id=exp):
-            info = mlflow.pyfunc.log_model(name='model', python_model=model, artifacts=arts, signature=signature(tf, rows))
+            info = mlflow.pyfunc.log_model(name='model', python_model=model, artifacts=arts,
+                                           signature=signature(tf, rows))
         versions.append(str(mlflow.register_model(info.model_uri, 'planted').version))
     expected = load_model('models:/planted/1').predict(rows)
     marker = tmp_path/'code-ran'
