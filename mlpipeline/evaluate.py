@@ -11,7 +11,7 @@ from .features import Transform, RowEncoder, records_columns
 from .train import predict, load_transform
 from .stages import stage_of
 from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, write_table, output_entry, atomic_path
-from .scoring import prediction_frame, conform
+from .scoring import prediction_frame, conform, load_model
 from .metrics import class_probabilities, classification_metrics, regression_metrics, LOWER_IS_BETTER, metric_fn, gate_metric, paired_bootstrap
 STAGE = stage_of('evaluate')  # this module's stage in the table
 
@@ -165,7 +165,7 @@ def champion_predictions(cfg:dict, tf:Transform, test:pd.DataFrame) -> tuple[np.
     try: mv = mlflow.MlflowClient().get_model_version_by_alias(name, 'champion')
     except mlflow.exceptions.MlflowException: return None, None, 'no champion yet'
     try:
-        model = mlflow.pyfunc.load_model(f'models:/{name}@champion')
+        model = load_model(f'models:/{name}@champion')  # from its files: nothing in the store runs
         out = model.predict(conform(model, test.drop(columns=[tf.target])))
     except Exception as e: return None, str(mv.version), f'the champion cannot score this test split: {type(e).__name__}: {str(e)[:300]}'
     if tf.task == 'regression':

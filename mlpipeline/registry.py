@@ -12,7 +12,7 @@ from .config import get_key, tracking_uri
 from .errors import UsageError, MlpipelineError
 from .features import Transform
 from .train import load_transform
-from .scoring import prediction_output, PipelineModel, conform, prediction_gap  # PipelineModel: models pickled as registry's load
+from .scoring import prediction_output, PipelineModel, conform, prediction_gap, load_model
 from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
 from .reproducibility import check_strict
 from .stages import STAGES, stage, stage_of
@@ -236,14 +236,15 @@ def reference_summary(train:pd.DataFrame) -> dict:
     return {'rows': len(train), 'columns': out}
 
 def log_pipeline_model(run_dir:Path, tf:Transform, train:pd.DataFrame):
-    "Log this run's transform, booster, schema and training summary as one pyfunc model in the active MLflow run."
+    "Log this run's transform, booster, schema and training summary as one pyfunc model (from code) in the active run."
     import mlpipeline, xgboost, sklearn
     write_json(reference_summary(train), run_dir/'artifacts/reference_summary.json')
     reqs = [f'xgboost=={xgboost.__version__}', f'pandas=={pd.__version__}', f'numpy=={np.__version__}', f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', 'pyyaml']
     arts = {'transform': output_of(run_dir, 'transform'), 'model': output_of(run_dir, 'model'),
             'schema': output_of(run_dir, 'schema'), 'reference_summary': run_dir/'artifacts/reference_summary.json'}
-    return mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), artifacts={k: str(v) for k, v in arts.items()},
-                                   signature=signature(tf, train), code_paths=[str(Path(mlpipeline.__file__).parent)], pip_requirements=reqs)
+    code = Path(mlpipeline.__file__).with_name('pyfunc_model.py')  # a model from code: the package's own, no pickle
+    return mlflow.pyfunc.log_model(name='model', python_model=str(code), artifacts={k: str(v) for k, v in arts.items()},
+                                   signature=signature(tf, train), code_paths=[str(code.parent)], pip_requirements=reqs)
 
 def test_metric_tags(metrics:dict) -> dict:
     "The test metrics as version tags (`test.roc_auc`), so the service and `models list` show them without a run lookup."
@@ -261,7 +262,7 @@ def still_valid(gate:dict, champion_now:str|None) -> dict:
 
 def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, tol:float=1e-6) -> float:
     "Load the logged model back; it must give the evaluation's predictions. Returns the largest difference."
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = load_model(model_uri)  # as the service loads it: from the files
     diff = prediction_gap(model.predict(conform(model, rows)), expected)
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff

@@ -4,21 +4,22 @@
 
 # %% ../nbs/10_schedule.ipynb #100003
 from __future__ import annotations
-import contextlib, datetime as dt, functools, json, os, pickle, re, signal, subprocess, sys, threading, time
+import contextlib, datetime as dt, functools, json, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
 import sqlalchemy as sa
+from apscheduler.jobstores.memory import MemoryJobStore
 from .config import load_config, get_key, project_path
 from .errors import ConfigError, UsageError, MlpipelineError
 from .runfolder import run_lock, read_manifest, lock_holder
 
 # %% auto #0
-__all__ = ['PRESETS', 'DOW', 'HISTORY', 'JOB_LOCK', 'SCHEDULER_LOCK', 'CHILDREN', 'STOPPING', 'RESULTS', 'JOBS',
+__all__ = ['PRESETS', 'DOW', 'HISTORY', 'JOB_ROWS', 'JOB_LOCK', 'SCHEDULER_LOCK', 'CHILDREN', 'STOPPING', 'RESULTS', 'JOBS',
            'crontab_weekdays', 'cron_trigger', 'store_path', 'store_engine', 'open_store', 'now_utc', 'iso', 'outcome',
            'record', 'last_runs', 'Overlap', 'busy_runs', 'exclusive', 'cli', 'cli_options', 'run_child',
            'error_paragraph', 'result_of', 'run_message', 'train_job', 'span', 'capture_folder', 'window_start',
-           'has_capture', 'monitor_message', 'monitor_job', 'configured_triggers', 'sync_jobs', 'row_line', 'listener',
-           'start_scheduler', 'stop_children', 'stop_signals', 'say', 'run_scheduler', 'stored_jobs', 'list_lines',
-           'run_once', 'schedule_command']
+           'has_capture', 'monitor_message', 'monitor_job', 'configured_triggers', 'save_job', 'saved_jobs',
+           'RowJobStore', 'sync_jobs', 'row_line', 'listener', 'start_scheduler', 'stop_children', 'stop_signals',
+           'say', 'run_scheduler', 'list_lines', 'run_once', 'schedule_command']
 
 # %% ../nbs/10_schedule.ipynb #100006
 PRESETS = {'@hourly': '0 * * * *', '@daily': '0 0 * * *', '@midnight': '0 0 * * *', '@weekly': '0 0 * * 0',
@@ -56,6 +57,8 @@ def cron_trigger(expr:str, timezone:str='UTC', key:str='schedule'):
 HISTORY = sa.Table('schedule_history', sa.MetaData(), sa.Column('id', sa.Integer, primary_key=True),
                    sa.Column('job_id', sa.String(64), index=True), sa.Column('scheduled', sa.String(32)), sa.Column('started', sa.String(32)),
                    sa.Column('finished', sa.String(32)), sa.Column('result', sa.String(32)), sa.Column('message', sa.Text), sa.Column('exit_code', sa.Integer))
+JOB_ROWS = sa.Table('schedule_jobs', sa.MetaData(), sa.Column('id', sa.String(64), primary_key=True),
+                    sa.Column('name', sa.Text), sa.Column('args', sa.Text), sa.Column('next_run_time', sa.String(40)))
 
 def store_path(cfg:dict) -> Path:
     "The schedule's SQLite file: `schedule.store` in the project."
@@ -68,9 +71,14 @@ def store_engine(path:str, readonly:bool=False) -> sa.Engine:
     return sa.create_engine(url, connect_args={'timeout': 30})  # wait for the other process's write
 
 def open_store(cfg:dict) -> sa.Engine:
-    "The engine of the project's schedule store, its history table created if missing."
-    p = store_path(cfg); p.parent.mkdir(parents=True, exist_ok=True)
-    engine = store_engine(str(p)); HISTORY.create(engine, checkfirst=True)
+    "The engine of the project's schedule store, its tables created if missing and APScheduler's pickled one dropped."
+    p = store_path(cfg)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    engine = store_engine(str(p))
+    HISTORY.create(engine, checkfirst=True)
+    JOB_ROWS.create(engine, checkfirst=True)
+    with engine.begin() as c:
+        c.execute(sa.text('DROP TABLE IF EXISTS apscheduler_jobs'))  # pickles: never read
     return engine
 
 # %% ../nbs/10_schedule.ipynb #100013
@@ -236,16 +244,67 @@ def configured_triggers(cfg:dict) -> dict:
     if s['window']: span(s['window'])
     return {jid: cron_trigger(s[jid], s['timezone'], f'schedule.{jid}') for jid in JOBS if s[jid]}
 
-def sync_jobs(sched, cfg:dict, config:str|None=None, overrides:list=()) -> dict:
-    "Add or replace the jobs the config schedules, keep unchanged ones, remove the others; {job id: what happened}."
+def save_job(engine:sa.Engine, job_id:str, job=None):
+    "Write `job`'s id, name, arguments and next run time to `schedule_jobs`; without `job`, delete its row."
+    with engine.begin() as c:
+        c.execute(JOB_ROWS.delete().where(JOB_ROWS.c.id == job_id))
+        if job is None: return
+        t = job.next_run_time.isoformat() if job.next_run_time else None
+        c.execute(JOB_ROWS.insert().values(id=job.id, name=job.name, args=json.dumps(list(job.args)), next_run_time=t))
+
+def saved_jobs(engine:sa.Engine) -> dict:
+    "The rows of `schedule_jobs` by job id (id, name, args, next run time), read without a scheduler."
+    with engine.connect() as c:
+        if not sa.inspect(c).has_table(JOB_ROWS.name): return {}
+        rows = [dict(r._mapping) for r in c.execute(sa.select(JOB_ROWS).order_by(JOB_ROWS.c.id))]
+    for r in rows:
+        r['args'] = json.loads(r['args'])
+        r['next_run_time'] = dt.datetime.fromisoformat(r['next_run_time']) if r['next_run_time'] else None
+    return {r['id']: r for r in rows}
+
+class RowJobStore(MemoryJobStore):
+    "APScheduler's memory job store that also keeps each job's row in `schedule_jobs` up to date."
+    def __init__(self, engine:sa.Engine):
+        super().__init__()
+        self.engine = engine
+
+    def add_job(self, job):
+        super().add_job(job)
+        save_job(self.engine, job.id, job)
+
+    def update_job(self, job):
+        super().update_job(job)
+        save_job(self.engine, job.id, job)
+
+    def remove_job(self, job_id):
+        super().remove_job(job_id)
+        save_job(self.engine, job_id)
+
+    def remove_all_jobs(self):
+        for job in self.get_all_jobs(): self.remove_job(job.id)
+
+    def shutdown(self):
+        super().remove_all_jobs()  # the memory only: the rows are the next scheduler's start
+
+def sync_jobs(sched, cfg:dict, config:str|None=None, overrides:list=(), saved:dict|None=None) -> dict:
+    "Add the jobs the config schedules, keep unchanged ones (and the next run time `saved` for them), drop the others."
     s, args, done, triggers = cfg['schedule'], [cfg['project'], str(config) if config else None, list(overrides)], {}, configured_triggers(cfg)
-    for job in sched.get_jobs():
-        if job.id not in triggers: sched.remove_job(job.id); done[job.id] = 'removed'
+    saved = saved or {}
+    for jid in sorted({*(j.id for j in sched.get_jobs()), *saved} - set(triggers)):
+        if sched.get_job(jid): sched.remove_job(jid)
+        else: save_job(open_store(cfg), jid)
+        done[jid] = 'removed'
     for jid, trig in triggers.items():
-        name, old = f"cron '{s[jid]}' ({s['timezone']})", sched.get_job(jid)
+        name, old, row = f"cron '{s[jid]}' ({s['timezone']})", sched.get_job(jid), saved.get(jid)
         if old and (repr(old.trigger), list(old.args), old.name) == (repr(trig), args, name):
-            sched.modify_job(jid, coalesce=s['coalesce'], misfire_grace_time=s['misfire_grace_s']); done[jid] = 'kept'
-        else: sched.add_job(JOBS[jid], trig, id=jid, name=name, args=args, replace_existing=True); done[jid] = 'replaced' if old else 'added'
+            sched.modify_job(jid, coalesce=s['coalesce'], misfire_grace_time=s['misfire_grace_s'])
+            done[jid] = 'kept'
+        elif not old and row and (row['args'], row['name']) == (args, name):
+            sched.add_job(JOBS[jid], trig, id=jid, name=name, args=args, next_run_time=row['next_run_time'])
+            done[jid] = 'kept'
+        else:
+            sched.add_job(JOBS[jid], trig, id=jid, name=name, args=args, replace_existing=True)
+            done[jid] = 'replaced' if old or row else 'added'
     return done
 
 def row_line(row:dict) -> str:
@@ -264,17 +323,17 @@ def listener(engine:sa.Engine, echo:bool=False):
     return on, ev.EVENT_JOB_EXECUTED | ev.EVENT_JOB_ERROR | ev.EVENT_JOB_MISSED | ev.EVENT_JOB_MAX_INSTANCES
 
 def start_scheduler(cfg:dict, config:str|None=None, overrides:list=(), echo:bool=False):
-    "A started `BackgroundScheduler` on the project's job store, its jobs in step with the config; `echo` logs each execution on stderr."
+    "A started `BackgroundScheduler` whose jobs are rebuilt from the config and `schedule_jobs`; `echo` logs each execution on stderr."
     import logging
     from apscheduler.schedulers.background import BackgroundScheduler
     if echo: logging.getLogger('apscheduler').setLevel(logging.ERROR)  # its warnings (missed, skipped) are the history's rows, echoed
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     s, engine = cfg['schedule'], open_store(cfg)
-    sched = BackgroundScheduler(jobstores={'default': SQLAlchemyJobStore(engine=engine)}, executors={'default': {'type': 'threadpool', 'max_workers': len(JOBS)}},
+    saved = saved_jobs(engine)
+    sched = BackgroundScheduler(jobstores={'default': RowJobStore(engine)}, executors={'default': {'type': 'threadpool', 'max_workers': len(JOBS)}},
                                 job_defaults={'coalesce': s['coalesce'], 'misfire_grace_time': s['misfire_grace_s'], 'max_instances': 1}, timezone=s['timezone'])
     sched.add_listener(*listener(engine, echo))
-    sched.start(paused=True)  # the stored jobs load, and none runs before they match the config
-    sync_jobs(sched, cfg, config, overrides)
+    sched.start(paused=True)  # none runs before the jobs match the config
+    sync_jobs(sched, cfg, config, overrides, saved)
     sched.resume()
     return sched
 
@@ -327,21 +386,13 @@ def run_scheduler(config:str|None=None, overrides:list=(), project:str|None=None
     return 0
 
 # %% ../nbs/10_schedule.ipynb #100040
-def stored_jobs(engine:sa.Engine) -> list[dict]:
-    "The jobs in APScheduler's table (id, name, next run time), read without a scheduler."
-    import apscheduler.triggers.cron  # noqa: F401 (the pickled states hold triggers)
-    with engine.connect() as c:
-        if not sa.inspect(c).has_table('apscheduler_jobs'): return []
-        states = [pickle.loads(r.job_state) for r in c.execute(sa.text('SELECT job_state FROM apscheduler_jobs ORDER BY id'))]
-    return [{'id': st['id'], 'name': st['name'], 'next_run_time': st['next_run_time']} for st in states]
-
 def list_lines(cfg:dict) -> list[str]:
     "What `mlpipeline schedule --list` prints: whether a scheduler runs, then each job's schedule, next run and last run."
     p = store_path(cfg)
     if not p.exists(): return [f'no schedule in {p} yet (start one with `mlpipeline schedule`)']
     engine, pid = store_engine(str(p), readonly=True), lock_holder(project_path(cfg, SCHEDULER_LOCK)/'.lock')
     out = [f'scheduler: running (process {pid})' if pid else 'scheduler: not running (a next run in the past runs at start if within schedule.misfire_grace_s)']
-    s, stored = cfg['schedule'], {j['id']: j for j in stored_jobs(engine)}
+    s, stored = cfg['schedule'], saved_jobs(engine)
     for jid in [*stored, *(j for j in configured_triggers(cfg) if j not in stored)]:  # configured: `--once` results show too
         j, last = stored.get(jid), last_runs(engine, jid)
         head = f"{jid}: {j['name']}; next {iso(j['next_run_time']) or 'paused'}" if j else \

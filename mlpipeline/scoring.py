@@ -17,9 +17,9 @@ from .metrics import class_probabilities
 from .runfolder import model_version
 
 # %% auto #0
-__all__ = ['prediction_frame', 'prediction_output', 'PipelineModel', 'model_uri', 'load_model', 'conform', 'prediction_gap',
-           'predict_records', 'Field', 'request_fields', 'severities', 'check_records', 'Served', 'served_from',
-           'model_artifacts', 'load_version', 'score_frame']
+__all__ = ['prediction_frame', 'prediction_output', 'PipelineModel', 'model_uri', 'model_artifacts', 'model_folder', 'FilesModel',
+           'load_model', 'conform', 'prediction_gap', 'predict_records', 'Field', 'request_fields', 'severities',
+           'check_records', 'Served', 'served_from', 'load_version', 'score_frame']
 
 # %% ../nbs/04c_scoring.ipynb #04c006
 def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -50,14 +50,42 @@ def model_uri(name:str, ref:str|int='champion') -> str:
     return f'models:/{name}/{ref}' if str(ref).isdigit() else f'models:/{name}@{ref}'
 
 # %% ../nbs/04c_scoring.ipynb #04c112
-def load_model(uri:str):
-    "Load a registered pyfunc model, with a clear error when the registry has no such model or alias."
-    import sys  # the model's class (`PipelineModel`, below) is this installed module's: a bundled copy is never imported
-    path = list(sys.path)
-    try: return mlflow.pyfunc.load_model(uri)
+def model_artifacts(local:Path) -> dict:
+    "The files a downloaded pyfunc model bundles, by artifact name (`schema`, `transform`, ...), inside its folder only."
+    from mlflow.models import Model
+    arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
+    paths = {k: local/v['path'] for k, v in arts.items()}
+    return {k: p for k, p in paths.items() if p.resolve().is_relative_to(local.resolve()) and p.exists()}
+
+def model_folder(uri:str) -> Path:
+    "A logged model as a local folder: `uri` itself when it is one, else downloaded (a `models:/` or `runs:/` URI)."
+    if Path(uri).is_dir(): return Path(uri)
+    try: return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except mlflow.exceptions.MlflowException as e:
-        raise UsageError(f'cannot load {uri} from {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}', 'check the name and alias with `mlpipeline models list`') from None
-    finally: sys.path[:] = path  # MLflow prepends the model's bundled code to sys.path; this process runs the installed package
+        raise UsageError(f'cannot load {uri} from {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}',
+                         'check the name and alias with `mlpipeline models list`') from None
+
+class FilesModel:
+    "What MLflow's `PyFuncModel` wraps here: a `PipelineModel` built from the model's files, and its context."
+    def __init__(self, python_model:PipelineModel, context):
+        self.python_model, self.context = python_model, context
+
+    def predict(self, model_input:pd.DataFrame, params:dict|None=None) -> pd.DataFrame:
+        "The python model's answer (`PyFuncModel.predict` has checked the input against the signature)."
+        return self.python_model.predict(self.context, model_input, params)
+
+def load_model(uri:str):
+    "A logged mlpipeline model as a pyfunc model built from its transform and booster files: nothing unpickled or run."
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel, PythonModelContext
+    local = model_folder(uri)
+    arts = {k: str(v) for k, v in model_artifacts(local).items()}
+    if not {'transform', 'model'} <= set(arts):
+        raise UsageError(f'{uri} is not an mlpipeline model (no transform and booster inside)')
+    context = PythonModelContext(artifacts=arts, model_config={})
+    pm = PipelineModel()
+    pm.load_context(context)
+    return PyFuncModel(model_meta=Model.load(str(local)), model_impl=FilesModel(pm, context))
 
 def conform(model, rows:pd.DataFrame) -> pd.DataFrame:
     "`rows` limited to the model's inputs, numbers cast to the types its signature names (MLflow refuses int64 -> double)."
@@ -184,12 +212,6 @@ def served_from(model, name:str, version:str, alias:str|None=None, tags:dict|Non
     if not hasattr(pm, 'booster'): raise UsageError(f'{name} version {version} is not an mlpipeline model (no transform and booster inside)')
     return Served(name, str(version), alias, pm.tf, pm.booster, schema, tags or {}, reference or {}, dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
 
-def model_artifacts(local:Path) -> dict:
-    "The files a downloaded pyfunc model bundles, by artifact name (`schema`, `transform`, ...)."
-    from mlflow.models import Model
-    arts = Model.load(str(local)).flavors.get('python_function', {}).get('artifacts', {})
-    return {k: local/v['path'] for k, v in arts.items() if (local/v['path']).exists()}
-
 def load_version(name:str, ref:str='champion') -> Served:
     "Load version or alias `ref` of registered model `name`, with the schema and training summary it bundles."
     try:
@@ -202,7 +224,6 @@ def load_version(name:str, ref:str='champion') -> Served:
     schema = Schema.from_yaml(arts['schema'].read_text()) if 'schema' in arts else None
     reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
     return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
-
 
 # %% ../nbs/04c_scoring.ipynb #04c051
 def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:

@@ -4,17 +4,17 @@
 
 # %% ../nbs/12_server.ipynb #120003
 from __future__ import annotations
-import contextlib, glob, importlib.util, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request
+import contextlib, glob, importlib.util, os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 from .config import load_config, get_key, project_path
 from .errors import ConfigError, UsageError, MlpipelineError
 
 # %% auto #0
-__all__ = ['PG_GLOBS', 'PG_USER', 'PG_DB', 'pgserver_bin', 'version_key', 'pg_bin', 'as_postgres', 'require_postgres', 'safe_url',
-           'given_backend', 'check_backend', 'free_port', 'postgres_home', 'pg_run', 'init_postgres',
-           'postgres_running', 'start_postgres', 'create_database', 'stop_postgres', 'artifacts_destination',
-           'mlflow_argv', 'mlflow_env', 'tracking_url', 'wait_healthy', 'stop_process', 'backend_store', 'run_server',
-           'server_command']
+__all__ = ['PG_GLOBS', 'PG_USER', 'PG_DB', 'HBA', 'pgserver_bin', 'version_key', 'pg_bin', 'as_postgres', 'require_postgres',
+           'safe_url', 'given_backend', 'check_backend', 'free_port', 'postgres_home', 'pg_run', 'postgres_password',
+           'init_postgres', 'postgres_running', 'trusting', 'pg_start', 'require_password', 'start_postgres',
+           'create_database', 'stop_postgres', 'artifacts_destination', 'mlflow_argv', 'mlflow_env', 'tracking_url',
+           'wait_healthy', 'stop_process', 'backend_store', 'run_server', 'server_command']
 
 # %% ../nbs/12_server.ipynb #120006
 PG_GLOBS = ['/usr/lib/postgresql/*/bin', '/usr/pgsql-*/bin', '/opt/homebrew/opt/postgresql*/bin', '/usr/local/opt/postgresql*/bin']
@@ -98,13 +98,26 @@ def pg_run(*cmd:str, what:str) -> subprocess.CompletedProcess:
     return r
 
 # %% ../nbs/12_server.ipynb #120017
+def postgres_password(home:Path) -> str:
+    "The password of the project's PostgreSQL, in `home/password` (mode 0600), made with `secrets` on first use."
+    f = home/'password'
+    if not f.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as out:
+            out.write(secrets.token_urlsafe(32) + '\n')
+        if os.geteuid() == 0: shutil.chown(f, 'postgres')  # initdb reads it as postgres
+    if f.stat().st_mode & 0o077: f.chmod(0o600)
+    return f.read_text().strip()
+
 def init_postgres(home:Path, initdb:str) -> Path:
-    "The data folder under `home`, made by `initdb` if it is not there yet."
+    "The data folder under `home`, made by `initdb` (password authentication) if it is not there yet."
     data = home/'data'
     if (data/'PG_VERSION').exists(): return data
     home.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0: shutil.chown(home, 'postgres')
-    pg_run(initdb, '-D', str(data), '-U', PG_USER, '-A', 'trust', '-E', 'UTF8', what=f'initdb in {data}')
+    postgres_password(home)
+    pg_run(initdb, '-D', str(data), '-U', PG_USER, '--auth=scram-sha-256', f"--pwfile={home/'password'}", '-E', 'UTF8',
+           what=f'initdb in {data}')
     return data
 
 def postgres_running(data:Path, pg_ctl:str) -> bool:
@@ -112,23 +125,51 @@ def postgres_running(data:Path, pg_ctl:str) -> bool:
     return subprocess.run(as_postgres(pg_ctl, '-D', str(data), 'status'), capture_output=True).returncode == 0
 
 # %% ../nbs/12_server.ipynb #120018
-def start_postgres(data:Path, pg_ctl:str, port:int) -> str:
-    "Start PostgreSQL on `data` at 127.0.0.1:`port`, with the `mlflow` database; its SQLAlchemy URL."
+HBA = 'local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n'
+
+def trusting(data:Path) -> bool:
+    "Whether `data/pg_hba.conf` lets a connection in without a password (`initdb -A trust`, as older versions made it)."
+    lines = (data/'pg_hba.conf').read_text().splitlines()
+    return any(l.split()[-1:] == ['trust'] for l in lines if l.strip() and not l.lstrip().startswith('#'))
+
+def pg_start(data:Path, pg_ctl:str, port:int):
+    "Start PostgreSQL on `data` at 127.0.0.1:`port` only, with no Unix socket."
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"
+    pg_run(pg_ctl, '-D', str(data), '-w', '-t', '60', '-l', str(data.parent/'postgres.log'), '-o', opts, 'start',
+           what=f'starting PostgreSQL on {data}')
+
+def require_password(data:Path, pg_ctl:str, port:int, password:str):
+    "Give `PG_USER` of a trusting cluster its `password`, then restart it with password authentication only."
+    import psycopg
+    from psycopg import sql
+    pg_start(data, pg_ctl, port)
+    try:
+        with psycopg.connect(host='127.0.0.1', port=port, user=PG_USER, dbname='postgres', autocommit=True) as con:
+            con.execute("set password_encryption = 'scram-sha-256'")
+            con.execute(sql.SQL('alter role {} password {}').format(sql.Identifier(PG_USER), sql.Literal(password)))
+    finally: stop_postgres(data, pg_ctl)
+    (data/'pg_hba.conf').write_text(HBA)  # a restart, not a reload: no connection after this returns gets in on trust
+
+def start_postgres(data:Path, pg_ctl:str, port:int, password:str) -> str:
+    "Start PostgreSQL on `data` at 127.0.0.1:`port`, with the `mlflow` database; its SQLAlchemy URL (with `password`)."
     if postgres_running(data, pg_ctl):
         raise UsageError(f'a PostgreSQL already runs on {data} (another `mlpipeline server` of this project?)', 'stop that one first, or use it: it is the backend of that server')
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"
-    pg_run(pg_ctl, '-D', str(data), '-w', '-t', '60', '-l', str(data.parent/'postgres.log'), '-o', opts, 'start', what=f'starting PostgreSQL on {data}')
-    url = f'postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{PG_DB}'
+    if trusting(data): require_password(data, pg_ctl, port, password)
+    pg_start(data, pg_ctl, port)
+    import sqlalchemy
+    url = sqlalchemy.engine.URL.create('postgresql+psycopg', PG_USER, password, '127.0.0.1', port, PG_DB)
+    url = url.render_as_string(hide_password=False)
     create_database(url)
     return url
 
 def create_database(url:str):
     "Create the database `url` names, on the server it names, unless it exists."
     import psycopg, sqlalchemy
+    from psycopg import sql
     u = sqlalchemy.engine.make_url(url)
     with psycopg.connect(host=u.host, port=u.port, user=u.username, password=u.password, dbname='postgres', autocommit=True) as con:
         if not con.execute('select 1 from pg_database where datname = %s', [u.database]).fetchone():
-            con.execute(f'create database "{u.database}"')
+            con.execute(sql.SQL('create database {}').format(sql.Identifier(u.database)))  # any name, quoted by the driver
 
 def stop_postgres(data:Path, pg_ctl:str):
     "Stop the PostgreSQL on `data` (fast: open sessions are ended, the data is checkpointed)."
@@ -182,10 +223,10 @@ from .schedule import stop_signals, say  # the scheduler's: signals end the bloc
 def backend_store(cfg:dict):
     "The backend store URL: the configured one, or the project's own PostgreSQL, started here and stopped after the block."
     if uri := given_backend(cfg): yield check_backend(uri); return
-    bins = require_postgres()
-    data = init_postgres(postgres_home(cfg), bins['initdb'])
-    url = start_postgres(data, bins['pg_ctl'], get_key(cfg, 'server.postgres_port') or free_port())
-    say(f'PostgreSQL started on {data} ({url})')
+    bins, home = require_postgres(), postgres_home(cfg)
+    data = init_postgres(home, bins['initdb'])
+    url = start_postgres(data, bins['pg_ctl'], get_key(cfg, 'server.postgres_port') or free_port(), postgres_password(home))
+    say(f'PostgreSQL started on {data} ({safe_url(url)})')
     try: yield url
     finally: stop_postgres(data, bins['pg_ctl']); say('PostgreSQL stopped')
 

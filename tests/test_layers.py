@@ -52,7 +52,8 @@ def test_the_package_has_no_import_cycle():
 
 def test_stages_and_the_scoring_core_never_import_the_runner():
     g = graph()
-    lower = {s.module for s in TABLE} | {'scoring', 'stages', 'config', 'errors', 'runfolder', 'compute', 'metrics', 'pages'}
+    core = {'scoring', 'pyfunc_model', 'stages', 'config', 'errors', 'runfolder', 'compute', 'metrics', 'pages'}
+    lower = {s.module for s in TABLE} | core
     bad = {m: sorted(g[m] & RUNNER) for m in lower if g[m] & RUNNER}
     assert not bad, bad
 

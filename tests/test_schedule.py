@@ -119,3 +119,43 @@ def test_list_shows_a_configured_job_and_its_once_result_before_any_scheduler_ra
     lines = listed.stdout.splitlines()
     assert 'no jobs' not in lines and lines[1].startswith("monitor: cron '0 * * * *' (UTC); next: scheduled when"), lines
     assert ' no-data' in lines[1] and 'last never' not in lines[1], lines
+
+
+class Marker:
+    "A pickle whose loading creates the file `path` (as a planted job state would run any code)."
+    def __init__(self, path: Path): self.path = path
+    def __reduce__(self): return (open, (str(self.path), 'w'))
+
+
+def plant_pickled_job(project: Path, marker: Path):
+    "An old `schedule.db`: the history, and APScheduler's `apscheduler_jobs` with a pickled job state that runs code."
+    import pickle
+    import sqlalchemy as sa
+    from mlpipeline.schedule import HISTORY
+    HISTORY.create(sa.create_engine(f"sqlite:///{project/'schedule.db'}"))
+    with sqlite3.connect(project/'schedule.db') as c:
+        c.execute('CREATE TABLE apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, next_run_time FLOAT, job_state BLOB)')
+        c.execute('INSERT INTO apscheduler_jobs VALUES (?, ?, ?)', ('monitor', 0.0, pickle.dumps(Marker(marker))))
+
+
+def test_an_old_stores_pickled_job_is_never_loaded(tmp_path):
+    "An old store's pickled job runs nothing: `--list`, `--once` and the scheduler rebuild the jobs from the config."
+    project = write_project(tmp_path/'project', schedule={'monitor': EVERY_SECOND})
+    marker = tmp_path/'unpickled'
+    plant_pickled_job(project, marker)
+    listed = mlpipeline('schedule', '--list', cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].startswith("monitor: cron '* * * * * *' (UTC)"), listed.stdout
+    once = mlpipeline('schedule', '--once', 'monitor', cwd=project)
+    assert once.returncode == 0 and once.stdout.startswith('monitor: no-data'), once.stdout + once.stderr
+    sched = start(project)
+    wait_for(lambda: len(history(project, 'monitor')) >= 2, 60, 'a scheduled monitor run')
+    stop(sched)
+    assert not marker.exists()
+    with sqlite3.connect(project/'schedule.db') as c:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        jobs = c.execute('SELECT id, name FROM schedule_jobs').fetchall()
+    assert 'apscheduler_jobs' not in tables and jobs == [('monitor', "cron '* * * * * *' (UTC)")], (tables, jobs)
+    listed = mlpipeline('schedule', '--list', cwd=project)
+    assert listed.stdout.splitlines()[1].startswith("monitor: cron '* * * * * *' (UTC); next 20"), listed.stdout
+    assert not marker.exists()

@@ -330,3 +330,110 @@ def test_grafana_dashboard_reads_metrics_the_service_exports(served):
     used = {re.sub(r'_(total|bucket|count|sum)$', '', m) for e in exprs for m in re.findall(r'mlpipeline_[a-z_]+', e)}
     assert len(dash['panels']) >= 10 and {'mlpipeline_requests', 'mlpipeline_request_seconds', 'mlpipeline_prediction_proba'} <= used
     assert used - families == {'mlpipeline_ab_rows'}  # the A/B arms' counter appears when traffic is split
+
+
+class Marker:
+    "A pickle whose loading creates the file `path`: what anyone who can write to the store's artifacts could plant."
+    def __init__(self, path: Path): self.path = path
+    def __reduce__(self): return (open, (str(self.path), 'w'))
+
+
+def plant(model_dir: Path, marker: Path):
+    "Replace every pickle and every Python file of a logged model with ones that create `marker` when loaded or run."
+    import pickle
+    for f in model_dir.rglob('*'):
+        if f.suffix == '.pkl': f.write_bytes(pickle.dumps(Marker(marker)))
+        elif f.suffix == '.py': f.write_text(f'open({str(marker)!r}, "w")\n')
+
+
+def old_format_version(project: Path, name: str, version: str):
+    "A copy of `version` logged as versions before models from code were: a `PipelineModel` in `python_model.pkl`."
+    import mlflow
+    from mlflow.models import Model
+    from mlpipeline.scoring import PipelineModel, model_artifacts
+    client = client_for(project)
+    src = Path(mlflow.artifacts.download_artifacts(artifact_uri=f'models:/{name}/{version}'))
+    exp = client.create_experiment('old-format', artifact_location=(project/'mlartifacts/old').as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        arts = {k: str(v) for k, v in model_artifacts(src).items()}
+        sig = Model.load(str(src)).signature
+        info = mlflow.pyfunc.log_model(name='model', python_model=PipelineModel(), signature=sig, artifacts=arts)
+    mv = mlflow.register_model(info.model_uri, name, tags=client.get_model_version(name, version).tags)
+    assert any(project.rglob('python_model.pkl'))
+    return str(mv.version)
+
+
+@pytest.mark.slow
+def test_model_files_run_no_code_in_the_service_its_reload_or_the_registry(tmp_path):
+    "Pickles and code planted in the store's model files never run; the service and the loaders answer as before."
+    import sys, mlflow
+    from mlpipeline.scoring import load_version, load_model, conform
+    from mlpipeline.registry import check_reproduces
+    project, marker = write_project(tmp_path/'project', serve=SERVE), tmp_path/'code-ran'
+    run_in_process(project)
+    v1 = champion(project)
+    mlmodel, = (project/'mlartifacts').rglob('MLmodel')
+    assert 'model_code_path:' in mlmodel.read_text() and not list(mlmodel.parent.rglob('*.pkl'))  # a model from code
+    v2 = old_format_version(project, 'test-model', v1)
+    rows, path = pd.DataFrame(records(30)), list(sys.path)
+    before = {}
+    for v in (v1, v2):  # a user's own MLflow call still loads both (the new one as a model from code)
+        model = mlflow.pyfunc.load_model(f'models:/test-model/{v}')
+        before[v] = model.predict(conform(model, rows))
+    sys.path[:] = path
+    srv = Server(project)
+    answers = srv.http.post('/predict', json=records(30)).json()['predictions']
+    for mlmodel in (project/'mlartifacts').rglob('MLmodel'): plant(mlmodel.parent, marker)
+    try:
+        for v in (v1, v2):
+            served = load_version('test-model', v)
+            got = load_model(f'models:/test-model/{v}')
+            pd.testing.assert_frame_equal(got.predict(conform(got, rows)), before[v1])
+            assert served.version == v and not marker.exists()
+        assert check_reproduces(f'models:/test-model/{v2}', rows, before[v1].drop(columns='prediction')) == 0.0
+        r = mlpipeline('promote', v2, '--why', 'hot reload of an old-format version', cwd=project)
+        assert r.returncode == 0, r.stderr
+        end = time.time() + 30
+        while srv.http.get('/health').json()['version'] != v2 and time.time() < end: time.sleep(0.2)
+        assert srv.http.get('/health').json()['version'] == v2
+        assert srv.http.post('/predict', json=records(30)).json()['predictions'] == answers
+    finally: out = srv.stop()
+    assert not marker.exists(), out
+    srv = Server(project)  # a start on the planted version
+    try: again = srv.http.post('/predict', json=records(30)).json()['predictions']
+    finally: srv.stop()
+    assert again == answers and not marker.exists()
+
+
+def test_planted_model_files_run_no_code_in_the_loaders(tmp_path):
+    "In-process, quick: a model from code and an old pickled one, both planted, load from their files, answers equal."
+    import mlflow, mlpipeline
+    from mlpipeline.features import split_frame, fit_transform
+    from mlpipeline.train import fit_booster
+    from mlpipeline.registry import signature, check_reproduces
+    from mlpipeline.scoring import PipelineModel, load_model, load_version
+    parts = split_frame(pd.read_csv(SAMPLE), 'churn', 'binary')
+    tf = fit_transform(parts['train'], 'churn', 'binary', drop=['rownames'])
+    (tmp_path/'files').mkdir()
+    booster = fit_booster(tf, parts['train'], parts['valid'], {'max_depth': 3, 'n_estimators': 20})
+    booster.save_model(tmp_path/'files/model.ubj')
+    (tmp_path/'files/transform.json').write_text(tf.to_json())
+    arts = {'model': str(tmp_path/'files/model.ubj'), 'transform': str(tmp_path/'files/transform.json')}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path/'mlruns.db'}")
+    exp = mlflow.create_experiment('e', artifact_location=(tmp_path/'artifacts').as_uri())
+    code = str(Path(mlpipeline.__file__).with_name('pyfunc_model.py'))
+    rows, versions = parts['test'].drop(columns=['churn']), []
+    for model in (code, PipelineModel()):  # as registered now (from code), and as before (pickled)
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.pyfunc.log_model(name='model', python_model=model, artifacts=arts,
+                                           signature=signature(tf, rows))
+        versions.append(str(mlflow.register_model(info.model_uri, 'planted').version))
+    expected = load_model('models:/planted/1').predict(rows)
+    marker = tmp_path/'code-ran'
+    for mlmodel in (tmp_path/'artifacts').rglob('MLmodel'): plant(mlmodel.parent, marker)
+    assert any((tmp_path/'artifacts').rglob('python_model.pkl'))
+    for v in versions:
+        pd.testing.assert_frame_equal(load_model(f'models:/planted/{v}').predict(rows), expected)
+        assert load_version('planted', v).version == v
+        assert check_reproduces(f'models:/planted/{v}', rows, expected.drop(columns='prediction')) == 0.0
+    assert not marker.exists()

@@ -140,3 +140,60 @@ def test_server_refuses_an_unreachable_store_without_showing_its_password(tmp_pa
     p = run_cli('server', '--port', str(free_port()), '-p', f'server.backend_store_uri=postgresql+psycopg://me:s3cret@127.0.0.1:{free_port()}/x', cwd=project)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 2 and 'me:***@127.0.0.1' in err and 's3cret' not in out + err, err
+
+
+@pytest.fixture
+def no_pg_password(monkeypatch, tmp_path):
+    "No password reaches libpq but the one a test passes: no PGPASSWORD, no ~/.pgpass."
+    monkeypatch.delenv('PGPASSWORD', raising=False)
+    monkeypatch.setenv('PGPASSFILE', str(tmp_path/'no-pgpass'))
+
+
+def own_postgres_config(tmp_path):
+    "A project whose own PostgreSQL lives in a fresh folder the postgres user can reach; (config, its folder, port)."
+    import tempfile
+    home, port = Path(tempfile.mkdtemp(prefix='mlpipeline-own-pg-')), free_port()
+    over = [f'server.postgres_dir={home}', f'server.postgres_port={port}']
+    return load_config(project=write_project(tmp_path/'p'), overrides=over), home, port
+
+
+def connect_without_password(port: int):
+    import psycopg
+    return psycopg.connect(host='127.0.0.1', port=port, user='mlpipeline', dbname='mlflow', connect_timeout=10)
+
+
+def test_the_projects_own_postgres_wants_its_password(tmp_path, no_pg_password, capsys):
+    "The own PostgreSQL refuses a connection without the generated password, kept in a 0600 file and never printed."
+    import psycopg, shutil, stat, sqlalchemy
+    from mlpipeline.server import backend_store, create_database
+    cfg, home, port = own_postgres_config(tmp_path)
+    try:
+        with backend_store(cfg) as url:
+            password = (home/'password').read_text().strip()
+            assert stat.S_IMODE((home/'password').stat().st_mode) == 0o600 and len(password) >= 32
+            with pytest.raises(psycopg.OperationalError, match='password'): connect_without_password(port)
+            with psycopg.connect(url.replace('+psycopg', ''), autocommit=True) as con:
+                assert con.execute('select current_database()').fetchone()[0] == 'mlflow'
+            quoted = sqlalchemy.engine.make_url(url).set(database='it"s; drop')
+            create_database(quoted.render_as_string(hide_password=False))
+            with psycopg.connect(url.replace('+psycopg', ''), autocommit=True) as con:
+                assert con.execute("select 1 from pg_database where datname = 'it\"s; drop'").fetchone() == (1,)
+        assert password not in capsys.readouterr().err
+    finally: shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_trust_cluster_of_an_older_version_gets_a_password(tmp_path, no_pg_password):
+    "A data folder made with `initdb -A trust` (as versions before this one did) is switched to a password on start."
+    import os, psycopg, shutil, subprocess
+    from mlpipeline.server import backend_store, as_postgres, pg_bin
+    cfg, home, port = own_postgres_config(tmp_path)
+    if os.geteuid() == 0: shutil.chown(home, 'postgres')
+    init = [pg_bin('initdb'), '-D', str(home/'data'), '-U', 'mlpipeline', '-A', 'trust', '-E', 'UTF8', '--no-sync']
+    subprocess.run(as_postgres(*init), check=True, capture_output=True)
+    try:
+        with backend_store(cfg) as url:
+            with pytest.raises(psycopg.OperationalError, match='password'): connect_without_password(port)
+            with psycopg.connect(url.replace('+psycopg', ''), autocommit=True) as con: con.execute('create table kept (x int)')
+        with backend_store(cfg) as url:  # the second start: the same password
+            with psycopg.connect(url.replace('+psycopg', ''), autocommit=True) as con: con.execute('select * from kept')
+    finally: shutil.rmtree(home, ignore_errors=True)
