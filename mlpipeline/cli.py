@@ -27,7 +27,8 @@ def champion_line(reg:dict|None) -> str:
 def summary(run_dir:Path) -> str:
     "What a finished run produced, in a few lines: the leakage findings, and last whether it made a new champion."
     lines = [f'run folder: {run_dir}']
-    reg, metrics, leak = run_dir/'artifacts/registered.json', run_dir/'artifacts/metrics.json', run_dir/'artifacts/leakage.json'
+    art = run_dir/'artifacts'
+    reg, metrics, leak = art/'registered.json', art/'metrics.json', art/'leakage.json'
     if metrics.exists():
         lines.append('test metrics: ' + ', '.join(f'{k} {v:.4f}' for k, v in json.loads(metrics.read_text()).items() if isinstance(v, float) and not k.startswith('latency')))
     if leak.exists():

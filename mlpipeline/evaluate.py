@@ -197,13 +197,14 @@ def leak_checks(leak:dict|None) -> list[str]:
     block, rest = leak.get('action', 'block') == 'block', leak.get('other_features', float('nan'))
     alone = lambda c: leak['single_feature'].get(c, float('nan'))
     fix = lambda c: f'to fix this, drop it (features.drop: [{c}]) or accept it (leakage.action: warn)'
-    return [f"{'FAIL' if block else 'note:'} leakage: column {c!r} is a near-certain leak (alone {alone(c):.4f}, the other "
-            f"features {rest:.4f}); {fix(c) if block else 'accepted by leakage.action: warn'}" for c in leak['leaks']]
+    return [f"{'FAIL' if block else 'note:'} leakage: column {c!r} is a near-certain leak (alone {alone(c):.4f}, "
+            f"the other features {rest:.4f}); {fix(c) if block else 'accepted by leakage.action: warn'}" for c in leak['leaks']]
 
 def with_leaks(gate:dict, leak:dict|None) -> dict:
     "The gate's decision with the leakage lines added: a near-certain leak that blocks fails it."
     lines = leak_checks(leak)
-    return gate | {'checks': gate['checks'] + lines, 'passed': gate['passed'] and not any(l.startswith('FAIL') for l in lines)}
+    failed = any(l.startswith('FAIL') for l in lines)
+    return gate | {'checks': gate['checks'] + lines, 'passed': gate['passed'] and not failed}
 
 # %% ../nbs/05_evaluate.ipynb #050020
 def split_metrics(booster, tf:Transform, df:pd.DataFrame) -> dict:

@@ -563,23 +563,30 @@ def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list
     found, facts = leakage_checks(raw, parts, features, cfg['target'], task, cfg['leakage'], cfg['seed'], get_key(cfg, 'validation.severity'), dates)
     facts['after_outcome'] = declared_after_outcome(cfg, raw.columns)
     write_json({'violations': found} | facts, rd/'artifacts/leakage.json')
-    with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(leakage_page(found, facts, f'Leakage checks of run {rd.name}', cfg['leakage']))
+    page = leakage_page(found, facts, f'Leakage checks of run {rd.name}', cfg['leakage'])
+    with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(page)
     for v in found: log.warning('%s', finding_line(v, facts))
     log_leakage(rd, found, facts)
-    if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), declare columns recorded after the outcome (leakage.after_outcome), or set leakage.strict: false to be warned only')
+    fix = ('drop the leaking columns (features.drop), declare columns recorded after the outcome '
+           '(leakage.after_outcome), or set leakage.strict: false to be warned only')
+    if errs := errors_in(found): raise DataValidationError(errs, fix)
     return found, facts
 
 def declared_after_outcome(cfg:dict, columns) -> list:
-    "The columns `leakage.after_outcome` (and its older name `leakage.after_prediction`) declare, checked against the data."
+    "The columns `leakage.after_outcome` (or its older name `after_prediction`) declares, checked against the data."
     from mlpipeline.leakage import after_outcome
-    return after_outcome([*get_key(cfg, 'leakage.after_outcome', []), *get_key(cfg, 'leakage.after_prediction', [])], columns)
+    declared = [*get_key(cfg, 'leakage.after_outcome', []), *get_key(cfg, 'leakage.after_prediction', [])]
+    return after_outcome(declared, columns)
 
 def log_leakage(rd:Path, found:list, facts:dict):
     "Log the scores, the counts, the near-certain leaks and the report to the active MLflow run."
     import mlflow
     name = lambda c: re.sub(r'[^0-9A-Za-z_-]', '_', str(c))  # MLflow refuses some names with dots and slashes
-    mlflow.log_metrics({f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v} | {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
-                       | {'leakage_all_features': facts['all_features'], 'leakage_other_features': facts['other_features'], 'leakage_findings': len(found)})
+    scores = {f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v}
+    shared = {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
+    counts = {'leakage_all_features': facts['all_features'], 'leakage_other_features': facts['other_features'],
+              'leakage_findings': len(found)}
+    mlflow.log_metrics(scores | shared | counts)
     mlflow.set_tag('leakage.leaks', ','.join(map(str, facts['leaks'])))
     mlflow.log_artifact(rd/'artifacts/leakage.html')
 

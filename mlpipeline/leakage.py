@@ -51,7 +51,7 @@ def chance(task:str) -> float:
 
 def score_without(train:pd.DataFrame, features:list, drop:list, target:str, task:str, max_rows:int=20000,
                   seed:int=0) -> float:
-    "The all-feature model's score without the columns `drop` (the same rows as `single_feature_scores`); chance if none is left."
+    "The all-feature model's score without the columns `drop` (rows as `single_feature_scores`); chance if none is left."
     tr = train.sample(max_rows, random_state=seed) if len(train) > max_rows else train
     rest = [c for c in features if c not in drop]
     return quick_score(tr, rest, target, task, depth=4, trees=60, seed=seed) if rest else chance(task)
@@ -96,11 +96,11 @@ def shared_rows(parts:dict, features:list) -> dict:
 
 # %% ../nbs/03a_leakage.ipynb #0300a2
 def near_certain(score:float, rest:float, mapped:bool, opts:dict) -> bool:
-    "Whether a feature scoring `score` alone (or `mapped` to the target) and `rest` the other features is a near-certain leak."
+    "Whether a feature scoring `score` alone (or `mapped`), the other features `rest`, is a near-certain leak."
     return (score >= opts.get('single_feature', 0.99) or mapped) and score - rest >= opts.get('rest_margin', 0.05)
 
 def close_to_model(score:float, full:float, task:str, opts:dict) -> bool:
-    "Whether a feature alone reaches `leakage.review_share` of the all-feature model's gain over chance (and a gain of its own)."
+    "Whether a feature alone reaches `leakage.review_share` of the all-feature model's gain over chance."
     gain = score - chance(task)
     return gain >= opts.get('review_share', 0.9) * (full - chance(task)) and gain >= opts.get('review_min_gain', 0.1)
 
@@ -112,17 +112,18 @@ def leans_on(full:float, without:float, task:str, opts:dict) -> bool:
 def after_outcome(declared:list, columns) -> list:
     "The columns declared as recorded after the outcome (`leakage.after_outcome`); unknown names are refused."
     if unknown := [c for c in declared or [] if c not in columns]:
-        raise ConfigError('leakage.after_outcome', f'{unknown} are not columns of the data', f'use names from {list(columns)[:12]}')
+        raise ConfigError('leakage.after_outcome', f'{unknown} are not columns of the data',
+                          f'use names from {list(columns)[:12]}')
     return list(dict.fromkeys(declared or []))
 
 def score_facts(train:pd.DataFrame, features:list, target:str, task:str, opts:dict, seed:int=0) -> dict:
-    "The evidence of the scoring rules: each feature's score alone, with all, the other features', without each; mappings."
+    "The evidence of the scoring rules: scores alone, of all features, of the other features, without each; mappings."
     thr, margin, rows = opts.get('single_feature', 0.99), opts.get('rest_margin', 0.05), opts.get('max_rows', 20000)
     scores, full = single_feature_scores(train, features, target, task, rows, seed)
-    maps = {c: m for c in features if column_kind(train[c]) == 'categorical'
-            and (m := target_mapping(train, c, target, opts.get('mapping_min_rows', 10), opts.get('mapping_coverage', 0.9))) is not None}
+    mapped = lambda c: target_mapping(train, c, target, opts.get('mapping_min_rows', 10), opts.get('mapping_coverage', 0.9))
+    maps = {c: m for c in features if column_kind(train[c]) == 'categorical' and (m := mapped(c)) is not None}
     near = [c for c, s in scores.items() if s >= thr - margin or c in maps]  # left out of the reference: see above
-    rest = score_without(train, features, near, target, task, rows, seed)
+    rest = score_without(train, features, near, target, task, rows, seed) if near else full  # the same model
     leaks = [c for c, s in scores.items() if near_certain(s, rest, c in maps, opts)]
     close = [c for c, s in scores.items() if c not in leaks and close_to_model(s, full, task, opts)]
     leaned = bool(close) and leans_on(full, score_without(train, features, close, target, task, rows, seed), task, opts)
@@ -141,16 +142,19 @@ def score_violations(facts:dict, opts:dict, n:int) -> list:
         seen = f"alone {s:.4f}, all features {full:.4f}, without it {facts['without'][c]:.4f}"
         if v == 'leak': seen += f", the other features {facts['other_features']:.4f}"
         if v == 'leak' and s >= thr:
-            out.append(violation(c, 'single_feature_leak', f'alone < {thr:g}, or within {margin:g} of the other features', seen, n, n))
+            want = f'alone < {thr:g}, or within {margin:g} of the other features'
+            out.append(violation(c, 'single_feature_leak', want, seen, n, n))
         if v == 'leak' and c in maps:
-            out.append(violation(c, 'target_mapping', 'categories with mixed target values', f'every frequent category has one target value ({maps[c]:.0%} of rows)', n, n))
+            got = f'every frequent category has one target value ({maps[c]:.0%} of rows)'
+            out.append(violation(c, 'target_mapping', 'categories with mixed target values', got, n, n))
         if v == 'review':
-            out.append(violation(c, 'close_to_model', f"alone < {opts.get('review_share', 0.9):.0%} of all features' gain over chance", seen, n, n))
+            want = f"alone < {opts.get('review_share', 0.9):.0%} of all features' gain over chance"
+            out.append(violation(c, 'close_to_model', want, seen, n, n))
     return out
 
 def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task:str, opts:dict, seed:int=0, severity:dict|None=None,
                    dates:list=()) -> tuple[list, dict]:
-    "Leakage violations, and the facts behind them: scores, mappings, leaks, id-like columns (`dates` are never ids), shared rows."
+    "Leakage violations and the facts behind them: scores, mappings, leaks, id-like columns (not `dates`), shared rows."
     facts = score_facts(parts['train'], features, target, task, opts, seed)
     out = score_violations(facts, opts, len(parts['train']))
     ids = {c: why for c in features if c not in dates and (why := id_like(raw[c]))}
@@ -174,10 +178,12 @@ def finding_action(v:dict, leaks:list, action:str) -> str:
 def finding_line(v:dict, facts:dict) -> str:
     "A finding as one line for the log and the console: the column, what was found, what it does, the fix."
     col = v['column']
+    found = f"column {col!r} predicts the target almost by itself ({v['rule']}: {v['observed']})"
+    if col in facts.get('leaks', []) and v['severity'] != 'error' and facts.get('action', 'block') == 'block':
+        return (f"leakage: {found}; this version is not champion (to fix this, drop it with features.drop: [{col}], "
+                f"or accept it with leakage.action: warn)")
     if col in facts.get('leaks', []) and v['severity'] != 'error':
-        does = 'this version is not champion' if facts.get('action', 'block') == 'block' else 'accepted by leakage.action: warn'
-        return (f"leakage: column {col!r} predicts the target almost by itself ({v['rule']}: {v['observed']}); {does} "
-                f"(to fix this, drop it with features.drop: [{col}], or accept it with leakage.action: warn)")
+        return f"leakage warning: {found}; accepted by leakage.action: warn (features.drop: [{col}] would drop it)"
     if v['rule'] == 'close_to_model':
         return (f"leakage warning: column {col!r} alone comes close to the whole model ({v['observed']}); if it is "
                 f"recorded after the outcome, declare it with leakage.after_outcome: [{col}]")
@@ -196,8 +202,9 @@ def finding_rows(found:list, facts:dict) -> list[dict]:
     "The report's rows: each finding with its score alone, without it, and its action."
     num = lambda d, c: f'{d[c]:.4f}' if c in d else ''
     leaks, action = facts.get('leaks', []), facts.get('action', 'block')
-    return [v | {'column': v['column'] or '*', 'alone': num(facts.get('single_feature', {}), v['column']),
-                 'without': num(facts.get('without', {}), v['column']), 'action': finding_action(v, leaks, action)} for v in found]
+    alone, without = facts.get('single_feature', {}), facts.get('without', {})
+    return [v | {'column': v['column'] or '*', 'alone': num(alone, v['column']), 'without': num(without, v['column']),
+                 'action': finding_action(v, leaks, action)} for v in found]
 
 def leakage_fragment(found:list, facts:dict, opts:dict|None=None) -> str:
     "The findings and their evidence as an HTML section body (the leakage page, the evaluation report)."
@@ -206,7 +213,8 @@ def leakage_fragment(found:list, facts:dict, opts:dict|None=None) -> str:
     near = o.get('single_feature', 0.99) - o.get('rest_margin', 0.05)
     return page_env().get_template('leakage_findings.html').render(
         full=facts.get('all_features', float('nan')), other=facts.get('other_features', float('nan')), near=near,
-        action=facts.get('action', 'block'), after_outcome=facts.get('after_outcome', []), rows=finding_rows(found, facts),
+        action=facts.get('action', 'block'), after_outcome=facts.get('after_outcome', []),
+        rows=finding_rows(found, facts),
         mappings=facts.get('mapping_tables', {}), shares=facts.get('target_mapping', {}))
 
 def leakage_page(found:list, facts:dict, title:str, opts:dict|None=None) -> str:
