@@ -13,22 +13,34 @@ from .stages import STAGES
 from .pipeline import find_run, run_pipeline, execute_run, reproduce
 
 # %% auto #0
-__all__ = ['summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'terminate', 'main']
+__all__ = ['champion_line', 'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'terminate',
+           'main']
 
 # %% ../nbs/09c_cli.ipynb #09c025
+def champion_line(reg:dict|None) -> str:
+    "Whether the run's version became champion and, if not, why in one sentence (the gate's first failing check)."
+    if reg is None: return 'champion: unchanged (this run registered no version)'
+    if 'champion' in reg['aliases']: return f"champion: version {reg['version']} is the champion"
+    fail = next((l.removeprefix('FAIL ') for l in reg.get('gate', []) if l.startswith('FAIL')), 'the gate did not pass')
+    return f"champion: not version {reg['version']}, registered as challenger only: {fail}"
+
 def summary(run_dir:Path) -> str:
-    "What a finished run produced, in a few lines."
+    "What a finished run produced, in a few lines: the leakage findings, and last whether it made a new champion."
     lines = [f'run folder: {run_dir}']
-    reg, metrics = run_dir/'artifacts/registered.json', run_dir/'artifacts/metrics.json'
+    art = run_dir/'artifacts'
+    reg, metrics, leak = art/'registered.json', art/'metrics.json', art/'leakage.json'
     if metrics.exists():
         lines.append('test metrics: ' + ', '.join(f'{k} {v:.4f}' for k, v in json.loads(metrics.read_text()).items() if isinstance(v, float) and not k.startswith('latency')))
-    if reg.exists():
-        r = json.loads(reg.read_text()); lines.append(f"registered: {r['name']} version {r['version']} ({', '.join(r['aliases'])})")
+    if leak.exists():
+        from mlpipeline.leakage import finding_lines
+        lines += finding_lines(json.loads(leak.read_text()))
+    r = json.loads(reg.read_text()) if reg.exists() else None
+    if r: lines.append(f"registered: {r['name']} version {r['version']} ({', '.join(r['aliases'])})")
     cfg = read_config(run_dir/'config.yaml')
     from mlpipeline.config import tracking_uri
     uri = tracking_uri(cfg)
     lines.append(f"MLflow: {uri} ({'open it in a browser' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'})")
-    return '\n'.join(lines)
+    return '\n'.join(lines + [champion_line(r)])
 
 def status_lines(run_dir:Path) -> list[str]:
     "One line per stage: its status, when it finished, and its outputs."

@@ -189,18 +189,22 @@ validation:
   representation_drop: 0.5   # group_under_represented warning when a group's row share falls below the reference's share
                              # by more than this share of it (0.5: under half)
   min_group_rows: 30         # smaller groups are reported but neither compared with the reference nor used for fairness gaps
-leakage:                     # checks after the split (03a_leakage); warnings unless strict
+leakage:                     # checks after the split (03a_leakage): warnings; a near-certain leak is never champion
   enabled: true
-  strict: false              # every leakage finding is an error: the run stops before training (exit code 3)
-  single_feature: 0.95       # a feature alone scoring this (ROC-AUC, accuracy or R2, out of fold) is a probable leak
-  margin: 0.005              # ... as is one within this of a small model on every feature ...
-  match_min: 0.9             # ... when it scores at least this
+  strict: false              # every finding but those to review is an error: the run stops before training (exit 3)
+  action: block              # a near-certain leak: block (challenger only, never champion) | warn (may be champion)
+  single_feature: 0.99       # near-certain: a feature alone scoring this (ROC-AUC or R2, out of fold), or a mapping ...
+  rest_margin: 0.05          # ... this much above the other features (those alone below single_feature - rest_margin)
+  review_share: 0.9          # to review: a feature alone reaching this share of all features' gain over chance ...
+  review_min_gain: 0.1       # ... when its own gain over chance (ROC-AUC 0.5, R2 0) is at least this ...
+  review_loss: 0.25          # ... and all features' model loses this share of its gain without such features
   max_rows: 20000            # training rows sampled for the single-feature models
   mapping_min_rows: 10       # categories this frequent that each map to one target value ...
   mapping_coverage: 0.9      # ... and hold this share of the rows: a deterministic mapping
   drop_id_like: true         # drop id-like columns (unique per row, row numbers) before training
   max_shared: 0.01           # share of valid or test rows whose features also appear in train before a warning
-  after_prediction: []       # features recorded after the prediction time: refused
+  after_outcome: []          # columns recorded after the outcome (or prediction time): dropped, kept in the lineage
+  after_prediction: []       # the older name of after_outcome: the same, both lists are dropped
 features:
   drop: []                   # columns never used as features (besides the target and data.id_column)
   drop_duplicates: true      # drop repeated rows (ids aside) before splitting
@@ -237,7 +241,8 @@ CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'features.text.method': ['drop', 'tfidf'],
            'features.encoding': ['native', 'onehot', 'frequency'],
            'features.scaling': ['none', 'standard', 'minmax'],
-           'schedule.engine': ['fresh', 'warm']}
+           'schedule.engine': ['fresh', 'warm'],
+           'leakage.action': ['block', 'warn']}
 
 # %% ../nbs/00_config.ipynb #000008
 def get_key(cfg:dict, key:str, default=None):

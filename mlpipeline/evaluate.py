@@ -18,8 +18,8 @@ STAGE = stage_of('evaluate')  # this module's stage in the table
 # %% auto #0
 __all__ = ['STAGE', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
            'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
-           'run_gate', 'split_metrics', 'baseline_predictions', 'baseline_metrics', 'advantage', 'diagnose',
-           'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'run_evaluate']
+           'run_gate', 'leak_checks', 'with_leaks', 'split_metrics', 'baseline_predictions', 'baseline_metrics',
+           'advantage', 'diagnose', 'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
@@ -116,15 +116,9 @@ def evaluation_plots(booster, tf:Transform, y:np.ndarray, proba:np.ndarray, metr
     return paths | {'importance': importance_plot(booster, out)}
 
 def leakage_section(leak:dict|None) -> str:
-    "The leakage findings of `03_features` as an HTML section: column, rule, its score alone against all features', action."
-    import html
-    if not leak: return ''
-    full, scores = leak.get('all_features', float('nan')), leak.get('single_feature', {})
-    act = lambda v: 'run stopped' if v['severity'] == 'error' else 'dropped' if v['observed'].endswith('; dropped') else 'warned'
-    rows = ''.join(f"<tr><td>{html.escape(str(v['column'] or '*'))}</td><td>{v['rule']}</td><td>{html.escape(v['observed'])}</td>"
-                   f"<td>{scores.get(v['column'], float('nan')):.4f}</td><td>{act(v)}</td></tr>" for v in leak.get('violations', []))
-    head = f'<h2>Leakage</h2><p>A small model on every feature scores {full:.4f} (out of fold on the training split); each finding is checked after the split.</p>'
-    return head + (f'<table><tr><th>column</th><th>rule</th><th>observed</th><th>score alone</th><th>action</th></tr>{rows}</table>' if rows else '<p>No finding.</p>')
+    "The leakage findings of `03_features` as an HTML section: each with its evidence and action, the mapping tables."
+    from mlpipeline.leakage import leakage_fragment
+    return '<h2>Leakage</h2>' + leakage_fragment(leak['violations'], leak) if leak else ''
 
 def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str='') -> str:
     "The evaluation report (`evaluate.html`): metrics, the gate's decision and the plots, in one self-contained HTML page."
@@ -195,6 +189,22 @@ def run_gate(cfg:dict, tf:Transform, test:pd.DataFrame, metrics:dict, proba:np.n
         out['checks'].append('FAIL fairness: gate.max_fairness_gap is set but no gap could be measured (' + ('no validation.groups' if fairness is None else
                              'fewer than two groups with validation.min_group_rows test rows, or every gap undefined') + ')'); out['passed'] = False
     return out
+
+# %% ../nbs/05_evaluate.ipynb #050018a
+def leak_checks(leak:dict|None) -> list[str]:
+    "The gate's lines on the near-certain leaks of `03_features`: FAIL each (leakage.action block), else a note."
+    if not leak or not leak.get('leaks'): return []
+    block, rest = leak.get('action', 'block') == 'block', leak.get('other_features', float('nan'))
+    alone = lambda c: leak['single_feature'].get(c, float('nan'))
+    fix = lambda c: f'to fix this, drop it (features.drop: [{c}]) or accept it (leakage.action: warn)'
+    return [f"{'FAIL' if block else 'note:'} leakage: column {c!r} is a near-certain leak (alone {alone(c):.4f}, "
+            f"the other features {rest:.4f}); {fix(c) if block else 'accepted by leakage.action: warn'}" for c in leak['leaks']]
+
+def with_leaks(gate:dict, leak:dict|None) -> dict:
+    "The gate's decision with the leakage lines added: a near-certain leak that blocks fails it."
+    lines = leak_checks(leak)
+    failed = any(l.startswith('FAIL') for l in lines)
+    return gate | {'checks': gate['checks'] + lines, 'passed': gate['passed'] and not failed}
 
 # %% ../nbs/05_evaluate.ipynb #050020
 def split_metrics(booster, tf:Transform, df:pd.DataFrame) -> dict:
@@ -288,11 +298,11 @@ def run_evaluate(run_dir:str|Path) -> dict:
         metrics |= latency(booster, tf, test)
         from mlpipeline.fairness import record_fairness
         fair, fair_html = record_fairness(rd, cfg, tf, test, proba)  # None, '' without validation.groups
-        gate = run_gate(cfg, tf, test, metrics, proba, fair)
-        images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
-        diag, fit_html = record_fit(rd, cfg, booster, tf)
         outs = record_of(rd, 'transform')['outputs']
         leak = json.loads(output_of(rd, 'leakage').read_text()) if 'leakage' in outs else None
+        gate = with_leaks(run_gate(cfg, tf, test, metrics, proba, fair), leak)
+        images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
+        diag, fit_html = record_fit(rd, cfg, booster, tf)
         with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + fit_html + fair_html))
         write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')

@@ -24,7 +24,8 @@ __all__ = ['STAGE', 'log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time
            'group_key', 'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill',
            'fit_scale', 'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
            'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
-           'codes_matrix', 'records_columns', 'check_leakage', 'log_dropped', 'split_on_dask', 'run_features']
+           'codes_matrix', 'records_columns', 'check_leakage', 'declared_after_outcome', 'log_leakage', 'log_dropped',
+           'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030009
 def random_split(df:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:
@@ -560,26 +561,42 @@ def records_columns(records:list[dict], inputs:list) -> dict:
 
 # %% ../nbs/03_features.ipynb #030065
 def check_leakage(rd:Path, cfg:dict, raw:pd.DataFrame, parts:dict, features:list, task:str) -> tuple[list, dict]:
-    "Run the leakage checks, write and log their report, and stop on an error."
-    import re, mlflow
-    from mlpipeline.leakage import leakage_checks
-    from mlpipeline.validate import report_html, errors_in
+    "Run the leakage checks, write and log their report, warn of each finding, and stop on an error."
+    from mlpipeline.leakage import leakage_checks, leakage_page, finding_line
+    from mlpipeline.validate import errors_in
     from mlpipeline.runfolder import atomic_path
     from mlpipeline.errors import DataValidationError
-    from mlpipeline.leakage import late_features
-    if not get_key(cfg, 'leakage.enabled'):  # a feature recorded after the prediction time is refused even so
-        if errs := late_features(features, get_key(cfg, 'leakage.after_prediction'), raw.columns): raise DataValidationError(errs)
-        return [], {}
+    if not get_key(cfg, 'leakage.enabled'): return [], {}
     dates = [c for c in [get_key(cfg, 'data.time_column'), *get_key(cfg, 'features.dates')] if c]
     found, facts = leakage_checks(raw, parts, features, cfg['target'], task, cfg['leakage'], cfg['seed'], get_key(cfg, 'validation.severity'), dates)
+    facts['after_outcome'] = declared_after_outcome(cfg, raw.columns)
     write_json({'violations': found} | facts, rd/'artifacts/leakage.json')
-    with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(report_html(found, f'Leakage checks of run {rd.name} (all features: {facts["all_features"]:.4f})'))
-    name = lambda c: re.sub(r'[^0-9A-Za-z_-]', '_', str(c))  # MLflow refuses some names with dots and slashes
-    mlflow.log_metrics({f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v} | {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
-                       | {'leakage_all_features': facts['all_features'], 'leakage_findings': len(found)})
-    mlflow.log_artifact(rd/'artifacts/leakage.html')
-    if errs := errors_in(found): raise DataValidationError(errs, 'drop the leaking columns (features.drop), or set leakage.strict: false to be warned only')
+    page = leakage_page(found, facts, f'Leakage checks of run {rd.name}', cfg['leakage'])
+    with atomic_path(rd/'artifacts/leakage.html') as tmp: tmp.write_text(page)
+    for v in found: log.warning('%s', finding_line(v, facts))
+    log_leakage(rd, found, facts)
+    fix = ('drop the leaking columns (features.drop), declare columns recorded after the outcome '
+           '(leakage.after_outcome), or set leakage.strict: false to be warned only')
+    if errs := errors_in(found): raise DataValidationError(errs, fix)
     return found, facts
+
+def declared_after_outcome(cfg:dict, columns) -> list:
+    "The columns `leakage.after_outcome` (or its older name `after_prediction`) declares, checked against the data."
+    from mlpipeline.leakage import after_outcome
+    declared = [*get_key(cfg, 'leakage.after_outcome', []), *get_key(cfg, 'leakage.after_prediction', [])]
+    return after_outcome(declared, columns)
+
+def log_leakage(rd:Path, found:list, facts:dict):
+    "Log the scores, the counts, the near-certain leaks and the report to the active MLflow run."
+    import mlflow
+    name = lambda c: re.sub(r'[^0-9A-Za-z_-]', '_', str(c))  # MLflow refuses some names with dots and slashes
+    scores = {f'leakage_single_feature/{name(c)}': v for c, v in facts['single_feature'].items() if v == v}
+    shared = {f'leakage_shared_rows_{k}': m for k, m in facts['shared_rows'].items()}
+    counts = {'leakage_all_features': facts['all_features'], 'leakage_other_features': facts['other_features'],
+              'leakage_findings': len(found)}
+    mlflow.log_metrics(scores | shared | counts)
+    mlflow.set_tag('leakage.leaks', ','.join(map(str, facts['leaks'])))
+    mlflow.log_artifact(rd/'artifacts/leakage.html')
 
 # %% ../nbs/03_features.ipynb #030067
 def log_dropped(dropped:dict):
@@ -632,7 +649,9 @@ def run_features(run_dir:str|Path) -> Transform:
             if hold := get_key(cfg, 'split.holdout'): parts = with_holdout(parts, read_holdout(project_path(cfg, hold), list(df.columns), target))
             fit = parts
         hold = get_key(cfg, 'split.holdout')
-        drop = [c for c in [idc, *get_key(cfg, 'features.drop')] if c]
+        after = declared_after_outcome(cfg, df.columns)  # recorded after the outcome: never a feature
+        drop = [c for c in [idc, *get_key(cfg, 'features.drop'), *after] if c]
+        if after: mlflow.log_param('leakage.after_outcome', json.dumps(after))
         found, facts = check_leakage(rd, cfg, df, fit, [c for c in df.columns if c != target and c not in drop], task)
         if get_key(cfg, 'leakage.drop_id_like'): drop += list(facts.get('id_like', {}))
         from mlpipeline.warmstart import warm_start_source
@@ -649,7 +668,8 @@ def run_features(run_dir:str|Path) -> Transform:
         mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
         leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
         finish_stage(rd, STAGE.name, outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
-                     leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})),
+                     leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})), after_outcome=after,
+                     leaks=facts.get('leaks', []),
                      **({'dropped': {c: d['step'] for c, d in tf.dropped.items()}} if tf.dropped else {}),
                      **({'holdout': str(hold), 'holdout_sha256': sha256_file(project_path(cfg, hold))} if hold else {}),
                      **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))

@@ -9,8 +9,10 @@ from .errors import ConfigError
 from .validate import RULES, column_kind, as_numbers, violation, apply_severity
 
 # %% auto #0
-__all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'target_mapping', 'id_like', 'shared_rows', 'late_features',
-           'leakage_checks']
+__all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'chance', 'score_without', 'target_mapping', 'mapping_table',
+           'id_like', 'shared_rows', 'near_certain', 'close_to_model', 'leans_on', 'after_outcome', 'score_facts',
+           'score_violations', 'leakage_checks', 'finding_action', 'finding_line', 'finding_lines', 'finding_rows',
+           'leakage_fragment', 'leakage_page']
 
 # %% ../nbs/03a_leakage.ipynb #030006
 def feature_matrix(df:pd.DataFrame, cols:list) -> np.ndarray:
@@ -43,6 +45,17 @@ def single_feature_scores(train:pd.DataFrame, features:list, target:str, task:st
     scores = {c: quick_score(tr, [c], target, task, seed=seed) for c in features if tr[c].notna().any()}
     return scores, quick_score(tr, features, target, task, depth=4, trees=60, seed=seed)
 
+def chance(task:str) -> float:
+    "The score of a model that knows nothing: ROC-AUC 0.5, R2 0."
+    return 0.0 if task == 'regression' else 0.5
+
+def score_without(train:pd.DataFrame, features:list, drop:list, target:str, task:str, max_rows:int=20000,
+                  seed:int=0) -> float:
+    "The all-feature model's score without the columns `drop` (rows as `single_feature_scores`); chance if none is left."
+    tr = train.sample(max_rows, random_state=seed) if len(train) > max_rows else train
+    rest = [c for c in features if c not in drop]
+    return quick_score(tr, rest, target, task, depth=4, trees=60, seed=seed) if rest else chance(task)
+
 # %% ../nbs/03a_leakage.ipynb #030011
 def target_mapping(train:pd.DataFrame, col:str, target:str, min_rows:int=10, coverage:float=0.9) -> float|None:
     "The share of rows in categories that each map to a single target value, if it reaches `coverage`; else None."
@@ -53,6 +66,12 @@ def target_mapping(train:pd.DataFrame, col:str, target:str, min_rows:int=10, cov
     share = big.loc[big['nunique'] == 1, 'size'].sum() / len(s)
     values = s[s[col].isin(big.index)].groupby(col)[target].first().nunique()  # one value everywhere is no mapping
     return float(share) if (big['nunique'] == 1).all() and values >= 2 and share >= coverage else None
+
+def mapping_table(train:pd.DataFrame, col:str, target:str, limit:int=20) -> list[dict]:
+    "The most frequent categories of `col`, each with its target values and rows: the evidence of a mapping."
+    s = train[[col, target]].dropna().astype(str)
+    g = s.groupby(col)[target].agg(rows='size', target=lambda t: ', '.join(sorted(t.unique())[:3]))
+    return [{'value': k, 'target': r.target, 'rows': int(r.rows)} for k, r in g.nlargest(limit, 'rows').iterrows()]
 
 def id_like(s:pd.Series) -> str|None:
     "Why `s` looks like an id (a row-number sequence, dense unique integers, unique text), or None."
@@ -75,30 +94,131 @@ def shared_rows(parts:dict, features:list) -> dict:
     seen = key(parts['train'])
     return {k: int(pd.util.hash_pandas_object(v[features].astype(str), index=False).isin(seen).sum()) for k, v in parts.items() if k != 'train'}
 
+# %% ../nbs/03a_leakage.ipynb #0300a2
+def near_certain(score:float, rest:float, mapped:bool, opts:dict) -> bool:
+    "Whether a feature scoring `score` alone (or `mapped`), the other features `rest`, is a near-certain leak."
+    return (score >= opts.get('single_feature', 0.99) or mapped) and score - rest >= opts.get('rest_margin', 0.05)
+
+def close_to_model(score:float, full:float, task:str, opts:dict) -> bool:
+    "Whether a feature alone reaches `leakage.review_share` of the all-feature model's gain over chance."
+    gain = score - chance(task)
+    return gain >= opts.get('review_share', 0.9) * (full - chance(task)) and gain >= opts.get('review_min_gain', 0.1)
+
+def leans_on(full:float, without:float, task:str, opts:dict) -> bool:
+    "Whether the all-feature model loses `leakage.review_loss` of its gain over chance without some features."
+    return full - without >= opts.get('review_loss', 0.25) * (full - chance(task))
+
 # %% ../nbs/03a_leakage.ipynb #030017
-def late_features(features:list, declared:list, columns) -> list:
-    "Violations for features declared as recorded after the prediction time (always errors); unknown names are refused."
+def after_outcome(declared:list, columns) -> list:
+    "The columns declared as recorded after the outcome (`leakage.after_outcome`); unknown names are refused."
     if unknown := [c for c in declared or [] if c not in columns]:
-        raise ConfigError('leakage.after_prediction', f'{unknown} are not columns of the data', f'use names from {list(columns)[:12]}')
-    return [violation(c, 'recorded_after_prediction', 'only values known at prediction time', 'declared in leakage.after_prediction', 1, 1) | {'severity': 'error'}
-            for c in declared or [] if c in features]
+        raise ConfigError('leakage.after_outcome', f'{unknown} are not columns of the data',
+                          f'use names from {list(columns)[:12]}')
+    return list(dict.fromkeys(declared or []))
+
+def score_facts(train:pd.DataFrame, features:list, target:str, task:str, opts:dict, seed:int=0) -> dict:
+    "The evidence of the scoring rules: scores alone, of all features, of the other features, without each; mappings."
+    thr, margin, rows = opts.get('single_feature', 0.99), opts.get('rest_margin', 0.05), opts.get('max_rows', 20000)
+    scores, full = single_feature_scores(train, features, target, task, rows, seed)
+    mapped = lambda c: target_mapping(train, c, target, opts.get('mapping_min_rows', 10), opts.get('mapping_coverage', 0.9))
+    maps = {c: m for c in features if column_kind(train[c]) == 'categorical' and (m := mapped(c)) is not None}
+    near = [c for c, s in scores.items() if s >= thr - margin or c in maps]  # left out of the reference: see above
+    rest = score_without(train, features, near, target, task, rows, seed) if near else full  # the same model
+    leaks = [c for c, s in scores.items() if near_certain(s, rest, c in maps, opts)]
+    close = [c for c, s in scores.items() if c not in leaks and close_to_model(s, full, task, opts)]
+    leaned = bool(close) and leans_on(full, score_without(train, features, close, target, task, rows, seed), task, opts)
+    order = sorted(leaks + (close if leaned else []), key=lambda c: -scores[c])
+    verdicts = {c: 'leak' if c in leaks else 'review' for c in order}
+    return {'single_feature': scores, 'all_features': full, 'other_features': rest, 'verdicts': verdicts,
+            'without': {c: score_without(train, features, [c], target, task, rows, seed) for c in verdicts},
+            'leaks': [c for c, v in verdicts.items() if v == 'leak'], 'target_mapping': maps,
+            'mapping_tables': {c: mapping_table(train, c, target) for c in maps}}
+
+def score_violations(facts:dict, opts:dict, n:int) -> list:
+    "The violations of `score_facts`: a near-certain leak by its score and by its mapping, a finding to review."
+    thr, margin, out = opts.get('single_feature', 0.99), opts.get('rest_margin', 0.05), []
+    for c, v in facts['verdicts'].items():
+        s, full, maps = facts['single_feature'][c], facts['all_features'], facts['target_mapping']
+        seen = f"alone {s:.4f}, all features {full:.4f}, without it {facts['without'][c]:.4f}"
+        if v == 'leak': seen += f", the other features {facts['other_features']:.4f}"
+        if v == 'leak' and s >= thr:
+            want = f'alone < {thr:g}, or within {margin:g} of the other features'
+            out.append(violation(c, 'single_feature_leak', want, seen, n, n))
+        if v == 'leak' and c in maps:
+            got = f'every frequent category has one target value ({maps[c]:.0%} of rows)'
+            out.append(violation(c, 'target_mapping', 'categories with mixed target values', got, n, n))
+        if v == 'review':
+            want = f"alone < {opts.get('review_share', 0.9):.0%} of all features' gain over chance"
+            out.append(violation(c, 'close_to_model', want, seen, n, n))
+    return out
 
 def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task:str, opts:dict, seed:int=0, severity:dict|None=None,
                    dates:list=()) -> tuple[list, dict]:
-    "Leakage violations, and the facts behind them: scores, mappings, id-like columns (`dates` are never ids), shared rows."
-    n, out = len(parts['train']), []
-    thr, margin, floor = opts.get('single_feature', 0.95), opts.get('margin', 0.005), opts.get('match_min', 0.9)
-    scores, full = single_feature_scores(parts['train'], features, target, task, opts.get('max_rows', 20000), seed)
-    for c, s in sorted(scores.items(), key=lambda kv: -np.nan_to_num(kv[1], nan=-1)):
-        if s >= thr or (len(scores) > 1 and s >= max(floor, full - margin)):  # near a weak all-feature model is ordinary: hence the floor
-            out.append(violation(c, 'single_feature_leak', f'alone < {thr:g}, or < {floor:g} when within {margin:g} of all features ({full:.4f})', f'alone scores {s:.4f}', n, n))
-    maps = {c: m for c in features if column_kind(parts['train'][c]) == 'categorical'
-            and (m := target_mapping(parts['train'], c, target, opts.get('mapping_min_rows', 10), opts.get('mapping_coverage', 0.9))) is not None}
-    out += [violation(c, 'target_mapping', 'categories with mixed target values', f'every frequent category has one target value ({m:.0%} of rows)', n, n) for c, m in maps.items()]
+    "Leakage violations and the facts behind them: scores, mappings, leaks, id-like columns (not `dates`), shared rows."
+    facts = score_facts(parts['train'], features, target, task, opts, seed)
+    out = score_violations(facts, opts, len(parts['train']))
     ids = {c: why for c in features if c not in dates and (why := id_like(raw[c]))}
     out += [violation(c, 'id_like_column', 'a feature that repeats across rows', why + ('; dropped' if opts.get('drop_id_like', True) else ''), len(raw), len(raw)) for c, why in ids.items()]
     shared = shared_rows(parts, [c for c in features if c not in ids])
     share = opts.get('max_shared', 0.01)
     out += [violation(None, 'rows_shared_across_splits', f'<= {share:.0%} of {k} rows also in train', f'{m} {k} rows also in train', m, len(parts[k])) for k, m in shared.items() if m > share * len(parts[k])]
-    out = apply_severity(out, dict.fromkeys(RULES, 'error') if opts.get('strict') else severity) + late_features(features, opts.get('after_prediction'), raw.columns)
-    return out, {'single_feature': scores, 'all_features': full, 'target_mapping': maps, 'id_like': ids, 'shared_rows': shared}
+    strict = dict.fromkeys(RULES, 'error') | {'close_to_model': 'warning'}  # a finding to review never stops a run
+    out = apply_severity(out, strict if opts.get('strict') else severity)
+    leaks = [c for c in facts['leaks'] if any(v['column'] == c for v in out)]  # a rule turned off blocks nothing
+    return out, facts | {'leaks': leaks, 'id_like': ids, 'shared_rows': shared, 'action': opts.get('action', 'block')}
+
+# %% ../nbs/03a_leakage.ipynb #0300b2
+def finding_action(v:dict, leaks:list, action:str) -> str:
+    "What a finding does to the run: stops it, drops the column, keeps the version from champion, or warns."
+    if v['severity'] == 'error': return 'run stopped'
+    if v['observed'].endswith('; dropped'): return 'dropped'
+    if v['column'] in leaks: return 'not champion' if action == 'block' else 'accepted (leakage.action: warn)'
+    return 'to review' if v['rule'] == 'close_to_model' else 'warned'
+
+def finding_line(v:dict, facts:dict) -> str:
+    "A finding as one line for the log and the console: the column, what was found, what it does, the fix."
+    col = v['column']
+    found = f"column {col!r} predicts the target almost by itself ({v['rule']}: {v['observed']})"
+    if col in facts.get('leaks', []) and v['severity'] != 'error' and facts.get('action', 'block') == 'block':
+        return (f"leakage: {found}; this version is not champion (to fix this, drop it with features.drop: [{col}], "
+                f"or accept it with leakage.action: warn)")
+    if col in facts.get('leaks', []) and v['severity'] != 'error':
+        return f"leakage warning: {found}; accepted by leakage.action: warn (features.drop: [{col}] would drop it)"
+    if v['rule'] == 'close_to_model':
+        return (f"leakage warning: column {col!r} alone comes close to the whole model ({v['observed']}); if it is "
+                f"recorded after the outcome, declare it with leakage.after_outcome: [{col}]")
+    return f"leakage {v['severity']}: {'column ' + repr(col) if col else 'the table'}: {v['rule']}: {v['observed']}"
+
+def finding_lines(leak:dict) -> list[str]:
+    "The lines of a leakage report (`leakage.json`): one a finding, a near-certain leak once."
+    seen, out = set(), []
+    for v in leak.get('violations', []):
+        if v['column'] in leak.get('leaks', []) and v['column'] in seen: continue
+        seen.add(v['column'])
+        out.append(finding_line(v, leak))
+    return out
+
+def finding_rows(found:list, facts:dict) -> list[dict]:
+    "The report's rows: each finding with its score alone, without it, and its action."
+    num = lambda d, c: f'{d[c]:.4f}' if c in d else ''
+    leaks, action = facts.get('leaks', []), facts.get('action', 'block')
+    alone, without = facts.get('single_feature', {}), facts.get('without', {})
+    return [v | {'column': v['column'] or '*', 'alone': num(alone, v['column']), 'without': num(without, v['column']),
+                 'action': finding_action(v, leaks, action)} for v in found]
+
+def leakage_fragment(found:list, facts:dict, opts:dict|None=None) -> str:
+    "The findings and their evidence as an HTML section body (the leakage page, the evaluation report)."
+    from mlpipeline.pages import page_env
+    o = opts or {}
+    near = o.get('single_feature', 0.99) - o.get('rest_margin', 0.05)
+    return page_env().get_template('leakage_findings.html').render(
+        full=facts.get('all_features', float('nan')), other=facts.get('other_features', float('nan')), near=near,
+        action=facts.get('action', 'block'), after_outcome=facts.get('after_outcome', []),
+        rows=finding_rows(found, facts),
+        mappings=facts.get('mapping_tables', {}), shares=facts.get('target_mapping', {}))
+
+def leakage_page(found:list, facts:dict, title:str, opts:dict|None=None) -> str:
+    "The leakage report (`leakage.html`): one self-contained page."
+    from markupsafe import Markup
+    from mlpipeline.pages import render_page
+    return render_page('leakage.html', title, extra=Markup(leakage_fragment(found, facts, opts)))

@@ -181,10 +181,12 @@ def notebook_hash(path:Path) -> str:
 
 def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     "Tags that lead from a model version back to its code, data, config and run folder."
-    m, data = read_manifest(run_dir), record_of(run_dir, 'raw')
+    m, data, feats = read_manifest(run_dir), record_of(run_dir, 'raw'), record_of(run_dir, 'transform')
     nbs = {f'notebook.{s}': notebook_hash(stage(s).source())[:16] for s in STAGES}
-    return git_facts(cfg['project']) | nbs | {'data_sha256': data.get('data_sha256', ''), 'run_folder': str(run_dir),
-            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': record_of(run_dir, 'transform').get('task', ''), 'seed': str(cfg['seed']),
+    leak = {'leakage.after_outcome': json.dumps(feats.get('after_outcome', [])),  # declared: left out of the model
+            'leakage.leaks': ','.join(feats.get('leaks', []))}
+    return git_facts(cfg['project']) | nbs | leak | {'data_sha256': data.get('data_sha256', ''), 'run_folder': str(run_dir),
+            'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': feats.get('task', ''), 'seed': str(cfg['seed']),
             'model_sha256': record_of(run_dir, 'model')['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
             'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := data.get('snapshot_uri')) else {})}
 

@@ -23,7 +23,7 @@ def run_stages(project, *overrides, upto='features.run_features'):
     return rd
 
 
-def planted(tmp_path, noise=0.01, seed=0):
+def planted(tmp_path, noise=0.003, seed=0):
     "The test sample with a noisy copy of the target, a category mapping one to one to it, and a row number."
     df = pd.read_csv(SAMPLE)
     rng = np.random.default_rng(seed)
@@ -41,11 +41,15 @@ def test_planted_leaks_are_flagged_reported_and_the_row_number_dropped(tmp_path)
     assert {('leak', 'single_feature_leak'), ('tier', 'single_feature_leak'), ('tier', 'target_mapping'), ('rowno', 'id_like_column')} <= found
     assert leak['single_feature']['leak'] >= 0.95 and leak['single_feature']['tier'] == 1.0 and leak['single_feature']['tenure'] < 0.9
     assert all(v['severity'] == 'warning' for v in leak['violations'])
+    assert leak['leaks'] == ['tier', 'leak'] and leak['other_features'] < 0.9  # each copy left out of the other's reference
+    gate = json.loads((rd/'artifacts/gate.json').read_text())
+    assert not gate['passed'] and gate['checks'][-2].startswith("FAIL leakage: column 'tier' is a near-certain leak (alone 1.0000"), gate
     tf = json.loads((rd/'artifacts/transform.json').read_text())
     assert 'rowno' not in tf['inputs'] and 'leak' in tf['inputs']  # warned, not dropped
     assert json.loads((rd/'manifest.json').read_text())['stages']['03_features']['dropped_id_like'] == ['rowno']
     page = (rd/'artifacts/evaluation.html').read_text()
     assert '<h2>Leakage</h2>' in page and '<td>leak</td><td>single_feature_leak</td>' in page and '<td>dropped</td>' in page
+    assert '<td>not champion</td>' in page and '<h3>Mapping of tier to the target' in page
     import mlflow
     client_for(project)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="metrics.leakage_findings > 0")
@@ -66,11 +70,17 @@ def test_strict_mode_refuses_the_run_before_training(tmp_path):
     assert registered_models(project) == []
 
 
-def test_a_feature_recorded_after_prediction_is_refused(tmp_path):
-    from mlpipeline.errors import DataValidationError
+def test_columns_declared_after_the_outcome_are_dropped_not_refused(tmp_path):
+    "Both names of the declaration (after_outcome, and after_prediction before it) drop the column; an unknown one is refused."
+    from mlpipeline.errors import ConfigError
     project = write_project(tmp_path/'project')
-    with pytest.raises(DataValidationError, match="total_charges.*recorded_after_prediction"):
-        run_stages(project, 'leakage.after_prediction=[total_charges]')
+    rd = run_stages(project, 'leakage.after_outcome=[total_charges]', 'leakage.after_prediction=[tenure]')
+    assert not {'total_charges', 'tenure'} & set(json.loads((rd/'artifacts/transform.json').read_text())['inputs'])
+    assert json.loads((rd/'manifest.json').read_text())['stages']['03_features']['after_outcome'] == ['total_charges', 'tenure']
+    leak = json.loads((rd/'artifacts/leakage.json').read_text())
+    assert leak['after_outcome'] == ['total_charges', 'tenure'] and 'total_charges' not in leak['single_feature']
+    with pytest.raises(ConfigError, match="leakage.after_outcome.*'total_charge'"):
+        run_stages(project, 'leakage.after_outcome=[total_charge]')
 
 
 def test_rows_shared_across_splits_are_counted(tmp_path):

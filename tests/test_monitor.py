@@ -204,7 +204,8 @@ def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path)
     df = pd.read_csv(SAMPLE).assign(rownames=lambda d: 50_000 + d.index, tenure=lambda d: d.tenure + 30)
     df.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); df[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
     cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.cooldown_h=0', 'monitor.retrain.drift_share=0.01',
-                                                  'leakage.after_prediction=[tenure]'])  # refused in 03_features, before training
+                                                  'leakage.strict=true', 'leakage.single_feature=0.5', 'leakage.rest_margin=-1'])
+    # every feature a near-certain leak, in strict mode: refused in 03_features, before training
     with pytest.raises(StageFailed, match='03_features'):
         monitor(cfg, tmp_path/'new.csv', 'test-model@champion', tmp_path/'labels.csv', do_retrain=True, progress=False,
                 execute=functools.partial(execute_run, engine='warm'))
