@@ -193,8 +193,8 @@ def validate(df:pd.DataFrame, schema:Schema, mode:str='train', severity:dict|Non
     out = check_table(df, schema, mode)
     if len(df):
         for c, spec in schema.columns.items():
-            if c in df and c != (schema.target or {}).get('name'):
-                out += check_values(df[c], spec if mode == 'train' else spec | {'unique': False}, c)  # ids repeat in production
+            if c in df and c != (schema.target or {}).get('name'):  # ids repeat in production: unique in training only
+                out += check_values(df[c], spec if mode == 'train' else spec | {'unique': False}, c)
         if mode == 'train' and schema.target: out += check_target(df, schema.target)
     return for_mode(apply_severity(out, severity), mode)
 
