@@ -478,7 +478,9 @@ def secret_refs(value, key:str='', found:dict|None=None) -> tuple:
     if isinstance(value, dict): out = {k: secret_refs(v, f'{key}.{k}'.strip('.'), found)[0] for k, v in value.items()}
     elif isinstance(value, list): out = [secret_refs(v, f'{key}.{i}', found)[0] for i, v in enumerate(value)]
     elif not isinstance(value, str) or not value or ENV_REF.fullmatch(value): out = value
-    elif SECRET_KEY.search(key.rsplit('.', 1)[-1]): found[secret_name(key)] = value; out = '${' + secret_name(key) + '}'
+    elif SECRET_KEY.search(key.rsplit('.', 1)[-1]):  # a key named password, token, api_key...: its whole value
+        found[secret_name(key)] = value
+        out = '${' + secret_name(key) + '}'
     else: out = secret_ref(value, key, found)
     return out, found
 

@@ -34,7 +34,7 @@ def mask_secrets(value, key:str=''):
     if SECRET_KEY.search(key.rsplit('.', 1)[-1]) and value and not value.startswith('${'): return '***'
     return mask_text(value)
 
-# %% ../nbs/00a_errors.ipynb #4c685451
+# %% ../nbs/00a_errors.ipynb #8bb69de6
 class MaskSecrets(logging.Filter):
     "A logging filter masking secrets in every record of the logger it is added to."
     def filter(self, record:logging.LogRecord) -> bool:

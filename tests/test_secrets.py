@@ -15,14 +15,18 @@ class _Rows(http.server.BaseHTTPRequestHandler):
     drop = 0  # connections to close unanswered: urllib3 retries them and logs a warning quoting the URL
     def do_GET(self):
         if _Rows.drop:
-            _Rows.drop -= 1; self.close_connection = True
+            _Rows.drop -= 1
+            self.close_connection = True
             return
         auth = 'Basic ' + base64.b64encode(f'reader:{PASSWORD}'.encode()).decode()
         ok = self.headers.get('Authorization') == auth and parse_qs(urlsplit(self.path).query).get('api_key') == [API_KEY]
         _Rows.seen.append(ok)
         body = pd.read_csv(SAMPLE).to_json(orient='records').encode() if ok else b'{"error": "unauthorised"}'
-        self.send_response(200 if ok else 401); self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+        self.send_response(200 if ok else 401)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *a): pass
 
 
@@ -32,7 +36,8 @@ def source():
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Rows)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'127.0.0.1:{srv.server_address[1]}'
-    srv.shutdown(); srv.server_close()
+    srv.shutdown()
+    srv.server_close()
 
 
 def leaks(project: Path, *texts: str, skip=('pipeline.yaml',)) -> list:
