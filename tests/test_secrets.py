@@ -74,6 +74,7 @@ def test_a_literal_secret_is_written_nowhere_and_resume_still_works(tmp_path, so
     assert leaks(project, made.stdout, made.stderr, r.stdout, r.stderr) == []
 
 
+@pytest.mark.slow  # four CLI runs, two with a kernel: 71 s at best here
 def test_environment_references_and_a_refused_source(tmp_path, source):
     "`${VAR}` references are read from the environment and never written back; a refused read names no secret."
     url = f'http://reader:${{SRC_PASSWORD}}@{source}/rows?api_key=${{SRC_KEY}}'
