@@ -71,7 +71,7 @@ def test_fuzzing_finds_no_server_error(service):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2700)  # about 13 minutes alone; longer beside other tests on 2 cores
+@pytest.mark.timeout(3600)  # 2,352 s measured beside other tests on 2 cores (load 10); alone about 13 minutes
 def test_long_fuzzing_finds_no_server_error(service):
     "20,000 generated requests with a fresh random seed each run."
     f = fuzz_figures(service.url, 20_000, seed=None)
