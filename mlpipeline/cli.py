@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, contextlib, functools, json, os, signal, sys
 from pathlib import Path
 from .config import load_config, read_config, get_key
-from .errors import MlpipelineError, UsageError, Terminated
+from .errors import MlpipelineError, UsageError, Terminated, mask_text
 from .runfolder import read_manifest, stage_complete
 from .stages import STAGES
 from .pipeline import find_run, run_pipeline, execute_run, reproduce
@@ -226,7 +226,8 @@ def main(argv:list[str]|None=None) -> int:
     except KeyboardInterrupt:
         print('mlpipeline: interrupted; continue with `mlpipeline run --resume <run-id>`', file=sys.stderr); return 130
     except Exception as e:  # not ours: still one paragraph, with where to look
-        print(f'mlpipeline: unexpected {type(e).__name__}: {e} (to fix this, run again with MLPIPELINE_DEBUG=1 for the traceback, '
+        print(f'mlpipeline: unexpected {type(e).__name__}: {mask_text(str(e))} '
+              '(to fix this, run again with MLPIPELINE_DEBUG=1 for the traceback, '
               'and report it if it is a bug)', file=sys.stderr)
         if os.environ.get('MLPIPELINE_DEBUG'): raise
         return 1

@@ -4,18 +4,19 @@
 
 # %% ../nbs/00_config.ipynb #000003
 from __future__ import annotations
-import copy, functools, os
+import copy, functools, os, re
 from typing import Any
 from pathlib import Path
 import yaml
-from .errors import ConfigError
+from .errors import ConfigError, USERINFO, NAMED_SECRET, SECRET_KEY, mask_secrets
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'COLUMN_KEYS', 'WHAT', 'get_key', 'flat',
-           'parse_model_ref', 'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type', 'section_model',
-           'config_model', 'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config', 'demo_keys',
-           'with_demo_keys', 'config_sources', 'show_lines', 'project_path', 'tracking_uri', 'artifact_root',
-           'save_config', 'read_config']
+__all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'COLUMN_KEYS', 'WHAT', 'ENV_REF', 'get_key',
+           'flat', 'parse_model_ref', 'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type',
+           'section_model', 'config_model', 'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config',
+           'demo_keys', 'with_demo_keys', 'config_sources', 'show_lines', 'project_path', 'tracking_uri',
+           'artifact_root', 'save_config', 'read_config', 'expand_env', 'secret_name', 'secret_ref', 'secret_refs',
+           'restore_secrets']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
@@ -442,7 +443,7 @@ def show_lines(cfg:dict, sources:dict) -> list[str]:
     "The resolved config, one dotted key a line, with where its value came from."
     vals = flat({k: v for k, v in cfg.items() if k != 'project'})
     src = lambda k: next((sources[p] for p in sorted(sources, key=len, reverse=True) if k == p or k.startswith(p + '.')), 'default')
-    return [f"{k} = {yaml_text(v)}  # {src(k)}" for k, v in vals.items()]
+    return [f"{k} = {yaml_text(mask_secrets(v, k))}  # {src(k)}" for k, v in vals.items()]
 
 # %% ../nbs/00_config.ipynb #000025
 def project_path(cfg:dict, path:str|Path) -> Path:
@@ -467,3 +468,51 @@ def save_config(cfg:dict, path:str|Path) -> Path:
 def read_config(path:str|Path) -> dict:
     "Read a resolved config written by `save_config`."
     return yaml.safe_load(Path(path).read_text())
+
+# %% ../nbs/00_config.ipynb #25cd51bc
+ENV_REF = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
+
+def expand_env(value, key:str='data', env:dict|None=None):
+    "`value` (text, or dicts and lists of it) with each `${VAR}` as the environment's value; an unset one is refused."
+    env = os.environ if env is None else env
+    if isinstance(value, dict): return {k: expand_env(v, f'{key}.{k}', env) for k, v in value.items()}
+    if isinstance(value, list): return [expand_env(v, key, env) for v in value]
+    if not isinstance(value, str): return value
+    if missing := [n for n in ENV_REF.findall(value) if n not in env]:
+        raise ConfigError(key, f'refers to ${{{missing[0]}}}, which is not set in the environment',
+                          f'export {missing[0]} before running, or put the value in the config')
+    return ENV_REF.sub(lambda m: env[m.group(1)], value)
+
+# %% ../nbs/00_config.ipynb #847a505a
+def secret_name(key:str, part:str='') -> str:
+    "The variable a literal secret of config `key` is saved as: `MLPIPELINE_SECRET_<KEY>_<PART>`."
+    return 'MLPIPELINE_SECRET_' + re.sub(r'[^A-Za-z0-9]+', '_', f'{key} {part}').strip('_').upper()
+
+def secret_ref(text:str, key:str, found:dict) -> str:
+    "`text` with its literal secrets (a URL's password, secret query values) as references, added to `found`."
+    def ref(part:str, value:str) -> str:
+        found[secret_name(key, part)] = value
+        return '${' + secret_name(key, part) + '}'
+    text = USERINFO.sub(lambda m: m.group(1) + ref('password', m.group(2)) + m.group(3), text)
+    return NAMED_SECRET.sub(lambda m: m.group(1) + ref(m.group(1)[:-1], m.group(2)), text)
+
+def secret_refs(value, key:str='', found:dict|None=None) -> tuple:
+    "`value` (a config) with every literal secret as a `${MLPIPELINE_SECRET_...}` reference, and the secrets by name."
+    found = {} if found is None else found
+    if isinstance(value, dict): out = {k: secret_refs(v, f'{key}.{k}'.strip('.'), found)[0] for k, v in value.items()}
+    elif isinstance(value, list): out = [secret_refs(v, f'{key}.{i}', found)[0] for i, v in enumerate(value)]
+    elif not isinstance(value, str) or not value or ENV_REF.fullmatch(value): out = value
+    elif SECRET_KEY.search(key.rsplit('.', 1)[-1]):  # a key named password, token, api_key...: its whole value
+        found[secret_name(key)] = value
+        out = '${' + secret_name(key) + '}'
+    else: out = secret_ref(value, key, found)
+    return out, found
+
+# %% ../nbs/00_config.ipynb #39a4d87a
+def restore_secrets(saved:dict, project_cfg:dict, env:dict|None=None) -> list[str]:
+    "Put the secrets config `saved` refers to (`MLPIPELINE_SECRET_...`) in `env` from `project_cfg`, unless set."
+    env = os.environ if env is None else env
+    known = secret_refs(project_cfg.get('data') or {}, 'data')[1]
+    wanted = {n for n in ENV_REF.findall(yaml.safe_dump(saved)) if n.startswith('MLPIPELINE_SECRET_') and n not in env}
+    env.update({n: known[n] for n in wanted if n in known})
+    return sorted(wanted & set(known))

@@ -4,10 +4,48 @@
 
 # %% ../nbs/00a_errors.ipynb #000003
 from __future__ import annotations
+import logging, re
 
 # %% auto #0
-__all__ = ['MlpipelineError', 'UsageError', 'Terminated', 'ConfigError', 'SourceError', 'DataValidationError', 'DataRefused',
-           'refused', 'StageFailed']
+__all__ = ['SECRET_NAME', 'QUERY_SECRET', 'USERINFO', 'SECRET_VALUE', 'NAMED_SECRET', 'SECRET_KEY', 'MASK', 'mask_text',
+           'mask_secrets', 'MaskSecrets', 'mask_logs', 'MlpipelineError', 'UsageError', 'Terminated', 'ConfigError',
+           'SourceError', 'DataValidationError', 'DataRefused', 'refused', 'StageFailed']
+
+# %% ../nbs/00a_errors.ipynb #cbaf976b
+SECRET_NAME = r'(?:[\w.-]*[_.-])?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|credentials?)'
+QUERY_SECRET = r'(?:key|sig|signature|auth)'  # secret only as a URL's query parameter: `-p key=value` is no secret
+USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@?#]*:)(?!\$\{)([^\s/?#]*)(@[^\s/?#@]*)')
+SECRET_VALUE = r'(?!\$\{)([^&#;\s\'",)]+?)(?=$|[&#;\s\'",)]|:(?:\s|$))'  # a colon ending a clause is no part of it
+NAMED_SECRET = re.compile(rf'((?:(?:^|(?<=[\s?&;(\'"])){SECRET_NAME}|(?<=[?&;]){QUERY_SECRET})=){SECRET_VALUE}', re.I)
+
+def mask_text(text:str) -> str:
+    "`text` with the password of every URL in it and every secret `name=value`'s value as `***`."
+    return NAMED_SECRET.sub(r'\1***', USERINFO.sub(r'\1***\3', str(text)))
+
+# %% ../nbs/00a_errors.ipynb #7c80882a
+SECRET_KEY = re.compile(r'(?:^|[_.-])(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|credentials?)$',
+                        re.I)  # a config key whose whole value is a secret (`api_key_env` names a variable: no secret)
+
+def mask_secrets(value, key:str=''):
+    "`value` (text, or dicts and lists of it) masked: text by `mask_text`, a secret-named `key`'s text whole."
+    if isinstance(value, dict): return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)): return type(value)(mask_secrets(v, key) for v in value)
+    if not isinstance(value, str): return value
+    if SECRET_KEY.search(key.rsplit('.', 1)[-1]) and value and not value.startswith('${'): return '***'
+    return mask_text(value)
+
+# %% ../nbs/00a_errors.ipynb #8bb69de6
+class MaskSecrets(logging.Filter):
+    "A logging filter masking secrets in every record of the logger it is added to."
+    def filter(self, record:logging.LogRecord) -> bool:
+        record.msg, record.args = mask_text(record.getMessage()), None
+        return True
+
+MASK = MaskSecrets()  # one instance: adding it twice to a logger is a no-op
+
+def mask_logs(*names:str):
+    "Mask the records of the loggers `names` (e.g. urllib3's, which quote the URL they retry)."
+    for n in names: logging.getLogger(n).addFilter(MASK)
 
 # %% ../nbs/00a_errors.ipynb #000005
 class MlpipelineError(Exception):
@@ -17,7 +55,7 @@ class MlpipelineError(Exception):
     @property
     def fix(self) -> str: return self.args[-1]
     def describe(self) -> str: return str(self.args[0])
-    def __str__(self) -> str: return self.describe() + (f' (to fix this, {self.fix})' if self.fix else '')
+    def __str__(self) -> str: return mask_text(self.describe() + (f' (to fix this, {self.fix})' if self.fix else ''))
 
 # %% ../nbs/00a_errors.ipynb #000008
 class UsageError(MlpipelineError):

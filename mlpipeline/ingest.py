@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import pandas as pd
-from .config import project_path, get_key
-from .errors import SourceError, ConfigError, refused
+from .config import project_path, get_key, expand_env
+from .errors import SourceError, ConfigError, mask_text, mask_logs, refused
 from .stages import stage_of
 from .runfolder import open_run, stage_run, finish_stage, write_table, write_json, output_entry
 STAGE = stage_of('ingest')  # this module's stage in the table
@@ -18,7 +18,7 @@ STAGE = stage_of('ingest')  # this module's stage in the table
 # %% auto #0
 __all__ = ['STAGE', 'HTML_STARTS', 'STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind',
            'repeated_names', 'check_names', 'sniff_csv', 'read_csv', 'read_parquet', 'folder_files', 'read_folder',
-           'read_demo', 'safe_url', 'read_sql', 'http_session', 'page_records', 'read_http', 'flatten', 'records_frame',
+           'read_demo', 'read_sql', 'http_session', 'page_records', 'read_http', 'flatten', 'records_frame',
            'typed_like_csv', 'Batch', 'redis_client', 'stream_group', 'stream_entries', 'stream_spec',
            'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig', 'graphql_page', 'read_graphql',
            'no_rows', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data', 'snapshot_wanted',
@@ -136,22 +136,16 @@ def read_demo(spec:dict) -> pd.DataFrame:
 register('demo', read_demo)
 
 # %% ../nbs/01_ingest.ipynb #010020
-def safe_url(url:str) -> str:
-    "A SQLAlchemy URL with its password hidden."
-    import sqlalchemy
-    try: return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception: return url.split('@')[-1]
-
 def read_sql(spec:dict) -> pd.DataFrame:
     "Run `query` against the database at `url` (or `path`)."
     import sqlalchemy
     url, query = spec.get('url') or str(spec.get('path') or ''), spec.get('query')
-    if not query: raise SourceError(safe_url(url), 'no SQL query is set', 'set data.query')
+    if not query: raise SourceError(mask_text(url), 'no SQL query is set', 'set data.query')
     try:
         engine = sqlalchemy.create_engine(url)
         with engine.connect() as con: return pd.read_sql(sqlalchemy.text(query), con)
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError, ImportError, ValueError) as e:
-        raise SourceError(safe_url(url), f'the query failed: {_db_cause(e)}', 'check data.url and data.query') from None
+        raise SourceError(mask_text(url), f'the query failed: {_db_cause(e)}', 'check data.url and data.query') from None
 
 def _db_cause(e:BaseException) -> str:
     "The database driver's own words, from under pandas' and SQLAlchemy's wrappers."
@@ -166,6 +160,7 @@ def http_session(retries:int=3, methods:tuple=('GET',)):
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
+    mask_logs('urllib3.connectionpool', 'urllib3.util.retry')  # their retry warnings quote the URL, keys and all
     s = requests.Session()
     retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=methods)
     s.mount('http://', HTTPAdapter(max_retries=retry)); s.mount('https://', HTTPAdapter(max_retries=retry))
@@ -251,7 +246,7 @@ def redis_client(url:str, read_timeout_s:float=10):
         r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=read_timeout_s)
         r.ping(); return r
     except (redis.RedisError, ValueError) as e:
-        raise SourceError(safe_url(url), f'the Redis server cannot be reached: {e}', 'check data.path and that the server is up') from None
+        raise SourceError(mask_text(url), f'the Redis server cannot be reached: {e}', 'check data.path and that the server is up') from None
 
 # %% ../nbs/01_ingest.ipynb #010042
 STREAM_ID = '_stream_id'
@@ -305,7 +300,7 @@ def read_redis_stream(spec:dict) -> Batch:
     r = redis_client(url, read_timeout_s=s['max_seconds'] + 10)
     import redis
     try: stream_group(r, s['name'], s['group']); got = stream_entries(r, s)
-    except redis.RedisError as e: raise SourceError(f"{safe_url(url)} stream {s['name']}", f'the read failed: {e}', 'check data.stream') from None
+    except redis.RedisError as e: raise SourceError(f"{mask_text(url)} stream {s['name']}", f'the read failed: {e}', 'check data.stream') from None
     ids = sorted(got, key=_id_order)
     df = typed_like_csv(pd.DataFrame.from_records([got[i] for i in ids if got[i]]))
     df[STREAM_ID] = [i for i in ids if got[i]]
@@ -313,7 +308,7 @@ def read_redis_stream(spec:dict) -> Batch:
         try:
             for k in range(0, len(ids), 1000): r.xack(s['name'], s['group'], *ids[k:k + 1000])
         except redis.RedisError as e:
-            raise SourceError(f"{safe_url(url)} stream {s['name']}", f'the snapshot is kept, but its {len(ids)} messages could not be acknowledged ({e}); the next run reads them again') from None
+            raise SourceError(f"{mask_text(url)} stream {s['name']}", f'the snapshot is kept, but its {len(ids)} messages could not be acknowledged ({e}); the next run reads them again') from None
     return Batch(df, commit)
 
 register('redis-stream', read_redis_stream)
@@ -348,7 +343,7 @@ def read_redis_keys(spec:dict) -> pd.DataFrame:
     url, pattern, how = str(spec['path']), spec.get('keys'), spec.get('value') or 'hash'
     if not pattern: raise ConfigError('data.keys', 'no key pattern is set', "set data.keys, e.g. 'customer:*'")
     if how not in ('hash', 'json'): raise ConfigError('data.value', f'{how!r} is not hash or json')
-    source, r = f'{safe_url(url)} keys {pattern}', redis_client(url)
+    source, r = f'{mask_text(url)} keys {pattern}', redis_client(url)
     keys = sorted(set(r.scan_iter(match=pattern, count=1000)), key=natural_key)  # SCAN may return a key twice
     pairs = [(k, v) for k, v in zip(keys, key_values(r, keys, how, source)) if v]  # a key deleted meanwhile gives nothing
     if how == 'hash': df = typed_like_csv(pd.DataFrame.from_records([v for _, v in pairs]))
@@ -413,7 +408,7 @@ def no_rows(source:str, columns:list) -> Exception:
 
 def read_source(cfg:dict) -> Batch:
     "Read the configured source: its rows and the commit to call once they are kept."
-    spec = dict(cfg['data'])
+    spec = expand_env(dict(cfg['data']))  # `${VAR}` references: the secrets stay in the environment, never in a record
     if spec.get('path') and '://' not in str(spec['path']): spec['path'] = str(project_path(cfg, spec['path']))  # a file, folder or glob
     got = get_source(source_kind(spec))(spec)
     batch = got if isinstance(got, Batch) else Batch(got)
@@ -426,12 +421,12 @@ def load_data(cfg:dict) -> pd.DataFrame:
     return read_source(cfg).df
 
 def describe_source(cfg:dict) -> str:
-    "The configured source in words safe to log (no password)."
+    "The configured source in words safe to log (no password, no key)."
     spec = cfg['data']; kind = source_kind(spec)
-    if kind == 'sql': return f"sql {safe_url(spec.get('url') or str(spec.get('path')))}"
-    if kind == 'redis-stream': return f"redis-stream {safe_url(str(spec.get('path')))} {(spec.get('stream') or {}).get('name')}"
-    if kind == 'redis-keys': return f"redis-keys {safe_url(str(spec.get('path')))} {spec.get('keys')}"
-    return f"{kind} {spec.get('path')}"
+    if kind == 'sql': return f"sql {mask_text(spec.get('url') or str(spec.get('path')))}"
+    if kind == 'redis-stream': return f"redis-stream {mask_text(str(spec.get('path')))} {(spec.get('stream') or {}).get('name')}"
+    if kind == 'redis-keys': return f"redis-keys {mask_text(str(spec.get('path')))} {spec.get('keys')}"
+    return f"{kind} {mask_text(str(spec.get('path')))}"
 
 # %% ../nbs/01_ingest.ipynb #010056
 def data_version(df:pd.DataFrame) -> dict:

@@ -9,7 +9,7 @@ from typing import Callable
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path, set_key
-from .errors import UsageError, MlpipelineError
+from .errors import UsageError, MlpipelineError, mask_text
 from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, atomic_path, write_json, write_table, read_table, new_run_id, mlflow_experiment, experiment_id
 from .stages import STAGES, through, stage_of, producer
 STAGE = stage_of('monitor')  # this module's stage in the table
@@ -619,7 +619,7 @@ def log_monitoring_run(exp_id:str, s:dict, table:pd.DataFrame, over_time:pd.Data
     "One MLflow run per monitored batch: drift metrics, performance, the decision as tags, the report and profile."
     import mlflow
     d = s['decision']
-    tags = {'monitor.model': s['model'], 'monitor.version': s['version'], 'monitor.data': s['data'][:500], 'alert': str(s['alert']).lower(),
+    tags = {'monitor.model': s['model'], 'monitor.version': s['version'], 'monitor.data': mask_text(s['data'])[:500], 'alert': str(s['alert']).lower(),
             'alert.text': s['alert_text'][:5000], 'monitor.decision': d['action'], 'monitor.why': d['why'][:5000],
             'monitor.retrained': str('retrain' in d).lower(), 'monitor.folder': str(folder)} | ({'monitor.retrain_run': d['retrain']['run_folder'], 'monitor.new_version': str(d['retrain']['version'])} if 'version' in d.get('retrain', {}) else {})
     metrics = {'rows': s['rows'], 'drift_share': s['drift_share'], 'drifted_features': len(s['drifted_features']), 'prediction_drifted': int(s['prediction_drifted']),

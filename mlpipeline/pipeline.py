@@ -6,8 +6,8 @@
 from __future__ import annotations
 import contextlib, datetime as dt, os, sys, time
 from pathlib import Path
-from .config import load_config, read_config, get_key
-from .errors import MlpipelineError, UsageError, StageFailed
+from .config import load_config, read_config, get_key, restore_secrets, expand_env
+from .errors import MlpipelineError, UsageError, StageFailed, mask_secrets
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
                                   mlflow_experiment, git_facts, write_json, model_version, output_of)
 from .config import flat
@@ -105,7 +105,7 @@ def open_parent_run(run_dir:Path, cfg:dict) -> str:
         client.update_run(rid, status='RUNNING'); return rid
     tags = {'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name} | {f'mlpipeline.{k}': v for k, v in git_facts(cfg['project']).items()}
     rid = client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
-    params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in flat(cfg).items()]
+    params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in mask_secrets(flat(cfg)).items()]
     for i in range(0, len(params), 100): client.log_batch(rid, params=params[i:i + 100])
     update_manifest(run_dir, mlflow_run_id=rid)
     return rid
@@ -223,13 +223,18 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
     if create_only and resume: raise UsageError('--create-only starts a new run; it takes no --resume', 'drop one of them')
     if resume:
         if overrides or strict: raise UsageError('--resume continues a run with its own config; it takes no -p overrides or --strict', 'start a new run to change the config')
-        rd = find_run(resume, load_config(config, project=project)); cfg = read_config(rd/'config.yaml')
+        here = load_config(config, project=project)
+        rd = find_run(resume, here); cfg = read_config(rd/'config.yaml')
+        restore_secrets(cfg, here)  # the literal secrets its config.yaml refers to, from the project's config
+        expand_env(cfg['data'])  # an unset variable is a config error (exit 2) before any stage starts
         check_strict(cfg, what='this run')
     else:
         cfg = load_config(config, [*overrides, *(['reproducibility.strict=true'] if strict else [])], project)
         check_strict(cfg, what='this run')  # before the run folder exists: a refused run writes nothing
         check_against_data(cfg)  # columns, task and gate metrics the data cannot have: exit 2, nothing made
+        expand_env(cfg['data'])  # an unset `${VAR}` likewise
         rd = create_run(cfg)
+        cfg = read_config(rd/'config.yaml')  # as saved: what the run records holds references, not secrets
     if create_only: open_parent_run(rd, cfg); return rd  # the run folder and its MLflow parent run; the stages come later
     return execute_run(rd, cfg, progress, engine, force, only=only)
 

@@ -8,7 +8,8 @@ import contextlib, datetime as dt, hashlib, json, os, secrets, shutil, subproces
 from pathlib import Path
 from filelock import FileLock, Timeout
 from .config import read_config, save_config, tracking_uri, artifact_root, get_key, parse_model_ref
-from .errors import MlpipelineError, UsageError
+from .config import secret_refs
+from .errors import MlpipelineError, UsageError, mask_secrets
 from .stages import producer
 
 # %% auto #0
@@ -75,7 +76,7 @@ def read_manifest(run_dir:str|Path) -> dict:
 def update_manifest(run_dir:str|Path, **facts) -> dict:
     "Set top-level manifest `facts` (e.g. the MLflow parent run id) and save."
     m = read_manifest(run_dir); m.update(facts)
-    write_json(m, Path(run_dir)/'manifest.json')
+    write_json(mask_secrets(m), Path(run_dir)/'manifest.json')
     return m
 
 # %% ../nbs/00b_runfolder.ipynb #000014
@@ -89,7 +90,7 @@ def stage_started(run_dir:str|Path, stage:str, params:dict|None=None):
     "Mark `stage` as running (it has no outputs until it finishes)."
     m = read_manifest(run_dir)
     m['stages'][stage] = {'status': 'running', 'started': dt.datetime.now().isoformat(timespec='seconds'), 'params': params or {}}
-    write_json(m, Path(run_dir)/'manifest.json')
+    write_json(mask_secrets(m), Path(run_dir)/'manifest.json')
 
 def stage_finished(run_dir:str|Path, stage:str, outputs:dict, status:str='complete', **facts):
     "Record `stage`'s outputs (name -> path) with their sha256; written last, after every output exists."
@@ -97,7 +98,7 @@ def stage_finished(run_dir:str|Path, stage:str, outputs:dict, status:str='comple
     e = m['stages'].setdefault(stage, {'started': dt.datetime.now().isoformat(timespec='seconds')})
     e.update(status=status, finished=dt.datetime.now().isoformat(timespec='seconds'), **facts)
     e['outputs'] = {k: v if isinstance(v, dict) else output_entry(run_dir, v) for k, v in outputs.items()}
-    write_json(m, Path(run_dir)/'manifest.json')
+    write_json(mask_secrets(m), Path(run_dir)/'manifest.json')
     return e
 
 # %% ../nbs/00b_runfolder.ipynb #000016
@@ -169,7 +170,9 @@ def create_run(cfg:dict, run_id:str|None=None) -> Path:
     "A new run folder under `runs_dir` holding the resolved config and an empty manifest."
     rd = Path(cfg['project'], cfg.get('runs_dir', 'runs'), run_id or new_run_id())
     (rd/'data').mkdir(parents=True); (rd/'artifacts').mkdir()
-    save_config(cfg, rd/'config.yaml')
+    data, found = secret_refs(cfg['data'], 'data')  # the source's literal secrets as ${MLPIPELINE_SECRET_...} references
+    os.environ.update(found)  # where the stages' kernels, started from this process, find them
+    save_config(cfg | {'data': data}, rd/'config.yaml')
     update_manifest(rd, created=dt.datetime.now().isoformat(timespec='seconds'))
     return rd
 
@@ -243,7 +246,7 @@ def stage_run(run_dir:str|Path, stage:str, params:dict|None=None):
     stage_started(rd, stage, params)
     tags = {'mlpipeline.stage': stage, 'mlpipeline.run_dir': str(rd), 'mlpipeline.run_id': rd.name}
     with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=tags) as run:
-        if params: mlflow.log_params(params)
+        if params: mlflow.log_params(mask_secrets(params))
         yield run
 
 # %% ../nbs/00b_runfolder.ipynb #000029

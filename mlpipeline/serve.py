@@ -21,12 +21,13 @@ STAGE = stage_of('serve')  # this module's stage in the table
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served', 'ServiceMetrics',
-           'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm',
-           'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes',
-           'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs', 'metadata',
-           'Service', 'open_service', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
-           'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'JSON_TYPES', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served',
+           'ServiceMetrics', 'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer',
+           'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite',
+           'json_bytes', 'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs',
+           'metadata', 'field_schema', 'record_schema', 'error_schema', 'predict_openapi', 'Service', 'open_service',
+           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
+           'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -444,6 +445,57 @@ def metadata(served:Served) -> dict:
                        | ({'domain': sorted(f.domain)} if f.domain is not None else {}) for f in served.fields},
             'id_column': served.schema.id_column if served.schema else None}
 
+# %% ../nbs/07_serve.ipynb #53c2c098
+JSON_TYPES = {'numeric': 'number', 'datetime': 'string', 'categorical': 'string', 'text': 'string'}
+
+def field_schema(f, spec:dict, severity:dict) -> dict:
+    "The JSON Schema of one request field `f` (a `Field`), with its schema `spec`'s rules that `severity` enforces."
+    if f.kind == 'boolean': out = {'enum': [True, False, 0, 1]}
+    else: out = {'type': 'integer' if f.kind == 'numeric' and spec.get('integer') else JSON_TYPES[f.kind]}
+    if f.kind == 'datetime': out['format'] = 'date-time'
+    if np.isfinite(f.lo) and severity.get('out_of_range') == 'error': out |= {'minimum': f.lo, 'maximum': f.hi}
+    if f.domain is not None and severity.get('unseen_category') == 'error':  # the schema's spelling of the known labels
+        out['enum'] = [v for v in spec.get('domain', []) if f.encoder.label(f.name, v) in f.domain] or sorted(f.domain)
+    if f.nullable or severity.get('missing_values') != 'error':
+        out = out | {'enum': out['enum'] + [None]} if 'enum' in out else out | {'type': [out['type'], 'null']}
+    return out
+
+def record_schema(served:Served, severity:dict) -> dict:
+    "The JSON Schema of one record `/predict` takes: a property per input field (and the id column, echoed back)."
+    cols = served.schema.columns if served.schema else {}
+    props = {f.name: field_schema(f, cols.get(f.name) or {}, severity) for f in served.fields}
+    idc = served.schema.id_column if served.schema else None
+    if idc and idc not in props: props[idc] = {'description': 'the id column: not scored, echoed back in the answer'}
+    required = [f.name for f in served.fields] if severity.get('missing_column') == 'error' else []
+    return {'type': 'object', 'properties': props, 'required': required, 'additionalProperties': True}
+
+# %% ../nbs/07_serve.ipynb #193f5191
+def error_schema() -> dict:
+    "The JSON Schema of a refused request's answer."
+    problem = {'type': 'object', 'properties': {k: {} for k in ('row', 'field', 'rule', 'expected', 'got')}}
+    return {'type': 'object', 'required': ['error'], 'properties': {
+        'error': {'type': 'string'}, 'request_id': {'type': 'string'}, 'problems': {'type': 'array', 'items': problem}}}
+
+def predict_openapi(doc:dict, served:Served, severity:dict, max_rows:int, api_key:bool=False) -> dict:
+    "FastAPI's OpenAPI document `doc` with `/predict`'s request body and answers built from the `served` model."
+    schemas = doc.setdefault('components', {}).setdefault('schemas', {})
+    schemas |= {'Record': record_schema(served, severity), 'Error': error_schema()}
+    rec, err = {'$ref': '#/components/schemas/Record'}, {'$ref': '#/components/schemas/Error'}
+    body = {'oneOf': [rec, {'type': 'array', 'items': rec, 'minItems': 1, 'maxItems': max_rows}]}
+    refused = {'400': 'malformed JSON', '401': 'missing or wrong API key', '413': 'too large or too many records',
+               '415': 'not JSON', '422': 'invalid records: each problem names the row, the field and the rule'}
+    op = doc['paths']['/predict']['post']
+    op['requestBody'] = {'required': True, 'content': {'application/json': {'schema': body}}}
+    op['parameters'] = [{'name': 'X-Request-ID', 'in': 'header', 'required': False, 'schema': {'type': 'string'},
+                         'description': 'an id to join delayed labels on (else the service makes one)'}]
+    op['responses'] = {'200': {'description': f'the predictions of {served.name} version {served.version}',
+                               'content': {'application/json': {'schema': {'type': 'object'}}}}} | {
+        k: {'description': v, 'content': {'application/json': {'schema': err}}} for k, v in refused.items()}
+    if api_key:
+        doc['components']['securitySchemes'] = {'apiKey': {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}}
+        op['security'] = [{'apiKey': []}]
+    return doc
+
 # %% ../nbs/07_serve.ipynb #070043
 @dataclass
 class Service:
@@ -577,6 +629,11 @@ def make_app(svc:Service):
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     if guard: guarded_docs(app, authorise)
+    def openapi() -> dict:  # built per request for it: after a hot reload it describes the version now answering
+        from fastapi.openapi.utils import get_openapi
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        return predict_openapi(doc, svc.holder.current, severity, max_rows, bool(svc.api_key))
+    app.openapi = openapi
 
     @app.exception_handler(ApiError)
     async def refused(request, exc):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib, glob, importlib.util, os, re, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 from .config import load_config, get_key, project_path
-from .errors import ConfigError, UsageError, MlpipelineError
+from .errors import ConfigError, UsageError, MlpipelineError, mask_text
 
 # %% auto #0
 __all__ = ['PG_GLOBS', 'PG_USER', 'PG_DB', 'HBA', 'pgserver_bin', 'version_key', 'pg_bin', 'as_postgres', 'require_postgres',
-           'safe_url', 'given_backend', 'check_backend', 'free_port', 'postgres_home', 'pg_run', 'postgres_password',
+           'given_backend', 'check_backend', 'free_port', 'postgres_home', 'pg_run', 'postgres_password',
            'init_postgres', 'postgres_running', 'trusting', 'pg_start', 'require_password', 'start_postgres',
            'create_database', 'stop_postgres', 'artifacts_destination', 'mlflow_argv', 'mlflow_env', 'tracking_url',
            'wait_healthy', 'stop_process', 'backend_store', 'run_server', 'server_command']
@@ -51,12 +51,6 @@ def require_postgres() -> dict[str, str]:
                      'server.backend_store_uri to a PostgreSQL you run, e.g. postgresql+psycopg://mlflow@db:5432/mlflow')
 
 # %% ../nbs/12_server.ipynb #120010
-def safe_url(url:str) -> str:
-    "A database URL with its password hidden."
-    import sqlalchemy
-    try: return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception: return '<unparsable URL>@' + url.rsplit('@', 1)[-1]  # never the part that may hold a password
-
 def given_backend(cfg:dict) -> str|None:
     "`server.backend_store_uri` with environment variables filled in, or None (start the project's own PostgreSQL)."
     uri = get_key(cfg, 'server.backend_store_uri')
@@ -64,7 +58,7 @@ def given_backend(cfg:dict) -> str|None:
     uri = os.path.expandvars(str(uri))
     if m := re.search(r'\$\{?(\w+)', uri): raise ConfigError('server.backend_store_uri', f'the environment variable {m[1]} it names is not set', f'export {m[1]}=...')
     if not re.match(r'^(postgresql|mysql|mssql|sqlite)(\+\w+)?://', uri):
-        raise ConfigError('server.backend_store_uri', f'{safe_url(uri)} is not a database URL MLflow can store runs in', 'give e.g. postgresql+psycopg://mlflow@db:5432/mlflow')
+        raise ConfigError('server.backend_store_uri', f'{mask_text(uri)} is not a database URL MLflow can store runs in', 'give e.g. postgresql+psycopg://mlflow@db:5432/mlflow')
     return uri
 
 # %% ../nbs/12_server.ipynb #120013
@@ -76,7 +70,7 @@ def check_backend(uri:str) -> str:
         with engine.connect(): return uri
     except Exception as e:
         msg = str(getattr(e, 'orig', None) or e).strip().splitlines()[0]
-        raise ConfigError('server.backend_store_uri', f'cannot connect to {safe_url(uri)}: {msg}', 'start that database, or check the host, port, user and password (PGPASSWORD)') from None
+        raise ConfigError('server.backend_store_uri', f'cannot connect to {mask_text(uri)}: {msg}', 'start that database, or check the host, port, user and password (PGPASSWORD)') from None
     finally: engine.dispose()
 
 # %% ../nbs/12_server.ipynb #120016
@@ -234,7 +228,7 @@ def run_server(cfg:dict, host:str|None=None, port:int|None=None) -> int:
     "Run the tracking server in the foreground until SIGTERM or SIGINT (0), or until it ends by itself (1)."
     host, port = host or get_key(cfg, 'server.host'), int(port or get_key(cfg, 'server.port'))
     with stop_signals() as stop, backend_store(cfg) as backend:
-        say(f'MLflow server: backend store {safe_url(backend)}, artifacts {artifacts_destination(cfg)}')
+        say(f'MLflow server: backend store {mask_text(backend)}, artifacts {artifacts_destination(cfg)}')
         proc = subprocess.Popen(mlflow_argv(cfg, host, port), env=mlflow_env(backend), cwd=cfg['project'], start_new_session=True, stdout=2)  # its log on stderr: stdout is the URI alone
         try:
             url = tracking_url(host, port)

@@ -18,13 +18,13 @@ STAGE = stage_of('validate')  # this module's stage in the table
 # %% auto #0
 __all__ = ['STAGE', 'RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task',
            'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule',
-           'truth_values', 'check_values', 'check_target', 'check_table', 'validate', 'apply_severity', 'errors_in',
-           'champion_schema', 'reference_schema', 'group_columns', 'group_labels', 'target_rates', 'group_stats',
-           'class_shares', 'check_balance', 'check_representation', 'bias_checks', 'metric_key', 'bias_metrics',
-           'report_frame', 'report_html', 'group_frame', 'bias_section', 'column_stats', 'merge_column_stats',
-           'column_from_stats', 'merge_violations', 'distinct_count', 'dask_stats', 'check_target_counts',
-           'infer_schema_dask', 'validate_dask', 'named_columns', 'missing_column', 'task_problem',
-           'check_against_data', 'validate_on_dask', 'run_validate']
+           'truth_values', 'check_values', 'check_target', 'check_table', 'validate', 'for_mode', 'apply_severity',
+           'errors_in', 'champion_schema', 'reference_schema', 'group_columns', 'group_labels', 'target_rates',
+           'group_stats', 'class_shares', 'check_balance', 'check_representation', 'bias_checks', 'metric_key',
+           'bias_metrics', 'report_frame', 'report_html', 'group_frame', 'bias_section', 'column_stats',
+           'merge_column_stats', 'column_from_stats', 'merge_violations', 'distinct_count', 'dask_stats',
+           'check_target_counts', 'infer_schema_dask', 'validate_dask', 'named_columns', 'missing_column',
+           'task_problem', 'check_against_data', 'validate_on_dask', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
 def as_numbers(s:pd.Series) -> pd.Series:
@@ -205,9 +205,15 @@ def validate(df:pd.DataFrame, schema:Schema, mode:str='train', severity:dict|Non
     out = check_table(df, schema, mode)
     if len(df):
         for c, spec in schema.columns.items():
-            if c in df and c != (schema.target or {}).get('name'): out += check_values(df[c], spec, c)
+            if c in df and c != (schema.target or {}).get('name'):  # ids repeat in production: unique in training only
+                out += check_values(df[c], spec if mode == 'train' else spec | {'unique': False}, c)
         if mode == 'train' and schema.target: out += check_target(df, schema.target)
-    return apply_severity(out, severity)
+    return for_mode(apply_severity(out, severity), mode)
+
+def for_mode(report:list[dict], mode:str) -> list[dict]:
+    "A batch's or request's report with repeated rows a warning at most: production scores a customer more than once."
+    if mode == 'train': return report
+    return [v | {'severity': 'warning'} if v['rule'] == 'duplicate_rows' else v for v in report]
 
 def apply_severity(report:list[dict], severity:dict|None) -> list[dict]:
     "The report with the config's severities (`validation.severity`) applied and the rules turned `off` left out."

@@ -29,9 +29,10 @@ def project(tmp_path):
     return write_project(tmp_path/'project')
 
 
-def mlpipeline(*args, cwd, timeout=600, **kw):
-    "Run the real `mlpipeline` command in `cwd`, as a user would."
+def mlpipeline(*args, cwd, timeout=600, env_extra=None, **kw):
+    "Run the real `mlpipeline` command in `cwd`, as a user would (with the variables `env_extra` added)."
     env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
+    env |= env_extra or {}
     return subprocess.run([str(CLI), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 

@@ -119,6 +119,34 @@ def test_capture_window_with_delayed_labels_tracks_performance(watched, tmp_path
         monitor(cfg, watched/'capture/test-model', since='2000-01-01', until='2000-01-02', progress=False)
 
 
+def test_a_customer_scored_twice_is_no_schema_error(watched, webhook, tmp_path):
+    "Issue 22 item 8: the capture scores one customer more than once; repeated ids are a training-data rule only."
+    from starlette.testclient import TestClient
+    from mlpipeline.config import load_config
+    from mlpipeline.serve import open_service, make_app
+    url, received = webhook
+    cfg = load_config(project=watched, overrides=['serve.reload_s=0', f'serve.capture.dir={tmp_path/"capture"}'])
+    rows = pd.read_csv(batch(tmp_path/'calm.csv'))
+    again = pd.concat([rows, rows.iloc[:20]], ignore_index=True)  # 20 customers scored a second time
+    with TestClient(make_app(open_service(cfg))) as http:
+        for i in range(0, len(again), 20):
+            recs = json.loads(again.iloc[i:i + 20].to_json(orient='records'))
+            assert http.post('/predict', json=recs).status_code == 200
+    for data in (tmp_path/'capture/test-model', tmp_path/'again.csv'):  # the capture, and a batch file with an id twice
+        again.to_csv(tmp_path/'again.csv', index=False)
+        r = mlpipeline('monitor', '--data', str(data), '-p', f'monitor.alerts.webhook={url}', cwd=watched)
+        assert r.returncode == 0, r.stderr
+        s = summary_of(r.stdout, watched)
+        assert s['rows'] == 420 and s['drifted_features'] == [] and s['quality_errors'] == 0, (data, s['alert_text'])
+        assert s['alert'] is False and 'ALERT' not in r.stderr and received == [], (data, s['alert_text'])
+    # training data with a repeated id is still refused
+    from mlpipeline.validate import validate, infer_schema, errors_in
+    train = pd.read_csv(SAMPLE)
+    schema = infer_schema(train, cfg)
+    twice = errors_in(validate(pd.concat([train, train.iloc[:3]]), schema, 'train'))
+    assert [(v['column'], v['rule'], v['rows']) for v in twice] == [('rownames', 'duplicate_ids', 3)], twice
+
+
 def test_bad_labels_and_paths_get_a_clear_error(watched, tmp_path):
     pd.DataFrame({'who': [1], 'churn': ['Yes']}).to_csv(tmp_path/'labels.csv', index=False)
     r = mlpipeline('monitor', '--data', str(batch(tmp_path/'calm.csv')), '--labels', str(tmp_path/'labels.csv'), cwd=watched)
