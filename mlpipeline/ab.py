@@ -101,7 +101,8 @@ class CanaryController:
     def start(self, version:str):
         "A new canary of challenger `version` at the first step."
         self.version, self.state, self.step, self.champion_ref = version, 'running', 0, None
-        self._new_step(); self.event('canary_started', f'challenger version {version} at {self.steps[0]:g}%')
+        self._new_step()
+        self.event('canary_started', f'challenger version {version} at {self.steps[0]:g}%')
 
     def _new_step(self):
         self.started, self.counts = time.monotonic(), {a: StepCounts() for a in ARMS}
@@ -131,7 +132,8 @@ def _observe(self, arm:str|None, status:int, seconds:float):
     if arm not in ARMS or self.version is None: return
     with self.lock:
         if self.state != 'running': return
-        c = self.counts[arm]; c.add(status, seconds)
+        c = self.counts[arm]
+        c.add(status, seconds)
         champ = self.counts['champion']
         if champ.n >= self.opts['min_requests']: self.champion_ref = {'error_rate': champ.error_rate(), 'p50': champ.p50(), 'p99': champ.p99()}
         if why := canary_breach(self.counts['challenger'], self.champion_ref, self.opts): return self._rollback(why)
@@ -148,7 +150,8 @@ def _advance(self):
     "The next step, or done after the last one."
     n = self.counts['challenger'].n
     if self.step + 1 < len(self.steps):
-        self.step += 1; self._new_step()
+        self.step += 1
+        self._new_step()
         return self.event('canary_step', f'held {self.steps[self.step - 1]:g}% for {n} challenger requests within bounds; now {self.steps[self.step]:g}%')
     self.state = 'done'
     self.event('canary_done', f'held {self.steps[-1]:g}% for {n} challenger requests within bounds', promote=bool(self.opts['promote']))
@@ -310,13 +313,19 @@ def capture_task(batch:pd.DataFrame) -> tuple[str, list]:
 # %% ../nbs/07a_ab.ipynb #070041
 def interval_plot(table:pd.DataFrame, path:Path) -> Path:
     "Each arm's metric with its interval, as a PNG."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 2.6))
     y = np.arange(len(table))
     ax.errorbar(table.value, y, xerr=[table.value - table.ci_low, table.ci_high - table.value], fmt='o', capsize=5)
-    ax.set_yticks(y, [f'{a} (v{v})' for a, v in zip(table.arm, table.versions)]); ax.set_xlabel(f'{table.metric.iloc[0]} (95% bootstrap interval)')
-    ax.margins(y=0.4); fig.tight_layout(); path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=90); plt.close(fig)
+    ax.set_yticks(y, [f'{a} (v{v})' for a, v in zip(table.arm, table.versions)])
+    ax.set_xlabel(f'{table.metric.iloc[0]} (95% bootstrap interval)')
+    ax.margins(y=0.4)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
     return path
 
 def ab_html(s:dict, table:pd.DataFrame, plot:Path) -> str:

@@ -26,7 +26,8 @@ def package_dir() -> Path:
 
 def module_imports(name:str) -> set[str]:
     "The `mlpipeline` modules module `name` imports anywhere in its source."
-    p = package_dir()/f'{name}.py'; st = p.stat()
+    p = package_dir()/f'{name}.py'
+    st = p.stat()
     return {m for m in _imports(str(p), st.st_mtime_ns, st.st_size) if (package_dir()/f'{m}.py').exists()}
 
 @functools.lru_cache(maxsize=None)
@@ -184,10 +185,13 @@ def cache_dir(cfg:dict) -> Path:
 
 def store(cfg:dict, stage:str, key:str, parts:dict, run_dir:Path):
     "Remember that `run_dir` executed `stage` with `key`: its manifest entry (now with the key) and the key's parts."
-    m = read_manifest(run_dir); entry = m['stages'][stage]; entry['cache_key'] = key
+    m = read_manifest(run_dir)
+    entry = m['stages'][stage]
+    entry['cache_key'] = key
     write_json(m, run_dir/'manifest.json')
     rec = {'stage': stage, 'key': key, 'run_dir': str(run_dir), 'entry': entry, 'parts': parts, 'stored': dt.datetime.now().isoformat(timespec='seconds')}
-    write_json(rec, cache_dir(cfg)/stage/f'{key}.json'); write_json(rec, cache_dir(cfg)/stage/'latest.json')
+    write_json(rec, cache_dir(cfg)/stage/f'{key}.json')
+    write_json(rec, cache_dir(cfg)/stage/'latest.json')
 
 def lookup(cfg:dict, stage:str, key:str) -> dict|None:
     "The cached execution of `stage` with `key`, if its outputs are all still there, unaltered."

@@ -82,17 +82,25 @@ def parser() -> argparse.ArgumentParser:
     it.add_argument('--force', action='store_true', help='replace an existing pipeline.yaml')
     c = sub.add_parser('config', help='check the config against the data (exit 2 on a mistake); --show prints it resolved')
     c.add_argument('--show', action='store_true', help='print every key with its value and where it came from (default, the file, -p)')
-    c.add_argument('--config'); c.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    c.add_argument('--config')
+    c.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
-    s.add_argument('run_id', nargs='?'); s.add_argument('--config')
+    s.add_argument('run_id', nargs='?')
+    s.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
-    m.add_argument('what', choices=['list', 'history']); m.add_argument('--config')
+    m.add_argument('what', choices=['list', 'history'])
+    m.add_argument('--config')
     pr = sub.add_parser('promote', help='make a version the champion')
-    pr.add_argument('version'); pr.add_argument('--why', default='promoted by hand'); pr.add_argument('--config')
+    pr.add_argument('version')
+    pr.add_argument('--why', default='promoted by hand')
+    pr.add_argument('--config')
     rb = sub.add_parser('rollback', help='give champion back to the version it replaced')
-    rb.add_argument('--why', default='rollback'); rb.add_argument('--config')
+    rb.add_argument('--why', default='rollback')
+    rb.add_argument('--config')
     rp = sub.add_parser('reproduce', help='re-run a version on its data snapshot and check its predictions')
-    rp.add_argument('ref', help='champion, a version number, name@alias or name/version'); rp.add_argument('--config'); rp.add_argument('--quiet', action='store_true')
+    rp.add_argument('ref', help='champion, a version number, name@alias or name/version')
+    rp.add_argument('--config')
+    rp.add_argument('--quiet', action='store_true')
     mo = sub.add_parser('monitor', help='profile a production batch or capture window: drift, quality, labelled performance, alerts, retraining')
     for x in (rp, mo):
         x.add_argument('--engine', choices=['warm', 'fresh'], help='the engine of the pipeline run it starts (default: warm at a terminal, fresh otherwise)')
@@ -100,34 +108,48 @@ def parser() -> argparse.ArgumentParser:
     pd_ = sub.add_parser('predict', help='score a CSV or Parquet file with a registered model, in chunks')
     for x in (sv, pd_):
         x.add_argument('--model', help='name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
-        x.add_argument('--config'); x.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    sv.add_argument('--host', help='interface to bind (default: serve.host, 127.0.0.1)'); sv.add_argument('--port', type=int, help='default: serve.port, 8000')
+        x.add_argument('--config')
+        x.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    sv.add_argument('--host', help='interface to bind (default: serve.host, 127.0.0.1)')
+    sv.add_argument('--port', type=int, help='default: serve.port, 8000')
     sv.add_argument('--workers', type=int, help='uvicorn worker processes (default: serve.workers, 1)')
     sv.add_argument('--backend', choices=['auto', 'xgboost', 'onnx'], help='what scores requests (default: serve.backend, xgboost)')
-    pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows'); pd_.add_argument('--output', required=True, help='.parquet or .csv')
-    pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)'); pd_.add_argument('--quiet', action='store_true')
+    pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows')
+    pd_.add_argument('--output', required=True, help='.parquet or .csv')
+    pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)')
+    pd_.add_argument('--quiet', action='store_true')
     mo.add_argument('--data', required=True, help='a CSV or Parquet file, a folder of them, the capture folder (capture/<model>), or a profile.bin')
     mo.add_argument('--model', help='name@alias or name/version (default: monitor.model, else the champion)')
     mo.add_argument('--labels', help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
-    mo.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)'); mo.add_argument('--until', help='window end (exclusive)')
+    mo.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)')
+    mo.add_argument('--until', help='window end (exclusive)')
     mo.add_argument('--retrain', action='store_true', help='when the retraining policy fires, retrain and let the gate decide the promotion')
-    mo.add_argument('--config'); mo.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    mo.add_argument('--config')
+    mo.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     mo.add_argument('--quiet', action='store_true')
     ab = sub.add_parser('ab', help='A/B test report: per-arm metric on delayed labels, the difference and its test, promote / keep / wait')
-    ab.add_argument('what', choices=['report']); ab.add_argument('--labels', required=True, help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
-    ab.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)'); ab.add_argument('--until', help='window end (exclusive)')
+    ab.add_argument('what', choices=['report'])
+    ab.add_argument('--labels', required=True, help='delayed labels (CSV or Parquet): request_id (and row) or the id column, and the target')
+    ab.add_argument('--since', help='window start: ISO time or a span before now (24h, 7d)')
+    ab.add_argument('--until', help='window end (exclusive)')
     ab.add_argument('--capture', help='the capture folder (default: serve.capture.dir/<mlflow.model_name>)')
     ab.add_argument('--promote', action='store_true', help="when the recommendation is promote, make the challenger's version champion (audited)")
-    ab.add_argument('--config'); ab.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    ab.add_argument('--config')
+    ab.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), or a registered model as ONNX (onnx)')
     sc = sub.add_parser('schedule', help='run the train and monitor jobs on the cron schedules of schedule.* (foreground), or list them')
     sc.add_argument('--list', action='store_true', help="each job's schedule, next run and last result (read-only; works beside a running scheduler)")
     sc.add_argument('--once', choices=['train', 'monitor'], help='run this job now, through the same code path, and record it')
-    sc.add_argument('--config'); sc.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    sc.add_argument('--config')
+    sc.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     ts = sub.add_parser('server', help='run a shared MLflow tracking server on PostgreSQL with proxied artifacts (foreground); point mlflow.tracking_uri at it')
-    ts.add_argument('--host', help='interface to bind (default: server.host, 127.0.0.1)'); ts.add_argument('--port', type=int, help='default: server.port, 5000')
-    ts.add_argument('--config'); ts.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    ex.add_argument('what', choices=['airflow', 'onnx']); ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)'); ex.add_argument('--config')
+    ts.add_argument('--host', help='interface to bind (default: server.host, 127.0.0.1)')
+    ts.add_argument('--port', type=int, help='default: server.port, 5000')
+    ts.add_argument('--config')
+    ts.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    ex.add_argument('what', choices=['airflow', 'onnx'])
+    ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)')
+    ex.add_argument('--config')
     ex.add_argument('--model', help='onnx: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
     return p
 
@@ -181,7 +203,8 @@ def main(argv:list[str]|None=None) -> int:
             if args.run_id: print('\n'.join(status_lines(find_run(args.run_id, cfg)))); return 0
             if list(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml')): print('\n'.join(status_lines(latest_run(cfg))))
             from mlpipeline.cache import plan_lines
-            print('next `mlpipeline run` with this config:'); print('\n'.join(plan_lines(cfg, STAGES)))
+            print('next `mlpipeline run` with this config:')
+            print('\n'.join(plan_lines(cfg, STAGES)))
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
         elif args.command == 'serve':
             from mlpipeline.serve import serve
@@ -219,12 +242,14 @@ def main(argv:list[str]|None=None) -> int:
             print(export_airflow(args.config, args.out or 'dags'))
         return 0
     except MlpipelineError as e:
-        print(f'mlpipeline: {e}', file=sys.stderr); return e.exit_code
+        print(f'mlpipeline: {e}', file=sys.stderr)
+        return e.exit_code
     except Terminated:
         print('mlpipeline: terminated (SIGTERM); continue with `mlpipeline run --resume <run-id>`', file=sys.stderr)
         return Terminated.exit_code
     except KeyboardInterrupt:
-        print('mlpipeline: interrupted; continue with `mlpipeline run --resume <run-id>`', file=sys.stderr); return 130
+        print('mlpipeline: interrupted; continue with `mlpipeline run --resume <run-id>`', file=sys.stderr)
+        return 130
     except Exception as e:  # not ours: still one paragraph, with where to look
         print(f'mlpipeline: unexpected {type(e).__name__}: {mask_text(str(e))} '
               '(to fix this, run again with MLPIPELINE_DEBUG=1 for the traceback, '

@@ -85,7 +85,8 @@ def table_rows(path:str|Path) -> int:
 def head_rows(path:str|Path, n:int=5) -> pd.DataFrame:
     "The first `n` rows of a Parquet file or folder, read from its first row group only."
     import pyarrow.parquet as pq
-    p = Path(path); f = sorted(p.glob('*.parquet'))[0] if p.is_dir() else p
+    p = Path(path)
+    f = sorted(p.glob('*.parquet'))[0] if p.is_dir() else p
     return pq.ParquetFile(f).read_row_group(0).slice(0, n).to_pandas()
 
 # %% ../nbs/00c_compute.ipynb #000014

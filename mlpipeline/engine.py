@@ -29,15 +29,18 @@ def warm_kernel(kernel_name:str, startup_timeout:float=60):
     if km is None or not km.is_alive():
         from jupyter_client.manager import KernelManager
         km = KernelManager(kernel_name=kernel_name)
-        km.start_kernel(); _KERNELS[kernel_name] = km  # known at once, so shutdown finds it even if it never gets ready
-        kc = km.client(); kc.start_channels()
+        km.start_kernel()
+        _KERNELS[kernel_name] = km  # known at once, so shutdown finds it even if it never gets ready
+        kc = km.client()
+        kc.start_channels()
         try: kc.wait_for_ready(timeout=startup_timeout)
         finally: kc.stop_channels()
     return km
 
 def reset_kernel(km, cwd:str|None=None, timeout:float=60):
     "Clean state for the next notebook: no open MLflow run, no figure, an empty namespace, execution count 1."
-    kc = km.client(); kc.start_channels()
+    kc = km.client()
+    kc.start_channels()
     try:
         code = RESET + (f'import os as _os; _os.chdir({cwd!r}); del _os\n' if cwd else '')
         reply = kc.execute_interactive(code, store_history=False, timeout=timeout, output_hook=lambda msg: None)

@@ -33,8 +33,12 @@ def latency(booster, tf:Transform, df:pd.DataFrame, n:int=200) -> dict:
     "Single-row p50/p95 and whole-batch prediction time, in milliseconds."
     enc, times = RowEncoder(tf), []
     for r in json.loads(df.head(n).to_json(orient='records')):
-        t = time.perf_counter(); booster.inplace_predict(enc.matrix(records_columns([r], tf.inputs))); times.append(time.perf_counter() - t)
-    t = time.perf_counter(); predict(booster, tf, df); batch = time.perf_counter() - t
+        t = time.perf_counter()
+        booster.inplace_predict(enc.matrix(records_columns([r], tf.inputs)))
+        times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    predict(booster, tf, df)
+    batch = time.perf_counter() - t
     return {'latency_row_p50_ms': 1e3 * float(np.median(times)), 'latency_row_p95_ms': 1e3 * float(np.quantile(times, 0.95)),
             'latency_batch_ms': 1e3 * batch, 'latency_batch_rows': len(df)}
 
@@ -47,14 +51,18 @@ def evaluate(booster, tf:Transform, test:pd.DataFrame) -> tuple[dict, np.ndarray
 
 # %% ../nbs/05_evaluate.ipynb #050011
 def _figure(title:str):
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=90); ax.set_title(title)
+    fig, ax = plt.subplots(figsize=(5.2, 4.2), dpi=90)
+    ax.set_title(title)
     return fig, ax
 
 def _save(fig, path:Path) -> Path:
     import matplotlib.pyplot as plt
-    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 def curve_plots(tf:Transform, y:np.ndarray, proba:np.ndarray, out:Path) -> dict:
@@ -70,17 +78,22 @@ def curve_plots(tf:Transform, y:np.ndarray, proba:np.ndarray, out:Path) -> dict:
             x_, y_ = (a, b) if name == 'roc' else (b, a)
             ax.plot(x_, y_, label=f'{tf.classes[k]} (AUC {auc(x_, y_):.3f})')
         if name == 'roc': ax.plot([0, 1], [0, 1], ls=':', c='grey')
-        ax.set_xlabel(xl); ax.set_ylabel(yl); ax.legend(loc='lower right' if name == 'roc' else 'lower left', fontsize=8)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(loc='lower right' if name == 'roc' else 'lower left', fontsize=8)
         paths[name] = _save(fig, out/f'{name}.png')
     return paths
 
 def confusion_plot(conf:dict, out:Path) -> Path:
     "The confusion matrix with its counts."
-    m = np.array(conf['matrix']); fig, ax = _figure('Confusion matrix (rows: true)')
+    m = np.array(conf['matrix'])
+    fig, ax = _figure('Confusion matrix (rows: true)')
     ax.imshow(m, cmap='Blues')
-    ax.set_xticks(range(len(m)), conf['labels'], rotation=30); ax.set_yticks(range(len(m)), conf['labels'])
+    ax.set_xticks(range(len(m)), conf['labels'], rotation=30)
+    ax.set_yticks(range(len(m)), conf['labels'])
     for i, j in np.ndindex(m.shape): ax.text(j, i, m[i, j], ha='center', va='center', color='white' if m[i, j] > m.max() / 2 else 'black')
-    ax.set_xlabel('predicted'); ax.set_ylabel('true')
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
     return _save(fig, out/'confusion.png')
 
 def calibration_plot(y:np.ndarray, proba:np.ndarray, out:Path) -> Path:
@@ -89,22 +102,35 @@ def calibration_plot(y:np.ndarray, proba:np.ndarray, out:Path) -> Path:
     full = class_probabilities(proba)
     hit, conf = (y == 1, proba) if proba.ndim == 1 else (full.argmax(1) == y, full.max(1))
     frac, mean = calibration_curve(hit, conf, n_bins=10, strategy='quantile')
-    fig, ax = _figure('Calibration'); ax.plot(mean, frac, marker='o'); ax.plot([0, 1], [0, 1], ls=':', c='grey')
-    ax.set_xlabel('predicted probability'); ax.set_ylabel('observed frequency')
+    fig, ax = _figure('Calibration')
+    ax.plot(mean, frac, marker='o')
+    ax.plot([0, 1], [0, 1], ls=':', c='grey')
+    ax.set_xlabel('predicted probability')
+    ax.set_ylabel('observed frequency')
     return _save(fig, out/'calibration.png')
 
 def importance_plot(booster, out:Path, top:int=20) -> Path:
     "Feature importance by total gain."
     gain = pd.Series(booster.get_score(importance_type='total_gain')).sort_values().tail(top)
-    fig, ax = _figure(f'Feature importance (total gain, top {len(gain)})'); ax.barh(gain.index, gain.values); ax.tick_params(labelsize=7)
+    fig, ax = _figure(f'Feature importance (total gain, top {len(gain)})')
+    ax.barh(gain.index, gain.values)
+    ax.tick_params(labelsize=7)
     return _save(fig, out/'importance.png')
 
 def residual_plots(y:np.ndarray, pred:np.ndarray, out:Path) -> dict:
     "Residuals against predictions, and predictions against the truth."
-    fig, ax = _figure('Residuals'); ax.scatter(pred, y - pred, s=6, alpha=0.5); ax.axhline(0, c='grey', ls=':')
-    ax.set_xlabel('predicted'); ax.set_ylabel('actual - predicted'); r = _save(fig, out/'residuals.png')
-    fig, ax = _figure('Predicted against actual'); ax.scatter(y, pred, s=6, alpha=0.5); lo, hi = min(y.min(), pred.min()), max(y.max(), pred.max())
-    ax.plot([lo, hi], [lo, hi], c='grey', ls=':'); ax.set_xlabel('actual'); ax.set_ylabel('predicted')
+    fig, ax = _figure('Residuals')
+    ax.scatter(pred, y - pred, s=6, alpha=0.5)
+    ax.axhline(0, c='grey', ls=':')
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('actual - predicted')
+    r = _save(fig, out/'residuals.png')
+    fig, ax = _figure('Predicted against actual')
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    lo, hi = min(y.min(), pred.min()), max(y.max(), pred.max())
+    ax.plot([lo, hi], [lo, hi], c='grey', ls=':')
+    ax.set_xlabel('actual')
+    ax.set_ylabel('predicted')
     return {'residuals': r, 'predicted_vs_actual': _save(fig, out/'predicted_vs_actual.png')}
 
 # %% ../nbs/05_evaluate.ipynb #050012
@@ -134,7 +160,8 @@ def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0
     "The gate's decision: every threshold held, with a champion no worse than allowed, no fairness gap too large. A line per check."
     checks = []
     if max_gap is not None and largest_gap:  # `05a_fairness`: the largest gap over the group columns
-        w = largest_gap; ok = w['gap'] <= max_gap
+        w = largest_gap
+        ok = w['gap'] <= max_gap
         checks.append(f"{'pass' if ok else 'FAIL'} fairness: {w['measure']} on {w['column']!r} = {w['gap']:.4f} (<= {max_gap})")
     for k, bound in (thresholds or {}).items():
         low = k in LOWER_IS_BETTER or k.startswith('latency')
@@ -142,7 +169,8 @@ def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0
         ok = metrics[k] <= bound if low else metrics[k] >= bound
         checks.append(f"{'pass' if ok else 'FAIL'} {k} = {metrics[k]:.4f} ({'<=' if low else '>='} {bound})")
     if comparison:
-        c = comparison; sign = -1 if c['metric'] in LOWER_IS_BETTER else 1  # improvement = sign * difference
+        c = comparison
+        sign = -1 if c['metric'] in LOWER_IS_BETTER else 1  # improvement = sign * difference
         allowed = max_drop * abs(c['champion']) if relative else max_drop
         worst = min(sign * c['ci_low'], sign * c['ci_high'])
         ok = worst >= -allowed
@@ -244,9 +272,12 @@ def diagnose(metrics:dict, metric:str, loss:str, overfit_gap:float=0.1, underfit
 def learning_curve_plot(curve:dict, out:Path) -> Path:
     "Train and valid metric per boosting round, the best iteration marked."
     fig, ax = _figure(f"Learning curve ({curve['metric']})")
-    ax.plot(curve['train'], label='train'); ax.plot(curve['valid'], label='valid')
+    ax.plot(curve['train'], label='train')
+    ax.plot(curve['valid'], label='valid')
     ax.axvline(curve['best_iteration'], ls=':', c='grey', label=f"best iteration {curve['best_iteration']}")
-    ax.set_xlabel('boosting round'); ax.set_ylabel(curve['metric']); ax.legend(fontsize=8)
+    ax.set_xlabel('boosting round')
+    ax.set_ylabel(curve['metric'])
+    ax.legend(fontsize=8)
     return _save(fig, out/'learning_curve.png')
 
 def fit_section(diag:dict, image:Path|None=None) -> str:
@@ -279,7 +310,8 @@ def record_fit(rd:Path, cfg:dict, booster, tf:Transform) -> tuple[dict, str]:
     diag = fit_diagnosis(rd, cfg, booster, tf)
     has_curve = 'learning_curve' in record_of(rd, 'model')['outputs']  # a model trained before curves were kept has none
     png = learning_curve_plot(json.loads(output_of(rd, 'learning_curve').read_text()), rd/'artifacts/plots') if has_curve else None
-    write_json(diag, rd/'artifacts/diagnosis.json'); mlflow.log_artifact(rd/'artifacts/diagnosis.json')
+    write_json(diag, rd/'artifacts/diagnosis.json')
+    mlflow.log_artifact(rd/'artifacts/diagnosis.json')
     mlflow.log_metrics({f'{s}_{k}': v for s in ('train', 'valid', 'baseline') for k, v in diag['metrics'][s].items()}
                        | {'fit_gap': diag['gap']['gap'], 'fit_improvement': diag['improvement']['improvement']})
     mlflow.set_tag('diagnosis', diag['line'])
@@ -304,11 +336,14 @@ def run_evaluate(run_dir:str|Path) -> dict:
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
         diag, fit_html = record_fit(rd, cfg, booster, tf)
         with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + fit_html + fair_html))
-        write_json(metrics, rd/'artifacts/metrics.json'); write_json(gate, rd/'artifacts/gate.json')
+        write_json(metrics, rd/'artifacts/metrics.json')
+        write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')
         mlflow.log_metrics({f'test_{k}': v for k, v in metrics.items() if isinstance(v, (int, float))} | {'gate_passed': int(gate['passed'])})
-        mlflow.log_dict(metrics, 'metrics.json'); mlflow.log_dict(gate, 'gate.json')
-        mlflow.log_artifacts(rd/'artifacts/plots', 'plots'); mlflow.log_artifact(rd/'artifacts/evaluation.html')
+        mlflow.log_dict(metrics, 'metrics.json')
+        mlflow.log_dict(gate, 'gate.json')
+        mlflow.log_artifacts(rd/'artifacts/plots', 'plots')
+        mlflow.log_artifact(rd/'artifacts/evaluation.html')
         finish_stage(rd, STAGE.name, {'metrics': rd/'artifacts/metrics.json', 'gate': rd/'artifacts/gate.json', 'report': rd/'artifacts/evaluation.html',
                                          'test_predictions': output_entry(rd, preds, rows=len(test)), 'diagnosis': rd/'artifacts/diagnosis.json'}
                                         | ({'fairness': rd/'artifacts/fairness.json'} if fair else {}),

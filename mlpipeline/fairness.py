@@ -93,7 +93,8 @@ def group_fairness(cfg:dict, tf, test:pd.DataFrame, proba:np.ndarray) -> dict|No
 # %% ../nbs/05a_fairness.ipynb #050022
 def fairness_plot(col:str, result:dict, out:Path) -> Path:
     "A bar chart of each group's metrics for one group column, as a PNG in `out`."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     by = pd.DataFrame(result['groups']).T
     metrics = [m for m in by.columns if m not in ('count', 'used')]
@@ -105,10 +106,13 @@ def fairness_plot(col:str, result:dict, out:Path) -> Path:
         if not used: ax.axvspan(j - w / 2, j + 0.8 - w / 2, color='grey', alpha=0.15, hatch='//')
     ax.set_xticks(np.arange(len(by)) + 0.4 - w / 2, [f'{k}\n(n={int(n)})' for k, n in by['count'].items()])
     gap = ', '.join(f'{m.replace("_difference", "")} gap {v:.3f}' for m, v in result['gaps'].items()) or result['note']
-    ax.set_title(f'{col}: {gap}', fontsize=9); ax.legend(fontsize=8)
+    ax.set_title(f'{col}: {gap}', fontsize=9)
+    ax.legend(fontsize=8)
     out.mkdir(parents=True, exist_ok=True)
     path = out/f"fairness_{metric_key(col).replace('/', '_').replace(' ', '_')}.png"
-    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
     return path
 
 # %% ../nbs/05a_fairness.ipynb #050025
@@ -144,5 +148,6 @@ def record_fairness(rd:Path, cfg:dict, tf, test:pd.DataFrame, proba:np.ndarray) 
     if fair is None: return None, ''
     images = {c: fairness_plot(c, r, Path(rd)/'artifacts/plots') for c, r in fair['columns'].items()}
     write_json(fair, Path(rd)/'artifacts/fairness.json')
-    mlflow.log_metrics(fairness_metrics(fair)); mlflow.log_artifact(Path(rd)/'artifacts/fairness.json')
+    mlflow.log_metrics(fairness_metrics(fair))
+    mlflow.log_artifact(Path(rd)/'artifacts/fairness.json')
     return fair, fairness_section(fair, images)

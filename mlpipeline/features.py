@@ -50,7 +50,8 @@ def group_split(df:pd.DataFrame, group:str, valid:float, test:float, seed:int) -
     if group not in df: raise ConfigError('split.group', f'no column {group!r}', f'use one of {list(df.columns)[:12]}')
     if (n := df[group].nunique()) < 10: raise ConfigError('split.group', f'{group!r} has {n} groups; three splits need at least 10', 'choose a column with more distinct values')
     pick = lambda d, size: next(GroupShuffleSplit(1, test_size=size, random_state=seed).split(d, groups=d[group].astype(str)))
-    rest_i, te_i = pick(df, test); rest = df.iloc[rest_i]
+    rest_i, te_i = pick(df, test)
+    rest = df.iloc[rest_i]
     tr_i, va_i = pick(rest, valid / (1 - test))
     return {'train': rest.iloc[tr_i], 'valid': rest.iloc[va_i], 'test': df.iloc[te_i]}
 
@@ -110,7 +111,8 @@ def write_splits(ddf, codes, folder:Path) -> dict:
         for i, k in enumerate(SPLITS):
             if (part := tmp/f'_split={i}').is_dir():
                 if (folder/k).is_dir(): shutil.rmtree(folder/k)
-                os.replace(part, folder/k); out[k] = folder/k
+                os.replace(part, folder/k)
+                out[k] = folder/k
         return out
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
@@ -441,7 +443,8 @@ def uninformative_columns(X:pd.DataFrame, y:pd.Series, task:str, seed:int=42, ma
     if len(X) > max_rows: pick = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False)); X, y = X.iloc[pick], y.iloc[pick]
     A = pd.DataFrame(codes_matrix(X), columns=X.columns)
     cat = np.array([isinstance(X[c].dtype, pd.CategoricalDtype) for c in X])
-    A.loc[:, cat] = A.loc[:, cat].fillna(-1.0); A = A.fillna(A.median()).fillna(0.0)
+    A.loc[:, cat] = A.loc[:, cat].fillna(-1.0)
+    A = A.fillna(A.median()).fillna(0.0)
     discrete = cat | np.array([bool((A[c] % 1 == 0).all()) and A[c].nunique() <= 10 for c in A])
     fn = mutual_info_regression if task == 'regression' else mutual_info_classif
     mi = fn(A.to_numpy(), y.astype(str) if task != 'regression' else y.astype('float64'), discrete_features=discrete, random_state=seed)
@@ -665,7 +668,8 @@ def run_features(run_dir:str|Path) -> Transform:
         write_json(json.loads(tf.to_json()), rd/'artifacts/transform.json')
         mlflow.log_metrics({'duplicates_dropped': dropped, 'n_features': len(tf.outputs)} | {f'rows_{k}': len(v) for k, v in parts.items()})
         log_dropped(tf.dropped)
-        mlflow.set_tag('task', task); mlflow.log_artifact(rd/'artifacts/transform.json')
+        mlflow.set_tag('task', task)
+        mlflow.log_artifact(rd/'artifacts/transform.json')
         leak = {'leakage': rd/'artifacts/leakage.json'} if (rd/'artifacts/leakage.json').exists() else {}
         finish_stage(rd, STAGE.name, outs | {'transform': rd/'artifacts/transform.json'} | leak, task=task, duplicates_dropped=dropped,
                      leakage_findings=len(found), dropped_id_like=sorted(facts.get('id_like', {})), after_outcome=after,

@@ -103,7 +103,8 @@ def read_parquet(spec:dict) -> pd.DataFrame:
     try: return pd.read_parquet(p)
     except Exception as e: raise SourceError(str(p), f'not a readable Parquet file: {e}') from None
 
-register('csv', read_csv); register('parquet', read_parquet)
+register('csv', read_csv)
+register('parquet', read_parquet)
 
 # %% ../nbs/01_ingest.ipynb #010014
 def folder_files(path:str|Path) -> list[Path]:
@@ -163,7 +164,8 @@ def http_session(retries:int=3, methods:tuple=('GET',)):
     mask_logs('urllib3.connectionpool', 'urllib3.util.retry')  # their retry warnings quote the URL, keys and all
     s = requests.Session()
     retry = Retry(total=retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504), allowed_methods=methods)
-    s.mount('http://', HTTPAdapter(max_retries=retry)); s.mount('https://', HTTPAdapter(max_retries=retry))
+    s.mount('http://', HTTPAdapter(max_retries=retry))
+    s.mount('https://', HTTPAdapter(max_retries=retry))
     return s
 
 def page_records(body, key:str|None=None) -> tuple[list, str|None]:
@@ -187,11 +189,13 @@ def read_http(spec:dict) -> pd.DataFrame:
     while nxt and page <= h.get('max_pages', 1000):
         params = {h['page_param']: page} if h.get('page_param') else None
         try:
-            r = session.get(nxt, params=params, timeout=h.get('timeout_s', 30)); r.raise_for_status()
+            r = session.get(nxt, params=params, timeout=h.get('timeout_s', 30))
+            r.raise_for_status()
             rows, link = page_records(r.json(), h.get('records_key'))
         except requests.RequestException as e: raise SourceError(url, f'request failed: {type(e).__name__}: {e}', 'check the URL and that the service is up') from None
         except ValueError as e: raise SourceError(url, f'page {page} is not usable JSON: {e}') from None
-        records += rows; page += 1
+        records += rows
+        page += 1
         link = link or r.links.get('next', {}).get('url')
         nxt = urljoin(nxt, link) if link else (url if h.get('page_param') and rows else None)
     return pd.DataFrame.from_records(records)
@@ -228,7 +232,9 @@ def records_frame(records:list[dict], source:str) -> pd.DataFrame:
 def typed_like_csv(df:pd.DataFrame) -> pd.DataFrame:
     "Text columns typed the way `read_csv` types a CSV file."
     if df.empty: return df
-    buf = io.StringIO(); df.to_csv(buf, index=False); buf.seek(0)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    buf.seek(0)
     return pd.read_csv(buf)
 
 # %% ../nbs/01_ingest.ipynb #010038
@@ -244,7 +250,8 @@ def redis_client(url:str, read_timeout_s:float=10):
     import redis
     try:
         r = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, socket_timeout=read_timeout_s)
-        r.ping(); return r
+        r.ping()
+        return r
     except (redis.RedisError, ValueError) as e:
         raise SourceError(mask_text(url), f'the Redis server cannot be reached: {e}', 'check data.path and that the server is up') from None
 
@@ -422,7 +429,8 @@ def load_data(cfg:dict) -> pd.DataFrame:
 
 def describe_source(cfg:dict) -> str:
     "The configured source in words safe to log (no password, no key)."
-    spec = cfg['data']; kind = source_kind(spec)
+    spec = cfg['data']
+    kind = source_kind(spec)
     if kind == 'sql': return f"sql {mask_text(spec.get('url') or str(spec.get('path')))}"
     if kind == 'redis-stream': return f"redis-stream {mask_text(str(spec.get('path')))} {(spec.get('stream') or {}).get('name')}"
     if kind == 'redis-keys': return f"redis-keys {mask_text(str(spec.get('path')))} {spec.get('keys')}"
@@ -515,7 +523,8 @@ def run_ingest(run_dir:str|Path) -> dict:
     rd, cfg = open_run(run_dir)
     if is_dask(cfg): return run_ingest_dask(rd, cfg)
     with stage_run(rd, STAGE.name, {'source': describe_source(cfg)}) as run:
-        batch = read_source(run_consumer(cfg, rd.name)); df = batch.df
+        batch = read_source(run_consumer(cfg, rd.name))
+        df = batch.df
         version = data_version(df) | {'source': describe_source(cfg)}
         raw = write_table(df, rd/'data/raw.parquet')
         write_json(version, rd/'artifacts/data_version.json')
@@ -523,7 +532,8 @@ def run_ingest(run_dir:str|Path) -> dict:
         snap = {}
         if snapshot_wanted(cfg):
             import mlflow
-            mlflow.log_artifact(raw, 'snapshot'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw.parquet'}
+            mlflow.log_artifact(raw, 'snapshot')
+            snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw.parquet'}
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
         finish_stage(rd, STAGE.name, {'raw': output_entry(rd, raw, rows=len(df)), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], **snap)
@@ -539,7 +549,8 @@ def run_ingest_dask(rd:Path, cfg:dict) -> dict:
         snap = {}
         if snapshot_wanted(cfg):
             import mlflow
-            mlflow.log_artifacts(rd/'data/raw', 'snapshot/raw'); snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw'}
+            mlflow.log_artifacts(rd/'data/raw', 'snapshot/raw')
+            snap = {'snapshot_uri': f'runs:/{run.info.run_id}/snapshot/raw'}
             mlflow.set_tag('data.snapshot_uri', snap['snapshot_uri'])
         finish_stage(rd, STAGE.name, {'raw': output_entry(rd, rd/'data/raw', rows=version['rows']), 'data_version': rd/'artifacts/data_version.json'},
                      data_sha256=version['sha256'], backend='dask', **snap)
@@ -555,5 +566,7 @@ def commit_read(batch:Batch, rd:Path, tries:int=3):
             if i == tries - 1:  # the stage is complete: failing it now would make --resume skip the acknowledgement anyway
                 logging.getLogger('mlpipeline.ingest').warning('%s', e)
                 from mlpipeline.runfolder import read_manifest, write_json
-                m = read_manifest(rd); m['stages'][STAGE.name]['commit_error'] = str(e)[:2000]; write_json(m, rd/'manifest.json')
+                m = read_manifest(rd)
+                m['stages'][STAGE.name]['commit_error'] = str(e)[:2000]
+                write_json(m, rd/'manifest.json')
             else: time.sleep(2 ** i)

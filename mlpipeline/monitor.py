@@ -173,10 +173,12 @@ def column_drift(ref, cur, bins:int=10) -> dict|None:
 # %% ../nbs/08_monitor.ipynb #080028
 def holm(p:np.ndarray) -> np.ndarray:
     "Holm's step-down adjusted p-values: reject where below alpha, and the family-wise error stays at most alpha."
-    p = np.asarray(p, float); m = len(p)
+    p = np.asarray(p, float)
+    m = len(p)
     if m == 0: return p
     order = np.argsort(p)
-    adj = np.empty(m); adj[order] = np.minimum(1, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    adj = np.empty(m)
+    adj[order] = np.minimum(1, np.maximum.accumulate(p[order] * (m - np.arange(m))))
     return adj
 
 def large_change(t:pd.DataFrame, opts:dict) -> pd.Series:
@@ -378,8 +380,10 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, execute:Callable) -> d
     for k, v in changes.items(): set_key(rcfg, k, v)
     champion = champion_ref(cfg) if opts.get('warm_start') else None
     if champion is None:  # one candidate: a full retrain
-        rd = create_run(rcfg); update_manifest(rd, retrained_by=folder.name)
-        execute(rd, rcfg); extra = {}
+        rd = create_run(rcfg)
+        update_manifest(rd, retrained_by=folder.name)
+        execute(rd, rcfg)
+        extra = {}
     else:  # two candidates up to the gate, then the better one goes on to registration
         wcfg = json.loads(json.dumps(rcfg))
         for k, v in {'warm_start.from': champion, 'tuning.method': 'none', 'cv.folds': 0}.items(): set_key(wcfg, k, v)
@@ -390,7 +394,8 @@ def retrain(cfg:dict, labelled:pd.DataFrame, folder:Path, execute:Callable) -> d
         cands = [candidate_facts(rd, kind) for kind, rd in runs.items()]
         win, why = pick_candidate(cands)
         if warm_error: why += f'; the warm start failed: {warm_error}'
-        rd = runs[win['kind']]; update_manifest(rd, plan=STAGES)
+        rd = runs[win['kind']]
+        update_manifest(rd, plan=STAGES)
         execute(rd, wcfg if win['kind'] == 'warm' else rcfg)  # continues at 06_register
         extra = {'candidates': cands, 'winner': win['kind'], 'winner_why': why} | ({'warm_start_error': warm_error} if warm_error else {})
     reg = json.loads((rd/'artifacts/registered.json').read_text())
@@ -407,7 +412,8 @@ def champion_ref(cfg:dict) -> str|None:
 def candidate_run(cfg:dict, folder:Path, kind:str, execute:Callable) -> Path:
     "A retrain candidate's run, executed up to the gate."
     from mlpipeline.runfolder import create_run, update_manifest
-    rd = create_run(cfg); update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through(producer('gate').name))
+    rd = create_run(cfg)
+    update_manifest(rd, retrained_by=folder.name, candidate=kind, plan=through(producer('gate').name))
     execute(rd, cfg)
     return rd
 
@@ -439,8 +445,11 @@ def share_plot(row, path:Path) -> Path:
     bins, keep = list(row['bins']), np.argsort(-np.maximum(row['reference'], row['current']))[:12]
     keep = sorted(keep) if row['kind'] == 'numeric' else keep
     x = np.arange(len(keep))
-    ax.bar(x - 0.2, np.asarray(row['reference'])[keep], 0.4, label='reference'); ax.bar(x + 0.2, np.asarray(row['current'])[keep], 0.4, label='current')
-    ax.set_xticks(x, [str(bins[i])[:18] for i in keep], rotation=45, ha='right', fontsize=7); ax.set_ylabel('share of rows'); ax.legend(fontsize=8)
+    ax.bar(x - 0.2, np.asarray(row['reference'])[keep], 0.4, label='reference')
+    ax.bar(x + 0.2, np.asarray(row['current'])[keep], 0.4, label='current')
+    ax.set_xticks(x, [str(bins[i])[:18] for i in keep], rotation=45, ha='right', fontsize=7)
+    ax.set_ylabel('share of rows')
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) -> Path:
@@ -449,7 +458,8 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
     fig, ax = _figure(f'{metric} on labelled rows')
     ax.plot(over_time['period'], over_time[metric], marker='o', label='production')
     if test is not None: ax.axhline(test, ls=':', c='grey', label='test split')
-    ax.legend(fontsize=8); fig.autofmt_xdate()
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     return _save(fig, path)
 
 # %% ../nbs/08_monitor.ipynb #080055
@@ -583,7 +593,8 @@ def monitor(cfg:dict, data:str|Path, model:str|None=None, labels:str|Path|None=N
     served = load_version(*parse_model_ref(model or m['model'] or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')))
     ref, mid = reference_view(served), new_run_id()
     batch, view, quality = monitored_batch(served, cfg, data, since, until, say)
-    folder = project_path(cfg, m['dir'])/served.name/mid; (folder/'plots').mkdir(parents=True)
+    folder = project_path(cfg, m['dir'])/served.name/mid
+    (folder/'plots').mkdir(parents=True)
     write_profile(view, folder/'profile.bin')
     rows = int(view.to_pandas()['counts/n'].max())
     roles = {c: 'feature' for c in served.tf.inputs} | {c: 'prediction' for c in prediction_columns(served.tf)}

@@ -128,9 +128,11 @@ def export_onnx(cfg:dict, ref:str|None, out:str|Path) -> dict:
         if rows is None: continue
         scorer, model, gaps[name] = checked_scorer(served.booster, served.tf, rows)
         gaps[f'{name}_n'] = len(rows)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     for fname, data in (('model.onnx', model), ('transform.json', served.tf.to_json().encode())):
-        (tmp := out/f'.{fname}.tmp').write_bytes(data); tmp.replace(out/fname)
+        (tmp := out/f'.{fname}.tmp').write_bytes(data)
+        tmp.replace(out/fname)
     meta = onnx_metadata(served, gaps)
     write_json(meta, out/'model.json')
     return meta | {'out': str(out)}

@@ -102,7 +102,8 @@ def open_parent_run(run_dir:Path, cfg:dict) -> str:
     exp_id = mlflow_experiment(cfg)  # points MLflow at the store before the client exists
     client = mlflow.MlflowClient()
     if rid := read_manifest(run_dir).get('mlflow_run_id'):
-        client.update_run(rid, status='RUNNING'); return rid
+        client.update_run(rid, status='RUNNING')
+        return rid
     tags = {'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name} | {f'mlpipeline.{k}': v for k, v in git_facts(cfg['project']).items()}
     rid = client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
     params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in mask_secrets(flat(cfg)).items()]
@@ -115,7 +116,8 @@ def close_parent_run(run_dir:Path, rid:str, status:str):
     import mlflow
     client = mlflow.MlflowClient()
     for nb in sorted(p for p in run_dir.glob('[0-9][0-9]*.ipynb') if p.stem.count('.') == 0): client.log_artifact(rid, str(nb), 'notebooks')
-    client.log_artifact(rid, str(run_dir/'manifest.json')); client.log_artifact(rid, str(run_dir/'config.yaml'))
+    client.log_artifact(rid, str(run_dir/'manifest.json'))
+    client.log_artifact(rid, str(run_dir/'config.yaml'))
     client.set_terminated(rid, status)
 
 # %% ../nbs/09_pipeline.ipynb #090018
@@ -184,7 +186,8 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
     plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
     kernel, forced = ensure_kernel(), forced_stages(plan, force)
     with run_lock(rd):
-        start = first_incomplete(rd, plan); todo = stages_to_run(plan, start, only, only in forced)
+        start = first_incomplete(rd, plan)
+        todo = stages_to_run(plan, start, only, only in forced)
         before = read_manifest(rd)['stages'].get(only, {}).get('outputs') if only else None
         if only and not todo: say(f'run {rd.name}: {only} is complete already (--force runs it again)', not progress); return rd
         rid = None
@@ -194,7 +197,8 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
             for stage in todo:
                 i = plan.index(stage) + 1
-                t = time.perf_counter(); say(f'[{i}/{len(plan)}] {stage}', not progress)
+                t = time.perf_counter()
+                say(f'[{i}/{len(plan)}] {stage}', not progress)
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
                 if stage == producer('raw').name: check_raw(rd, cfg)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
@@ -224,7 +228,8 @@ def run_pipeline(config:str|Path|None=None, overrides:list[str]=(), resume:str|N
     if resume:
         if overrides or strict: raise UsageError('--resume continues a run with its own config; it takes no -p overrides or --strict', 'start a new run to change the config')
         here = load_config(config, project=project)
-        rd = find_run(resume, here); cfg = read_config(rd/'config.yaml')
+        rd = find_run(resume, here)
+        cfg = read_config(rd/'config.yaml')
         restore_secrets(cfg, here)  # the literal secrets its config.yaml refers to, from the project's config
         expand_env(cfg['data'])  # an unset variable is a config error (exit 2) before any stage starts
         check_strict(cfg, what='this run')
@@ -244,7 +249,8 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     import mlflow, pandas as pd
     from mlpipeline.ingest import data_version
     from mlpipeline.scoring import model_uri, load_model, conform, prediction_gap
-    cfg = load_config(config); mlflow_experiment(cfg)
+    cfg = load_config(config)
+    mlflow_experiment(cfg)
     try: mv = model_version(ref, get_key(cfg, 'mlflow.model_name'))
     except mlflow.exceptions.MlflowException: raise UsageError(f'no model version {ref!r} in {mlflow.get_tracking_uri()}', 'list them with `mlpipeline models list`') from None
     name, src = mv.name, Path(mv.tags.get('run_folder', ''))
@@ -255,7 +261,8 @@ def reproduce(ref:str, config:str|Path|None=None, progress:bool=True, engine:str
     rcfg = read_config(src/'config.yaml')
     rcfg['data'] |= {'path': str(snapshot), 'source': 'parquet', 'query': None, 'url': None}
     rcfg['validation']['schema'] = str(src/'artifacts/schema.yaml')
-    rd = create_run(rcfg); update_manifest(rd, plan=through(producer('gate').name), reproduces=f'{name}/{mv.version}')
+    rd = create_run(rcfg)
+    update_manifest(rd, plan=through(producer('gate').name), reproduces=f'{name}/{mv.version}')
     execute_run(rd, rcfg, progress, engine, cache=False)  # reproducing means executing again, never reusing
     model = load_model(model_uri(name, mv.version))
     test = pd.read_parquet(rd/'data/test.parquet')

@@ -284,7 +284,9 @@ def run_register(run_dir:str|Path) -> dict:
         info = log_pipeline_model(rd, tf, train)
         diff = check_reproduces(info.model_uri, test, expected)
         rid = run.info.run_id
-        mlflow.log_artifact(output_of(rd, 'schema')); mlflow.log_artifact(rd/'config.yaml'); mlflow.log_metric('reproduce_max_diff', diff)
+        mlflow.log_artifact(output_of(rd, 'schema'))
+        mlflow.log_artifact(rd/'config.yaml')
+        mlflow.log_metric('reproduce_max_diff', diff)
         # every check has passed: the registry changes here and only here, under its lock, so that the champion the
         # re-check reads is still the champion when this run moves it (another run's move waits)
         with registry_lock(cfg):

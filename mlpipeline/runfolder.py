@@ -28,7 +28,8 @@ def new_run_id() -> str:
 @contextlib.contextmanager
 def atomic_path(path:str|Path):
     "Yield a temporary path beside `path`; rename it to `path` only if the block completes."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}')  # same suffix: writers pick formats by it
     try:
         yield tmp
@@ -75,7 +76,8 @@ def read_manifest(run_dir:str|Path) -> dict:
 
 def update_manifest(run_dir:str|Path, **facts) -> dict:
     "Set top-level manifest `facts` (e.g. the MLflow parent run id) and save."
-    m = read_manifest(run_dir); m.update(facts)
+    m = read_manifest(run_dir)
+    m.update(facts)
     write_json(mask_secrets(m), Path(run_dir)/'manifest.json')
     return m
 
@@ -169,7 +171,8 @@ def find_run_folder(run_dir:str|Path) -> Path:
 def create_run(cfg:dict, run_id:str|None=None) -> Path:
     "A new run folder under `runs_dir` holding the resolved config and an empty manifest."
     rd = Path(cfg['project'], cfg.get('runs_dir', 'runs'), run_id or new_run_id())
-    (rd/'data').mkdir(parents=True); (rd/'artifacts').mkdir()
+    (rd/'data').mkdir(parents=True)
+    (rd/'artifacts').mkdir()
     data, found = secret_refs(cfg['data'], 'data')  # the source's literal secrets as ${MLPIPELINE_SECRET_...} references
     os.environ.update(found)  # where the stages' kernels, started from this process, find them
     save_config(cfg | {'data': data}, rd/'config.yaml')

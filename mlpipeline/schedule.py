@@ -120,7 +120,8 @@ def busy_runs(cfg:dict) -> list[str]:
 @contextlib.contextmanager
 def exclusive(cfg:dict, folder:str=JOB_LOCK, what:str='another scheduled job of this project is running'):
     "Hold the project's lock `folder` while no run folder is being executed; raise `Overlap` naming the holder otherwise."
-    lock_dir = project_path(cfg, folder); lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir = project_path(cfg, folder)
+    lock_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try: stack.enter_context(run_lock(lock_dir))
         except UsageError: raise Overlap(f'{what} (process {lock_holder(lock_dir/".lock") or "unknown"})', 'it runs at its next time') from None
@@ -172,7 +173,8 @@ def run_message(rd:Path|None, code:int|None, out:str, err:str) -> str:
         r = json.loads(reg.read_text()) if reg.exists() else None
         return f"run {rd.name}: " + (f"registered {r['name']} version {r['version']} ({', '.join(r.get('aliases') or []) or 'no alias'})" if r else 'nothing registered')
     if result_of(code) == 'aborted':
-        m = read_manifest(rd); stage = next((s for s, e in m['stages'].items() if e.get('status') != 'complete'), 'its start')
+        m = read_manifest(rd)
+        stage = next((s for s, e in m['stages'].items() if e.get('status') != 'complete'), 'its start')
         return f"run {rd.name} stopped at {stage} (run {m.get('status', 'incomplete')}); continue it with `mlpipeline run --resume {rd.name}`"
     return f'run {rd.name}: {error_paragraph(err)}'
 
@@ -180,7 +182,8 @@ def train_job(project:str, config:str|None=None, overrides:list=()) -> dict:
     "The scheduled training: `mlpipeline run --quiet [--strict]` in a child process, unless another run is in progress."
     started = now_utc()
     try:
-        cfg = load_config(config, overrides, project); s = cfg['schedule']
+        cfg = load_config(config, overrides, project)
+        s = cfg['schedule']
         runs = project_path(cfg, cfg.get('runs_dir', 'runs'))
         with exclusive(cfg):
             before = set(runs.glob('*/config.yaml'))
@@ -223,7 +226,8 @@ def monitor_job(project:str, config:str|None=None, overrides:list=()) -> dict:
     "The scheduled monitoring: `mlpipeline monitor` on the capture window in a child process; `no-data` when the window is empty."
     started = now_utc()
     try:
-        cfg = load_config(config, overrides, project); s, engine = cfg['schedule'], open_store(cfg)
+        cfg = load_config(config, overrides, project)
+        s, engine = cfg['schedule'], open_store(cfg)
         data, since = capture_folder(cfg), window_start(engine, cfg, started)
         if not has_capture(data, since): return outcome(started, 'no-data', f'no capture in {data} since {since or "the start"}')
         args = ['monitor', '--data', str(data), *(['--since', since] if since else []), '--until', iso(started), '--quiet',
@@ -367,7 +371,8 @@ def say(msg:str):
 # %% ../nbs/10_schedule.ipynb #100038
 def run_scheduler(config:str|None=None, overrides:list=(), project:str|None=None) -> int:
     "Run the configured jobs on their schedules until SIGTERM or SIGINT; then stop the job in progress and return 0."
-    cfg = load_config(config, overrides, project); s = cfg['schedule']
+    cfg = load_config(config, overrides, project)
+    s = cfg['schedule']
     if not configured_triggers(cfg): raise ConfigError('schedule', 'neither schedule.train nor schedule.monitor is set', 'set one, e.g. -p "schedule.train=0 3 * * *"')
     config = str(Path(config).resolve()) if config else None  # the children run in the project folder
     STOPPING.clear()
@@ -404,7 +409,8 @@ def list_lines(cfg:dict) -> list[str]:
 # %% ../nbs/10_schedule.ipynb #100043
 def run_once(job_id:str, config:str|None=None, overrides:list=(), project:str|None=None) -> tuple[dict, int]:
     "Run job `job_id` now through its job function and the history; the row and the exit code."
-    cfg = load_config(config, overrides, project); engine, scheduled = open_store(cfg), now_utc()
+    cfg = load_config(config, overrides, project)
+    engine, scheduled = open_store(cfg), now_utc()
     config, box = str(Path(config).resolve()) if config else None, {}
     STOPPING.clear()
     with stop_signals() as stop:

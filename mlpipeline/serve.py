@@ -110,7 +110,8 @@ class Capture:
 
     def _push(self, item:Captured, left:bool=False):
         (self.queue.appendleft if left else self.queue.append)(item)
-        self.pending += len(item.answers); self.queued_bytes += self.size(item)
+        self.pending += len(item.answers)
+        self.queued_bytes += self.size(item)
 
     def _take(self) -> list[Captured]:
         with self.lock: items, self.queue, self.pending, self.queued_bytes = list(self.queue), collections.deque(), 0, 0
@@ -137,18 +138,22 @@ class Capture:
                         'while writes lagged or failed', n, self.max_rows)
 
     def start(self):
-        self.thread = threading.Thread(target=self._run, name='capture-writer', daemon=True); self.thread.start(); return self
+        self.thread = threading.Thread(target=self._run, name='capture-writer', daemon=True)
+        self.thread.start()
+        return self
 
     def _run(self):
         while not self.stopping:
-            self.wake.wait(self.flush_s); self.wake.clear()
+            self.wake.wait(self.flush_s)
+            self.wake.clear()
             try: self.flush()
             except Exception: log.exception('request capture: writing failed; the rows stay queued')
             self._log_drops()
 
     def close(self):
         "Stop the writer and write what is left; what cannot be written is counted as dropped and logged."
-        self.stopping = True; self.wake.set()
+        self.stopping = True
+        self.wake.set()
         if self.thread: self.thread.join(timeout=30)
         try: self.flush()
         except Exception:
@@ -176,16 +181,20 @@ class Capture:
             for i in reversed(items): self._push(i, left=True)
             while self.queue and (self.pending > self.max_rows or self.queued_bytes > self.max_bytes):
                 lost.append(i := self.queue.pop())
-                self.pending -= len(i.answers); self.queued_bytes -= self.size(i)
+                self.pending -= len(i.answers)
+                self.queued_bytes -= self.size(i)
         if lost: self._drop(lost)
 
     def _write(self, items:list[Captured]) -> Path:
         table = capture_table(items)
-        now = dt.datetime.now(dt.timezone.utc); self.seq += 1
+        now = dt.datetime.now(dt.timezone.utc)
+        self.seq += 1
         path = self.folder/items[0].served.name/f'date={now:%Y-%m-%d}'/f'v{items[0].served.version}-{now:%H%M%S%f}-{os.getpid()}-{self.seq}.parquet'
         path.parent.mkdir(parents=True, exist_ok=True)
         import pyarrow.parquet as pq
-        tmp = path.with_name('.' + path.name); pq.write_table(table, tmp); os.replace(tmp, path)
+        tmp = path.with_name('.' + path.name)
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
         if self.metrics: self.metrics.captured.inc(table.num_rows)
         return path
 
@@ -205,7 +214,9 @@ def capture_table(items:list[Captured]):
     idc = first.schema.id_column if first.schema and first.schema.id_column not in [f.name for f in first.fields] else None
     for it in items:
         n = len(it.answers)
-        acc['request_id'] += [it.request_id] * n; acc['row'] += range(n); acc['time'] += [it.time] * n
+        acc['request_id'] += [it.request_id] * n
+        acc['row'] += range(n)
+        acc['time'] += [it.time] * n
         for f in first.fields: acc[f.name] += it.cols[f.name]
         for k in first.outputs[:len(it.answers[0])]: acc[k] += [a[k] for a in it.answers]
         if idc: acc[idc] += [a.get(idc) for a in it.answers]
@@ -272,7 +283,8 @@ class ModelHolder:
 
     def start(self):
         if self.reload_s and self.reload_s > 0:
-            self.thread = threading.Thread(target=self._watch, name='model-watcher', daemon=True); self.thread.start()
+            self.thread = threading.Thread(target=self._watch, name='model-watcher', daemon=True)
+            self.thread.start()
         return self
 
     def close(self): self.stop.set()
@@ -291,7 +303,8 @@ class ShadowScorer:
             if self.metrics: self.metrics.shadow.labels('dropped').inc(len(item.answers))
             if self.capture: self.capture.add(item)
             return
-        self.queue.append(item); self.wake.set()
+        self.queue.append(item)
+        self.wake.set()
 
     def _run(self):
         while not self.stopping or self.queue:
@@ -303,13 +316,16 @@ class ShadowScorer:
                     item.shadow, item.shadow_answers = sh, sh.answers(sh.predict(cols))
                     if self.metrics:
                         agree = sum(a['prediction'] == b['prediction'] for a, b in zip(item.answers, item.shadow_answers))
-                        self.metrics.shadow.labels('yes').inc(agree); self.metrics.shadow.labels('no').inc(len(item.answers) - agree)
+                        self.metrics.shadow.labels('yes').inc(agree)
+                        self.metrics.shadow.labels('no').inc(len(item.answers) - agree)
             except Exception: log.exception('shadow scoring failed for request %s', item.request_id)
             if self.capture: self.capture.add(item)
 
     def start(self): self.thread.start(); return self
     def close(self):
-        self.stopping = True; self.wake.set(); self.thread.join(timeout=30)
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=30)
 
 # %% ../nbs/07_serve.ipynb #070032
 draining = threading.Event()  # set on SIGTERM: this process answers what it has accepted, then stops
@@ -321,8 +337,11 @@ def drain_on_sigterm(drain_s:float):
     inner = signal.getsignal(signal.SIGTERM)
     def handler(sig, frame):
         if draining.is_set() or not callable(inner): return inner(sig, frame) if callable(inner) else None
-        draining.set(); log.info('draining', extra={'fields': {'event': 'draining', 'drain_s': drain_s}})
-        t = threading.Timer(drain_s, inner, (sig, frame)); t.daemon = True; t.start()
+        draining.set()
+        log.info('draining', extra={'fields': {'event': 'draining', 'drain_s': drain_s}})
+        t = threading.Timer(drain_s, inner, (sig, frame))
+        t.daemon = True
+        t.start()
     signal.signal(signal.SIGTERM, handler)
 
 # %% ../nbs/07_serve.ipynb #070034
@@ -341,7 +360,9 @@ def setup_logging(cfg:dict, stream=None) -> logging.Logger:
     fmt = get_key(cfg, 'serve.log.format') or 'json'
     h = logging.StreamHandler(stream or sys.stderr)
     h.setFormatter(JsonLines() if fmt == 'json' else logging.Formatter('%(asctime)s %(levelname)s %(name)s %(message)s'))
-    log.handlers[:] = [h]; log.setLevel(logging.INFO); log.propagate = False
+    log.handlers[:] = [h]
+    log.setLevel(logging.INFO)
+    log.propagate = False
     return log
 
 # %% ../nbs/07_serve.ipynb #070037
@@ -355,7 +376,8 @@ def env_overrides(environ:dict) -> list[str]:
 class ApiError(Exception):
     "A request refused with an HTTP status, a message and, for invalid records, the problems."
     def __init__(self, status:int, message:str, problems:list|None=None):
-        super().__init__(message); self.status, self.message, self.problems = status, message, problems
+        super().__init__(message)
+        self.status, self.message, self.problems = status, message, problems
 
 def problem_text(p:dict) -> str:
     "One problem as a sentence."
@@ -601,7 +623,8 @@ def make_app(svc:Service):
             resp = as_json({'error': 'internal error while scoring; the server log has the details', 'request_id': rid}, 500)
         resp.headers['x-request-id'] = rid
         took = time.perf_counter() - t
-        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc(); svc.metrics.latency.labels('/predict').observe(took)
+        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc()
+        svc.metrics.latency.labels('/predict').observe(took)
         if svc.router: svc.router.observe(getattr(request.state, 'arm', None), resp.status_code, took)  # per arm; the canary judges it
         if log_requests:  # the version that answered (an A/B arm, or the one before a reload), else the current one
             s, arm = getattr(request.state, 'served', None) or svc.holder.current, getattr(request.state, 'arm', None)
@@ -658,7 +681,8 @@ def app_from_env():
     "The application of one uvicorn worker, from the config `serve` put in the environment."
     from mlpipeline.config import load_config
     a = json.loads(os.environ['MLPIPELINE_SERVE'])
-    cfg = load_config(a['config'], a['overrides']); setup_logging(cfg)
+    cfg = load_config(a['config'], a['overrides'])
+    setup_logging(cfg)
     return make_app(open_service(cfg, a['model']))
 
 def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, host:str|None=None, port:int|None=None, workers:int|None=None):
@@ -666,7 +690,8 @@ def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, hos
     import uvicorn
     from mlpipeline.config import load_config
     overrides = [*env_overrides(os.environ), *overrides]  # the environment over the config file, -p over both
-    cfg = load_config(config, overrides); setup_logging(cfg)
+    cfg = load_config(config, overrides)
+    setup_logging(cfg)
     host, port, workers = host or get_key(cfg, 'serve.host'), int(port or get_key(cfg, 'serve.port')), int(workers or get_key(cfg, 'serve.workers') or 1)
     if not port_free(host, port): raise UsageError(f'cannot listen on {host}:{port}: the address is in use', 'choose another port with --port')
     svc = open_service(cfg, model)
@@ -738,8 +763,10 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
                       if v['rule'] not in WHOLE_FILE] if served.schema else []
             if errs := errors_in(report): raise DataValidationError(errs, 'fix those rows, or set validation.severity for the rule')
             missing.update({c: int(df[c].isna().sum()) for c in df.columns})
-            sink.write(score_frame(served, df)); warnings += report
-            done += len(df); bar.update(len(df))
+            sink.write(score_frame(served, df))
+            warnings += report
+            done += len(df)
+            bar.update(len(df))
         if done == 0: raise DataValidationError([{'column': None, 'rule': 'empty_batch', 'expected': '> 0 rows', 'observed': '0 rows', 'rows': 0}])
         whole = missing_checks(served.schema, missing, done, sev) if served.schema else []
         if errs := errors_in(whole): raise DataValidationError(errs, 'fix the data, or set validation.severity for the rule')
@@ -768,7 +795,8 @@ def predict_dask(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
     src, out = Path(source), Path(output)
     files = [src] if src.is_file() else folder_files(src)
     if not files: raise UsageError(f'no CSV or Parquet input at {src}')
-    mlflow_experiment(cfg); dask_client(cfg)
+    mlflow_experiment(cfg)
+    dask_client(cfg)
     served, sev = load_served(*parse_model_ref(model or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))), severities(cfg)
     ddf = read_files(files)
     meta = _typed(score_frame(served, ddf._meta))
@@ -792,7 +820,9 @@ def run_serve(run_dir:str|Path, n:int=20) -> dict:
         from mlpipeline.compute import read_split
         test = read_split(output_of(rd, 'test'), cfg).head(n)  # the rows 05_evaluate scored, in its order
         records = json.loads(test.drop(columns=[cfg['target']]).to_json(orient='records'))
-        t = time.perf_counter(); model = load_model(reg['model_uri']); load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        model = load_model(reg['model_uri'])
+        load_s = time.perf_counter() - t
         expected = pd.read_parquet(output_of(rd, 'test_predictions')).head(n)
         served = served_from(model, reg['name'], reg['version'], schema=Schema.from_yaml(output_of(rd, 'schema').read_text()))
         cols, problems, _ = check_records(records, served.fields, severities(cfg) | {'out_of_range': 'warning', 'unseen_category': 'warning'})

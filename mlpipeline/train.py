@@ -117,7 +117,8 @@ def fold_scores(folds:list, model:dict, seed:int=42, scorers:dict|None=None, inn
     "Train each fold, early-stopping on an `inner` share of its training part, and score its held-out part once: each metric's k scores, and the best iterations."
     scores, best = {}, []
     for ftf, dtr, dte in folds:
-        idx = np.random.default_rng(seed).permutation(dtr.num_row()); cut = max(1, int(inner * len(idx)))
+        idx = np.random.default_rng(seed).permutation(dtr.num_row())
+        cut = max(1, int(inner * len(idx)))
         b = boost(ftf, dtr.slice(np.sort(idx[cut:])), dtr.slice(np.sort(idx[:cut])), model, seed)  # stopping on the held-out part would flatter it
         best.append(int(b.attr('best_iteration')))
         scores.setdefault(xgb_params(model, ftf, seed)['eval_metric'], []).append(float(b.eval(dte).rsplit(':', 1)[1]))
@@ -168,7 +169,8 @@ def tune(tf:Transform, train:pd.DataFrame, valid:pd.DataFrame, model:dict, tunin
                 try: b = boost(tf, dtrain, dvalid, model | params, seed, [XGBoostPruningCallback(trial, f'valid-{metric}')])
                 except optuna.TrialPruned: mlflow.set_tag('state', 'pruned'); raise
                 score = float(b.attr('best_score'))
-            mlflow.log_metric(f'cv_{metric}_mean' if folds else f'valid_{metric}', score); mlflow.set_tag('state', 'complete')
+            mlflow.log_metric(f'cv_{metric}_mean' if folds else f'valid_{metric}', score)
+            mlflow.set_tag('state', 'complete')
         return score
     study = optuna.create_study(direction='minimize', sampler=sampler(method, tuning, seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10))
     study.optimize(objective, n_trials=tuning['trials'], timeout=tuning['timeout_s'], show_progress_bar=progress)
@@ -206,7 +208,8 @@ def cv_scorers(cfg:dict, task:str) -> dict:
 def log_cv(cv:dict, path:Path):
     "Write `cv.json` and log each metric's mean, sd and per-fold scores (step = fold) to MLflow."
     import mlflow
-    write_json(cv, path); mlflow.log_artifact(path)
+    write_json(cv, path)
+    mlflow.log_artifact(path)
     for name, s in cv['metrics'].items():
         mlflow.log_metrics({f'cv_{name}_mean': s['mean'], f'cv_{name}_std': s['std']})
         for i, v in enumerate(s['scores']): mlflow.log_metric(f'cv_{name}', v, step=i)
@@ -236,7 +239,8 @@ def run_train(run_dir:str|Path):
         tuned = tuned and not ws
         if ws:
             import xgboost as xgb
-            base = xgb.Booster(model_file=str(ws['model'])); model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))
+            base = xgb.Booster(model_file=str(ws['model']))
+            model['n_estimators'] = int(get_key(cfg, 'warm_start.rounds') or model.get('n_estimators', 300))
         else: base = None
         if tuned:
             t = time.perf_counter()
@@ -245,22 +249,26 @@ def run_train(run_dir:str|Path):
                         'seconds': time.perf_counter() - t, 'trials': trials}, rd/'artifacts/tuning.json')
             mlflow.log_params({f'best_{k}': v for k, v in best.items()})
             mlflow.log_metrics({'tuning_seconds': time.perf_counter() - t, 'tuning_trials': len(trials), 'tuning_pruned': sum(x['state'] == 'PRUNED' for x in trials)})
-            mlflow.log_artifact(rd/'artifacts/tuning.json'); model |= best
+            mlflow.log_artifact(rd/'artifacts/tuning.json')
+            model |= best
         history, t = {}, time.perf_counter()
         b = (boost_dask(client, tf, dask_dmatrix(client, tf, train), dask_dmatrix(client, tf, valid), model, cfg['seed'], history, base) if dask
              else fit_booster(tf, train, valid, model, cfg['seed'], history, base))
         took = time.perf_counter() - t
         with atomic_path(rd/'artifacts/model.ubj') as tmp: b.save_model(tmp)
-        write_json(learning_curve(history, b), rd/'artifacts/learning_curve.json'); mlflow.log_artifact(rd/'artifacts/learning_curve.json')
+        write_json(learning_curve(history, b), rd/'artifacts/learning_curve.json')
+        mlflow.log_artifact(rd/'artifacts/learning_curve.json')
         best = {'best_iteration': int(b.attr('best_iteration'))} | ({'valid_' + OBJECTIVES[tf.task][1]: float(b.attr('best_score'))} if b.attr('best_score') else {})
         best |= {'train_seconds': took, 'rounds': b.num_boosted_rounds()} | ({'base_rounds': base.num_boosted_rounds()} if base is not None else {})
         if ws: mlflow.set_tags({'warm_start_from': f"{ws['name']}/{ws['version']}", 'warm_start_model_sha256': ws['model_sha256']})
         outs = {'model': rd/'artifacts/model.ubj', 'learning_curve': rd/'artifacts/learning_curve.json'}
         if folds:
             cv = cv_summary(kind, splits, fold_scores(folds, model, cfg['seed'], cv_scorers(cfg, tf.task)))
-            log_cv(cv, rd/'artifacts/cv.json'); outs['cv'] = rd/'artifacts/cv.json'
+            log_cv(cv, rd/'artifacts/cv.json')
+            outs['cv'] = rd/'artifacts/cv.json'
             best |= {f'cv_{k}_mean': v['mean'] for k, v in cv['metrics'].items()}
-        mlflow.log_metrics({k: v for k, v in best.items() if not k.startswith('cv_')}); mlflow.set_tag('task', tf.task)
+        mlflow.log_metrics({k: v for k, v in best.items() if not k.startswith('cv_')})
+        mlflow.set_tag('task', tf.task)
         mlflow.log_dict(model, 'params.json')
         finish_stage(rd, STAGE.name, outs | ({'tuning': rd/'artifacts/tuning.json'} if tuned else {}), params=model, **best,
                      **({'warm_start_from': f"{ws['name']}/{ws['version']}"} if ws else {}))

@@ -245,7 +245,8 @@ def reference_schema(cfg:dict) -> Schema|None:
     if p:
         path = project_path(cfg, p)
         if not path.exists(): raise ConfigError('validation.schema', f'no schema file at {path}', 'write one (copy a run\'s artifacts/schema.yaml) or unset the key')
-        s = Schema.from_yaml(path.read_text()); s.source = f'project {p}'
+        s = Schema.from_yaml(path.read_text())
+        s.source = f'project {p}'
         return s
     return champion_schema(cfg)
 
@@ -280,7 +281,8 @@ def group_stats(df:pd.DataFrame, groups:list[str], target:dict|None) -> dict:
     "For each group column: rows, and per group its row count, share and target rate."
     out, n = {}, len(df)
     for c in groups:
-        g = group_labels(df[c]); counts = g.value_counts().sort_index()
+        g = group_labels(df[c])
+        counts = g.value_counts().sort_index()
         out[c] = {'rows': n, 'counts': {k: int(v) for k, v in counts.items()}, 'shares': {k: round(v / n, 6) for k, v in counts.items()}}
         if target and target.get('name') in df: out[c]['target_rates'] = target_rates(df[target['name']], g, target)
     return out
@@ -425,7 +427,8 @@ def merge_violations(parts:list[list[dict]], n:int) -> list[dict]:
         if k not in out: out[k] = dict(v)
         else: out[k]['rows'] += v['rows']
     for v in out.values():
-        v['observed'] = re.sub(r'^\d+', str(v['rows']), str(v['observed'])); v['share'] = round(v['rows'] / n, 6) if n else 1.0
+        v['observed'] = re.sub(r'^\d+', str(v['rows']), str(v['observed']))
+        v['share'] = round(v['rows'] / n, 6) if n else 1.0
     return list(out.values())
 
 def distinct_count(ddf) -> int:
@@ -573,7 +576,8 @@ def run_validate(run_dir:str|Path) -> list[dict]:
             bias, found = bias_checks(df, schema, groups, cfg)
         report += apply_severity(found, get_key(cfg, 'validation.severity'))
         with atomic_path(rd/'artifacts/schema.yaml') as tmp: tmp.write_text(schema.to_yaml())
-        write_json(report, rd/'artifacts/validation.json'); write_json(bias, rd/'artifacts/groups.json')
+        write_json(report, rd/'artifacts/validation.json')
+        write_json(bias, rd/'artifacts/groups.json')
         with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(report, f'Validation of run {rd.name} against the {schema.source} schema', bias_section(bias)))
         for a in ('schema.yaml', 'validation.json', 'groups.json', 'validation.html'): mlflow.log_artifact(rd/'artifacts'/a)
         mlflow.set_tag('schema_source', schema.source)

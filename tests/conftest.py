@@ -11,7 +11,8 @@ CLI = Path(sys.executable).parent/'mlpipeline'
 @pytest.fixture(autouse=True)
 def _no_outside_tracking(monkeypatch):
     "Tests never reach a tracking server or experiment named by the environment."
-    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False); monkeypatch.delenv('MLFLOW_EXPERIMENT_ID', raising=False)
+    monkeypatch.delenv('MLFLOW_TRACKING_URI', raising=False)
+    monkeypatch.delenv('MLFLOW_EXPERIMENT_ID', raising=False)
 
 
 def write_project(path: Path, **overrides) -> Path:
@@ -77,7 +78,8 @@ def run_in_process(project: Path, *overrides) -> Path:
     # point this project at that test's (deleted) store
     for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)
     cfg = load_config(project=project, overrides=list(overrides))
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
+    rd = create_run(cfg)
+    rid = open_parent_run(rd, cfg)
     for s in TABLE: s.runner()(rd)  # each stage's function, as the stage table declares it
     close_parent_run(rd, rid, 'FINISHED')
     return rd
@@ -87,7 +89,8 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     received: list = []
     def do_POST(self):
         _Hook.received.append(json.loads(self.rfile.read(int(self.headers['Content-Length']))))
-        self.send_response(204); self.end_headers()
+        self.send_response(204)
+        self.end_headers()
     def log_message(self, *a): pass
 
 
@@ -98,7 +101,8 @@ def webhook():
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Hook)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{srv.server_address[1]}/alerts', _Hook.received
-    srv.shutdown(); srv.server_close()
+    srv.shutdown()
+    srv.server_close()
 
 
 def pg_bin(name: str) -> str:

@@ -13,7 +13,8 @@ N = 2000
 def cfg_of(project):
     from mlpipeline.config import load_config
     from mlpipeline.runfolder import mlflow_experiment
-    cfg = load_config(project=project); mlflow_experiment(cfg)
+    cfg = load_config(project=project)
+    mlflow_experiment(cfg)
     return cfg
 
 

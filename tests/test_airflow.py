@@ -57,7 +57,8 @@ def test_exported_file_parses_and_names_every_stage(tmp_path):
 
 
 def test_one_stage_per_call_and_a_failed_stage_retried(tmp_path):
-    data = tmp_path/'data.csv'; shutil.copy(SAMPLE, data)
+    data = tmp_path/'data.csv'
+    shutil.copy(SAMPLE, data)
     project = write_project(tmp_path/'project', data={'path': str(data), 'id_column': 'rownames'})
     cfg = load_config(project=project)
     rd = run_pipeline(project=project, create_only=True)

@@ -22,7 +22,8 @@ def run(project: Path, *overrides, **kw) -> Path:
 def cached(tmp_path_factory):
     "A project with its own copy of the data, run once with the warm engine, then again unchanged."
     project = tmp_path_factory.mktemp('cache')/'project'
-    project.mkdir(); shutil.copy(SAMPLE, project/'data.csv')
+    project.mkdir()
+    shutil.copy(SAMPLE, project/'data.csv')
     write_project(project, data={'path': 'data.csv', 'id_column': 'rownames'})
     first = run(project, engine='warm')
     second = run(project, engine='warm')
@@ -58,14 +59,17 @@ def test_each_kind_of_change_invalidates_exactly_the_stages_after_it(cached, tmp
     p = plan(project, 'model.max_depth=2')  # a parameter only training reads
     assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:3] and 'parameter model.max_depth changed' in p['04_train']
     # the same raw data file, new content: from ingestion
-    df = pd.read_csv(project/'data.csv'); df.loc[0, 'tenure'] += 1; df.to_csv(project/'data.csv', index=False)
+    df = pd.read_csv(project/'data.csv')
+    df.loc[0, 'tenure'] += 1
+    df.to_csv(project/'data.csv', index=False)
     p = plan(project)
     assert 'input data changed' in p['01_ingest'] and not any(v.startswith('cached') for v in p.values())
     shutil.copy(SAMPLE, project/'data.csv')
     assert all(v.startswith('cached') for v in plan(project).values())
     # a notebook edit: that stage and the ones after it
     import mlpipeline.stages
-    nbs = tmp_path/'nbs'; shutil.copytree(mlpipeline.stages.notebooks_dir(), nbs)
+    nbs = tmp_path/'nbs'
+    shutil.copytree(mlpipeline.stages.notebooks_dir(), nbs)
     nb = nbformat.read(nbs/'03_features.ipynb', as_version=4)
     next(c for c in nb.cells if c.cell_type == 'code' and 'def run_features' in c.source).source += '\n# edited'
     nbformat.write(nb, nbs/'03_features.ipynb')
@@ -75,7 +79,8 @@ def test_each_kind_of_change_invalidates_exactly_the_stages_after_it(cached, tmp
     monkeypatch.undo()
     # a module edit: the stages whose module imports it
     import mlpipeline.cache
-    pkg = tmp_path/'pkg'; shutil.copytree(mlpipeline.cache.package_dir(), pkg)
+    pkg = tmp_path/'pkg'
+    shutil.copytree(mlpipeline.cache.package_dir(), pkg)
     (pkg/'train.py').write_text((pkg/'train.py').read_text() + '\n# edited\n')
     monkeypatch.setattr(mlpipeline.cache, 'package_dir', lambda: pkg)
     p = plan(project)
@@ -95,7 +100,8 @@ def test_a_tampered_cached_output_is_detected_and_recomputed(cached):
     project, first, second = cached
     train = first/manifest(first)['stages']['03_features']['outputs']['train']['path']
     before = manifest(first)['stages']['03_features']['outputs']['train']['sha256']
-    train.unlink(); pd.read_csv(SAMPLE).head(5).to_parquet(train)  # the first run's file, replaced (the second run's is its own link)
+    train.unlink()
+    pd.read_csv(SAMPLE).head(5).to_parquet(train)  # the first run's file, replaced (the second run's is its own link)
     p = plan(project)
     assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:2] and p['03_features'] == 'runs: cached outputs missing or altered', p
     rd = run(project, engine='warm')

@@ -48,7 +48,8 @@ def test_one_partition_gives_the_local_pipeline_exactly(tmp_path):
     mv = client_for(tmp_path/'dask').get_model_version('test-model', '1')
     assert mv.tags['data_sha256'] == m['stages']['01_ingest']['data_sha256'] and mv.tags['task'] == 'binary'
     # batch scoring: partitions scored on the workers into a folder of parts, the same answers as the local chunked scoring
-    batch = tmp_path/'batch'; batch.mkdir()
+    batch = tmp_path/'batch'
+    batch.mkdir()
     rows = pd.read_csv(SAMPLE).drop(columns=['churn'])
     for i in range(2): rows.iloc[i * 200:(i + 1) * 200].to_parquet(batch/f'{i}.parquet', index=False)
     cfg = load_config(project=tmp_path/'dask', overrides=list(DASK))

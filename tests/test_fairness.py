@@ -15,7 +15,8 @@ def run_stages(project, *overrides, upto='evaluate'):
     from mlpipeline import ingest, validate, features, train, evaluate
     stages = [ingest.run_ingest, validate.run_validate, features.run_features, train.run_train, evaluate.run_evaluate]
     cfg = load_config(project=project, overrides=list(overrides))
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
+    rd = create_run(cfg)
+    rid = open_parent_run(rd, cfg)
     try:
         for f in stages[:[s.__module__.split('.')[-1] for s in stages].index(upto) + 1]: f(rd)
     finally: close_parent_run(rd, rid, 'FINISHED')
@@ -26,7 +27,8 @@ def run_stages(project, *overrides, upto='evaluate'):
 def skewed(tmp_path_factory):
     "The sample with a planted disparity: every senior citizen churns, so the model predicts churn for them all."
     d = tmp_path_factory.mktemp('skewed')
-    df = pd.read_csv(SAMPLE); df.loc[df.senior_citizen == 1, 'churn'] = 'Yes'
+    df = pd.read_csv(SAMPLE)
+    df.loc[df.senior_citizen == 1, 'churn'] = 'Yes'
     df.to_csv(d/'skewed.csv', index=False)
     project = write_project(d/'project', data={'path': str(d/'skewed.csv'), 'id_column': 'rownames'})
     return project, run_stages(project, GROUPS, 'validation.min_group_rows=5', 'gate.max_fairness_gap=0.3')
@@ -56,7 +58,8 @@ def test_the_gate_passes_the_same_model_without_a_bound_or_with_a_loose_one(skew
     from mlpipeline.runfolder import open_run, mlflow_experiment, stage_output
     import xgboost as xgb
     project, rd = skewed
-    _, cfg = open_run(rd); mlflow_experiment(cfg)
+    _, cfg = open_run(rd)
+    mlflow_experiment(cfg)
     tf, test = load_transform(rd), pd.read_parquet(rd/'data/test.parquet')
     metrics, proba = evaluate(xgb.Booster(model_file=stage_output(rd, '04_train', 'model')), tf, test)
     fair = json.loads((rd/'artifacts/fairness.json').read_text())
@@ -77,7 +80,8 @@ def test_an_under_represented_group_and_a_skewed_target_are_warned(tmp_path):
     from mlpipeline.validate import infer_schema, bias_checks
     # the reference: the whole sample (65 of 400 rows senior citizens)
     cfg = load_config(project=write_project(tmp_path/'p'), overrides=[GROUPS])
-    ref = infer_schema(df, cfg); bias_checks(df, ref, ['senior_citizen', 'female'], cfg)
+    ref = infer_schema(df, cfg)
+    bias_checks(df, ref, ['senior_citizen', 'female'], cfg)
     (tmp_path/'p/schema.yaml').write_text(ref.to_yaml())
     # the new data: 8 senior citizens left, and far fewer churners (24% -> under 10%)
     base = df[df.senior_citizen == 0]

@@ -113,8 +113,11 @@ def test_the_features_stage_logs_its_drops_to_mlflow(tmp_path):
     rich_sample().drop(columns=['notes']).to_csv(tmp_path/'rich.csv', index=False)
     project = write_project(tmp_path/'p', data={'path': str(tmp_path/'rich.csv'), 'id_column': 'rownames'})
     cfg = load_config(project=project, overrides=['features.max_missing_share=0.5', 'features.select.max_correlation=0.95', 'leakage.enabled=false'])
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
-    ingest.run_ingest(rd); validate.run_validate(rd); tf = features.run_features(rd)
+    rd = create_run(cfg)
+    rid = open_parent_run(rd, cfg)
+    ingest.run_ingest(rd)
+    validate.run_validate(rd)
+    tf = features.run_features(rd)
     close_parent_run(rd, rid, 'FINISHED')
     assert read_manifest(rd)['stages']['03_features']['dropped'] == {'mostly_missing': 'missing_share', 'charges_copy': 'correlation'}
     run = client_for(project).get_run(read_manifest(rd)['stages']['03_features']['mlflow_run_id'])

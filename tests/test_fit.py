@@ -15,7 +15,8 @@ def featured(tmp_path_factory):
     "A run of the sample through 01_ingest, 02_validate and 03_features, done once for this file."
     project = write_project(tmp_path_factory.mktemp('fit')/'p')
     cfg = load_config(project=project)
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
+    rd = create_run(cfg)
+    rid = open_parent_run(rd, cfg)
     for stage in (ingest.run_ingest, validate.run_validate, features.run_features): stage(rd)
     close_parent_run(rd, rid, 'FINISHED')
     return project, rd
@@ -26,7 +27,8 @@ def train_and_evaluate(featured, *overrides) -> tuple:
     project, base = featured
     rd = shutil.copytree(base, base.parent/new_run_id())
     save_config(load_config(project=project, overrides=list(overrides)), rd/'config.yaml')
-    train.run_train(rd); evaluate.run_evaluate(rd)
+    train.run_train(rd)
+    evaluate.run_evaluate(rd)
     stages = read_manifest(rd)['stages']
     client = client_for(project)
     return rd, client, client.get_run(stages['04_train']['mlflow_run_id']), client.get_run(stages['05_evaluate']['mlflow_run_id'])

@@ -62,7 +62,9 @@ class Api(http.server.BaseHTTPRequestHandler):
         if page * 100 < len(Api.records): body['next'] = f'/customers?page={page + 1}'
         self._send(200, body)
     def _send(self, code, body):
-        self.send_response(code); self.send_header('Content-Type', 'application/json'); self.end_headers()
+        self.send_response(code)
+        self.send_header('Content-Type', 'application/json')
+        self.end_headers()
         self.wfile.write(json.dumps(body).encode())
     def log_message(self, *a): pass
 
@@ -73,7 +75,8 @@ def api(sample):
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Api)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{srv.server_address[1]}'
-    srv.shutdown(); srv.server_close()
+    srv.shutdown()
+    srv.server_close()
 
 
 def test_http_pages_and_retries(tmp_path, api, sample):
@@ -109,11 +112,13 @@ def test_bad_files_are_named_with_their_cause(tmp_path, content, message):
 
 def test_data_version_ignores_name_and_time_but_not_values(tmp_path, sample):
     a, b = tmp_path/'a.csv', tmp_path/'later-name.csv'
-    sample.to_csv(a, index=False); shutil.copy(a, b)
+    sample.to_csv(a, index=False)
+    shutil.copy(a, b)
     os.utime(b, (time.time() + 3600, time.time() + 3600))
     va, vb = (data_version(load_data(cfg_for(tmp_path, f'data.path={p}'))) for p in (a, b))
     assert va == vb and va['rows'] == 400 and va['columns']['tenure'] == 'int64'
     for col, row, value in (('tenure', 5, 999), ('contract', 0, 'Two year '), ('total_charges', 3, None)):
-        changed = sample.copy(); changed.loc[row, col] = value
+        changed = sample.copy()
+        changed.loc[row, col] = value
         assert data_version(changed)['sha256'] != va['sha256'], col
     assert data_version(sample[list(reversed(sample.columns))])['sha256'] != va['sha256']

@@ -31,7 +31,9 @@ def cycles(g: dict) -> list:
     "The import cycles of `g`, as Tarjan's strongly connected components of more than one module."
     index, low, stack, on, out = {}, {}, [], set(), []
     def visit(v):
-        index[v] = low[v] = len(index); stack.append(v); on.add(v)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
         for w in g[v]:
             if w not in index: visit(w); low[v] = min(low[v], low[w])
             elif w in on: low[v] = min(low[v], index[w])

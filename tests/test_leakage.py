@@ -14,7 +14,8 @@ def run_stages(project, *overrides, upto='features.run_features'):
     from mlpipeline.runfolder import create_run
     from mlpipeline.pipeline import open_parent_run, close_parent_run
     cfg = load_config(project=project, overrides=list(overrides))
-    rd = create_run(cfg); rid = open_parent_run(rd, cfg)
+    rd = create_run(cfg)
+    rid = open_parent_run(rd, cfg)
     try:
         for f in STAGES[:STAGES.index(upto) + 1]:
             mod, fn = f.split('.')
@@ -29,7 +30,8 @@ def planted(tmp_path, noise=0.003, seed=0):
     rng = np.random.default_rng(seed)
     df = df.assign(leak=df.churn.eq('Yes').astype(int) ^ (rng.random(len(df)) < noise).astype(int),
                    tier=df.churn.map({'Yes': 'gold', 'No': 'basic'}), rowno=np.arange(len(df)))
-    path = tmp_path/'planted.csv'; df.to_csv(path, index=False)
+    path = tmp_path/'planted.csv'
+    df.to_csv(path, index=False)
     return write_project(tmp_path/'project', data={'path': str(path), 'id_column': 'rownames'})
 
 
@@ -86,7 +88,8 @@ def test_columns_declared_after_the_outcome_are_dropped_not_refused(tmp_path):
 def test_rows_shared_across_splits_are_counted(tmp_path):
     df = pd.read_csv(SAMPLE)
     dup = pd.concat([df, df.head(100).assign(rownames=df.rownames.head(100) + 10_000)])  # the same customers under new ids
-    path = tmp_path/'dup.csv'; dup.to_csv(path, index=False)
+    path = tmp_path/'dup.csv'
+    dup.to_csv(path, index=False)
     project = write_project(tmp_path/'project', data={'path': str(path), 'id_column': 'rownames'})
     rd = run_stages(project, 'features.drop_duplicates=false')
     leak = json.loads((rd/'artifacts/leakage.json').read_text())
@@ -101,7 +104,8 @@ def test_rows_shared_across_splits_are_counted(tmp_path):
 def test_group_split_keeps_an_entity_in_one_split(tmp_path):
     df = pd.read_csv(SAMPLE)
     dup = pd.concat([df, df.head(100).assign(rownames=df.rownames.head(100) + 10_000)]).assign(customer=lambda d: d.rownames % 10_000)
-    path = tmp_path/'dup.csv'; dup.to_csv(path, index=False)
+    path = tmp_path/'dup.csv'
+    dup.to_csv(path, index=False)
     project = write_project(tmp_path/'project', data={'path': str(path), 'id_column': 'rownames'}, features={'drop': ['customer']})
     rd = run_stages(project, 'features.drop_duplicates=false', 'split.group=customer')
     parts = {k: set(pd.read_parquet(rd/f'data/{k}.parquet').customer) for k in ('train', 'valid', 'test')}

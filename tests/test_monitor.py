@@ -40,12 +40,14 @@ def monitoring_runs(project: Path):
 class Images(html.parser.HTMLParser):
     "Collects the img sources of a page and checks that its tags close."
     def __init__(self):
-        super().__init__(); self.images, self.stack = [], []
+        super().__init__()
+        self.images, self.stack = [], []
     def handle_starttag(self, tag, attrs):
         if tag == 'img': self.images.append(dict(attrs)['src'])
         elif tag not in ('meta', 'br'): self.stack.append(tag)
     def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:]); self.stack.pop()
+        assert self.stack and self.stack[-1] == tag, (tag, self.stack[-5:])
+        self.stack.pop()
 
 
 def test_no_drift_batch_gives_no_alert(watched, webhook, tmp_path):
@@ -78,7 +80,9 @@ def test_shifted_batch_alerts_names_the_feature_and_calls_the_webhook(watched, w
 
 def check_report(page: str):
     "The report is well-formed HTML whose plots are embedded PNGs, with nothing fetched from the network."
-    parser = Images(); parser.feed(page); parser.close()
+    parser = Images()
+    parser.feed(page)
+    parser.close()
     assert parser.stack == [] and page.startswith('<!doctype html>') and 'monthly_charges' in page
     assert len(parser.images) >= 15 and all(s.startswith('data:image/png;base64,') for s in parser.images)
     assert base64.b64decode(parser.images[0].split(',', 1)[1])[:8] == b'\x89PNG\r\n\x1a\n'
@@ -164,7 +168,8 @@ def test_retraining_runs_end_to_end_through_the_gate(watched, tmp_path):
     df = pd.read_csv(SAMPLE)
     w = np.where((df.contract == 'Month-to-month') & (df.tenure < 24), 8.0, 1.0)  # a shifted population: new, short-contract customers
     new = df.sample(300, weights=w, replace=True, random_state=3).reset_index(drop=True).assign(rownames=lambda d: 10_000 + d.index)
-    new.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); new[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
+    new.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False)
+    new[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
     r = mlpipeline('monitor', '--data', str(tmp_path/'new.csv'), '--labels', str(tmp_path/'labels.csv'), '--retrain', '--quiet', '--engine', 'warm',
                    '-p', 'monitor.retrain.min_rows=50', '-p', 'monitor.retrain.warm_start=true', cwd=project)
     assert r.returncode == 0, r.stderr
@@ -230,7 +235,8 @@ def test_a_failed_retrain_moves_nothing_and_is_still_reported(watched, tmp_path)
     client = client_for(watched)
     before = {a: str(client.get_model_version_by_alias('test-model', a).version) for a in ('champion', 'challenger')}
     df = pd.read_csv(SAMPLE).assign(rownames=lambda d: 50_000 + d.index, tenure=lambda d: d.tenure + 30)
-    df.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False); df[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
+    df.drop(columns='churn').to_csv(tmp_path/'new.csv', index=False)
+    df[['rownames', 'churn']].to_csv(tmp_path/'labels.csv', index=False)
     cfg = load_config(project=watched, overrides=['monitor.retrain.min_rows=50', 'monitor.retrain.cooldown_h=0', 'monitor.retrain.drift_share=0.01',
                                                   'leakage.strict=true', 'leakage.single_feature=0.5', 'leakage.rest_margin=-1'])
     # every feature a near-certain leak, in strict mode: refused in 03_features, before training

@@ -52,7 +52,9 @@ def test_the_four_pages_share_the_base_shell(pages):
     for k, p in pages.items():
         assert p.startswith('<!doctype html>') and '<meta charset="utf-8">' in p and '<meta name="generator" content="mlpipeline report">' in p, k
         assert p.count('<style>') == 1 and 'border-collapse:collapse' in p and p.rstrip().endswith('</main>\n</body>\n</html>'), k
-        parser = Images(); parser.feed(p); parser.close()
+        parser = Images()
+        parser.feed(p)
+        parser.close()
         assert parser.stack == [] and all(src.startswith('data:image/png;base64,') for src in parser.images), k  # tags close, images embedded
         title = re.search(r'<title>(.*?)</title>', p).group(1)
         assert f'<header><h1>{title}</h1></header>' in p, k

@@ -95,7 +95,8 @@ def test_resume_finishes_a_killed_run_without_redoing_finished_stages(tmp_path):
         if runs and manifest(runs[0].parent)['stages'].get('03_features', {}).get('status') == 'complete': break
         assert p.poll() is None, 'the run ended before it could be killed'
         time.sleep(0.2)
-    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
     rd = only_run(project)
     before = manifest(rd)
     assert before.get('status') != 'complete'  # killed: no finished run

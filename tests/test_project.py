@@ -12,7 +12,8 @@ NOTEBOOKS = sorted((REPO/'nbs').glob('*.ipynb'))
 def copy_project(dest: Path) -> Path:
     "The nbdev-relevant part of the repo, to run nbdev's writers on without touching the checkout."
     for f in ('settings.ini', 'setup.py', 'pyproject.toml', 'README.md'): shutil.copy(REPO/f, dest/f)
-    shutil.copytree(REPO/'nbs', dest/'nbs'); shutil.copytree(REPO/'mlpipeline', dest/'mlpipeline', ignore=shutil.ignore_patterns('__pycache__'))
+    shutil.copytree(REPO/'nbs', dest/'nbs')
+    shutil.copytree(REPO/'mlpipeline', dest/'mlpipeline', ignore=shutil.ignore_patterns('__pycache__'))
     return dest
 
 

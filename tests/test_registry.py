@@ -13,7 +13,8 @@ def project(tmp_path_factory):
     "A git-versioned project with a tuned champion (version 1)."
     p = write_project(tmp_path_factory.mktemp('registry')/'project', mlflow={'model_name': 'churn'})
     git = lambda *a: subprocess.run(['git', *a], cwd=p, check=True, capture_output=True)
-    git('init', '-q'); git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '--allow-empty', '-m', 'start')
+    git('init', '-q')
+    git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-q', '--allow-empty', '-m', 'start')
     rd = run_in_process(p, 'tuning.method=bayes', 'tuning.trials=6')
     return p, rd
 

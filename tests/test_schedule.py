@@ -92,7 +92,8 @@ def test_sigterm_aborts_training_then_restart_trains(tmp_path):
 def test_train_job_refuses_to_overlap_a_run_in_progress(tmp_path):
     "While a process holds a run folder's lock (as `mlpipeline run` does), the train job records skipped-overlap and starts nothing."
     project = write_project(tmp_path/'project', schedule={'strict': False})
-    busy = project/'runs/20260101-000000-beef'; busy.mkdir(parents=True)
+    busy = project/'runs/20260101-000000-beef'
+    busy.mkdir(parents=True)
     with run_lock(busy):  # this test process is the live holder
         r = mlpipeline('schedule', '--once', 'train', cwd=project)
     assert r.returncode == 2, r.stderr

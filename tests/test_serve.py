@@ -14,11 +14,13 @@ def free_port() -> int:
 class Server:
     "`mlpipeline serve` in a subprocess on a free port of 127.0.0.1, stopped with SIGTERM as a process manager would."
     def __init__(self, project: Path, *args, env: dict | None = None):
-        self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
         e = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID', 'MLPIPELINE_API_KEY')} | (env or {})
         self.proc = subprocess.Popen([str(CLI), 'serve', '--port', str(self.port), *args], cwd=project, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []  # read as it comes: a full pipe would block the server's log writes
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True); self.reader.start()
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
         t = time.time()
         while time.time() - t < 90:
             assert self.proc.poll() is None, ''.join(self.lines)
@@ -30,8 +32,10 @@ class Server:
 
     def stop(self) -> str:
         "Stop the server; its output."
-        self.http.close(); self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60); self.reader.join(timeout=10)
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=10)
         return ''.join(self.lines)
 
     def log(self) -> list:
@@ -128,7 +132,8 @@ def test_health_metadata_and_metrics(served):
         lines = dict(l.rsplit(' ', 1) for l in srv.http.get('/metrics').text.splitlines() if l and not l.startswith('#'))
         return {k: float(v) for k, v in lines.items()}
     before = counters()
-    srv.http.post('/predict', json=records(1)[0] | {'tenure': 'bad'}); srv.http.post('/predict', json=records(3))
+    srv.http.post('/predict', json=records(1)[0] | {'tenure': 'bad'})
+    srv.http.post('/predict', json=records(3))
     after = counters()
     diff = lambda k: after.get(k, 0) - before.get(k, 0)
     assert diff('mlpipeline_requests_total{code="422",endpoint="/predict"}') == 1 and diff('mlpipeline_requests_total{code="200",endpoint="/predict"}') == 1
@@ -170,7 +175,8 @@ def test_api_key_is_enforced_when_set_with_two_workers(served):
 
 def test_batch_scoring_in_chunks(served, tmp_path):
     project, _ = served
-    src = tmp_path/'in.parquet'; pd.read_csv(SAMPLE).drop(columns=['churn']).to_parquet(src)
+    src = tmp_path/'in.parquet'
+    pd.read_csv(SAMPLE).drop(columns=['churn']).to_parquet(src)
     r = mlpipeline('predict', '--input', str(src), '--output', str(tmp_path/'out.parquet'), '--chunk-rows', '150', '--quiet', cwd=project)
     assert r.returncode == 0, r.stderr
     out = pd.read_parquet(tmp_path/'out.parquet')
@@ -182,7 +188,8 @@ def test_batch_scoring_in_chunks(served, tmp_path):
     online = pd.DataFrame(srv.http.post('/predict', json=records(150, 200)).json()['predictions'])
     assert (online.proba_Yes.to_numpy() - out.proba_Yes.iloc[200:350].to_numpy()).__abs__().max() < 1e-6
     # a missing id and a missing value in a one-row last chunk: ids keep their type, missing shares count over the file
-    odd = pd.read_csv(SAMPLE).drop(columns=['churn']).astype({'rownames': 'Int64'}); odd.loc[399, ['rownames', 'total_charges']] = [pd.NA, None]
+    odd = pd.read_csv(SAMPLE).drop(columns=['churn']).astype({'rownames': 'Int64'})
+    odd.loc[399, ['rownames', 'total_charges']] = [pd.NA, None]
     odd.to_csv(tmp_path/'odd.csv', index=False)
     r = mlpipeline('predict', '--input', str(tmp_path/'odd.csv'), '--output', str(tmp_path/'odd.parquet'), '--chunk-rows', '399', '--quiet', cwd=project)
     assert r.returncode == 0, r.stderr
@@ -190,7 +197,8 @@ def test_batch_scoring_in_chunks(served, tmp_path):
     ids = pq.read_table(tmp_path/'odd.parquet').column('rownames')
     assert str(ids.type) == 'int64' and ids.is_null().to_pylist() == [False] * 399 + [True]
     # a bad row in the third chunk: exit 3, the rule and the rows named, no output written
-    bad = pd.read_csv(SAMPLE).drop(columns=['churn']); bad.loc[320, 'contract'] = 'Ten years'
+    bad = pd.read_csv(SAMPLE).drop(columns=['churn'])
+    bad.loc[320, 'contract'] = 'Ten years'
     bad.to_csv(tmp_path/'bad.csv', index=False)
     r = mlpipeline('predict', '--input', str(tmp_path/'bad.csv'), '--output', str(tmp_path/'bad_out.csv'), '--chunk-rows', '150', '--quiet', cwd=project)
     assert r.returncode == 3, r.stderr
@@ -217,7 +225,8 @@ def test_champion_moved_during_a_stream_of_requests(served):
     def stream():
         with httpx.Client(base_url=srv.url, timeout=30) as c:
             while not stop.is_set():
-                r = c.post('/predict', json=records(1)[0]); answers.append((r.status_code, r.json().get('model', {}).get('version')))
+                r = c.post('/predict', json=records(1)[0])
+                answers.append((r.status_code, r.json().get('model', {}).get('version')))
     threads = [threading.Thread(target=stream) for _ in range(3)]
     for t in threads: t.start()
     time.sleep(1.0)
@@ -225,7 +234,8 @@ def test_champion_moved_during_a_stream_of_requests(served):
     assert r.returncode == 0, r.stderr
     deadline = time.time() + 30
     while time.time() < deadline and not any(v == str(v2.version) for _, v in answers[-5:]): time.sleep(0.2)
-    time.sleep(0.5); stop.set()
+    time.sleep(0.5)
+    stop.set()
     for t in threads: t.join()
     codes, versions = [c for c, _ in answers], [v for _, v in answers]
     assert codes == [200] * len(codes) and len(codes) > 20
@@ -253,7 +263,8 @@ def test_shadow_mode_logs_both_predictions(served):
     assert len(got) == 6 and set(got.shadow_version) == {other} and set(got.model_version) == {champ}
     expected = {}
     for v in (champ, other):
-        m = mlflow.pyfunc.load_model(f'models:/test-model/{v}'); expected[v] = m.predict(conform(m, pd.DataFrame(records(2)))).proba_Yes.tolist()
+        m = mlflow.pyfunc.load_model(f'models:/test-model/{v}')
+        expected[v] = m.predict(conform(m, pd.DataFrame(records(2)))).proba_Yes.tolist()
     assert expected[champ] != expected[other]  # two different models
     got = got.sort_values(['request_id', 'row'])
     assert got.proba_Yes.tolist() == pytest.approx(expected[champ] * 3)
@@ -282,7 +293,8 @@ def test_sigterm_during_a_stream_of_requests_drops_none(served):
     for t in threads: t.start()
     try:
         time.sleep(1.5)
-        sent[0] = time.time(); srv.proc.send_signal(signal.SIGTERM)
+        sent[0] = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         try: health = httpx.get(srv.url + '/health', timeout=5)  # draining: load balancers stop sending
         except httpx.TransportError as e: health = e

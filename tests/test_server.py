@@ -38,7 +38,9 @@ def server(pg_url, tmp_path_factory):
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
-        log.seek(0); out = log.read(); log.close()
+        log.seek(0)
+        out = log.read()
+        log.close()
         assert code == 0 and 'MLflow server stopped' in out, out
         assert not healthy(url)
 
@@ -75,7 +77,8 @@ def test_two_concurrent_runs_register_through_the_server_without_a_lost_move(ser
     listed = run_cli('models', 'list', cwd=project).communicate(timeout=120)[0]
     assert 'challenger' in listed and '.lock' not in listed
     other = '2' if aliases['champion'] == '1' else '1'
-    p = run_cli('promote', other, '--why', 'test', cwd=project); out, err = p.communicate(timeout=120)
+    p = run_cli('promote', other, '--why', 'test', cwd=project)
+    out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and f"champion {aliases['champion']} -> {other}" in out, err
     champ = registry.audit_log(cfg, 'champion')
     assert (champ.from_version.iloc[0], champ.to_version.iloc[0]) == (aliases['champion'], other)

@@ -49,7 +49,9 @@ def redis_server():
         try: r.ping(); break
         except redis.ConnectionError: time.sleep(0.05)
     yield f'redis://127.0.0.1:{port}/0', r
-    p.terminate(); p.wait(10); shutil.rmtree(d, ignore_errors=True)
+    p.terminate()
+    p.wait(10)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -79,11 +81,13 @@ def test_stream_bounded_reads_ack_after_the_snapshot(tmp_path, rds, text_rows, s
     url, r = rds
     ids = add_messages(r, 'churn', text_rows[:300])
     cfg = stream_cfg(tmp_path, url, 'churn', max_messages=200, max_seconds=0.5)
-    first = create_run(cfg); run_ingest(first)
+    first = create_run(cfg)
+    run_ingest(first)
     a = snapshot(first)
     assert len(a) == 200 and list(a[STREAM_ID]) == ids[:200]
     assert r.xpending('churn', 'mlpipeline')['pending'] == 0  # acked once kept
-    second = create_run(cfg); run_ingest(second)
+    second = create_run(cfg)
+    run_ingest(second)
     b = snapshot(second)
     assert list(b[STREAM_ID]) == ids[200:]  # the rest, nothing twice
     both = pd.concat([a, b]).drop(columns=STREAM_ID)
@@ -105,7 +109,8 @@ def test_stream_kill_between_read_and_write_loses_nothing(tmp_path, rds, text_ro
             if r.xpending('kill', 'mlpipeline')['pending'] == len(ids): break  # every message delivered, none acked
         except redis.ResponseError: pass  # the group does not exist yet
         time.sleep(0.002)
-    child.send_signal(signal.SIGKILL); child.wait()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
     assert child.returncode == -signal.SIGKILL
     assert read_manifest(rd)['stages']['01_ingest']['status'] == 'running' and not (rd/'data/raw.parquet').exists()
     assert r.xpending('kill', 'mlpipeline')['pending'] == len(ids)
@@ -137,7 +142,8 @@ def test_keys_hashes_give_the_csv_table_and_validate(tmp_path, rds, text_rows, s
     url, r = rds
     p = r.pipeline()
     for i, row in enumerate(text_rows): p.hset(f'customer:{i}', mapping=row)
-    p.set('customer:list', 'not a hash'); p.execute()
+    p.set('customer:list', 'not a hash')
+    p.execute()
     overrides = ['data.source=redis-keys', f'data.path={url}', 'data.keys=customer:[0-9]*']
     df = load_data(cfg_for(tmp_path, *overrides))
     assert df[KEY_COLUMN].tolist()[:3] == ['customer:0', 'customer:1', 'customer:2'] and len(df) == 400  # numbers as numbers
@@ -148,7 +154,8 @@ def test_keys_hashes_give_the_csv_table_and_validate(tmp_path, rds, text_rows, s
         load_data(cfg_for(tmp_path, 'data.source=redis-keys', f'data.path={url}', 'data.keys=nobody:*'))
     from mlpipeline.validate import run_validate
     rd = create_run(cfg_for(tmp_path, *overrides, 'data.id_column=_key'))
-    run_ingest(rd); run_validate(rd)
+    run_ingest(rd)
+    run_validate(rd)
     assert read_manifest(rd)['stages']['02_validate']['status'] == 'complete'
 
 
@@ -165,7 +172,8 @@ def test_keys_json_documents_are_flattened(tmp_path, rds, sample):
     assert df['id'].dtype == 'int64' and df['contract.charges.monthly'].dtype == 'float64'
     assert df['contract.charges.monthly'].tolist() == sample['monthly_charges'][:50].tolist()
     assert json.loads(df['services'][0]) == [s for s in ('phone_service', 'online_security') if sample.loc[0, s] in (1, 'Yes')]
-    r.set('doc:50', json.dumps({'id': 'x-51'})); r.set('doc:51', '{broken')
+    r.set('doc:50', json.dumps({'id': 'x-51'}))
+    r.set('doc:51', '{broken')
     with pytest.raises(SourceError, match="key 'doc:51' does not hold JSON"):
         load_data(cfg_for(tmp_path, *overrides))
     r.delete('doc:51')
@@ -198,7 +206,8 @@ def graphql_app(sample):
     class Query:
         @strawberry.field
         def customers(self, first: int = 100, after: Optional[str] = None) -> Customers:
-            start = int(after or 0); page = rows[start:start + first]
+            start = int(after or 0)
+            page = rows[start:start + first]
             return Customers(nodes=[Customer(**x) for x in page], pageInfo=PageInfo(hasNextPage=start + len(page) < len(rows), endCursor=str(start + len(page))))
         @strawberry.field
         def broken(self, first: int = 100, after: Optional[str] = None) -> Customers:
@@ -225,12 +234,14 @@ def graphql(sample):
     app = FailFirst(graphql_app(sample))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='error', lifespan='off'))
-    t = threading.Thread(target=server.run, daemon=True); t.start()
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
     for _ in range(200):
         if server.started: break
         time.sleep(0.02)
     yield f'http://127.0.0.1:{port}/graphql', app
-    server.should_exit = True; t.join(10)
+    server.should_exit = True
+    t.join(10)
 
 
 def gql_cfg(tmp_path, url, field='customers', cols='', **g):

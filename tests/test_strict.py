@@ -15,7 +15,9 @@ def git(cwd, *a):
 def git_project(path: Path, **overrides) -> Path:
     "A test project that is its own clean git repository."
     write_project(path, **overrides)
-    git(path, 'init', '-q'); git(path, 'add', '-A'); git(path, 'commit', '-qm', 'project')
+    git(path, 'init', '-q')
+    git(path, 'add', '-A')
+    git(path, 'commit', '-qm', 'project')
     return path
 
 
