@@ -20,6 +20,10 @@ __all__ = ['champion_line', 'summary', 'status_lines', 'latest_run', 'parser', '
 def champion_line(reg:dict|None) -> str:
     "Whether the run's version became champion and, if not, why in one sentence (the gate's first failing check)."
     if reg is None: return 'champion: unchanged (this run registered no version)'
+    if reg.get('reused'):
+        now = ', '.join(reg.get('current_aliases') or []) or 'no alias'
+        return (f"champion: unchanged: same data, code, config and model as version {reg['version']} ({now}), reused; "
+                'no alias moved (--force registers a new version)')
     if 'champion' in reg['aliases']: return f"champion: version {reg['version']} is the champion"
     fail = next((l.removeprefix('FAIL ') for l in reg.get('gate', []) if l.startswith('FAIL')), 'the gate did not pass')
     return f"champion: not version {reg['version']}, registered as challenger only: {fail}"

@@ -193,7 +193,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
         rid = None
         try:
             rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
-            update_manifest(rd, engine=engine, status='running')
+            update_manifest(rd, engine=engine, status='running', forced=sorted(forced))  # 06_register: no reuse when forced
             say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
             for stage in todo:
                 i = plan.index(stage) + 1

@@ -19,11 +19,12 @@ from .stages import STAGES, stage, stage_of
 STAGE = stage_of('registry')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STAGE', 'LOCK_SUFFIX', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version', 'audit_experiment',
-           'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock', 'holder_gone',
-           'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias', 'notebook_hash',
-           'lineage_tags', 'list_versions', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
-           'test_metric_tags', 'registered_before', 'still_valid', 'check_reproduces', 'run_register']
+__all__ = ['STAGE', 'LOCK_SUFFIX', 'BUILD_TAGS', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
+           'audit_experiment', 'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock',
+           'holder_gone', 'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias',
+           'notebook_hash', 'config_digest', 'lineage_tags', 'list_versions', 'promote', 'rollback',
+           'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'same_build', 'registered_before',
+           'still_valid', 'check_reproduces', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -179,6 +180,11 @@ def notebook_hash(path:Path) -> str:
     cells = json.loads(Path(path).read_text())['cells']
     return hashlib.sha256('\n\0'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code').encode()).hexdigest()
 
+def config_digest(cfg:dict) -> str:
+    "A short sha256 of the resolved config (the project folder aside): equal configs, equal digests."
+    text = json.dumps({k: v for k, v in cfg.items() if k != 'project'}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     "Tags that lead from a model version back to its code, data, config and run folder."
     m, data, feats = read_manifest(run_dir), record_of(run_dir, 'raw'), record_of(run_dir, 'transform')
@@ -188,6 +194,7 @@ def lineage_tags(run_dir:Path, cfg:dict) -> dict:
     return git_facts(cfg['project']) | nbs | leak | {'data_sha256': data.get('data_sha256', ''), 'run_folder': str(run_dir),
             'pipeline_run_id': m.get('mlflow_run_id') or '', 'task': feats.get('task', ''), 'seed': str(cfg['seed']),
             'model_sha256': record_of(run_dir, 'model')['outputs']['model']['sha256'],  # the stage cache knows a champion by its model
+            'config_sha256': config_digest(cfg),
             'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := data.get('snapshot_uri')) else {})}
 
 # %% ../nbs/06_register.ipynb #060025
@@ -252,6 +259,14 @@ def test_metric_tags(metrics:dict) -> dict:
     "The test metrics as version tags (`test.roc_auc`), so the service and `models list` show them without a run lookup."
     return {f'test.{k}': f'{v:.6g}' for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith('latency')}
 
+BUILD_TAGS = ('data_sha256', 'model_sha256', 'config_sha256')  # with the stage notebooks' hashes: what a version is built from
+
+def same_build(client, name:str, tags:dict):
+    "A version registered from the same data, code (stage notebooks), config and model as `tags` say, or None."
+    keys = BUILD_TAGS + tuple(k for k in tags if k.startswith('notebook.'))
+    same = lambda mv: all(mv.tags.get(k) == tags[k] for k in keys)
+    return next((mv for mv in client.search_model_versions(f"name='{name}'") if same(mv)), None)
+
 def registered_before(client, name:str, tags:dict):
     "The version this run folder registered earlier with the same model (a resumed or forced registration), or None."
     same = lambda mv: all(mv.tags.get(k) == tags[k] for k in ('run_folder', 'model_sha256'))
@@ -292,18 +307,23 @@ def run_register(run_dir:str|Path) -> dict:
         with registry_lock(cfg):
             client, lineage = registry_client(cfg), lineage_tags(rd, cfg)
             prior = registered_before(client, name, lineage)  # a retry registers no second version of its model
+            forced = STAGE.name in read_manifest(rd).get('forced', [])
+            reused = None if prior or forced else same_build(client, name, lineage)  # a no-op run: nothing new to register
             champion = alias_version(client, name, 'champion')
             moved_to_us = prior is not None and str(champion) == str(prior.version)
             gate = still_valid(gate, gate.get('champion_version') if moved_to_us else champion)
             tags = lineage | test_metric_tags(json.loads(output_of(rd, 'metrics').read_text())) | {
                 'schema_uri': f'runs:/{rid}/schema.yaml', 'config_uri': f'runs:/{rid}/config.yaml', 'gate_passed': str(gate['passed']).lower()}
-            mv = prior or mlflow.register_model(info.model_uri, name, tags=tags)
-            wanted = [('challenger', f'registered by run {rd.name}')]
-            if gate['passed']: wanted.append(('champion', 'gate passed: ' + '; '.join(gate['checks'])))
+            mv = prior or reused or mlflow.register_model(info.model_uri, name, tags=tags)
+            wanted = [] if reused else [('challenger', f'registered by run {rd.name}')]
+            if gate['passed'] and not reused: wanted.append(('champion', 'gate passed: ' + '; '.join(gate['checks'])))
             moves = [move_alias(cfg, a, mv.version, why) for a, why in wanted if str(alias_version(client, name, a)) != str(mv.version)]
         mlflow.log_dict(audit_log(cfg).to_dict(orient='records'), 'alias_audit.json')
         out = {'name': name, 'version': int(mv.version), 'model_uri': f'models:/{name}/{mv.version}', 'logged_model_uri': info.model_uri,
                'aliases': [a for a, _ in wanted], 'gate_passed': gate['passed'], 'gate': gate['checks'], 'moves': moves, 'reproduce_max_diff': diff}
+        if reused:  # lineage: this run is that version again
+            mlflow.set_tag('reused_version', mv.version)
+            out |= {'reused': True, 'current_aliases': sorted(a for a, v in client.get_registered_model(name).aliases.items() if str(v) == str(mv.version))}
         write_json(out, rd/'artifacts/registered.json')
         finish_stage(rd, STAGE.name, {'registered': rd/'artifacts/registered.json'}, model_version=int(mv.version))
     return out
