@@ -64,7 +64,8 @@ gate:
   confidence: 0.95
   max_fairness_gap: null     # refuse a candidate whose largest fairness gap over validation.groups exceeds this (null: not checked)
 diagnosis:                   # fit diagnosis in 05_evaluate; a gap in a score (roc_auc, r2) is absolute, in an error or loss a share
-  overfit_gap: 0.1           # overfitting: train beats valid on the gate metric by more than this (boosted trees keep some gap)
+  overfit_gap: 0.1           # overfitting: train beats valid on the gate metric by more than this (boosted trees keep some gap) ...
+  min_kept_gain: 0.25        # ... and valid keeps less than this share of train's gain over the baseline on the loss
   underfit_margin: 0.1       # underfitting: the test loss (log_loss, or rmse) improves on the baseline's by less than this share
 mlflow:
   tracking_uri: null         # null: sqlite mlruns.db in the project; or a tracking server, e.g. http://127.0.0.1:5000 (`mlpipeline server`)

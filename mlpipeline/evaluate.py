@@ -19,7 +19,8 @@ STAGE = stage_of('evaluate')  # this module's stage in the table
 __all__ = ['STAGE', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
            'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
            'run_gate', 'leak_checks', 'with_leaks', 'split_metrics', 'baseline_predictions', 'baseline_metrics',
-           'advantage', 'diagnose', 'learning_curve_plot', 'fit_section', 'fit_diagnosis', 'record_fit', 'run_evaluate']
+           'advantage', 'kept_gain', 'cv_note', 'diagnose', 'learning_curve_plot', 'fit_section', 'fit_diagnosis',
+           'record_fit', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
@@ -256,17 +257,38 @@ def advantage(metric:str, a:float, b:float) -> float:
     "How much `a` beats `b` on `metric`: in its units for a score, as a share of `b` for an error or loss."
     return (b - a) / abs(b) if metric in LOWER_IS_BETTER else a - b
 
-def diagnose(metrics:dict, metric:str, loss:str, overfit_gap:float=0.1, underfit_margin:float=0.1) -> dict:
+def kept_gain(metrics:dict, baselines:dict, loss:str) -> float:
+    "The share of train's gain over the baseline on `loss` that valid keeps (1: all; below 0: worse than the baseline)."
+    tr = advantage(loss, metrics['train'][loss], baselines['train'][loss])
+    va = advantage(loss, metrics['valid'][loss], baselines['valid'][loss])
+    return va / tr if tr > 0 else float('nan')
+
+def cv_note(cv:dict|None, metric:str, va:float) -> str:
+    "Where the valid score sits in the cross-validation's spread (mean +/- 2 sd), or '' without CV of `metric`."
+    m = ((cv or {}).get('metrics') or {}).get(metric)
+    if not m: return ''
+    inside = abs(va - m['mean']) <= 2 * m['std']
+    return f"; valid {metric} {va:.4f} {'within' if inside else 'outside'} CV {m['mean']:.4f} +/- 2 x {m['std']:.4f}"
+
+def diagnose(metrics:dict, metric:str, loss:str, overfit_gap:float=0.1, underfit_margin:float=0.1,
+             min_kept:float=0.25, baselines:dict|None=None, cv:dict|None=None) -> dict:
     "Overfitting, underfitting or good fit from train/valid/test/baseline `metrics`, with the line that says why."
     tr, va, te, ba = metrics['train'].get(metric, np.nan), metrics['valid'].get(metric, np.nan), metrics['test'][loss], metrics['baseline'][loss]
     gap, gain = advantage(metric, tr, va), advantage(loss, te, ba)
+    kept = kept_gain(metrics, baselines, loss) if baselines else float('nan')
+    overfit = gap > overfit_gap and not kept >= min_kept  # without baselines (nan): the gap alone, as before
     share = lambda m, of: f' of {of}' if m in LOWER_IS_BETTER else ''
     over = f"train {metric} {tr:.4f} vs valid {va:.4f} (gap {gap:.4f}{share(metric, 'valid')} {'>' if gap > overfit_gap else '<='} {overfit_gap})"
+    if baselines and gap > overfit_gap:
+        keep = f"valid {loss} keeps {kept:.0%} {'<' if overfit else '>='} {min_kept:.0%} of train's gain over the baseline"
+        over += f' and {keep}' if overfit else f', but {keep}: normal for boosted trees'
+    over += cv_note(cv, metric, va)
     under = f"test {loss} {te:.4f} vs baseline {ba:.4f} (improvement {gain:.4f}{share(loss, 'baseline')} {'<' if gain < underfit_margin else '>='} {underfit_margin})"
-    verdict = 'overfitting' if gap > overfit_gap else 'underfitting' if gain < underfit_margin else 'good fit'
+    verdict = 'overfitting' if overfit else 'underfitting' if gain < underfit_margin else 'good fit'
     line = f"{verdict}: " + {'overfitting': over, 'underfitting': under, 'good fit': f'{over}; {under}'}[verdict]
     return {'diagnosis': verdict, 'line': line, 'gap': {'metric': metric, 'train': tr, 'valid': va, 'gap': gap, 'threshold': overfit_gap},
-            'improvement': {'metric': loss, 'test': te, 'baseline': ba, 'improvement': gain, 'margin': underfit_margin}}
+            'improvement': {'metric': loss, 'test': te, 'baseline': ba, 'improvement': gain, 'margin': underfit_margin},
+            'kept_gain': {'metric': loss, 'kept': kept, 'min': min_kept}}
 
 # %% ../nbs/05_evaluate.ipynb #050026
 def learning_curve_plot(curve:dict, out:Path) -> Path:
@@ -299,10 +321,13 @@ def fit_diagnosis(rd:Path, cfg:dict, booster, tf:Transform) -> dict:
     from mlpipeline.compute import read_split
     split = {k: read_split(output_of(rd, k), cfg) for k in ('train', 'valid', 'test')}
     metrics = {k: split_metrics(booster, tf, v) for k, v in split.items()} | {'baseline': baseline_metrics(tf, split['train'], split['test'])}
-    diag = diagnose(metrics, gate_metric(cfg['gate'], tf.task), 'rmse' if tf.task == 'regression' else 'log_loss',
-                    get_key(cfg, 'diagnosis.overfit_gap', 0.1), get_key(cfg, 'diagnosis.underfit_margin', 0.1))
+    baselines = {k: baseline_metrics(tf, split['train'], split[k]) for k in ('train', 'valid')}  # the same constant, per split
     outs = record_of(rd, 'model')['outputs']
-    return diag | {'metrics': metrics} | ({'cv': json.loads(output_of(rd, 'cv').read_text())} if 'cv' in outs else {})
+    cv = json.loads(output_of(rd, 'cv').read_text()) if 'cv' in outs else None
+    diag = diagnose(metrics, gate_metric(cfg['gate'], tf.task), 'rmse' if tf.task == 'regression' else 'log_loss',
+                    get_key(cfg, 'diagnosis.overfit_gap', 0.1), get_key(cfg, 'diagnosis.underfit_margin', 0.1),
+                    get_key(cfg, 'diagnosis.min_kept_gain', 0.25), baselines, cv)
+    return diag | {'metrics': metrics, 'baselines': baselines} | ({'cv': cv} if cv else {})
 
 def record_fit(rd:Path, cfg:dict, booster, tf:Transform) -> tuple[dict, str]:
     "Diagnose the run's fit: write `diagnosis.json` and the learning-curve plot, log them; the diagnosis and its HTML."

@@ -104,6 +104,15 @@ def test_a_deliberately_overfit_model_is_diagnosed_overfitting(featured):
     assert 'Fit: overfitting' in (rd/'artifacts/evaluation.html').read_text()
 
 
+def test_a_healthy_model_with_a_train_valid_gap_is_not_called_overfitting(featured):
+    rd, _, _, run05 = train_and_evaluate(featured)  # the test project's own 40 trees of depth 3
+    diag = json.loads((rd/'artifacts/diagnosis.json').read_text())
+    assert diag['gap']['gap'] > 0.1 and diag['metrics']['test']['roc_auc'] > 0.75, diag['gap']  # a gap over overfit_gap
+    assert diag['diagnosis'] == 'good fit' and diag['kept_gain']['kept'] >= 0.25, diag['line']
+    assert ", but valid log_loss keeps " in diag['line'] and 'normal for boosted trees' in diag['line']
+    assert 'Fit: good fit' in (rd/'artifacts/evaluation.html').read_text()
+
+
 def test_a_stump_is_diagnosed_underfitting(featured):
     rd, _, _, run05 = train_and_evaluate(featured, 'model.n_estimators=1', 'model.max_depth=1')
     line, m = run05.data.tags['diagnosis'], run05.data.metrics
