@@ -307,8 +307,9 @@ def run_register(run_dir:str|Path) -> dict:
         with registry_lock(cfg):
             client, lineage = registry_client(cfg), lineage_tags(rd, cfg)
             prior = registered_before(client, name, lineage)  # a retry registers no second version of its model
-            forced = STAGE.name in read_manifest(rd).get('forced', [])
-            reused = None if prior or forced else same_build(client, name, lineage)  # a no-op run: nothing new to register
+            forced = read_manifest(rd).get('forced')  # the runner's list; absent when the stage is called directly
+            noop = prior is None and forced is not None and STAGE.name not in forced
+            reused = same_build(client, name, lineage) if noop else None  # a no-op run: nothing new to register
             champion = alias_version(client, name, 'champion')
             moved_to_us = prior is not None and str(champion) == str(prior.version)
             gate = still_valid(gate, gate.get('champion_version') if moved_to_us else champion)

@@ -220,7 +220,7 @@ def backend_store(cfg:dict):
     bins, home = require_postgres(), postgres_home(cfg)
     data = init_postgres(home, bins['initdb'])
     url = start_postgres(data, bins['pg_ctl'], get_key(cfg, 'server.postgres_port') or free_port(), postgres_password(home))
-    say(f'PostgreSQL started on {data} ({safe_url(url)})')
+    say(f'PostgreSQL started on {data} ({mask_text(url)})')
     try: yield url
     finally: stop_postgres(data, bins['pg_ctl']); say('PostgreSQL stopped')
 

@@ -55,7 +55,8 @@ def test_two_concurrent_runs_register_through_the_server_without_a_lost_move(ser
     from mlpipeline import registry
     url, home = server
     project = write_project(home/'p', mlflow={'model_name': 'test-model', 'tracking_uri': url})
-    runs = [run_cli('run', '--quiet', '--engine', 'warm', cwd=project) for _ in range(2)]  # at once
+    # at once; two seeds make two builds (identical builds would reuse one version: a no-op run)
+    runs = [run_cli('run', '--quiet', '--engine', 'warm', '-p', f'seed={s}', cwd=project) for s in (42, 43)]
     for p in runs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
