@@ -133,3 +133,21 @@ def pg_url():
     finally:
         subprocess.run(as_postgres(pg_bin('pg_ctl'), '-D', str(data), '-m', 'immediate', 'stop'), capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    "Keep each phase's report on the test item, so fixtures can tell a failed call (browser screenshots)."
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f'rep_{rep.when}', rep)
+
+
+@pytest.fixture
+def browser(request):
+    "Headless Chromium for a test; on failure the page is saved as PNG and HTML under the system's temporary folder."
+    import tempfile
+    from browser import chromium, screenshot_on_failure
+    with chromium() as driver:
+        yield driver
+        screenshot_on_failure(driver, request, Path(tempfile.gettempdir())/'mlpipeline-screenshots')
