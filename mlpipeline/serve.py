@@ -9,25 +9,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
+from starlette.staticfiles import StaticFiles  # here too: `GuardedFiles` subclasses it
 from .config import get_key, parse_model_ref  # here too: callers take it from the service's module
 from .errors import UsageError, DataValidationError
 from .validate import Schema, validate, errors_in
 from .stages import stage_of
 from .runfolder import open_run, stage_run, output_of, finish_stage, write_json
 from .scoring import (model_uri, load_model, prediction_gap, predict_records, severities, check_records, Served,
-                                served_from, load_version, score_frame)
+                                Field, served_from, load_version, score_frame)
 STAGE = stage_of('serve')  # this module's stage in the table
 
 log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
-__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'JSON_TYPES', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served',
-           'ServiceMetrics', 'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer',
-           'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite',
-           'json_bytes', 'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'guarded_docs',
-           'metadata', 'field_schema', 'record_schema', 'error_schema', 'predict_openapi', 'Service', 'open_service',
-           'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks',
-           'predict_file', 'predict_dask', 'run_serve']
+__all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS', 'SWAGGER_UI', 'DOCS_CSP', 'JSON_TYPES',
+           'EXAMPLE_AT', 'PLACEHOLDER', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
+           'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
+           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes', 'json_media',
+           'read_body', 'json_depth', 'parse_payload', 'request_id', 'docs_assets_dir', 'GuardedFiles', 'guarded_docs',
+           'metadata', 'field_schema', 'record_schema', 'example_value', 'example_record', 'error_schema',
+           'answer_schema', 'predict_openapi', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env',
+           'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -436,10 +438,31 @@ def request_id(request) -> str:
     rid = request.headers.get('x-request-id', '')
     return rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
 
+DOCS_ASSETS = '/docs/assets'  # where the service serves Swagger UI's and ReDoc's JS and CSS
+SWAGGER_UI = {'dom_id': '#swagger-ui', 'layout': 'BaseLayout', 'deepLinking': True, 'showExtensions': True,
+              'showCommonExtensions': True, 'validatorUrl': None}  # FastAPI's, less validator.swagger.io's badge
+DOCS_CSP = "img-src 'self' data:"  # images from the service only: ReDoc's sidebar logo is on cdn.redoc.ly
+
+def docs_assets_dir() -> Path:
+    "The folder of Swagger UI's and ReDoc's JS, CSS and favicon, as the `fastapi-offline` package bundles them."
+    from importlib.util import find_spec
+    return Path(find_spec('fastapi_offline').origin).parent/'static'  # found, not imported
+
+class GuardedFiles(StaticFiles):
+    "The files of `directory`, served only to the requests `authorise` lets through."
+    def __init__(self, directory:Path, authorise):
+        super().__init__(directory=directory)
+        self.authorise = authorise
+
+    async def get_response(self, path:str, scope):
+        self.authorise(Request(scope))  # an ApiError here answers as the service's 401
+        return await super().get_response(path, scope)
+
 def guarded_docs(app, authorise):
-    "Serve /openapi.json, /docs and /redoc as FastAPI does, but only to the requests `authorise` lets through."
+    "Serve /openapi.json, /docs and /redoc, with their assets, to the requests `authorise` lets through."
     from fastapi.openapi.docs import get_swagger_ui_html, get_redoc_html
     from fastapi.responses import JSONResponse
+    app.mount(DOCS_ASSETS, GuardedFiles(docs_assets_dir(), authorise), name='docs-assets')
 
     @app.get('/openapi.json', include_in_schema=False)
     async def openapi(request: Request):
@@ -449,12 +472,24 @@ def guarded_docs(app, authorise):
     @app.get('/docs', include_in_schema=False)
     async def docs(request: Request):
         authorise(request)
-        return get_swagger_ui_html(openapi_url='/openapi.json', title=f'{app.title} - Swagger UI')
+        root = request.scope.get('root_path', '')  # behind a proxy that serves the service under a prefix
+        a = root + DOCS_ASSETS
+        page = get_swagger_ui_html(openapi_url=f'{root}/openapi.json', title=f'{app.title} - Swagger UI',
+                                   swagger_js_url=f'{a}/swagger-ui-bundle.js', swagger_css_url=f'{a}/swagger-ui.css',
+                                   swagger_favicon_url=f'{a}/favicon.png', swagger_ui_parameters=SWAGGER_UI)
+        page.headers['content-security-policy'] = DOCS_CSP
+        return page
 
     @app.get('/redoc', include_in_schema=False)
     async def redoc(request: Request):
         authorise(request)
-        return get_redoc_html(openapi_url='/openapi.json', title=f'{app.title} - ReDoc')
+        root = request.scope.get('root_path', '')
+        a = root + DOCS_ASSETS
+        page = get_redoc_html(openapi_url=f'{root}/openapi.json', title=f'{app.title} - ReDoc',
+                              redoc_js_url=f'{a}/redoc.standalone.js', redoc_favicon_url=f'{a}/favicon.png',
+                              with_google_fonts=False)
+        page.headers['content-security-policy'] = DOCS_CSP  # the logo's img then fails at once and ReDoc hides it
+        return page
 
 def metadata(served:Served) -> dict:
     "What `/metadata` says about the served version."
@@ -489,7 +524,27 @@ def record_schema(served:Served, severity:dict) -> dict:
     idc = served.schema.id_column if served.schema else None
     if idc and idc not in props: props[idc] = {'description': 'the id column: not scored, echoed back in the answer'}
     required = [f.name for f in served.fields] if severity.get('missing_column') == 'error' else []
-    return {'type': 'object', 'properties': props, 'required': required, 'additionalProperties': True}
+    return {'type': 'object', 'properties': props, 'required': required, 'additionalProperties': True,
+            'examples': [example_record(served)]}
+
+# %% ../nbs/07_serve.ipynb #e7a1c3d1
+EXAMPLE_AT = ('50%', '95%')  # the training quantiles of the example records: a typical one, then a high one
+PLACEHOLDER = {'datetime': '2024-01-01T00:00:00', 'text': 'some text'}  # when neither summary nor schema has a value
+
+def example_value(f:Field, spec:dict, ref:dict, rank:int=0):
+    "A value of field `f` that its rules accept, from its training summary `ref`, else its schema `spec`."
+    if f.kind in ('numeric', 'boolean'):
+        x = ref.get(EXAMPLE_AT[rank], (spec['min'] + spec['max']) / 2 if 'min' in spec else 0.0)
+        x = float(np.clip(x, f.lo, f.hi))
+        return bool(round(x)) if f.kind == 'boolean' else round(x) if spec.get('integer') else x
+    seen = [v for v in ref.get('top', {}) if f.domain is None or f.encoder.label(f.name, v) in f.domain]
+    known = seen or spec.get('domain') or sorted(f.domain or []) or [PLACEHOLDER.get(f.kind, 'a label')]
+    return known[min(rank, len(known) - 1)]
+
+def example_record(served:Served, rank:int=0) -> dict:
+    "A record `/predict` accepts for the `served` model: the typical one (`rank` 0) or a high one (1)."
+    cols, ref = (served.schema.columns if served.schema else {}), served.reference.get('columns', {})
+    return {f.name: example_value(f, cols.get(f.name) or {}, ref.get(f.name) or {}, rank) for f in served.fields}
 
 # %% ../nbs/07_serve.ipynb #193f5191
 def error_schema() -> dict:
@@ -498,20 +553,34 @@ def error_schema() -> dict:
     return {'type': 'object', 'required': ['error'], 'properties': {
         'error': {'type': 'string'}, 'request_id': {'type': 'string'}, 'problems': {'type': 'array', 'items': problem}}}
 
+def answer_schema(served:Served) -> dict:
+    "The JSON Schema of `/predict`'s answer: the request id, the model, and a prediction per record."
+    classes = list(served.tf.classes or [])
+    label = {'type': 'number'} if served.tf.task == 'regression' else {'enum': classes}
+    one = {'prediction': label} | {f'proba_{c}': {'type': 'number', 'minimum': 0, 'maximum': 1} for c in classes}
+    row = {'type': 'object', 'properties': one, 'required': list(one)}
+    model = {'type': 'object', 'properties': {k: {'type': ['string', 'null']} for k in ('name', 'version', 'alias')}}
+    texts = {'type': 'array', 'items': {'type': 'string'}}
+    return {'type': 'object', 'required': ['request_id', 'model'], 'properties': {'request_id': {'type': 'string'},
+            'model': model, 'prediction': row, 'predictions': {'type': 'array', 'items': row}, 'warnings': texts}}
+
 def predict_openapi(doc:dict, served:Served, severity:dict, max_rows:int, api_key:bool=False) -> dict:
     "FastAPI's OpenAPI document `doc` with `/predict`'s request body and answers built from the `served` model."
     schemas = doc.setdefault('components', {}).setdefault('schemas', {})
     schemas |= {'Record': record_schema(served, severity), 'Error': error_schema()}
     rec, err = {'$ref': '#/components/schemas/Record'}, {'$ref': '#/components/schemas/Error'}
-    body = {'oneOf': [rec, {'type': 'array', 'items': rec, 'minItems': 1, 'maxItems': max_rows}]}
+    body = {'oneOf': [rec, {'title': 'Batch', 'type': 'array', 'items': rec, 'minItems': 1, 'maxItems': max_rows}]}
     refused = {'400': 'malformed JSON', '401': 'missing or wrong API key', '413': 'too large or too many records',
                '415': 'not JSON', '422': 'invalid records: each problem names the row, the field and the rule'}
     op = doc['paths']['/predict']['post']
-    op['requestBody'] = {'required': True, 'content': {'application/json': {'schema': body}}}
+    batch = [example_record(served, 0), example_record(served, 1)]
+    examples = {'record': {'summary': 'one record', 'value': batch[0]},
+                'batch': {'summary': 'two records', 'value': batch}}
+    op['requestBody'] = {'required': True, 'content': {'application/json': {'schema': body, 'examples': examples}}}
     op['parameters'] = [{'name': 'X-Request-ID', 'in': 'header', 'required': False, 'schema': {'type': 'string'},
                          'description': 'an id to join delayed labels on (else the service makes one)'}]
     op['responses'] = {'200': {'description': f'the predictions of {served.name} version {served.version}',
-                               'content': {'application/json': {'schema': {'type': 'object'}}}}} | {
+                               'content': {'application/json': {'schema': answer_schema(served)}}}} | {
         k: {'description': v, 'content': {'application/json': {'schema': err}}} for k, v in refused.items()}
     if api_key:
         doc['components']['securitySchemes'] = {'apiKey': {'type': 'apiKey', 'in': 'header', 'name': 'X-API-Key'}}
@@ -575,7 +644,7 @@ def make_app(svc:Service):
 
     guard = bool(svc.api_key and get_key(svc.cfg, 'serve.api_key_all'))  # the docs and /metrics need the key too
     app = FastAPI(title='mlpipeline', description='Predictions from the registered model', lifespan=lifespan,
-                  **(dict(docs_url=None, redoc_url=None, openapi_url=None) if guard else {}))
+                  docs_url=None, redoc_url=None, openapi_url=None)  # FastAPI's docs load from a CDN: guarded_docs's
 
     def authorise(request):
         if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
@@ -651,7 +720,7 @@ def make_app(svc:Service):
         if guard: authorise(request)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    if guard: guarded_docs(app, authorise)
+    guarded_docs(app, authorise if guard else lambda request: None)
     def openapi() -> dict:  # built per request for it: after a hot reload it describes the version now answering
         from fastapi.openapi.utils import get_openapi
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
