@@ -766,7 +766,7 @@ def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, hos
     svc = open_service(cfg, model)
     s = svc.holder.current
     print(f"serving {s.name} version {s.version}{f' ({s.alias})' if s.alias else ''} on http://{host}:{port} with {workers} worker(s): "
-          f"POST /predict, GET /health /metadata /metrics" + (f'; capture -> {svc.capture.folder}' if svc.capture else ''), flush=True)
+          f"POST /predict, GET /health /metadata /metrics /docs" + (f'; capture -> {svc.capture.folder}' if svc.capture else ''), flush=True)
     log.info('started', extra={'fields': {'event': 'started', 'model': s.name, 'version': s.version, 'alias': s.alias, 'host': host, 'port': port, 'workers': workers}})
     opts = dict(host=host, port=port, log_level='warning', access_log=False, timeout_graceful_shutdown=float(get_key(cfg, 'serve.shutdown_timeout_s')))
     if workers == 1: return uvicorn.run(make_app(svc), **opts)
