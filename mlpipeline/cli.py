@@ -13,8 +13,8 @@ from .stages import STAGES
 from .pipeline import find_run, run_pipeline, execute_run, reproduce
 
 # %% auto #0
-__all__ = ['champion_line', 'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command', 'terminate',
-           'main']
+__all__ = ['champion_line', 'ui_page', 'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command',
+           'terminate', 'main']
 
 # %% ../nbs/09c_cli.ipynb #09c025
 def champion_line(reg:dict|None) -> str:
@@ -27,6 +27,12 @@ def champion_line(reg:dict|None) -> str:
     if 'champion' in reg['aliases']: return f"champion: version {reg['version']} is the champion"
     fail = next((l.removeprefix('FAIL ') for l in reg.get('gate', []) if l.startswith('FAIL')), 'the gate did not pass')
     return f"champion: not version {reg['version']}, registered as challenger only: {fail}"
+
+def ui_page(uri:str, experiment_id:str|None) -> str:
+    "How to see the run in the MLflow UI: the command that starts it (a local store), then the experiment's runs table."
+    base = uri.rstrip('/') if uri.startswith('http') else 'http://127.0.0.1:5000'
+    page = f'{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning' if experiment_id else base
+    return f'open {page}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}, then open {page}'
 
 def summary(run_dir:Path) -> str:
     "What a finished run produced, in a few lines: the leakage findings, and last whether it made a new champion."
@@ -43,7 +49,7 @@ def summary(run_dir:Path) -> str:
     cfg = read_config(run_dir/'config.yaml')
     from mlpipeline.config import tracking_uri
     uri = tracking_uri(cfg)
-    lines.append(f"MLflow: {uri} ({'open it in a browser' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'})")
+    lines.append(f"MLflow: {uri} ({ui_page(uri, read_manifest(run_dir).get('mlflow_experiment_id'))})")
     return '\n'.join(lines + [champion_line(r)])
 
 def status_lines(run_dir:Path) -> list[str]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'class_probabilities', 'classification_metrics', 'regression_metrics', 'metric_fn', 'gate_metric',
-           'paired_bootstrap']
+__all__ = ['LOWER_IS_BETTER', 'class_probabilities', 'classification_metrics', 'regression_metrics', 'headline_metrics',
+           'metric_fn', 'gate_metric', 'paired_bootstrap']
 
 # %% ../nbs/04b_metrics.ipynb #040005
 def class_probabilities(proba:np.ndarray) -> np.ndarray:
@@ -38,6 +38,12 @@ def regression_metrics(y:np.ndarray, pred:np.ndarray) -> dict:
     from sklearn import metrics as M
     mse = M.mean_squared_error(y, pred)
     return {'mse': float(mse), 'rmse': float(np.sqrt(mse)), 'mae': float(M.mean_absolute_error(y, pred)), 'r2': float(M.r2_score(y, pred))}
+
+# %% ../nbs/04b_metrics.ipynb #b4e0c002
+def headline_metrics(metrics:dict) -> dict:
+    "The test metrics a run and a model version are compared by, as `test_<name>`: the numbers, timings aside."
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith('latency')}
+    return {f'test_{k}': float(v) for k, v in numbers.items()}
 
 # %% ../nbs/04b_metrics.ipynb #040012
 LOWER_IS_BETTER = ('mse', 'rmse', 'mae', 'log_loss')

@@ -4,18 +4,20 @@
 
 # %% ../nbs/09_pipeline.ipynb #090003
 from __future__ import annotations
-import contextlib, datetime as dt, os, sys, time
+import contextlib, datetime as dt, json, os, sys, time
 from pathlib import Path
 from .config import load_config, read_config, get_key, restore_secrets, expand_env
 from .errors import MlpipelineError, UsageError, StageFailed, mask_secrets
 from .runfolder import (create_run, read_manifest, update_manifest, stage_complete, run_lock,
-                                  mlflow_experiment, git_facts, write_json, model_version, output_of)
-from .config import flat
+                                  mlflow_experiment, git_facts, write_json, model_version, output_of,
+                                  record_of, split_dataset)
+from .config import flat, DEFAULTS
 from .stages import STAGES, through, producer, stage as declared
 
 # %% auto #0
-__all__ = ['KERNEL', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage', 'first_incomplete', 'find_run',
-           'open_parent_run', 'close_parent_run', 'mark_stale', 'io_error', 'check_raw', 'mark_failed', 'say',
+__all__ = ['KERNEL', 'COMPARED', 'SPLIT_CONTEXTS', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
+           'first_incomplete', 'find_run', 'open_parent_run', 'close_parent_run', 'parent_params', 'recorded',
+           'gate_verdict', 'run_story', 'record_on_parent', 'mark_stale', 'io_error', 'check_raw', 'mark_failed', 'say',
            'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
@@ -97,7 +99,7 @@ def find_run(run_id:str, cfg:dict) -> Path:
 
 # %% ../nbs/09_pipeline.ipynb #090017
 def open_parent_run(run_dir:Path, cfg:dict) -> str:
-    "The MLflow parent run of this pipeline run: created with the config as params, or reopened on resume."
+    "The MLflow parent run of this pipeline run: created with its telling config keys as params, or reopened on resume."
     import mlflow
     exp_id = mlflow_experiment(cfg)  # points MLflow at the store before the client exists
     client = mlflow.MlflowClient()
@@ -106,9 +108,10 @@ def open_parent_run(run_dir:Path, cfg:dict) -> str:
         return rid
     tags = {'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name} | {f'mlpipeline.{k}': v for k, v in git_facts(cfg['project']).items()}
     rid = client.create_run(exp_id, run_name=run_dir.name, tags=tags).info.run_id
-    params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in mask_secrets(flat(cfg)).items()]
+    params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in parent_params(cfg).items()]
     for i in range(0, len(params), 100): client.log_batch(rid, params=params[i:i + 100])
-    update_manifest(run_dir, mlflow_run_id=rid)
+    client.log_dict(rid, mask_secrets(cfg), 'config.json')  # the whole config, beside the params that tell runs apart
+    update_manifest(run_dir, mlflow_run_id=rid, mlflow_experiment_id=exp_id)  # the UI's address of its runs table
     return rid
 
 def close_parent_run(run_dir:Path, rid:str, status:str):
@@ -119,6 +122,59 @@ def close_parent_run(run_dir:Path, rid:str, status:str):
     client.log_artifact(rid, str(run_dir/'manifest.json'))
     client.log_artifact(rid, str(run_dir/'config.yaml'))
     client.set_terminated(rid, status)
+
+# %% ../nbs/09_pipeline.ipynb #c9a0c002
+COMPARED = ('target', 'task', 'seed', 'split.valid', 'split.test', 'gate.metric')  # shown for every run, set or not
+
+def parent_params(cfg:dict) -> dict:
+    "The parent run's params: the keys runs are compared by, the model's, and those this run changed from the defaults."
+    default, unset = flat(DEFAULTS), object()
+    keep = lambda k, v: k in COMPARED or k.startswith('model.') or (k != 'project' and default.get(k, unset) != v)
+    return {k: v for k, v in mask_secrets(flat(cfg)).items() if keep(k, v)}
+
+# %% ../nbs/09_pipeline.ipynb #c9a0c005
+SPLIT_CONTEXTS = {'train': 'training', 'valid': 'validation', 'test': 'test'}  # a split's MLflow dataset context
+
+def recorded(run_dir:Path, name:str) -> dict|None:
+    "The JSON output `name` of the run folder, or None while the stage that writes it has not completed."
+    rec = record_of(run_dir, name)
+    if rec.get('status') != 'complete' or name not in rec.get('outputs', {}): return None
+    return json.loads(output_of(run_dir, name).read_text())
+
+def gate_verdict(gate:dict|None, registered:dict|None) -> tuple[bool, list]|None:
+    "Whether the gate passed, and its checks: registration's re-check wins over evaluation's; None before evaluation."
+    if registered: return registered['gate_passed'], registered['gate']
+    return (gate['passed'], gate['checks']) if gate else None
+
+def run_story(metrics:dict|None, verdict:tuple|None, registered:dict|None) -> str:
+    "The parent run's description (markdown): the gate's verdict, the headline test metrics, the registered version."
+    from mlpipeline.metrics import headline_metrics
+    lines = [f"**Gate {'passed' if verdict[0] else 'failed'}**: {'; '.join(verdict[1])}"] if verdict else []
+    if metrics: lines.append('Test ' + ', '.join(f'{k[5:]} {v:.4g}' for k, v in headline_metrics(metrics).items()))
+    if registered:
+        aliases = f" ({', '.join(registered['aliases'])})" if registered['aliases'] else ''
+        lines.append(f"Registered `{registered['name']}` version {registered['version']}{aliases}")
+    return '\n\n'.join(lines)
+
+# %% ../nbs/09_pipeline.ipynb #c9a0c007
+def record_on_parent(run_dir:Path, rid:str, stage:str):
+    "Copy onto the parent run what `stage` recorded that tells the run's story: splits, test metrics, gate, version."
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
+    from mlpipeline.metrics import headline_metrics
+    client, outs = mlflow.MlflowClient(), read_manifest(run_dir)['stages'][stage].get('outputs', {})
+    splits = [DatasetInput(split_dataset(run_dir, n), [InputTag('mlflow.data.context', c)])
+              for n, c in SPLIT_CONTEXTS.items() if n in outs]
+    if splits: client.log_inputs(rid, datasets=splits)
+    if not {'metrics', 'gate', 'registered'} & set(outs): return
+    metrics, gate, registered = (recorded(run_dir, n) for n in ('metrics', 'gate', 'registered'))
+    verdict, now = gate_verdict(gate, registered), int(time.time() * 1000)
+    values = headline_metrics(metrics or {}) | ({'gate_passed': float(verdict[0])} if verdict else {})
+    tags = {'mlflow.note.content': run_story(metrics, verdict, registered)} | (
+        {'gate': 'passed' if verdict[0] else 'failed'} if verdict else {}) | (
+        {'model_version': f"{registered['name']}/{registered['version']}"} if registered else {})
+    client.log_batch(rid, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
 
 # %% ../nbs/09_pipeline.ipynb #090018
 def mark_stale(run_dir:Path, stages:list, cause:str):
@@ -201,6 +257,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 say(f'[{i}/{len(plan)}] {stage}', not progress)
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
                 if stage == producer('raw').name: check_raw(rd, cfg)
+                record_on_parent(rd, rid, stage)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
             shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us

@@ -14,6 +14,8 @@ from .features import Transform
 from .train import load_transform
 from .scoring import prediction_output, PipelineModel, conform, prediction_gap, load_model
 from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
+from .runfolder import split_dataset
+from .metrics import headline_metrics
 from .reproducibility import check_strict
 from .stages import STAGES, stage, stage_of
 STAGE = stage_of('registry')  # this module's stage in the table
@@ -24,7 +26,7 @@ __all__ = ['STAGE', 'LOCK_SUFFIX', 'BUILD_TAGS', 'signature_frame', 'signature',
            'holder_gone', 'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias',
            'notebook_hash', 'config_digest', 'lineage_tags', 'list_versions', 'promote', 'rollback',
            'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'same_build', 'registered_before',
-           'still_valid', 'check_reproduces', 'run_register']
+           'still_valid', 'check_reproduces', 'log_model_metrics', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -284,6 +286,17 @@ def check_reproduces(model_uri:str, rows:pd.DataFrame, expected:pd.DataFrame, to
     if not diff <= tol: raise AssertionError(f'the logged model {model_uri} predicts the test split differently from evaluation (max difference {diff:.3g} > {tol})')
     return diff
 
+# %% ../nbs/06_register.ipynb #d6a0c002
+def log_model_metrics(run_dir:Path, model_id:str) -> dict:
+    "Log the run's headline test metrics to logged model `model_id` (its version page shows them), on the test split."
+    from mlflow.entities import DatasetInput, InputTag
+    test = split_dataset(run_dir, 'test')
+    metrics = headline_metrics(json.loads(output_of(run_dir, 'metrics').read_text()))
+    inputs = [DatasetInput(test, [InputTag('mlflow.data.context', 'test')])]
+    mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id, datasets=inputs)
+    mlflow.log_metrics(metrics, model_id=model_id, dataset=test)
+    return metrics
+
 # %% ../nbs/06_register.ipynb #060029
 def run_register(run_dir:str|Path) -> dict:
     "Log the pipeline model, check it, register a version as `challenger`, and as `champion` if the gate passed."
@@ -297,6 +310,7 @@ def run_register(run_dir:str|Path) -> dict:
         gate = json.loads(output_of(rd, 'gate').read_text())
         expected = pd.read_parquet(output_of(rd, 'test_predictions'))
         info = log_pipeline_model(rd, tf, train)
+        log_model_metrics(rd, info.model_id)
         diff = check_reproduces(info.model_uri, test, expected)
         rid = run.info.run_id
         mlflow.log_artifact(output_of(rd, 'schema'))

@@ -13,11 +13,11 @@ from .errors import MlpipelineError, UsageError, mask_secrets
 from .stages import producer
 
 # %% auto #0
-__all__ = ['new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table', 'write_table', 'read_manifest',
-           'update_manifest', 'output_entry', 'stage_started', 'stage_finished', 'stage_complete', 'stage_output',
-           'output_of', 'record_of', 'run_lock', 'lock_holder', 'open_run', 'find_run_folder', 'create_run',
-           'experiment_id', 'mlflow_experiment', 'scratch_store', 'model_version', 'git_facts', 'stage_run',
-           'finish_stage']
+__all__ = ['KIND', 'ML_KIND', 'new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table',
+           'write_table', 'read_manifest', 'update_manifest', 'output_entry', 'stage_started', 'stage_finished',
+           'stage_complete', 'stage_output', 'output_of', 'record_of', 'run_lock', 'lock_holder', 'open_run',
+           'find_run_folder', 'create_run', 'experiment_id', 'mlflow_experiment', 'scratch_store', 'model_version',
+           'split_dataset', 'git_facts', 'stage_run', 'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -180,14 +180,20 @@ def create_run(cfg:dict, run_id:str|None=None) -> Path:
     return rd
 
 # %% ../nbs/00b_runfolder.ipynb #000026
+KIND, ML_KIND = 'mlflow.experimentKind', 'custom_model_development'  # MLflow 3: a classic ML (not GenAI) experiment
+
 def experiment_id(cfg:dict, name:str) -> str:
     "The id of experiment `name` in the store MLflow points at, created if missing (a local store's artifacts in the project)."
     import mlflow
     uri = tracking_uri(cfg)
     exp = mlflow.get_experiment_by_name(name)
     local = uri.startswith(('sqlite:', 'file:')) or '://' not in uri  # else MLflow would put them under the working directory
-    if exp: return exp.experiment_id
-    try: return mlflow.create_experiment(name, artifact_location=artifact_root(cfg) if local else None)
+    if exp:
+        if KIND not in exp.tags:  # made before the tag was set
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, KIND, ML_KIND)
+        return exp.experiment_id
+    where = artifact_root(cfg) if local else None
+    try: return mlflow.create_experiment(name, artifact_location=where, tags={KIND: ML_KIND})
     except mlflow.exceptions.MlflowException as e:  # another run created it a moment ago
         if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
         return mlflow.get_experiment_by_name(name).experiment_id
@@ -228,6 +234,20 @@ def model_version(ref:str|int|None, default_name:str, client=None):
     client = client or mlflow.MlflowClient()
     return client.get_model_version(name, which) if which.isdigit() else client.get_model_version_by_alias(name, which)
 
+
+# %% ../nbs/00b_runfolder.ipynb #a1f0c002
+def split_dataset(run_dir:str|Path, name:str):
+    "Split `name` of the run folder as an MLflow dataset entity: schema, rows and sha256 from the file and manifest."
+    import warnings, mlflow, pyarrow.dataset as ds
+    path, out = output_of(run_dir, name), record_of(run_dir, name)['outputs'][name]
+    table = ds.dataset(path)  # a file, or a folder of parts (the Dask backend's): only its schema is read
+    with warnings.catch_warnings():  # hints about integer columns, meant for model signatures
+        warnings.simplefilter('ignore', UserWarning)
+        d = mlflow.data.from_pandas(table.schema.empty_table().to_pandas(), source=str(path), name=name,
+                                    digest=out['sha256'][:16]).to_dict()
+    rows = out['rows'] if 'rows' in out else table.count_rows()
+    profile = {'num_rows': rows, 'num_elements': rows * len(table.schema)}  # of the whole split, not the empty frame
+    return mlflow.entities.Dataset(**d | {'profile': json.dumps(profile)})
 
 # %% ../nbs/00b_runfolder.ipynb #000027
 def git_facts(path:str|Path) -> dict:
