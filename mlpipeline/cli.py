@@ -53,7 +53,8 @@ def status_records(run_dir:Path) -> list[dict]:
     m, out = read_manifest(run_dir), []
     for s in m.get('plan', STAGES):
         e = m['stages'].get(s, {})
-        st = ('complete' if stage_complete(run_dir, s) else 'changed outputs') if e.get('status') == 'complete' else e.get('status', 'not run')
+        st = e.get('status', 'not run')
+        if st == 'complete' and not stage_complete(run_dir, s): st = 'changed outputs'
         out.append({'run_id': m.get('run_id', run_dir.name), 'stage': s, 'status': st, 'finished': e.get('finished', ''),
                     'cached_from': e.get('cached_from', ''), 'outputs': list(e.get('outputs', {}))})
     return out
@@ -62,7 +63,8 @@ def status_lines(run_dir:Path) -> list[str]:
     "One line per stage: its status, when it finished, and its outputs."
     m = read_manifest(run_dir)
     out = [f"run {m.get('run_id', run_dir.name)}: {m.get('status', 'incomplete')}" + (f" (reproduces {m['reproduces']})" if 'reproduces' in m else '')]
-    return out + [f"  {r['stage']:<12} {r['status']:<16} {r['finished']:<20} {', '.join(r['outputs'])}" for r in status_records(run_dir)]
+    line = "  {stage:<12} {status:<16} {finished:<20} {outputs}"
+    return out + [line.format(**r | {'outputs': ', '.join(r['outputs'])}) for r in status_records(run_dir)]
 
 def latest_run(cfg:dict) -> Path:
     "The newest run folder of the project."
@@ -89,7 +91,8 @@ def models_text(cfg:dict, what:str, as_json:bool=False) -> str:
     from mlpipeline.registry_read import registry_versions, alias_history
     rows = registry_versions(cfg) if what == 'list' else alias_history(cfg)
     if as_json: return json.dumps(rows, indent=1)
-    if not rows: return f"no {'versions' if what == 'list' else 'alias moves'} of {get_key(cfg, 'mlflow.model_name')} yet"
+    what_none = 'versions' if what == 'list' else 'alias moves'
+    if not rows: return f"no {what_none} of {get_key(cfg, 'mlflow.model_name')} yet"
     rows = [version_line(r) for r in rows] if what == 'list' else rows
     return table_text(rows, list(rows[0]))
 
@@ -129,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?')
     s.add_argument('--config')
-    s.add_argument('--json', action='store_true', help="the run's stages as one JSON list (without the next run's plan)")
+    s.add_argument('--json', action='store_true', help="the run's stages as one JSON list (no next-run plan)")
     m = sub.add_parser('models', help='the registered versions and the alias history')
     m.add_argument('what', choices=['list', 'history'])
     m.add_argument('--config')
