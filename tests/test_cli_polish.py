@@ -1,6 +1,6 @@
 """CLI polish (issue 26): --version, --json on the read-only commands, the headline metric in `models list`, a closed
 pipe, and one line per stage outside a terminal. Speed is measured in benchmarks/cli.py, not asserted here."""
-import json, re, subprocess
+import json, os, re, shutil, signal, socket, subprocess, sys, time, urllib.request
 from importlib.metadata import version
 import pytest
 import mlpipeline as pkg
@@ -33,6 +33,40 @@ def test_models_json_holds_the_registrys_versions_aliases_and_metrics(finished):
     history = mlpipeline('models', 'history', '--json', cwd=project)
     log = registry.audit_log(load_config(project=project))
     assert json.loads(history.stdout) == log.to_dict(orient='records') and len(log) == 2
+
+
+def serving(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f'{url}/health', timeout=2) as r: return r.status == 200
+    except OSError: return False
+
+
+def test_models_through_a_tracking_server_equal_the_sqlite_read(finished, tmp_path):
+    "A server goes through MlflowClient: a real `mlflow server` on a copy of the project's store answers the same."
+    project, _, _ = finished
+    shutil.copy(project/'mlruns.db', tmp_path/'mlruns.db')
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    url, log = f'http://127.0.0.1:{port}', open(tmp_path/'server.log', 'w+')
+    store = f"sqlite:///{tmp_path/'mlruns.db'}"
+    server = subprocess.Popen([str(CLI.parent/'mlflow'), 'server', '--backend-store-uri', store, '--host', '127.0.0.1',
+                               '--port', str(port), '--workers', '1'], cwd=tmp_path, stdout=log, stderr=log,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not serving(url):
+            assert server.poll() is None and time.monotonic() < deadline, (log.seek(0), log.read())[1]
+            time.sleep(0.5)
+        for what in ('list', 'history'):
+            direct = mlpipeline('models', what, '--json', cwd=project, env_extra={'MLFLOW_TRACKING_URI': store})
+            served = mlpipeline('models', what, '--json', cwd=project, env_extra={'MLFLOW_TRACKING_URI': url})
+            assert served.returncode == 0, served.stderr
+            assert json.loads(served.stdout) == json.loads(direct.stdout) and len(json.loads(direct.stdout)) > 0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its workers
+        server.wait(60)
+        log.close()
 
 
 def test_status_json_is_the_runs_stages(finished):
