@@ -10,11 +10,13 @@ from .config import load_config, read_config, get_key
 from .errors import MlpipelineError, UsageError, Terminated, mask_text
 from .runfolder import read_manifest, stage_complete
 from .stages import STAGES
+from . import __version__
 from .pipeline import find_run, run_pipeline, execute_run, reproduce
 
 # %% auto #0
-__all__ = ['champion_line', 'ui_page', 'summary', 'status_lines', 'latest_run', 'parser', 'monitor_lines', 'registry_command',
-           'terminate', 'main']
+__all__ = ['champion_line', 'ui_page', 'summary', 'status_records', 'status_lines', 'latest_run', 'table_text', 'version_line',
+           'models_text', 'quiet_stdout', 'parser', 'monitor_lines', 'registry_command', 'terminate', 'main',
+           'run_command']
 
 # %% ../nbs/09c_cli.ipynb #09c025
 def champion_line(reg:dict|None) -> str:
@@ -52,15 +54,23 @@ def summary(run_dir:Path) -> str:
     lines.append(f"MLflow: {uri} ({ui_page(uri, read_manifest(run_dir).get('mlflow_experiment_id'))})")
     return '\n'.join(lines + [champion_line(r)])
 
+def status_records(run_dir:Path) -> list[dict]:
+    "Each planned stage of a run: its status, when it finished, its outputs (what `status --json` prints)."
+    m, out = read_manifest(run_dir), []
+    for s in m.get('plan', STAGES):
+        e = m['stages'].get(s, {})
+        st = e.get('status', 'not run')
+        if st == 'complete' and not stage_complete(run_dir, s): st = 'changed outputs'
+        out.append({'run_id': m.get('run_id', run_dir.name), 'stage': s, 'status': st, 'finished': e.get('finished', ''),
+                    'cached_from': e.get('cached_from', ''), 'outputs': list(e.get('outputs', {}))})
+    return out
+
 def status_lines(run_dir:Path) -> list[str]:
     "One line per stage: its status, when it finished, and its outputs."
     m = read_manifest(run_dir)
     out = [f"run {m.get('run_id', run_dir.name)}: {m.get('status', 'incomplete')}" + (f" (reproduces {m['reproduces']})" if 'reproduces' in m else '')]
-    for s in m.get('plan', STAGES):
-        e = m['stages'].get(s, {})
-        st = ('complete' if stage_complete(run_dir, s) else 'changed outputs') if e.get('status') == 'complete' else e.get('status', 'not run')
-        out.append(f"  {s:<12} {st:<16} {e.get('finished', ''):<20} {', '.join(e.get('outputs', {}))}")
-    return out
+    line = "  {stage:<12} {status:<16} {finished:<20} {outputs}"
+    return out + [line.format(**r | {'outputs': ', '.join(r['outputs'])}) for r in status_records(run_dir)]
 
 def latest_run(cfg:dict) -> Path:
     "The newest run folder of the project."
@@ -68,10 +78,41 @@ def latest_run(cfg:dict) -> Path:
     if not runs: raise UsageError('this project has no runs yet', 'start one with `mlpipeline run`')
     return runs[-1].parent
 
+# %% ../nbs/09c_cli.ipynb #09c031
+def table_text(rows:list[dict], cols:list[str]) -> str:
+    "`rows` as a plain text table: a header, one column per key of `cols`, each as wide as its longest value."
+    cells = [cols] + [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
+    return '\n'.join('  '.join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in cells)
+
+def version_line(r:dict) -> dict:
+    "A version record as the table shows it: aliases joined, the headline metric with its value, short hashes."
+    value = f"{r['value']:.4f}" if r['value'] is not None else '-'
+    return {'version': r['version'], 'aliases': ','.join(r['aliases']) or '-', 'metric': f"{r['metric']} {value}",
+            'created': r['created'], 'gate_passed': r['gate_passed'], 'data_sha256': r['data_sha256'][:12],
+            'git_commit': r['git_commit'][:10], 'run_folder': Path(r['run_folder']).name}
+
+def models_text(cfg:dict, what:str, as_json:bool=False) -> str:
+    "What `mlpipeline models list|history` prints: a table of the versions or the alias moves, or one JSON list."
+    from mlpipeline.registry_read import registry_versions, alias_history
+    rows = registry_versions(cfg) if what == 'list' else alias_history(cfg)
+    if as_json: return json.dumps(rows, indent=1)
+    what_none = 'versions' if what == 'list' else 'alias moves'
+    if not rows: return f"no {what_none} of {get_key(cfg, 'mlflow.model_name')} yet"
+    rows = [version_line(r) for r in rows] if what == 'list' else rows
+    return table_text(rows, list(rows[0]))
+
+# %% ../nbs/09c_cli.ipynb #09c035
+def quiet_stdout():
+    "Point stdout at /dev/null: its reader has gone, and the interpreter's last flush must not fail loudly."
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
 # %% ../nbs/09c_cli.ipynb #09c026
 def parser() -> argparse.ArgumentParser:
     "The `mlpipeline` command line."
     p = argparse.ArgumentParser(prog='mlpipeline', description='A notebook-first MLOps pipeline for tabular data.')
+    p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run the pipeline (or continue a run with --resume)')
     r.add_argument('--config', help='YAML config (default: pipeline.yaml in the working directory, if present)')
@@ -97,9 +138,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?')
     s.add_argument('--config')
+    s.add_argument('--json', action='store_true', help="the run's stages as one JSON list (no next-run plan)")
     m = sub.add_parser('models', help='the registered versions and the alias history')
     m.add_argument('what', choices=['list', 'history'])
     m.add_argument('--config')
+    m.add_argument('--json', action='store_true', help='one JSON list of objects instead of the table')
     pr = sub.add_parser('promote', help='make a version the champion')
     pr.add_argument('version')
     pr.add_argument('--why', default='promoted by hand')
@@ -179,11 +222,9 @@ def monitor_lines(s:dict) -> list[str]:
 
 def registry_command(args) -> str:
     "Run a `models`, `promote` or `rollback` command; what it prints."
-    from mlpipeline import registry
     cfg = load_config(args.config)
-    if args.command == 'models':
-        table = registry.list_versions(cfg) if args.what == 'list' else registry.audit_log(cfg)
-        return table.to_string(index=False) if len(table) else f"no {'versions' if args.what == 'list' else 'alias moves'} of {get_key(cfg, 'mlflow.model_name')} yet"
+    if args.command == 'models': return models_text(cfg, args.what, args.json)
+    from mlpipeline import registry
     e = registry.promote(cfg, args.version, args.why) if args.command == 'promote' else registry.rollback(cfg, args.why)
     return f"{e['model']}: champion {e['from_version'] or '-'} -> {e['to_version']} ({e['why']})"
 
@@ -192,7 +233,14 @@ def terminate(signum, frame):
     raise Terminated('SIGTERM')
 
 def main(argv:list[str]|None=None) -> int:
-    "Entry point of the `mlpipeline` command."
+    "Entry point of the `mlpipeline` command: the command's exit code, also when its reader has gone (`| head -1`)."
+    try: return run_command(argv)
+    finally:
+        try: sys.stdout.flush()  # here, not at the interpreter's exit, where a closed pipe prints a traceback
+        except BrokenPipeError: quiet_stdout()
+
+def run_command(argv:list[str]|None=None) -> int:
+    "Parse and run one command; errors become one paragraph on stderr and the documented exit code."
     args = parser().parse_args(argv)
     try:
         if args.command == 'run':
@@ -210,8 +258,11 @@ def main(argv:list[str]|None=None) -> int:
             print('\n'.join(show_lines(cfg, config_sources(args.config, args.param))) if args.show else f"config ok: {cfg['project']}")
         elif args.command == 'status':
             cfg = load_config(args.config)
-            if args.run_id: print('\n'.join(status_lines(find_run(args.run_id, cfg)))); return 0
-            if list(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml')): print('\n'.join(status_lines(latest_run(cfg))))
+            has_runs = any(Path(cfg['project'], cfg.get('runs_dir', 'runs')).glob('*/config.yaml'))
+            rd = find_run(args.run_id, cfg) if args.run_id else latest_run(cfg) if has_runs else None
+            if args.json: print(json.dumps(status_records(rd) if rd else [], indent=1)); return 0
+            if rd: print('\n'.join(status_lines(rd)), flush=True)  # the answer now: the plan below needs MLflow
+            if args.run_id: return 0
             from mlpipeline.cache import plan_lines
             print('next `mlpipeline run` with this config:')
             print('\n'.join(plan_lines(cfg, STAGES)))
@@ -260,6 +311,9 @@ def main(argv:list[str]|None=None) -> int:
     except KeyboardInterrupt:
         print('mlpipeline: interrupted; continue with `mlpipeline run --resume <run-id>`', file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader has gone (`| head -1`): the rest of the answer has nowhere to go
+        quiet_stdout()
+        return 0
     except Exception as e:  # not ours: still one paragraph, with where to look
         print(f'mlpipeline: unexpected {type(e).__name__}: {mask_text(str(e))} '
               '(to fix this, run again with MLPIPELINE_DEBUG=1 for the traceback, '

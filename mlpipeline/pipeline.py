@@ -18,7 +18,8 @@ from .stages import STAGES, through, producer, stage as declared
 __all__ = ['KERNEL', 'COMPARED', 'SPLIT_CONTEXTS', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'open_parent_run', 'close_parent_run', 'parent_params', 'recorded',
            'gate_verdict', 'run_story', 'record_on_parent', 'mark_stale', 'io_error', 'check_raw', 'mark_failed', 'say',
-           'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run', 'run_pipeline', 'reproduce']
+           'progress_bars', 'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run',
+           'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
@@ -206,6 +207,10 @@ def say(msg:str, quiet:bool=False):
     "Progress on stderr, so stdout stays for results."
     if not quiet: print(msg, file=sys.stderr, flush=True)
 
+def progress_bars() -> bool:
+    "Whether stderr is a terminal: papermill's bars redraw there; in a CI log or a pipe each one is a line of noise."
+    return sys.stderr.isatty()
+
 # %% ../nbs/09_pipeline.ipynb #090019
 def default_engine() -> str:
     "`warm` for a person at a terminal; `fresh` (papermill's own) for CI, scheduled and piped runs."
@@ -251,11 +256,12 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
             update_manifest(rd, engine=engine, status='running', forced=sorted(forced))  # 06_register: no reuse when forced
             say(f'run {rd.name}: {rd} ({engine} engine)' + (f' (continuing at {plan[start]})' if start and start < len(plan) else ''), not progress)
+            bars = progress and progress_bars()  # elsewhere one line per stage: name, how, seconds
             for stage in todo:
                 i = plan.index(stage) + 1
                 t = time.perf_counter()
-                say(f'[{i}/{len(plan)}] {stage}', not progress)
-                how = run_stage(rd, cfg, stage, plan, rid, kernel, progress, engine, cache and stage not in forced)
+                say(f'[{i}/{len(plan)}] {stage}', not bars)  # a bar follows this line
+                how = run_stage(rd, cfg, stage, plan, rid, kernel, bars, engine, cache and stage not in forced)
                 if stage == producer('raw').name: check_raw(rd, cfg)
                 record_on_parent(rd, rid, stage)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)

@@ -24,9 +24,9 @@ STAGE = stage_of('registry')  # this module's stage in the table
 __all__ = ['STAGE', 'LOCK_SUFFIX', 'BUILD_TAGS', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
            'audit_experiment', 'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock',
            'holder_gone', 'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias',
-           'notebook_hash', 'config_digest', 'lineage_tags', 'list_versions', 'promote', 'rollback',
-           'reference_summary', 'log_pipeline_model', 'test_metric_tags', 'same_build', 'registered_before',
-           'still_valid', 'check_reproduces', 'log_model_metrics', 'run_register']
+           'notebook_hash', 'config_digest', 'lineage_tags', 'promote', 'rollback', 'reference_summary',
+           'log_pipeline_model', 'test_metric_tags', 'same_build', 'registered_before', 'still_valid',
+           'check_reproduces', 'log_model_metrics', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -200,22 +200,6 @@ def lineage_tags(run_dir:Path, cfg:dict) -> dict:
             'strict': str(bool(get_key(cfg, 'reproducibility.strict'))).lower(), **({'data_snapshot_uri': u} if (u := data.get('snapshot_uri')) else {})}
 
 # %% ../nbs/06_register.ipynb #060025
-def list_versions(cfg:dict) -> pd.DataFrame:
-    "Every version of the model: aliases, creation time, test metric, data version, commit, run folder."
-    client, name = registry_client(cfg), get_key(cfg, 'mlflow.model_name')
-    rows = []
-    try: registered = client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException: return pd.DataFrame(columns=['version'])
-    aliases = {}
-    for a, v in registered.aliases.items(): aliases.setdefault(str(v), []).append(a)
-    for mv in client.search_model_versions(f"name = '{name}'"):
-        t = mv.tags
-        rows.append({'version': int(mv.version), 'aliases': ','.join(sorted(aliases.get(str(mv.version), []))),
-                     'created': dt.datetime.fromtimestamp(mv.creation_timestamp / 1000).isoformat(timespec='seconds'),
-                     'gate_passed': t.get('gate_passed', ''), 'data_sha256': t.get('data_sha256', '')[:12],
-                     'git_commit': t.get('git_commit', '')[:10], 'run_folder': Path(t.get('run_folder', '')).name})
-    return pd.DataFrame(rows).sort_values('version', ascending=False).reset_index(drop=True) if rows else pd.DataFrame(columns=['version'])
-
 def promote(cfg:dict, version:int|str, why:str='promoted by hand') -> dict:
     "Make `version` the champion (the audit log records who and why)."
     if why.startswith('rollback'): why = f'promoted: {why}'  # the prefix marks rollbacks in the log
