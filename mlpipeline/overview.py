@@ -14,8 +14,8 @@ from .pages import render_page
 __all__ = ['NODE_W', 'NODE_H', 'COL_W', 'ROW_H', 'stage_status', 'record_seconds', 'stage_seconds', 'duration_text',
            'notebook_page', 'stage_reports', 'notebook_exporter', 'shows_image_files', 'render_notebook',
            'stage_columns', 'node_positions', 'arc_lift', 'edge_path', 'stage_edges', 'graph_box', 'first_line',
-           'overview_stages', 'write_overview', 'update_overview', 'overview_page', 'can_show', 'show_page',
-           'linked_files', 'log_overview']
+           'overview_stages', 'write_overview', 'stage_notebooks', 'NotebookPages', 'overview_page', 'can_show',
+           'show_page', 'linked_files', 'log_overview']
 
 # %% ../nbs/09d_overview.ipynb #09d006
 def stage_status(entry:dict, running:bool=False) -> str:
@@ -161,19 +161,33 @@ def write_overview(run_dir:Path, running:str|None=None) -> Path:
     with atomic_path(run_dir/'index.html') as tmp: tmp.write_text(page, encoding='utf-8')
     return run_dir/'index.html'
 
-def update_overview(run_dir:Path, stage:str|None=None) -> Path:
-    "After `stage` ran (or failed): its executed notebook as HTML, then the page again."
-    for nb in (Path(run_dir)/f'{stage}.failed.ipynb', Path(run_dir)/f'{stage}.ipynb'):
-        if stage and nb.exists(): render_notebook(nb)
-    return write_overview(run_dir)
-
 # %% ../nbs/09d_overview.ipynb #09d032
+def stage_notebooks(run_dir:Path, stage:str) -> list[Path]:
+    "The executed notebooks of `stage` in the run folder: a failed re-run's, then the complete one."
+    return [p for p in (Path(run_dir)/f'{stage}.failed.ipynb', Path(run_dir)/f'{stage}.ipynb') if p.exists()]
+
+class NotebookPages:
+    "Renders a run's executed notebooks as HTML in one background thread, so the next stage need not wait for them."
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool, self.jobs = ThreadPoolExecutor(1, thread_name_prefix='notebook-pages'), []
+
+    def add(self, run_dir:Path, stage:str):
+        "Render the executed notebooks of `stage`, after those added before."
+        self.jobs += [self.pool.submit(render_notebook, nb) for nb in stage_notebooks(run_dir, stage)]
+
+    def close(self) -> list[Path]:
+        "Wait for every page; the pages made (a render's error is raised here)."
+        self.pool.shutdown(wait=True)
+        return [j.result() for j in self.jobs]
+
+# %% ../nbs/09d_overview.ipynb #09d035
 def overview_page(run_dir:Path) -> Path:
     "The run's overview page, written first if the run has none yet (a run from before the runner wrote it)."
     page = Path(run_dir)/'index.html'
     if page.exists(): return page
     for nb in sorted(Path(run_dir).glob('[0-9][0-9]*.ipynb')):
-        if '.running' not in nb.suffixes: render_notebook(nb)
+        if '.running' not in nb.suffixes: render_notebook(nb)  # a stage still executing has no page yet
     return write_overview(run_dir)
 
 def can_show(env:dict|None=None, tty:bool|None=None) -> bool:
@@ -187,7 +201,7 @@ def show_page(page:Path) -> bool:
     import webbrowser
     return can_show() and webbrowser.open(Path(page).resolve().as_uri())
 
-# %% ../nbs/09d_overview.ipynb #09d035
+# %% ../nbs/09d_overview.ipynb #09d038
 def linked_files(run_dir:Path) -> list[str]:
     "The page and the files it links that exist (relative to the run folder): notebooks, reports, manifest, config."
     m = read_manifest(run_dir)
