@@ -91,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('status', help="show each stage's status in a run (default: the latest)")
     s.add_argument('run_id', nargs='?')
     s.add_argument('--config')
+    op = sub.add_parser('open', help="print the path of a run's overview page (default: the latest run) and open it in a browser when there is one")
+    op.add_argument('run_id', nargs='?')
+    op.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
     m.add_argument('what', choices=['list', 'history'])
     m.add_argument('--config')
@@ -209,6 +212,12 @@ def main(argv:list[str]|None=None) -> int:
             from mlpipeline.cache import plan_lines
             print('next `mlpipeline run` with this config:')
             print('\n'.join(plan_lines(cfg, STAGES)))
+        elif args.command == 'open':
+            from mlpipeline.overview import overview_page, show_page
+            cfg = load_config(args.config)
+            page = overview_page(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))
+            print(page, flush=True)  # before a text browser takes the terminal
+            show_page(page)
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
         elif args.command == 'serve':
             from mlpipeline.serve import serve
