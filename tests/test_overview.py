@@ -89,7 +89,6 @@ def test_a_run_that_failed_shows_the_failed_stage_with_its_message_and_the_later
     assert 'unseen_category' in wait_for(browser, '.jp-OutputArea-output', text='DataValidationError').text
 
 
-@pytest.mark.slow
 def test_a_stage_reused_from_an_earlier_run_shows_as_cached(refused, browser):
     project, first = refused
     r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)  # ingestion is reused from the first run
