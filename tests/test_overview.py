@@ -27,6 +27,11 @@ def link_paths(driver, css: str) -> list[Path]:
     return [Path(unquote(urlparse(u).path)) for u in urls]
 
 
+def fetched(driver) -> list[str]:
+    "The URLs of everything the page loaded besides itself (scripts, styles, images, fonts)."
+    return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+
 def test_the_overview_of_a_finished_run_shows_every_stage_done_and_links_what_it_made(finished, browser):
     _, rd, _ = finished
     browser.get((rd/'index.html').as_uri())
@@ -43,6 +48,7 @@ def test_the_overview_of_a_finished_run_shows_every_stage_done_and_links_what_it
     assert {p.relative_to(rd).as_posix() for p in reports} >= {'artifacts/validation.html', 'artifacts/leakage.html',
                                                              'artifacts/evaluation.html'}
     assert link_paths(browser, 'svg.graph a[href]') == notebooks  # each node links its notebook too
+    assert fetched(browser) == []  # self-contained: no script, style or font from anywhere
     every = link_paths(browser, 'a[href]')
     assert len(every) > 2*len(notebooks) + len(reports) and all(p.is_file() for p in every), [p for p in every if not p.is_file()]
     browser.get(notebooks[3].as_uri())  # 04_train, as nbconvert rendered it
@@ -51,6 +57,7 @@ def test_the_overview_of_a_finished_run_shows_every_stage_done_and_links_what_it
     assert len(browser.find_elements(By.CSS_SELECTOR, 'div.jp-Cell.jp-Notebook-cell')) == len(cells)
     assert browser.title == '04_train' and browser.find_element(By.TAG_NAME, 'h1').text.startswith('Train')
     assert browser.find_elements(By.CSS_SELECTOR, '.jp-OutputArea-output')  # the executed cells' outputs are there
+    assert all(u.startswith('data:') for u in fetched(browser))  # nbconvert's page too: no CDN script
 
 
 def test_the_overview_is_logged_to_the_mlflow_parent_run_with_what_it_links(finished):
