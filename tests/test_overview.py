@@ -1,5 +1,5 @@
-"""The run overview page (issue 26): runs/<id>/index.html read in headless Chromium after a full run and after a run that
-failed in a stage, the rendered notebooks it links, its copy in MLflow, and `mlpipeline open`."""
+"""The run overview page (issue 26): runs/<id>/index.html read in headless Chromium after a full run and after a run
+that failed in a stage, the rendered notebooks it links, its copy in MLflow, and `mlpipeline open`."""
 import re, stat, time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -50,7 +50,8 @@ def test_the_overview_of_a_finished_run_shows_every_stage_done_and_links_what_it
     assert link_paths(browser, 'svg.graph a[href]') == notebooks  # each node links its notebook too
     assert fetched(browser) == []  # self-contained: no script, style or font from anywhere
     every = link_paths(browser, 'a[href]')
-    assert len(every) > 2*len(notebooks) + len(reports) and all(p.is_file() for p in every), [p for p in every if not p.is_file()]
+    assert len(every) > 2*len(notebooks) + len(reports)
+    assert all(p.is_file() for p in every), [p for p in every if not p.is_file()]
     browser.get(notebooks[3].as_uri())  # 04_train, as nbconvert rendered it
     wait_for(browser, '.jp-Cell')
     cells = nbformat.read(rd/'04_train.ipynb', as_version=4).cells
@@ -104,7 +105,8 @@ def test_a_stage_reused_from_an_earlier_run_shows_as_cached(refused, browser):
     browser.get((second/'index.html').as_uri())
     shown = nodes(browser)
     assert second != first and [shown[s][0] for s in STAGES[:3]] == ['cached', 'failed', 'pending'], shown
-    assert browser.find_element(By.CSS_SELECTOR, 'tr[data-stage="01_ingest"] td.note').text == f'reused from run {first.name}'
+    note = browser.find_element(By.CSS_SELECTOR, 'tr[data-stage="01_ingest"] td.note').text
+    assert note == f'reused from run {first.name}'
 
 
 def fake_browser(tmp: Path) -> tuple[str, Path]:
