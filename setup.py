@@ -35,7 +35,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['mlpipeline', 'mlpipeline.*']),
     include_package_data=True,
-    package_data={'mlpipeline': ['data/*.parquet', 'data/*.yaml', 'templates/*.html']},  # templates: the report pages (mlpipeline.pages)
+    package_data={'mlpipeline': ['data/*.parquet', 'data/*.yaml', 'templates/*.html', 'templates/*.j2']},  # templates: the report pages (mlpipeline.pages)
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

@@ -139,6 +139,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('run_id', nargs='?')
     s.add_argument('--config')
     s.add_argument('--json', action='store_true', help="the run's stages as one JSON list (no next-run plan)")
+    op = sub.add_parser('open', help="print the path of a run's overview page (default: the latest run) and open it in a browser when there is one")
+    op.add_argument('run_id', nargs='?')
+    op.add_argument('--config')
     m = sub.add_parser('models', help='the registered versions and the alias history')
     m.add_argument('what', choices=['list', 'history'])
     m.add_argument('--config')
@@ -266,6 +269,12 @@ def run_command(argv:list[str]|None=None) -> int:
             from mlpipeline.cache import plan_lines
             print('next `mlpipeline run` with this config:')
             print('\n'.join(plan_lines(cfg, STAGES)))
+        elif args.command == 'open':
+            from mlpipeline.overview import overview_page, show_page
+            cfg = load_config(args.config)
+            page = overview_page(find_run(args.run_id, cfg) if args.run_id else latest_run(cfg))
+            print(page, flush=True)  # before a text browser takes the terminal
+            show_page(page)
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
         elif args.command == 'serve':
             from mlpipeline.serve import serve

@@ -13,6 +13,7 @@ from .runfolder import (create_run, read_manifest, update_manifest, stage_comple
                                   record_of, split_dataset)
 from .config import flat, DEFAULTS
 from .stages import STAGES, through, producer, stage as declared
+from .overview import write_overview, record_seconds, log_overview, NotebookPages
 
 # %% auto #0
 __all__ = ['KERNEL', 'COMPARED', 'SPLIT_CONTEXTS', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
@@ -116,12 +117,13 @@ def open_parent_run(run_dir:Path, cfg:dict) -> str:
     return rid
 
 def close_parent_run(run_dir:Path, rid:str, status:str):
-    "Attach the executed notebooks and the manifest to the parent run and end it."
+    "Attach the executed notebooks, the manifest and the overview page (with what it links) to the parent run and end it."
     import mlflow
     client = mlflow.MlflowClient()
     for nb in sorted(p for p in run_dir.glob('[0-9][0-9]*.ipynb') if p.stem.count('.') == 0): client.log_artifact(rid, str(nb), 'notebooks')
     client.log_artifact(rid, str(run_dir/'manifest.json'))
     client.log_artifact(rid, str(run_dir/'config.yaml'))
+    log_overview(client, rid, run_dir)
     client.set_terminated(rid, status)
 
 # %% ../nbs/09_pipeline.ipynb #c9a0c002
@@ -251,7 +253,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
         todo = stages_to_run(plan, start, only, only in forced)
         before = read_manifest(rd)['stages'].get(only, {}).get('outputs') if only else None
         if only and not todo: say(f'run {rd.name}: {only} is complete already (--force runs it again)', not progress); return rd
-        rid = None
+        rid, t, pages = None, None, NotebookPages()
         try:
             rid = open_parent_run(rd, cfg)  # reopened (RUNNING) when a failed stage had closed it: a retry continues it
             update_manifest(rd, engine=engine, status='running', forced=sorted(forced))  # 06_register: no reuse when forced
@@ -261,16 +263,27 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
                 i = plan.index(stage) + 1
                 t = time.perf_counter()
                 say(f'[{i}/{len(plan)}] {stage}', not bars)  # a bar follows this line
+                write_overview(rd, running=stage)
                 how = run_stage(rd, cfg, stage, plan, rid, kernel, bars, engine, cache and stage not in forced)
+                record_seconds(rd, stage, time.perf_counter() - t)
                 if stage == producer('raw').name: check_raw(rd, cfg)
                 record_on_parent(rd, rid, stage)
                 say(f'[{i}/{len(plan)}] {stage} {how} in {time.perf_counter() - t:.1f}s', not progress)
+                pages.add(rd, stage)  # its executed notebook as HTML, in the background while the next stage runs
+                write_overview(rd)
+            pages.close()
+            write_overview(rd)  # with the last notebook's page
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
             shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us
             stage = next((s for s in todo if not stage_complete(rd, s)), None)
             with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; the MLflow run still closes
                 if stage: mark_failed(rd, stage, e)
                 update_manifest(rd, status='failed')
+            with contextlib.suppress(Exception):  # the page must not hide the run's own error: the manifest has it
+                if stage and t: record_seconds(rd, stage, time.perf_counter() - t)
+                pages.add(rd, stage)
+                pages.close()
+                write_overview(rd)
             if rid: close_parent_run(rd, rid, 'FAILED')
             if isinstance(e, OSError): raise io_error(stage, rd, e) from e
             raise
@@ -278,6 +291,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
         if only and before and read_manifest(rd)['stages'][only]['outputs'] != before: mark_stale(rd, plan[plan.index(only) + 1:], only)
         if only and first_incomplete(rd, plan) < len(plan): return rd  # open for its next stage; a plain --resume closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))
+        write_overview(rd)
         close_parent_run(rd, rid, 'FINISHED')
     return rd
 
