@@ -9,15 +9,27 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 # %% auto #0
-__all__ = ['MISSING', 'COLOURS', 'page_env', 'render_page', 'data_uri', 'html_table', 'fmt_number', 'histogram', 'svg_bars']
+__all__ = ['MISSING', 'COLOURS', 'fmt_number', 'page_env', 'render_page', 'data_uri', 'html_table', 'histogram', 'svg_bars']
+
+# %% ../nbs/00e_pages.ipynb #00e013
+MISSING = '—'  # what a page shows for a missing number
+
+def fmt_number(x, digits:int=4) -> str:
+    "`x` with `digits` significant digits, whole numbers whole, missing (None, NaN) as a dash."
+    if x is None or isinstance(x, bool) or not isinstance(x, numbers.Real): return MISSING if x is None else str(x)
+    if math.isnan(x): return MISSING
+    if float(x).is_integer() and abs(x) < 10 ** max(digits, 6): return str(int(x))
+    return f'{float(x):.{digits}g}'
 
 # %% ../nbs/00e_pages.ipynb #00e006
 @functools.cache
 def page_env():
     "The Jinja2 environment of the report templates: package data, autoescaped, strict about missing values."
     import jinja2
-    return jinja2.Environment(loader=jinja2.PackageLoader('mlpipeline', 'templates'), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader('mlpipeline', 'templates'), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters['num'] = fmt_number  # {{ x|num }}, {{ x|num(6) }}: significant digits, a dash for missing
+    return env
 
 def render_page(template:str, title:str, **values) -> str:
     "The page `template` (a child of `base.html`) with `title` and `values`, as one HTML string."
@@ -35,16 +47,6 @@ def html_table(df, floats:str='{:.4g}') -> Markup:
     head = ''.join(f'<th>{escape(str(c))}</th>' for c in df.columns)
     rows = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False))
     return Markup(f'<table><tr>{head}</tr>{rows}</table>')
-
-# %% ../nbs/00e_pages.ipynb #00e013
-MISSING = '—'  # what a page shows for a missing number
-
-def fmt_number(x, digits:int=4) -> str:
-    "`x` with `digits` significant digits, whole numbers whole, missing (None, NaN) as a dash."
-    if x is None or isinstance(x, bool) or not isinstance(x, numbers.Real): return MISSING if x is None else str(x)
-    if math.isnan(x): return MISSING
-    if float(x).is_integer() and abs(x) < 10 ** max(digits, 6): return str(int(x))
-    return f'{float(x):.{digits}g}'
 
 # %% ../nbs/00e_pages.ipynb #00e016
 def histogram(x, bins:int=10) -> tuple[list, list]:
@@ -69,13 +71,14 @@ def _svg_bar(x:float, y:float, w:float, h:float, k:int, name:str) -> str:
     return f'<rect class="bar" data-series="{escape(name)}" x="{x}" y="{y}" width="{w:.1f}" height="{h}" fill="{COLOURS[k]}"/>'
 
 def svg_bars(labels:list, series:dict, line:float|None=None, line_label:str='', width:int=460,
-             digits:int=3) -> Markup:
+             digits:int=3, start:float=0.0) -> Markup:
     "Horizontal bars as inline SVG: a row per label, a bar per series (`{name: values}`), an optional vertical `line`."
     names, bar, left, right = list(series), 11, 150, 52
     row, legend = bar * len(names) + 6, len(names) > 1
     top = 16 if legend or line is not None else 2
-    most = max([0.0, *(v for vs in series.values() for v in vs if v == v), line or 0.0]) or 1.0
-    x = lambda v: left + (width - left - right) * max(0.0, v) / most  # a negative score (R2) draws as no bar
+    most = max([start, *(v for vs in series.values() for v in vs if v == v), line or start])
+    span = (most - start) or 1.0
+    x = lambda v: left + (width - left - right) * max(0.0, v - start) / span  # a value below `start` draws no bar
     height = top + row * len(labels) + 4
     out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
     for k, name in enumerate(names if legend else []):
