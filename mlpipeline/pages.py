@@ -41,9 +41,13 @@ def data_uri(path:str|Path, mime:str|None=None) -> str:
     kind = mime or mimetypes.guess_type(str(path))[0] or 'application/octet-stream'
     return f'data:{kind};base64,{base64.b64encode(Path(path).read_bytes()).decode()}'
 
+def _cell(v, floats:str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)): return MISSING  # never a literal None or nan
+    return floats.format(v) if isinstance(v, float) else escape(str(v))
+
 def html_table(df, floats:str='{:.4g}') -> Markup:
-    "A DataFrame as a plain HTML table: cells escaped, floats formatted with `floats`."
-    cell = lambda v: floats.format(v) if isinstance(v, float) else escape(str(v))
+    "A DataFrame as a plain HTML table: cells escaped, floats formatted with `floats`, missing values a dash."
+    cell = lambda v: _cell(v, floats)
     head = ''.join(f'<th>{escape(str(c))}</th>' for c in df.columns)
     rows = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False))
     return Markup(f'<table><tr>{head}</tr>{rows}</table>')
@@ -80,7 +84,7 @@ def svg_bars(labels:list, series:dict, line:float|None=None, line_label:str='', 
     span = (most - start) or 1.0
     x = lambda v: left + (width - left - right) * max(0.0, v - start) / span  # a value below `start` draws no bar
     height = top + row * len(labels) + 4
-    out = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">']
+    out = [f'<svg class="chart" width="{width}" height="{height}" role="img">']
     for k, name in enumerate(names if legend else []):
         out += [f'<rect x="{left + 90 * k}" y="3" width="9" height="9" fill="{COLOURS[k]}"/>',
                 _svg_text(left + 90 * k + 12, 11, name)]
