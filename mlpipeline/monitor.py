@@ -140,14 +140,15 @@ def numeric_bins(ref, cur, bins:int=10) -> tuple[list, np.ndarray, np.ndarray]:
     return [l for l, k in zip(labels, keep) if k], p[keep], q[keep]
 
 def categorical_bins(ref, cur) -> tuple[list, np.ndarray, np.ndarray]:
-    "Category labels (plus `(other)`) and the reference's and current counts of each."
+    "Category labels (plus `(other)` when some rows are in no frequent category) and the reference's and current counts."
     from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
     rs, cs = get_frequent_stats(ref, config=None), get_frequent_stats(cur, config=None)
     rf, cf = ({i['value']: i['estimate'] for i in s['frequent_items']} for s in (rs, cs))
     keys = sorted(set(rf) | set(cf), key=lambda k: -rf.get(k, 0))
     p = np.array([rf.get(k, 0) for k in keys] + [max(rs['total_count'] - sum(rf.values()), 0)], float)
     q = np.array([cf.get(k, 0) for k in keys] + [max(cs['total_count'] - sum(cf.values()), 0)], float)
-    return keys + ['(other)'], p, q
+    keep = (p > 0) | (q > 0)  # an empty (other) is no bin
+    return [k for k, x in zip(keys + ['(other)'], keep) if x], p[keep], q[keep]
 
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index of shares `q` against reference shares `p` (empty bins count as `eps`)."

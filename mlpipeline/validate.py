@@ -178,10 +178,10 @@ RULE_HELP = {  # rule -> (what a finding means, how to fix it)
     'missing_column': ('A column the schema expects is absent, so the model loses that input',
                        'restore it at the source, or curate a schema without it (validation.schema)'),
     'unexpected_column': ('A column the schema does not know is ignored by the model',
-                          'add it to a curated schema (validation.schema) if the model should learn from it'),
+                          'add it to the curated schema that validation.schema names, if the model should learn from it'),
     'type_mismatch': ("Values of another type than the schema's (text among numbers, unparseable dates) cannot be used",
                       'correct them at the source, or set the kind of the column in a curated schema'),
-    'missing_values': ('More values are missing than the schema allows (the training share plus a margin)',
+    'missing_values': ('More values are missing than the schema allows: the share seen in training plus a margin',
                        'find where the source loses them, or raise max_missing of the column in a curated schema'),
     'all_missing': ('Every value is missing: the column carries nothing, usually a broken extract',
                     'repair the source, or drop the column with features.drop'),
@@ -416,7 +416,7 @@ def report_rows(report:list[dict]) -> list[dict]:
     "The findings as the page shows them: errors first, a table-wide finding on `(table)`, shares in %, explained."
     from mlpipeline.pages import fmt_number
     rows = report_frame(report).to_dict(orient='records')
-    return [r | {'column': '(table)' if r['column'] is None else r['column'], 'rows': fmt_number(r['rows']),
+    return [r | {'column': '(table)' if pd.isna(r['column']) else r['column'], 'rows': fmt_number(r['rows']),
                  'share': f"{fmt_number(100 * r['share'], 3)}%", 'explanation': explain(r)} for r in rows]
 
 # %% ../nbs/02_validate.ipynb #020044c
