@@ -19,7 +19,8 @@ def fmt_number(x, digits:int=4) -> str:
     if x is None or isinstance(x, bool) or not isinstance(x, numbers.Real): return MISSING if x is None else str(x)
     if math.isnan(x): return MISSING
     if float(x).is_integer() and abs(x) < 10 ** max(digits, 6): return str(int(x))
-    return f'{float(x):.{digits}g}'
+    short = f'{float(x):.{digits}g}'
+    return str(int(float(short))) if 'e+' in short and abs(x) < 1e15 else short  # 18010, not 1.801e+04
 
 # %% ../nbs/00e_pages.ipynb #00e006
 @functools.cache
