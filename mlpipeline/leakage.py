@@ -204,8 +204,9 @@ def finding_rows(found:list, facts:dict) -> list[dict]:
     num = lambda d, c: f'{d[c]:.4f}' if c in d else '—'
     leaks, action = facts.get('leaks', []), facts.get('action', 'block')
     alone, without = facts.get('single_feature', {}), facts.get('without', {})
-    return [v | {'column': v['column'] or '(table)', 'alone': num(alone, v['column']), 'without': num(without, v['column']),
-                 'action': finding_action(v, leaks, action), 'explanation': explain(v)} for v in found]
+    return [v | {'column': v['column'] or '(table)', 'alone': num(alone, v['column']),
+                 'without': num(without, v['column']), 'action': finding_action(v, leaks, action),
+                 'explanation': explain(v)} for v in found]
 
 def score_chart(facts:dict):
     "Each feature's score alone as a bar, strongest first, and the all-feature model's score as a line (inline SVG)."

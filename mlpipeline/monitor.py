@@ -122,9 +122,10 @@ def integral_column(col) -> bool:
     return t is not None and t.integral.value > 0 and t.fractional.value == 0
 
 def bin_labels(edges:np.ndarray, whole:bool=False, top:float|None=None) -> list[str]:
-    "Labels of the bins below, between and from `edges`; for `whole` numbers the values a bin holds (`top`: the largest)."
+    "Labels of the bins below, between and from `edges`; for `whole` numbers the values each holds (`top`: the largest)."
     from mlpipeline.pages import fmt_number as f
-    if not whole: return [f'< {f(edges[0])}'] + [f'[{f(a)}, {f(b)})' for a, b in zip(edges, edges[1:])] + [f'>= {f(edges[-1])}']
+    if not whole:
+        return [f'< {f(edges[0])}'] + [f'[{f(a)}, {f(b)})' for a, b in zip(edges, edges[1:])] + [f'>= {f(edges[-1])}']
     span = lambda a, b: f(a) if a == b else f'{f(a)} to {f(b)}'
     last = f(edges[-1]) if top == edges[-1] else f'>= {f(edges[-1])}'
     return [f'<= {f(edges[0] - 1)}'] + [span(a, b - 1) for a, b in zip(edges, edges[1:])] + [last]
@@ -140,7 +141,7 @@ def numeric_bins(ref, cur, bins:int=10) -> tuple[list, np.ndarray, np.ndarray]:
     return [l for l, k in zip(labels, keep) if k], p[keep], q[keep]
 
 def categorical_bins(ref, cur) -> tuple[list, np.ndarray, np.ndarray]:
-    "Category labels (plus `(other)` when some rows are in no frequent category) and the reference's and current counts."
+    "Category labels (and `(other)` when some rows are in no frequent category), the reference's and current counts."
     from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
     rs, cs = get_frequent_stats(ref, config=None), get_frequent_stats(cur, config=None)
     rf, cf = ({i['value']: i['estimate'] for i in s['frequent_items']} for s in (rs, cs))
@@ -461,8 +462,8 @@ def share_chart(row, top:int=12):
     keep = np.argsort(-np.maximum(row['reference'], row['current']), kind='stable')[:top]
     keep = sorted(keep) if row['kind'] == 'numeric' else keep  # numbers in order, categories by size
     pick = lambda v: [float(np.asarray(v)[i]) for i in keep]
-    return svg_bars([str(row['bins'][i]) for i in keep], {'reference': pick(row['reference']), 'current': pick(row['current'])},
-                    width=420, digits=2)
+    shares = {'reference': pick(row['reference']), 'current': pick(row['current'])}
+    return svg_bars([str(row['bins'][i]) for i in keep], shares, width=420, digits=2)
 
 def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) -> Path:
     "The labelled metric per period, with the test split's value."
@@ -483,7 +484,8 @@ def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.Dat
     cands = s['decision'].get('retrain', {}).get('candidates')
     quality_columns = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share', 'what it means']
     quality = [v | {'what it means': explain(v)} for v in quality]
-    charts = {r['column'] + (' (drifted)' if r['drifted'] else ''): share_chart(r) for r in table.to_dict(orient='records')}
+    charts = {r['column'] + (' (drifted)' if r['drifted'] else ''): share_chart(r)
+              for r in table.to_dict(orient='records')}
     return render_page('monitor.html', f"Monitoring {s['model']} v{s['version']}: {s['monitor_id']}", s=s,
                        candidates=html_table(pd.DataFrame(cands)) if cands else '',
                        drift=html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '',
@@ -589,7 +591,8 @@ def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, n
 def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, folder:Path) -> Path:
     "The batch's drift.json and report.html (a chart per column inline, the metric over time as a plot)."
     write_json(table.to_dict(orient='records'), folder/'drift.json')
-    images = {f"{s['metric']} over time": metric_plot(over_time, s['metric'], s['test_metric'], folder/'plots/metric.png')} if len(over_time) > 0 else {}
+    plot = lambda: metric_plot(over_time, s['metric'], s['test_metric'], folder/'plots/metric.png')
+    images = {f"{s['metric']} over time": plot()} if len(over_time) > 0 else {}
     with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
     return folder/'report.html'
 

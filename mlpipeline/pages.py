@@ -73,7 +73,8 @@ def _svg_text(x:float, y:float, text:str, anchor:str='start', size:int=11) -> st
     return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}">{escape(text)}</text>'
 
 def _svg_bar(x:float, y:float, w:float, h:float, k:int, name:str) -> str:
-    return f'<rect class="bar" data-series="{escape(name)}" x="{x}" y="{y}" width="{w:.1f}" height="{h}" fill="{COLOURS[k]}"/>'
+    return (f'<rect class="bar" data-series="{escape(name)}" x="{x}" y="{y}" width="{w:.1f}" height="{h}" '
+            f'fill="{COLOURS[k]}"/>')
 
 def svg_bars(labels:list, series:dict, line:float|None=None, line_label:str='', width:int=460,
              digits:int=3, start:float=0.0) -> Markup:
@@ -95,10 +96,12 @@ def svg_bars(labels:list, series:dict, line:float|None=None, line_label:str='', 
         out.append(_svg_text(left - 6, y + row / 2 + 4, str(lab)[:24], 'end'))
         for k, name in enumerate(names):
             v, yb = series[name][i], y + 3 + k * bar
-            out += [_svg_bar(left, yb, x(v) - left, bar - 1, k, name), _svg_text(x(v) + 3, yb + bar - 2, fmt_number(v, digits), size=10)]
+            out += [_svg_bar(left, yb, x(v) - left, bar - 1, k, name),
+                    _svg_text(x(v) + 3, yb + bar - 2, fmt_number(v, digits), size=10)]
         out.append('</g>')
     if line is not None:
         end = top + row * len(labels)
-        out += [f'<line class="ref" x1="{x(line):.1f}" x2="{x(line):.1f}" y1="12" y2="{end}" stroke="#c00" stroke-dasharray="4 3"/>',
+        out += [f'<line class="ref" x1="{x(line):.1f}" x2="{x(line):.1f}" y1="12" y2="{end}" stroke="#c00" '
+                'stroke-dasharray="4 3"/>',
                 _svg_text(x(line), 10, f'{line_label} {fmt_number(line, digits)}'.strip(), 'middle', 10)]
     return Markup(''.join(out) + '</svg>')

@@ -178,14 +178,16 @@ RULE_HELP = {  # rule -> (what a finding means, how to fix it)
     'missing_column': ('A column the schema expects is absent, so the model loses that input',
                        'restore it at the source, or curate a schema without it (validation.schema)'),
     'unexpected_column': ('A column the schema does not know is ignored by the model',
-                          'add it to the curated schema that validation.schema names, if the model should learn from it'),
+                          'add it to the curated schema that validation.schema names, if the model should '
+                          'learn from it'),
     'type_mismatch': ("Values of another type than the schema's (text among numbers, unparseable dates) cannot be used",
                       'correct them at the source, or set the kind of the column in a curated schema'),
     'missing_values': ('More values are missing than the schema allows: the share seen in training plus a margin',
                        'find where the source loses them, or raise max_missing of the column in a curated schema'),
     'all_missing': ('Every value is missing: the column carries nothing, usually a broken extract',
                     'repair the source, or drop the column with features.drop'),
-    'out_of_range': ('Values fall outside the range seen in training plus its tolerance: the model never saw such values',
+    'out_of_range': ('Values fall outside the range seen in training plus its tolerance: the model never saw such '
+                     'values',
                      'look for a unit change or an entry error, or widen validation.range_tolerance'),
     'infinite_values': ('Infinite numbers (often a division by zero upstream) cannot be learnt from or scored',
                         'replace them at the source with a number or a missing value'),
@@ -199,8 +201,10 @@ RULE_HELP = {  # rule -> (what a finding means, how to fix it)
                       'deduplicate the rows, or set data.id_column to the real id'),
     'target_missing_column': ('The target column is absent, so there is nothing to learn',
                               'set target to a column of the data, or restore the column'),
-    'target_missing_values': ('Rows without a target cannot be learnt from', 'drop those rows at the source or label them'),
-    'target_constant': ('A target with a single value leaves nothing to predict', 'check the extract and the target name'),
+    'target_missing_values': ('Rows without a target cannot be learnt from',
+                              'drop those rows at the source or label them'),
+    'target_constant': ('A target with a single value leaves nothing to predict',
+                        'check the extract and the target name'),
     'target_unseen_class': ("The target has classes the reference schema lacks, so this version cannot be compared "
                             "with the champion", 'check the labels, or retrain with validation.schema: infer'),
     'target_class_too_rare': ('A class with fewer rows than there are splits cannot appear in every split',
@@ -430,7 +434,8 @@ def column_facts(s:pd.Series, top:int=8) -> dict:
     if len(x): out['range'] = f'{fmt_number(x.min(), 6)} to {fmt_number(x.max(), 6)}'
     if kind != 'numeric':
         counts = present.astype(str).value_counts()
-        out['categories'] = ', '.join(counts.index[:top]) + (f' and {len(counts) - top} more' if len(counts) > top else '')
+        more = f' and {len(counts) - top} more' if len(counts) > top else ''
+        out['categories'] = ', '.join(counts.index[:top]) + more
     return out
 
 def column_chart(s:pd.Series, top:int=10, width:int=400) -> str:
@@ -445,8 +450,9 @@ def column_chart(s:pd.Series, top:int=10, width:int=400) -> str:
     return svg_bars(labels, {'rows': counts}, width=width) if labels else ''
 
 # %% ../nbs/02_validate.ipynb #020044e
-CHECK_RULES = {'kind': ('type_mismatch',), 'missing': ('missing_values', 'all_missing'),
-               'range': ('out_of_range', 'infinite_values'), 'values': ('unseen_category',), 'unique': ('duplicate_ids',)}
+CHECK_RULES = {'kind': ('type_mismatch',), 'missing': ('missing_values', 'all_missing'),  # check -> rules that test it
+               'range': ('out_of_range', 'infinite_values'), 'values': ('unseen_category',),
+               'unique': ('duplicate_ids',)}
 
 def _severity(findings:list[dict], check:str) -> str:
     hit = [v['severity'] for v in findings if v['rule'] in CHECK_RULES[check]]
@@ -456,14 +462,16 @@ def expectations(s:pd.Series, spec:dict, findings:list[dict]) -> list[dict]:
     "Each check the schema makes of a column, its expectation beside the observed value, marked by its finding."
     from mlpipeline.pages import fmt_number
     facts, n = column_facts(s), len(s)
-    rows = [('kind', spec['kind'], facts['kind']), ('missing', f"at most {fmt_number(100 * spec.get('max_missing', 0), 3)}%", facts['missing'])]
+    allowed = f"at most {fmt_number(100 * spec.get('max_missing', 0), 3)}%"
+    rows = [('kind', spec['kind'], facts['kind']), ('missing', allowed, facts['missing'])]
     if 'min' in spec:
         pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
         want = f"{fmt_number(spec['min'], 6)} to {fmt_number(spec['max'], 6)}, give or take {fmt_number(pad)}"
         rows.append(('range', want, facts.get('range', '—')))
     if 'domain' in spec:
         new = int((~s.dropna().map(norm_label).isin({norm_label(v) for v in spec['domain']})).sum())
-        rows.append(('values', f"one of {len(spec['domain'])} known values", f"{facts['distinct']} distinct, {new} rows unseen"))
+        seen = f"{facts['distinct']} distinct, {new} rows unseen"
+        rows.append(('values', f"one of {len(spec['domain'])} known values", seen))
     if spec.get('unique'): rows.append(('unique', 'a value per row', f"{n - int(s.dropna().nunique())} repeated"))
     return [{'check': c, 'expected': w, 'observed': o, 'status': _severity(findings, c)} for c, w, o in rows]
 
@@ -477,8 +485,8 @@ def column_docs(df:pd.DataFrame, schema:Schema, report:list[dict]) -> list[dict]
         spec = schema.columns.get(c)
         checks = expectations(df[c], spec, found) if spec else [{'check': 'in the schema', 'expected': 'yes',
                                                                'observed': 'no (ignored)', 'status': 'warning'}]
-        out.append({'name': c, 'role': role.get(c, 'feature'), 'facts': column_facts(df[c]), 'chart': column_chart(df[c]),
-                    'checks': checks, 'findings': found})
+        out.append({'name': c, 'role': role.get(c, 'feature'), 'facts': column_facts(df[c]),
+                    'chart': column_chart(df[c]), 'checks': checks, 'findings': found})
     return out
 
 def report_html(report:list[dict], title:str, extra:str='', columns:list[dict]|None=None, rows:int|None=None) -> str:
