@@ -6,13 +6,13 @@
 from __future__ import annotations
 import numpy as np, pandas as pd
 from .errors import ConfigError
-from .validate import RULES, column_kind, as_numbers, violation, apply_severity
+from .validate import RULES, column_kind, as_numbers, violation, apply_severity, explain
 
 # %% auto #0
 __all__ = ['feature_matrix', 'quick_score', 'single_feature_scores', 'chance', 'score_without', 'target_mapping', 'mapping_table',
            'id_like', 'shared_rows', 'near_certain', 'close_to_model', 'leans_on', 'after_outcome', 'score_facts',
            'score_violations', 'leakage_checks', 'finding_action', 'finding_line', 'finding_lines', 'finding_rows',
-           'leakage_fragment', 'leakage_page']
+           'score_chart', 'rule_meanings', 'leakage_fragment', 'leakage_page']
 
 # %% ../nbs/03a_leakage.ipynb #030006
 def feature_matrix(df:pd.DataFrame, cols:list) -> np.ndarray:
@@ -165,7 +165,8 @@ def leakage_checks(raw:pd.DataFrame, parts:dict, features:list, target:str, task
     strict = dict.fromkeys(RULES, 'error') | {'close_to_model': 'warning'}  # a finding to review never stops a run
     out = apply_severity(out, strict if opts.get('strict') else severity)
     leaks = [c for c in facts['leaks'] if any(v['column'] == c for v in out)]  # a rule turned off blocks nothing
-    return out, facts | {'leaks': leaks, 'id_like': ids, 'shared_rows': shared, 'action': opts.get('action', 'block')}
+    return out, facts | {'leaks': leaks, 'id_like': ids, 'shared_rows': shared, 'action': opts.get('action', 'block'),
+                         'metric': 'R2' if task == 'regression' else 'ROC-AUC', 'chance': chance(task)}
 
 # %% ../nbs/03a_leakage.ipynb #0300b2
 def finding_action(v:dict, leaks:list, action:str) -> str:
@@ -199,22 +200,49 @@ def finding_lines(leak:dict) -> list[str]:
     return out
 
 def finding_rows(found:list, facts:dict) -> list[dict]:
-    "The report's rows: each finding with its score alone, without it, and its action."
-    num = lambda d, c: f'{d[c]:.4f}' if c in d else ''
+    "The report's rows: each finding with its score alone, without it, its action and its explanation."
+    num = lambda d, c: f'{d[c]:.4f}' if c in d else '—'
     leaks, action = facts.get('leaks', []), facts.get('action', 'block')
     alone, without = facts.get('single_feature', {}), facts.get('without', {})
-    return [v | {'column': v['column'] or '*', 'alone': num(alone, v['column']), 'without': num(without, v['column']),
-                 'action': finding_action(v, leaks, action)} for v in found]
+    return [v | {'column': v['column'] or '(table)', 'alone': num(alone, v['column']),
+                 'without': num(without, v['column']), 'action': finding_action(v, leaks, action),
+                 'explanation': explain(v)} for v in found]
+
+def score_chart(facts:dict):
+    "Each feature's score alone as a bar, strongest first, and the all-feature model's score as a line (inline SVG)."
+    from mlpipeline.pages import svg_bars
+    scores = sorted(facts.get('single_feature', {}).items(), key=lambda kv: -kv[1])
+    return svg_bars([c for c, _ in scores], {'alone': [s for _, s in scores]}, line=facts.get('all_features'),
+                    line_label='all features', width=560, start=facts.get('chance', 0.0)) if scores else ''
+
+def rule_meanings(opts:dict|None=None) -> list[dict]:
+    "What each leakage rule looks for, with the thresholds of `opts` (`leakage.*`), and what a finding means."
+    o = opts or {}
+    g = lambda k, d: o.get(k, d)
+    looks = {'single_feature_leak': f"a feature scoring at least {g('single_feature', 0.99):g} alone and at least "
+                                    f"{g('rest_margin', 0.05):g} above the other features together",
+             'target_mapping': f"a text column whose categories of at least {g('mapping_min_rows', 10)} rows each have "
+                               f"one target value, together {g('mapping_coverage', 0.9):.0%} of the rows",
+             'close_to_model': f"a feature alone reaching {g('review_share', 0.9):.0%} of the whole model's gain over "
+                               f"chance (and at least {g('review_min_gain', 0.1):g}), when the model loses "
+                               f"{g('review_loss', 0.25):.0%} of its gain without it",
+             'id_like_column': 'a column with a distinct value in every row: row numbers, dense unique integers, '
+                               'unique text',
+             'rows_shared_across_splits': f"more than {g('max_shared', 0.01):.0%} of the validation or test rows "
+                                          'with the same features as a training row'}
+    return [{'rule': r, 'looks_for': t, 'means': explain({'rule': r})} for r, t in looks.items()]
 
 def leakage_fragment(found:list, facts:dict, opts:dict|None=None) -> str:
     "The findings and their evidence as an HTML section body (the leakage page, the evaluation report)."
     from mlpipeline.pages import page_env
-    o = opts or {}
+    o, alone = opts or {}, facts.get('single_feature', {})
+    best = max(alone, key=alone.get, default=None)  # the strongest feature alone
     near = o.get('single_feature', 0.99) - o.get('rest_margin', 0.05)
     return page_env().get_template('leakage_findings.html').render(
         full=facts.get('all_features', float('nan')), other=facts.get('other_features', float('nan')), near=near,
         action=facts.get('action', 'block'), after_outcome=facts.get('after_outcome', []),
-        rows=finding_rows(found, facts),
+        rows=finding_rows(found, facts), chart=score_chart(facts), rules=rule_meanings(o),
+        metric=facts.get('metric', 'score'), chance=facts.get('chance'), best=best, best_score=alone.get(best),
         mappings=facts.get('mapping_tables', {}), shares=facts.get('target_mapping', {}))
 
 def leakage_page(found:list, facts:dict, title:str, opts:dict|None=None) -> str:

@@ -19,15 +19,15 @@ log = logging.getLogger('mlpipeline.monitor')
 # %% auto #0
 __all__ = ['STAGE', 'log', 'DRIFT_COLUMNS', 'CAPTURE_META', 'whylogs', 'profile_frame', 'read_profile', 'write_profile',
            'merge_views', 'row_ranges', 'profile_parallel', 'profile_partitions', 'normalise_labels', 'column_kind',
-           'numeric_bins', 'categorical_bins', 'psi', 'hellinger', 'chi_square', 'column_drift', 'holm', 'large_change',
-           'why_text', 'drift_table', 'parse_when', 'batch_files', 'read_batch', 'prediction_columns',
-           'batch_predictions', 'quality_checks', 'label_keys', 'whole_numbers', 'key_text', 'labelled_rows',
-           'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision', 'like_column', 'like_base',
-           'retrain_window', 'retrain_base', 'retrain', 'champion_ref', 'candidate_run', 'candidate_facts',
-           'pick_candidate', 'share_plot', 'metric_plot', 'report_html', 'webhook_url', 'post_alert', 'alert_payload',
-           'reference_view', 'last_retrain', 'metric_name', 'profile_batch', 'batch_facts', 'alert_reasons',
-           'monitored_batch', 'apply_policy', 'write_report', 'monitor', 'monitoring_experiment', 'log_monitoring_run',
-           'run_monitor']
+           'integral_column', 'bin_labels', 'numeric_bins', 'categorical_bins', 'psi', 'hellinger', 'chi_square',
+           'column_drift', 'holm', 'large_change', 'why_text', 'drift_table', 'parse_when', 'batch_files', 'read_batch',
+           'prediction_columns', 'batch_predictions', 'quality_checks', 'label_keys', 'whole_numbers', 'key_text',
+           'labelled_rows', 'labelled_metrics', 'performance_drop', 'metric_over_time', 'retrain_decision',
+           'like_column', 'like_base', 'retrain_window', 'retrain_base', 'retrain', 'champion_ref', 'candidate_run',
+           'candidate_facts', 'pick_candidate', 'share_chart', 'metric_plot', 'report_html', 'webhook_url',
+           'post_alert', 'alert_payload', 'reference_view', 'last_retrain', 'metric_name', 'profile_batch',
+           'batch_facts', 'alert_reasons', 'monitored_batch', 'apply_policy', 'write_report', 'monitor',
+           'monitoring_experiment', 'log_monitoring_run', 'run_monitor']
 
 # %% ../nbs/08_monitor.ipynb #080006
 def whylogs():
@@ -116,22 +116,40 @@ def column_kind(col) -> str|None:
     if dist is not None and not dist.kll.value.is_empty() and not (types and types.string.value): return 'numeric'
     return 'categorical' if col.get_metric('frequent_items') is not None else None
 
+def integral_column(col) -> bool:
+    "Whether a profiled column holds whole numbers only (whylogs' type counts: integers and no fractions)."
+    t = col.get_metric('types')
+    return t is not None and t.integral.value > 0 and t.fractional.value == 0
+
+def bin_labels(edges:np.ndarray, whole:bool=False, top:float|None=None) -> list[str]:
+    "Labels of the bins below, between and from `edges`; for `whole` numbers the values each holds (`top`: the largest)."
+    from mlpipeline.pages import fmt_number as f
+    if not whole:
+        return [f'< {f(edges[0])}'] + [f'[{f(a)}, {f(b)})' for a, b in zip(edges, edges[1:])] + [f'>= {f(edges[-1])}']
+    span = lambda a, b: f(a) if a == b else f'{f(a)} to {f(b)}'
+    last = f(edges[-1]) if top == edges[-1] else f'>= {f(edges[-1])}'
+    return [f'<= {f(edges[0] - 1)}'] + [span(a, b - 1) for a, b in zip(edges, edges[1:])] + [last]
+
 def numeric_bins(ref, cur, bins:int=10) -> tuple[list, np.ndarray, np.ndarray]:
-    "Bin labels and the reference's and current shares in bins cut at the reference's quantiles."
+    "Bin labels and the reference's and current shares in bins cut at the reference's quantiles; no bin empty in both."
     rk, ck = ref.get_metric('distribution').kll.value, cur.get_metric('distribution').kll.value
     edges = np.unique(rk.get_quantiles(list(np.linspace(0, 1, bins + 1)[1:-1])))
-    labels = [f'< {edges[0]:.4g}'] + [f'[{a:.4g}, {b:.4g})' for a, b in zip(edges, edges[1:])] + [f'>= {edges[-1]:.4g}']
-    return labels, np.asarray(rk.get_pmf(list(edges))), np.asarray(ck.get_pmf(list(edges)))
+    whole = integral_column(ref) and integral_column(cur) and bool(np.allclose(edges % 1, 0))
+    labels = bin_labels(edges, whole, max(rk.get_max_value(), ck.get_max_value()))
+    p, q = np.asarray(rk.get_pmf(list(edges))), np.asarray(ck.get_pmf(list(edges)))
+    keep = (p > 0) | (q > 0)  # a bin empty in both (below a 0/1 column's 0) adds nothing to PSI or Hellinger
+    return [l for l, k in zip(labels, keep) if k], p[keep], q[keep]
 
 def categorical_bins(ref, cur) -> tuple[list, np.ndarray, np.ndarray]:
-    "Category labels (plus `(other)`) and the reference's and current counts of each."
+    "Category labels (and `(other)` when some rows are in no frequent category), the reference's and current counts."
     from whylogs.viz.utils.frequent_items_calculations import get_frequent_stats
     rs, cs = get_frequent_stats(ref, config=None), get_frequent_stats(cur, config=None)
     rf, cf = ({i['value']: i['estimate'] for i in s['frequent_items']} for s in (rs, cs))
     keys = sorted(set(rf) | set(cf), key=lambda k: -rf.get(k, 0))
     p = np.array([rf.get(k, 0) for k in keys] + [max(rs['total_count'] - sum(rf.values()), 0)], float)
     q = np.array([cf.get(k, 0) for k in keys] + [max(cs['total_count'] - sum(cf.values()), 0)], float)
-    return keys + ['(other)'], p, q
+    keep = (p > 0) | (q > 0)  # an empty (other) is no bin
+    return [k for k, x in zip(keys + ['(other)'], keep) if x], p[keep], q[keep]
 
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index of shares `q` against reference shares `p` (empty bins count as `eps`)."
@@ -438,19 +456,14 @@ def pick_candidate(cands:list[dict]) -> tuple[dict, str]:
                  + ('' if win['gate_passed'] else '; no candidate passed the gate'))
 
 # %% ../nbs/08_monitor.ipynb #080054
-def share_plot(row, path:Path) -> Path:
-    "Bars of the reference's and the current shares per bin of one column."
-    from mlpipeline.evaluate import _figure, _save
-    fig, ax = _figure(f"{row['column']}{' (drifted)' if row['drifted'] else ''}")
-    bins, keep = list(row['bins']), np.argsort(-np.maximum(row['reference'], row['current']))[:12]
-    keep = sorted(keep) if row['kind'] == 'numeric' else keep
-    x = np.arange(len(keep))
-    ax.bar(x - 0.2, np.asarray(row['reference'])[keep], 0.4, label='reference')
-    ax.bar(x + 0.2, np.asarray(row['current'])[keep], 0.4, label='current')
-    ax.set_xticks(x, [str(bins[i])[:18] for i in keep], rotation=45, ha='right', fontsize=7)
-    ax.set_ylabel('share of rows')
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+def share_chart(row, top:int=12):
+    "Bars of the reference's and the current shares per bin of one column (the `top` largest), as inline SVG."
+    from mlpipeline.pages import svg_bars
+    keep = np.argsort(-np.maximum(row['reference'], row['current']), kind='stable')[:top]
+    keep = sorted(keep) if row['kind'] == 'numeric' else keep  # numbers in order, categories by size
+    pick = lambda v: [float(np.asarray(v)[i]) for i in keep]
+    shares = {'reference': pick(row['reference']), 'current': pick(row['current'])}
+    return svg_bars([str(row['bins'][i]) for i in keep], shares, width=420, digits=2)
 
 def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) -> Path:
     "The labelled metric per period, with the test split's value."
@@ -466,16 +479,20 @@ def metric_plot(over_time:pd.DataFrame, metric:str, test:float|None, path:Path) 
 def report_html(summary:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, images:dict) -> str:
     "The monitoring report (`monitor.html`): decision, drift table, quality findings, performance and plots in one HTML page."
     from mlpipeline.pages import render_page, html_table, data_uri
+    from mlpipeline.validate import explain
     s = summary
     cands = s['decision'].get('retrain', {}).get('candidates')
-    quality_columns = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share']
+    quality_columns = ['severity', 'column', 'rule', 'expected', 'observed', 'rows', 'share', 'what it means']
+    quality = [v | {'what it means': explain(v)} for v in quality]
+    charts = {r['column'] + (' (drifted)' if r['drifted'] else ''): share_chart(r)
+              for r in table.to_dict(orient='records')}
     return render_page('monitor.html', f"Monitoring {s['model']} v{s['version']}: {s['monitor_id']}", s=s,
                        candidates=html_table(pd.DataFrame(cands)) if cands else '',
                        drift=html_table(table[[c for c in DRIFT_COLUMNS if c in table]]) if len(table) else '',
                        quality=html_table(pd.DataFrame(quality)[quality_columns]) if quality else '',
                        performance=html_table(pd.DataFrame([s['performance']])) if s.get('performance') else '',
                        over_time=html_table(over_time) if len(over_time) else '',
-                       images={k: data_uri(p) for k, p in images.items()})
+                       images={k: data_uri(p) for k, p in images.items()}, charts=charts)
 
 # %% ../nbs/08_monitor.ipynb #080057
 def webhook_url(cfg:dict) -> str|None:
@@ -572,10 +589,10 @@ def apply_policy(cfg:dict, facts:dict, labelled:pd.DataFrame|None, exp_id:str, n
     return d | {'action': d['retrain']['action']}, None
 
 def write_report(s:dict, table:pd.DataFrame, quality:list, over_time:pd.DataFrame, folder:Path) -> Path:
-    "The batch's drift.json and report.html (with a plot per column)."
+    "The batch's drift.json and report.html (a chart per column inline, the metric over time as a plot)."
     write_json(table.to_dict(orient='records'), folder/'drift.json')
-    images = {r['column']: share_plot(r, folder/'plots'/f'{metric_name(r["column"])}.png') for r in table.to_dict(orient='records')}
-    if len(over_time) > 0: images = {f"{s['metric']} over time": metric_plot(over_time, s['metric'], s['test_metric'], folder/'plots/metric.png')} | images
+    plot = lambda: metric_plot(over_time, s['metric'], s['test_metric'], folder/'plots/metric.png')
+    images = {f"{s['metric']} over time": plot()} if len(over_time) > 0 else {}
     with atomic_path(folder/'report.html') as tmp: tmp.write_text(report_html(s, table, quality, over_time, images))
     return folder/'report.html'
 

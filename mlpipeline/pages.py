@@ -4,20 +4,33 @@
 
 # %% ../nbs/00e_pages.ipynb #00e003
 from __future__ import annotations
-import base64, functools, mimetypes
+import base64, functools, math, mimetypes, numbers
 from pathlib import Path
 from markupsafe import Markup, escape
 
 # %% auto #0
-__all__ = ['page_env', 'render_page', 'data_uri', 'html_table']
+__all__ = ['MISSING', 'COLOURS', 'fmt_number', 'page_env', 'render_page', 'data_uri', 'html_table', 'histogram', 'svg_bars']
+
+# %% ../nbs/00e_pages.ipynb #00e013
+MISSING = '—'  # what a page shows for a missing number
+
+def fmt_number(x, digits:int=4) -> str:
+    "`x` with `digits` significant digits, whole numbers whole, missing (None, NaN) as a dash."
+    if x is None or isinstance(x, bool) or not isinstance(x, numbers.Real): return MISSING if x is None else str(x)
+    if math.isnan(x): return MISSING
+    if float(x).is_integer() and abs(x) < 10 ** max(digits, 6): return str(int(x))
+    short = f'{float(x):.{digits}g}'
+    return str(int(float(short))) if 'e+' in short and abs(x) < 1e15 else short  # 18010, not 1.801e+04
 
 # %% ../nbs/00e_pages.ipynb #00e006
 @functools.cache
 def page_env():
     "The Jinja2 environment of the report templates: package data, autoescaped, strict about missing values."
     import jinja2
-    return jinja2.Environment(loader=jinja2.PackageLoader('mlpipeline', 'templates'), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader('mlpipeline', 'templates'), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters['num'] = fmt_number  # {{ x|num }}, {{ x|num(6) }}: significant digits, a dash for missing
+    return env
 
 def render_page(template:str, title:str, **values) -> str:
     "The page `template` (a child of `base.html`) with `title` and `values`, as one HTML string."
@@ -29,9 +42,66 @@ def data_uri(path:str|Path, mime:str|None=None) -> str:
     kind = mime or mimetypes.guess_type(str(path))[0] or 'application/octet-stream'
     return f'data:{kind};base64,{base64.b64encode(Path(path).read_bytes()).decode()}'
 
+def _cell(v, floats:str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)): return MISSING  # never a literal None or nan
+    return floats.format(v) if isinstance(v, float) else escape(str(v))
+
 def html_table(df, floats:str='{:.4g}') -> Markup:
-    "A DataFrame as a plain HTML table: cells escaped, floats formatted with `floats`."
-    cell = lambda v: floats.format(v) if isinstance(v, float) else escape(str(v))
+    "A DataFrame as a plain HTML table: cells escaped, floats formatted with `floats`, missing values a dash."
+    cell = lambda v: _cell(v, floats)
     head = ''.join(f'<th>{escape(str(c))}</th>' for c in df.columns)
     rows = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in r) + '</tr>' for r in df.itertuples(index=False))
     return Markup(f'<table><tr>{head}</tr>{rows}</table>')
+
+# %% ../nbs/00e_pages.ipynb #00e016
+def histogram(x, bins:int=10) -> tuple[list, list]:
+    "Bin labels and counts of the finite numbers `x`: one bin per value for few whole numbers, else equal widths."
+    import numpy as np
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if not len(x): return [], []
+    values, counts = np.unique(x, return_counts=True)
+    if len(values) <= bins and np.allclose(values % 1, 0): return [fmt_number(v) for v in values], counts.tolist()
+    counts, edges = np.histogram(x, bins=bins)
+    labels = [f'{fmt_number(a)} – {fmt_number(b)}' for a, b in zip(edges, edges[1:])]
+    return labels, counts.tolist()
+
+# %% ../nbs/00e_pages.ipynb #00e019
+COLOURS = ['#4c78a8', '#f58518', '#54a24b']
+
+def _svg_text(x:float, y:float, text:str, anchor:str='start', size:int=11) -> str:
+    return f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}">{escape(text)}</text>'
+
+def _svg_bar(x:float, y:float, w:float, h:float, k:int, name:str) -> str:
+    return (f'<rect class="bar" data-series="{escape(name)}" x="{x}" y="{y}" width="{w:.1f}" height="{h}" '
+            f'fill="{COLOURS[k]}"/>')
+
+def svg_bars(labels:list, series:dict, line:float|None=None, line_label:str='', width:int=460,
+             digits:int=3, start:float=0.0) -> Markup:
+    "Horizontal bars as inline SVG: a row per label, a bar per series (`{name: values}`), an optional vertical `line`."
+    names, bar, left, right = list(series), 11, 150, 52
+    row, legend = bar * len(names) + 6, len(names) > 1
+    top = 16 if legend or line is not None else 2
+    most = max([start, *(v for vs in series.values() for v in vs if v == v), line or start])
+    span = (most - start) or 1.0
+    x = lambda v: left + (width - left - right) * max(0.0, v - start) / span  # a value below `start` draws no bar
+    height = top + row * len(labels) + 4
+    out = [f'<svg class="chart" width="{width}" height="{height}" role="img">']
+    for k, name in enumerate(names if legend else []):
+        out += [f'<rect x="{left + 90 * k}" y="3" width="9" height="9" fill="{COLOURS[k]}"/>',
+                _svg_text(left + 90 * k + 12, 11, name)]
+    for i, lab in enumerate(labels):
+        y = top + i * row
+        out.append(f'<g class="row"><title>{escape(str(lab))}</title>')
+        out.append(_svg_text(left - 6, y + row / 2 + 4, str(lab)[:24], 'end'))
+        for k, name in enumerate(names):
+            v, yb = series[name][i], y + 3 + k * bar
+            out += [_svg_bar(left, yb, x(v) - left, bar - 1, k, name),
+                    _svg_text(x(v) + 3, yb + bar - 2, fmt_number(v, digits), size=10)]
+        out.append('</g>')
+    if line is not None:
+        end = top + row * len(labels)
+        out += [f'<line class="ref" x1="{x(line):.1f}" x2="{x(line):.1f}" y1="12" y2="{end}" stroke="#c00" '
+                'stroke-dasharray="4 3"/>',
+                _svg_text(x(line), 10, f'{line_label} {fmt_number(line, digits)}'.strip(), 'middle', 10)]
+    return Markup(''.join(out) + '</svg>')

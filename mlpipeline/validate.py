@@ -16,14 +16,15 @@ from .compute import is_dask
 STAGE = stage_of('validate')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STAGE', 'RULES', 'MAX_GROUPS', 'REPORT_COLUMNS', 'TASK_METRICS', 'as_numbers', 'column_kind', 'infer_task',
-           'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema', 'violation', 'missing_rule',
-           'truth_values', 'check_values', 'check_target', 'check_table', 'validate', 'for_mode', 'apply_severity',
-           'errors_in', 'champion_schema', 'reference_schema', 'group_columns', 'group_labels', 'target_rates',
-           'group_stats', 'class_shares', 'check_balance', 'check_representation', 'bias_checks', 'metric_key',
-           'bias_metrics', 'report_frame', 'report_html', 'group_frame', 'bias_section', 'column_stats',
-           'merge_column_stats', 'column_from_stats', 'merge_violations', 'distinct_count', 'dask_stats',
-           'check_target_counts', 'infer_schema_dask', 'validate_dask', 'named_columns', 'missing_column',
+__all__ = ['STAGE', 'RULES', 'RULE_HELP', 'MAX_GROUPS', 'REPORT_COLUMNS', 'CHECK_RULES', 'TASK_METRICS', 'as_numbers',
+           'column_kind', 'infer_task', 'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema',
+           'violation', 'missing_rule', 'truth_values', 'check_values', 'explain', 'check_target', 'check_table',
+           'validate', 'for_mode', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
+           'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
+           'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_rows',
+           'column_facts', 'column_chart', 'expectations', 'column_docs', 'report_html', 'group_frame', 'bias_section',
+           'column_stats', 'merge_column_stats', 'column_from_stats', 'merge_violations', 'distinct_count',
+           'dask_stats', 'check_target_counts', 'infer_schema_dask', 'validate_dask', 'named_columns', 'missing_column',
            'task_problem', 'check_against_data', 'validate_on_dask', 'run_validate']
 
 # %% ../nbs/02_validate.ipynb #020006
@@ -125,8 +126,10 @@ def violation(column, rule:str, expected, observed, rows:int, n:int) -> dict:
                 share=round(rows / n, 6) if n else 1.0, severity=RULES[rule])
 
 # %% ../nbs/02_validate.ipynb #020018
-def _examples(values) -> str:
-    return ', '.join(repr(v) for v in list(dict.fromkeys(values))[:3])
+def _examples(values) -> str:  # numbers to 6 significant digits: no float noise such as 153.60000000000002
+    from mlpipeline.pages import fmt_number
+    show = lambda v: fmt_number(v, 6) if isinstance(v, (float, np.floating)) else repr(v)
+    return ', '.join(show(v) for v in list(dict.fromkeys(values))[:3])
 
 def missing_rule(name, miss:int, n:int, spec:dict) -> list[dict]:
     "`all_missing` when all `n` values are missing, `missing_values` when `miss` passes the column's allowed share."
@@ -163,6 +166,72 @@ def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
     out += missing_rule(name, int(s.isna().sum()), n, spec)
     if spec.get('unique') and (d := int(present.duplicated().sum())): out.append(violation(name, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(present[present.duplicated()])}', d, n))
     return out
+
+# %% ../nbs/02_validate.ipynb #020019b
+RULE_HELP = {  # rule -> (what a finding means, how to fix it)
+    'empty_batch': ('The table has no rows, so nothing can be checked, learnt or scored',
+                    'check data.path or the query: an empty file, or a filter that matched nothing'),
+    'too_few_rows': ('There are too few rows to put at least 10 in each of the validation and test splits',
+                     'supply more rows, or raise split.valid and split.test'),
+    'too_many_rows': ("There are more rows than the schema's rows.max, often a join that multiplied rows",
+                      'check the extract, or raise rows.max in a curated schema'),
+    'missing_column': ('A column the schema expects is absent, so the model loses that input',
+                       'restore it at the source, or curate a schema without it (validation.schema)'),
+    'unexpected_column': ('A column the schema does not know is ignored by the model',
+                          'add it to the curated schema that validation.schema names, if the model should '
+                          'learn from it'),
+    'type_mismatch': ("Values of another type than the schema's (text among numbers, unparseable dates) cannot be used",
+                      'correct them at the source, or set the kind of the column in a curated schema'),
+    'missing_values': ('More values are missing than the schema allows: the share seen in training plus a margin',
+                       'find where the source loses them, or raise max_missing of the column in a curated schema'),
+    'all_missing': ('Every value is missing: the column carries nothing, usually a broken extract',
+                    'repair the source, or drop the column with features.drop'),
+    'out_of_range': ('Values fall outside the range seen in training plus its tolerance: the model never saw such '
+                     'values',
+                     'look for a unit change or an entry error, or widen validation.range_tolerance'),
+    'infinite_values': ('Infinite numbers (often a division by zero upstream) cannot be learnt from or scored',
+                        'replace them at the source with a number or a missing value'),
+    'unseen_category': ('Categories the schema does not know get no learnt effect from the model',
+                        'look for typos or renamed values; once they are real, retrain with validation.schema: infer'),
+    'constant_column': ('One value in every row tells the model nothing',
+                        'drop it with features.drop, or check the extract if the column used to vary'),
+    'duplicate_rows': ('Identical rows count twice and can land in training and test, flattering the test score',
+                       'remove the duplicates at the source unless they are real repeats'),
+    'duplicate_ids': ('An id should name one row; repeated ids point to a join that duplicated rows',
+                      'deduplicate the rows, or set data.id_column to the real id'),
+    'target_missing_column': ('The target column is absent, so there is nothing to learn',
+                              'set target to a column of the data, or restore the column'),
+    'target_missing_values': ('Rows without a target cannot be learnt from',
+                              'drop those rows at the source or label them'),
+    'target_constant': ('A target with a single value leaves nothing to predict',
+                        'check the extract and the target name'),
+    'target_unseen_class': ("The target has classes the reference schema lacks, so this version cannot be compared "
+                            "with the champion", 'check the labels, or retrain with validation.schema: infer'),
+    'target_class_too_rare': ('A class with fewer rows than there are splits cannot appear in every split',
+                              'add rows of that class, merge it with another, or drop its rows'),
+    'class_imbalance': ('The largest class outnumbers the smallest by more than validation.imbalance_ratio, so '
+                        'accuracy flatters the model', 'judge it by roc_auc or pr_auc (gate.metric), or weigh the '
+                        'classes with model.scale_pos_weight'),
+    'group_under_represented': ("A group's share fell well below the reference's, so the model learns less about it",
+                                'collect more rows of the group, or check how the data was sampled'),
+    'single_feature_leak': ('One feature alone predicts the target almost perfectly, far better than the others '
+                            'together: it probably records the outcome', 'drop it with features.drop, or accept '
+                            'it with leakage.action: warn if it is truly known at prediction time'),
+    'target_mapping': ('Each frequent category of the column has a single target value: a lookup of the answer, '
+                       'not a signal', 'drop it with features.drop unless the mapping also holds when predicting'),
+    'close_to_model': ("This feature alone comes close to the whole model's score and the model loses much "
+                       'without it', 'check that it is known at prediction time, or declare it with '
+                       'leakage.after_outcome'),
+    'id_like_column': ('The column looks like an id (a value per row), which a model can only memorise',
+                       'set data.id_column to it; it is dropped meanwhile (leakage.drop_id_like)'),
+    'rows_shared_across_splits': ('Rows of the validation or test split repeat training rows, so their scores are '
+                                  'optimistic', 'remove the duplicates, or split by entity with split.group')}
+
+def explain(v:dict) -> str:
+    "What the finding `v` means and how to fix it, in one sentence."
+    if v.get('rule') not in RULE_HELP: return f"A finding of the rule {v.get('rule')!r}."
+    meaning, fix = RULE_HELP[v['rule']]
+    return f'{meaning} (to fix this, {fix}).'
 
 # %% ../nbs/02_validate.ipynb #020020
 def check_target(df:pd.DataFrame, target:dict, min_per_class:int=3) -> list[dict]:
@@ -347,12 +416,85 @@ def report_frame(report:list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(report, columns=REPORT_COLUMNS)
     return df.sort_values('severity', key=lambda s: s.ne('error'), kind='stable').reset_index(drop=True)
 
-def report_html(report:list[dict], title:str, extra:str='') -> str:
-    "A self-contained HTML page of the report (`validate.html`), with `extra` HTML (escaped by its writer) after the table."
+def report_rows(report:list[dict]) -> list[dict]:
+    "The findings as the page shows them: errors first, a table-wide finding on `(table)`, shares in %, explained."
+    from mlpipeline.pages import fmt_number
+    rows = report_frame(report).to_dict(orient='records')
+    return [r | {'column': '(table)' if pd.isna(r['column']) else r['column'], 'rows': fmt_number(r['rows']),
+                 'share': f"{fmt_number(100 * r['share'], 3)}%", 'explanation': explain(r)} for r in rows]
+
+# %% ../nbs/02_validate.ipynb #020044c
+def column_facts(s:pd.Series, top:int=8) -> dict:
+    "What one column of the data shows: kind, missing share, distinct values, range or frequent categories."
+    from mlpipeline.pages import fmt_number
+    kind, present = column_kind(s), s.dropna()
+    out = {'kind': kind, 'missing': f'{fmt_number(100 * s.isna().mean(), 3)}%' if len(s) else '—',
+           'distinct': str(present.nunique())}
+    x = as_numbers(present).dropna() if kind == 'numeric' else pd.Series(dtype=float)
+    if len(x): out['range'] = f'{fmt_number(x.min(), 6)} to {fmt_number(x.max(), 6)}'
+    if kind != 'numeric':
+        counts = present.astype(str).value_counts()
+        more = f' and {len(counts) - top} more' if len(counts) > top else ''
+        out['categories'] = ', '.join(counts.index[:top]) + more
+    return out
+
+def column_chart(s:pd.Series, top:int=10, width:int=400) -> str:
+    "A small inline-SVG chart of one column: a histogram of numbers, the rows of the most frequent categories."
+    from mlpipeline.pages import histogram, svg_bars
+    present = s.dropna()
+    if column_kind(s) == 'numeric': labels, counts = histogram(as_numbers(present).dropna())
+    else:
+        vc = present.astype(str).value_counts()
+        labels, counts = list(vc.index[:top]), vc.iloc[:top].tolist()
+        if len(vc) > top: labels, counts = labels + [f'({len(vc) - top} others)'], counts + [int(vc.iloc[top:].sum())]
+    return svg_bars(labels, {'rows': counts}, width=width) if labels else ''
+
+# %% ../nbs/02_validate.ipynb #020044e
+CHECK_RULES = {'kind': ('type_mismatch',), 'missing': ('missing_values', 'all_missing'),  # check -> rules that test it
+               'range': ('out_of_range', 'infinite_values'), 'values': ('unseen_category',),
+               'unique': ('duplicate_ids',)}
+
+def _severity(findings:list[dict], check:str) -> str:
+    hit = [v['severity'] for v in findings if v['rule'] in CHECK_RULES[check]]
+    return 'error' if 'error' in hit else hit[0] if hit else 'ok'
+
+def expectations(s:pd.Series, spec:dict, findings:list[dict]) -> list[dict]:
+    "Each check the schema makes of a column, its expectation beside the observed value, marked by its finding."
+    from mlpipeline.pages import fmt_number
+    facts, n = column_facts(s), len(s)
+    allowed = f"at most {fmt_number(100 * spec.get('max_missing', 0), 3)}%"
+    rows = [('kind', spec['kind'], facts['kind']), ('missing', allowed, facts['missing'])]
+    if 'min' in spec:
+        pad = spec.get('tolerance', 0) * (spec['max'] - spec['min'] or abs(spec['max']) or 1)
+        want = f"{fmt_number(spec['min'], 6)} to {fmt_number(spec['max'], 6)}, give or take {fmt_number(pad)}"
+        rows.append(('range', want, facts.get('range', '—')))
+    if 'domain' in spec:
+        new = int((~s.dropna().map(norm_label).isin({norm_label(v) for v in spec['domain']})).sum())
+        seen = f"{facts['distinct']} distinct, {new} rows unseen"
+        rows.append(('values', f"one of {len(spec['domain'])} known values", seen))
+    if spec.get('unique'): rows.append(('unique', 'a value per row', f"{n - int(s.dropna().nunique())} repeated"))
+    return [{'check': c, 'expected': w, 'observed': o, 'status': _severity(findings, c)} for c, w, o in rows]
+
+# %% ../nbs/02_validate.ipynb #020044g
+def column_docs(df:pd.DataFrame, schema:Schema, report:list[dict]) -> list[dict]:
+    "A section per column of the data: its role, facts, chart, the schema's expectations and its explained findings."
+    role = {schema.id_column: 'id', (schema.target or {}).get('name'): 'target'}
+    out = []
+    for c in map(str, df.columns):
+        found = [v | {'explanation': explain(v)} for v in report if v['column'] == c]
+        spec = schema.columns.get(c)
+        checks = expectations(df[c], spec, found) if spec else [{'check': 'in the schema', 'expected': 'yes',
+                                                               'observed': 'no (ignored)', 'status': 'warning'}]
+        out.append({'name': c, 'role': role.get(c, 'feature'), 'facts': column_facts(df[c]),
+                    'chart': column_chart(df[c]), 'checks': checks, 'findings': found})
+    return out
+
+def report_html(report:list[dict], title:str, extra:str='', columns:list[dict]|None=None, rows:int|None=None) -> str:
+    "The validation page (`validate.html`): findings explained, a section per column (`columns`), then `extra` HTML."
     from markupsafe import Markup
     from mlpipeline.pages import render_page
-    rows = report_frame(report).to_dict(orient='records')
-    return render_page('validate.html', title, rows=rows, columns=REPORT_COLUMNS, extra=Markup(extra))
+    return render_page('validate.html', title, rows=report_rows(report), columns=REPORT_COLUMNS, extra=Markup(extra),
+                       docs=columns or [], n_rows=rows, errors=len(errors_in(report)))
 
 # %% ../nbs/02_validate.ipynb #020047
 def _rate(r) -> str:
@@ -567,6 +709,7 @@ def run_validate(run_dir:str|Path) -> list[dict]:
     import mlflow
     rd, cfg = open_run(run_dir)
     with stage_run(rd, STAGE.name):
+        df = None  # the Dask backend's table is never one frame here: its page has no column sections
         if is_dask(cfg): schema, report, bias, found = validate_on_dask(rd, cfg)
         else:
             df = pd.read_parquet(output_of(rd, 'raw'))
@@ -578,7 +721,9 @@ def run_validate(run_dir:str|Path) -> list[dict]:
         with atomic_path(rd/'artifacts/schema.yaml') as tmp: tmp.write_text(schema.to_yaml())
         write_json(report, rd/'artifacts/validation.json')
         write_json(bias, rd/'artifacts/groups.json')
-        with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(report, f'Validation of run {rd.name} against the {schema.source} schema', bias_section(bias)))
+        with atomic_path(rd/'artifacts/validation.html') as tmp: tmp.write_text(report_html(
+            report, f'Validation of run {rd.name} against the {schema.source} schema', bias_section(bias),
+            column_docs(df, schema, report) if df is not None else None, len(df) if df is not None else None))
         for a in ('schema.yaml', 'validation.json', 'groups.json', 'validation.html'): mlflow.log_artifact(rd/'artifacts'/a)
         mlflow.set_tag('schema_source', schema.source)
         mlflow.log_metrics({'validation_errors': len(errors_in(report)), 'validation_warnings': len(report) - len(errors_in(report))} | bias_metrics(bias))
