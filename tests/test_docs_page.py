@@ -5,8 +5,8 @@ import json, re, tempfile
 from pathlib import Path
 import pytest
 from browser import chromium, wait_for, screenshot_on_failure
-from conftest import write_project, run_in_process, client_for
-from test_serve import SERVE, Server
+from conftest import client_for
+from test_serve import SERVE, Server, champion_service
 
 SHOTS = Path(tempfile.gettempdir())/'mlpipeline-screenshots'
 PREDICT_OP = '#operations-default-predict_predict_post'  # Swagger UI's id: tag `default`, FastAPI's operationId
@@ -15,11 +15,7 @@ PREDICT_OP = '#operations-default-predict_predict_post'  # Swagger UI's id: tag 
 @pytest.fixture(scope='module')
 def service(tmp_path_factory):
     "A project whose champion was trained on the test sample, and `mlpipeline serve` answering for it."
-    project = write_project(tmp_path_factory.mktemp('docs')/'project', serve=SERVE | {'capture': {'enabled': False}})
-    run_in_process(project)
-    srv = Server(project)
-    yield project, srv
-    srv.stop()
+    with champion_service(tmp_path_factory.mktemp('docs'), SERVE | {'capture': {'enabled': False}}) as served: yield served
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@
 generated requests, valid and invalid, and never answers 5xx or shows a traceback."""
 import time
 import pytest, requests
-from conftest import write_project, run_in_process
-from test_serve import SERVE, Server
+from test_serve import SERVE, champion_service
 
 TRACES = ('Traceback', 'File "')
 
@@ -11,11 +10,7 @@ TRACES = ('Traceback', 'File "')
 @pytest.fixture(scope='module')
 def service(tmp_path_factory):
     "A project whose champion was trained on the test sample, and `mlpipeline serve` answering for it."
-    project = write_project(tmp_path_factory.mktemp('fuzz')/'project', serve=SERVE | {'capture': {'enabled': False}})
-    run_in_process(project)
-    srv = Server(project)
-    yield srv
-    srv.stop()
+    with champion_service(tmp_path_factory.mktemp('fuzz'), SERVE | {'capture': {'enabled': False}}) as (_, srv): yield srv
 
 
 def fuzz(url: str, cases: int, mode: str, seed: int | None = 0) -> dict:

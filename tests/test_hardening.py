@@ -2,8 +2,8 @@
 import dataclasses, json, statistics, threading, time
 from pathlib import Path
 import httpx, pandas as pd, pytest
-from conftest import write_project, run_in_process, client_for
-from test_serve import Server, records
+from conftest import client_for
+from test_serve import Server, records, champion_service
 
 SERVE = {'reload_s': 0, 'capture': {'flush_s': 0.3}, 'drain_s': 0.3}
 
@@ -11,11 +11,7 @@ SERVE = {'reload_s': 0, 'capture': {'flush_s': 0.3}, 'drain_s': 0.3}
 @pytest.fixture(scope='module')
 def hardened(tmp_path_factory):
     "A project whose champion was trained on the test sample, and a server for it."
-    project = write_project(tmp_path_factory.mktemp('harden')/'project', serve=SERVE)
-    run_in_process(project)
-    srv = Server(project)
-    yield project, srv
-    srv.stop()
+    with champion_service(tmp_path_factory.mktemp('harden'), SERVE) as served: yield served
 
 
 @pytest.fixture

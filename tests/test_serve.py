@@ -1,5 +1,5 @@
 """The REST service and batch scoring: a real `mlpipeline serve` on 127.0.0.1, a real registry, real Parquet files."""
-import json, os, signal, socket, subprocess, threading, time
+import contextlib, json, os, signal, socket, subprocess, threading, time
 from pathlib import Path
 import httpx, pandas as pd, pytest
 from conftest import CLI, SAMPLE, write_project, run_in_process, client_for, mlpipeline
@@ -43,15 +43,23 @@ class Server:
         return [json.loads(l) for l in list(self.lines) if l.startswith('{')]
 
 
+@contextlib.contextmanager
+def champion_service(folder: Path, serve: dict, *challenger: str):
+    "A project whose champion was trained on the test sample (then a challenger with `challenger`'s overrides, if any)"
+    " and `mlpipeline serve` answering for it; the server is stopped after."
+    project = write_project(folder/'project', serve=serve)
+    run_in_process(project)
+    if challenger: run_in_process(project, *challenger)
+    srv = Server(project)
+    try: yield project, srv
+    finally: srv.stop()
+
+
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
     "A project whose champion (version 1) was trained on the test sample, a weaker challenger (version 2), and a server."
-    project = write_project(tmp_path_factory.mktemp('serve')/'project', serve=SERVE)
-    run_in_process(project)
-    run_in_process(project, 'model.max_depth=1', 'model.n_estimators=3', 'gate.thresholds.roc_auc=0.999')  # refused: challenger only
-    srv = Server(project)
-    yield project, srv
-    srv.stop()
+    weaker = ('model.max_depth=1', 'model.n_estimators=3', 'gate.thresholds.roc_auc=0.999')  # refused: challenger only
+    with champion_service(tmp_path_factory.mktemp('serve'), SERVE, *weaker) as served: yield served
 
 
 def records(n, start=0) -> list:
