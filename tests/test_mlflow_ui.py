@@ -101,7 +101,7 @@ def test_the_ui_tells_the_runs_story(finished, ui, browser):
     browser.switch_to.active_element.send_keys('test_roc_auc')  # the column search has the focus
     click(browser, '.du-bois-light-tree-node-content-wrapper', 'test_roc_auc')
     browser.switch_to.active_element.send_keys('\ue00c')  # Escape closes the menu
-    assert cell(browser, 'metrics.`test_roc_auc`') == roc
+    assert cell(browser, 'metrics.`test_roc_auc`', roc) == roc  # shown as '-' until its metrics arrive
     shot(browser, 'experiment-runs')
     browser.get(f'{runs}/{rid}?workflowType=machine_learning')
     note = text_of(browser, '[data-testid="note-editor-preview-content"]', 'Gate passed')
