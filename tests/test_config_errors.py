@@ -35,7 +35,7 @@ def test_config_show_and_check(tmp_path):
     lines = r.stdout.splitlines()
     assert 'seed = 7  # -p' in lines and 'target = churn  # pipeline.yaml' in lines and 'task = auto  # default' in lines, lines[:12]
     assert 'model.max_depth = 3  # pipeline.yaml' in lines and 'model.learning_rate = 0.1  # default' in lines
-    plain = mlpipeline('config', '--show', cwd=project)  # as the README prints it
+    plain = mlpipeline('config', '--show', cwd=project)  # as docs/using.md prints it
     assert plain.returncode == 0 and 'seed = 42  # default' in plain.stdout.splitlines(), plain.stderr
     ok = mlpipeline('config', cwd=project)
     assert ok.returncode == 0 and ok.stdout.startswith('config ok'), ok.stderr

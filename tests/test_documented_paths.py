@@ -1,5 +1,5 @@
-"""The README's own paths, run as printed: Dask on the shipped pipeline.yaml, the retrain loop from the service's
-capture (ids included), and warm start by `name@alias` and `name/version`."""
+"""The documented paths (docs/*.md), run as printed: Dask on the shipped pipeline.yaml, the retrain loop from the
+service's capture (ids included), and warm start by `name@alias` and `name/version`."""
 import importlib.resources, json, shutil
 from pathlib import Path
 import pandas as pd, pytest
@@ -32,7 +32,7 @@ def test_retrain_from_the_capture_keeps_a_worse_model_and_promotes_a_better_one(
     rows = unseen_rows(1000)
     srv = Server(project)
     try:
-        for i in range(0, len(rows), 20):  # the id column travels with each record, as the README shows
+        for i in range(0, len(rows), 20):  # the id column travels with each record, as docs/monitoring.md shows
             recs = json.loads(rows.drop(columns='churn').iloc[i:i + 20].to_json(orient='records'))
             assert srv.http.post('/predict', json=recs, headers={'X-Request-ID': f'r{i}'}).status_code == 200
     finally: srv.stop()  # SIGTERM writes what the capture still holds
@@ -83,7 +83,7 @@ def test_dask_runs_the_shipped_pipeline_yaml(tmp_path):
     project = tmp_path/'project'
     project.mkdir()
     shutil.copy(REPO/'pipeline.yaml', project/'pipeline.yaml')
-    r = mlpipeline('run', '-p', 'compute.backend=dask', cwd=project, timeout=1500)  # as the README prints it
+    r = mlpipeline('run', '-p', 'compute.backend=dask', cwd=project, timeout=1500)  # as docs/dask.md prints it
     assert r.returncode == 0, r.stderr
     rd = only_run(project)
     tuning = json.loads((rd/'artifacts/tuning.json').read_text())

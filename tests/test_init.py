@@ -42,7 +42,7 @@ def init_then_run(tmp_path, kind, fmt, target, *run_args):
 
 
 def test_init_then_run_on_a_binary_csv_with_text_dates_and_missing_values(tmp_path):
-    cfg, reg, metrics, out = init_then_run(tmp_path, 'binary', 'csv', 'defaulted')  # the README's two commands, as printed
+    cfg, reg, metrics, out = init_then_run(tmp_path, 'binary', 'csv', 'defaulted')  # docs/your-own-data.md's two commands, as printed
     assert (cfg['task'], cfg['data']['id_column'], cfg['mlflow']['model_name']) == ('binary', 'customer_no', 'loans')
     assert cfg['features']['text']['columns'] == ['job_title'] and cfg['features']['dates'] == ['signed_on']
     assert cfg['gate']['thresholds'] == {'roc_auc': 0.6} and cfg['validation']['groups'] == []

@@ -1,4 +1,4 @@
-"""The MLflow UI as the README starts it: its GraphQL endpoint answers, and in headless Chromium the experiment's runs
+"""The MLflow UI as docs/using.md starts it: its GraphQL endpoint answers, and in headless Chromium the experiment's runs
 table, the parent run's page and the registered model's page tell what the pipeline run amounts to."""
 import contextlib, json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
@@ -11,7 +11,7 @@ SHOTS = Path('/tmp/mlflowui-shots')
 
 @contextlib.contextmanager
 def mlflow_ui(project: Path):
-    "`.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db` (the README's line) in the project, on a free port."
+    "`.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db` (docs/using.md's line) in the project, on a free port."
     cmd = '.venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db'  # .venv/bin is this venv's
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]  # 5000 may be another test's
     proc = subprocess.Popen([str(MLFLOW), *cmd.split()[1:], '--port', str(port)], cwd=project, text=True,
@@ -37,7 +37,7 @@ def ui(finished):
 
 
 def test_the_readme_mlflow_ui_answers_graphql(finished, ui):
-    "The UI started as the README says: /graphql names the experiment."
+    "The UI started as docs/using.md says: /graphql names the experiment."
     import mlflow
     project, _, _ = finished
     exp = mlflow.MlflowClient(f"sqlite:///{project/'mlruns.db'}").get_experiment_by_name('mlpipeline')

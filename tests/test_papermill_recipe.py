@@ -1,4 +1,4 @@
-"""A stage notebook runs alone with the plain papermill CLI, as the README prints it, and the runner re-runs one
+"""A stage notebook runs alone with the plain papermill CLI, as docs/using.md prints it, and the runner re-runs one
 completed stage with --only --force; neither a failed attempt nor a re-run touches the run's complete record."""
 import hashlib, json, os, shutil, subprocess, sys
 from pathlib import Path
@@ -6,7 +6,8 @@ import pytest
 from conftest import REPO, SAMPLE, write_project, mlpipeline, only_run, manifest
 
 BIN = Path(sys.executable).parent
-RECIPE = next(l for l in (REPO/'README.md').read_text().splitlines() if l.startswith('.venv/bin/papermill nbs/04_train.ipynb'))
+RECIPE = next(l for l in (REPO/'docs/using.md').read_text().splitlines()
+              if l.startswith('.venv/bin/papermill nbs/04_train.ipynb'))
 
 
 def sha(p: Path) -> str:
@@ -14,7 +15,7 @@ def sha(p: Path) -> str:
 
 
 def papermill(line: str, cwd: Path):
-    "A README line, `.venv/bin/` being this venv's."
+    "A line of docs/using.md, `.venv/bin/` being this venv's."
     args = line.split()
     env = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
     return subprocess.run([str(BIN/Path(args[0]).name), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)

@@ -1,0 +1,31 @@
+"mkdocs hooks: every notebook in nbs/ becomes a chapter page (nbs/<name>/), listed in the navigation in order."
+from pathlib import Path
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+
+NBS = 'nbs'
+
+
+def chapters(root: Path) -> list[Path]:
+    "The chapter notebooks, in file-name order (the book's order)."
+    return sorted((root/NBS).glob('[0-9]*.ipynb'))
+
+
+def on_config(config):
+    "List the chapters in the navigation, before the API reference."
+    root = Path(config.config_file_path).parent
+    entries = [f'{NBS}/{p.name}' for p in chapters(root)]
+    nav = config.nav
+    at = next((i for i, e in enumerate(nav) if 'API reference' in e), len(nav))
+    nav.insert(at, {'Chapters': entries})
+    return config
+
+
+@event_priority(100)  # before mkdocs-jupyter's on_files, which converts every .ipynb it is given
+def on_files(files, config):
+    "Add the notebooks of nbs/ as if they were docs/nbs/*.ipynb."
+    root = Path(config.config_file_path).parent
+    for p in chapters(root):
+        files.append(File(f'{NBS}/{p.name}', src_dir=str(root), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
+    return files
