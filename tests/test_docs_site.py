@@ -115,3 +115,23 @@ def test_the_site_opens_offline_in_chromium(served):
         wait_for(d, 'h1', text='Config')
         wait_for(d, '.jp-OutputArea-output')  # an executed example's output, shown
         d.save_screenshot(str(SHOTS/'docs-chapter-00_config.png'))
+
+
+def test_the_notebook_cache_follows_the_package(tmp_path):
+    "A change to a module moves mkdocs-jupyter's cache to a new folder (executed outputs depend on the package too)."
+    from mkdocs.config import load_config
+    sys.path.insert(0, str(REPO/'docs'))
+    try: import hooks
+    finally: sys.path.remove(str(REPO/'docs'))
+    (tmp_path/'mlpipeline').mkdir()
+    (tmp_path/'mlpipeline/config.py').write_text('A = 1\n')
+    config = load_config(str(REPO/'mkdocs.yml'))
+    hooks.cache_per_package(config, tmp_path)
+    first = Path(config.plugins['mkdocs-jupyter'].config['cache_dir'])
+    assert first.parent == tmp_path/'.cache/mkdocs-jupyter' and first.name == f'pkg-{hooks.package_digest(tmp_path)}'
+    first.mkdir(parents=True)
+    (tmp_path/'mlpipeline/config.py').write_text('A = 2\n')
+    config = load_config(str(REPO/'mkdocs.yml'))
+    hooks.cache_per_package(config, tmp_path)
+    second = Path(config.plugins['mkdocs-jupyter'].config['cache_dir'])
+    assert second != first and not first.exists()  # the stale outputs are gone, not just unused
