@@ -389,7 +389,7 @@ def read_graphql(spec:dict) -> pd.DataFrame:
     "Every page of a GraphQL query's records, following Relay cursors."
     g, url = spec.get('graphql') or {}, str(spec['path'])
     for k in ('query', 'records'):
-        if not g.get(k): raise ConfigError(f'data.graphql.{k}', 'is not set', 'see the GraphQL source in the README')
+        if not g.get(k): raise ConfigError(f'data.graphql.{k}', 'is not set', 'see the GraphQL source in docs/using.md')
     session, records, after = http_session(g.get('retries', 3), methods=('POST',)), [], None
     for page in range(1, g.get('max_pages', 1000) + 1):
         data = graphql_page(session, url, g['query'], {'first': g.get('page_size', 100), 'after': after}, g.get('timeout_s', 30))
