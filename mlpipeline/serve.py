@@ -23,13 +23,16 @@ log = logging.getLogger('mlpipeline.serve')
 
 # %% auto #0
 __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS', 'SWAGGER_UI', 'DOCS_CSP', 'JSON_TYPES',
-           'EXAMPLE_AT', 'PLACEHOLDER', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served', 'ServiceMetrics', 'Captured',
-           'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer', 'drain_on_sigterm', 'JsonLines',
-           'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite', 'json_bytes', 'json_media',
-           'read_body', 'json_depth', 'parse_payload', 'request_id', 'docs_assets_dir', 'GuardedFiles', 'guarded_docs',
-           'metadata', 'field_schema', 'record_schema', 'example_value', 'example_record', 'error_schema',
-           'answer_schema', 'predict_openapi', 'Service', 'open_service', 'make_app', 'port_free', 'app_from_env',
-           'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask', 'run_serve']
+           'EXAMPLE_AT', 'PLACEHOLDER', 'V2_NUMBERS', 'V2_HEADER', 'INLINE_BYTES', 'WHOLE_FILE', 'load_served',
+           'ServiceMetrics', 'Captured', 'Capture', 'text_column', 'capture_table', 'ModelHolder', 'ShadowScorer',
+           'drain_on_sigterm', 'JsonLines', 'setup_logging', 'env_overrides', 'ApiError', 'problem_text', 'finite',
+           'json_bytes', 'json_media', 'read_body', 'json_depth', 'parse_payload', 'request_id', 'docs_assets_dir',
+           'GuardedFiles', 'guarded_docs', 'metadata', 'field_schema', 'record_schema', 'example_value',
+           'example_record', 'error_schema', 'answer_schema', 'predict_openapi', 'v2_datatype', 'v2_metadata',
+           'v2_bytes', 'v2_values', 'parse_json', 'v2_request', 'v2_rows', 'v2_tensor', 'v2_outputs', 'explain_flag',
+           'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'open_service', 'make_app', 'port_free',
+           'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask',
+           'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -587,6 +590,179 @@ def predict_openapi(doc:dict, served:Served, severity:dict, max_rows:int, api_ke
         op['security'] = [{'apiKey': []}]
     return doc
 
+# %% ../nbs/07_serve.ipynb #07v201
+V2_NUMBERS = {'BOOL': 'bool', 'UINT8': 'uint8', 'UINT16': 'uint16', 'UINT32': 'uint32', 'UINT64': 'uint64', 'INT8': 'int8',
+              'INT16': 'int16', 'INT32': 'int32', 'INT64': 'int64', 'FP16': 'float16', 'FP32': 'float32', 'FP64': 'float64'}
+V2_HEADER = 'inference-header-content-length'  # the binary extension: the JSON part's length; tensors' bytes follow it
+
+def v2_datatype(f:Field, spec:dict) -> str:
+    "The tensor type of field `f` in the model's metadata: BYTES for labels, text and dates, else the number's type."
+    if f.kind == 'boolean': return 'BOOL'
+    if f.kind == 'numeric': return 'INT64' if spec.get('integer') else 'FP64'
+    return 'BYTES'
+
+def v2_metadata(served:Served) -> dict:
+    "The protocol's model metadata: an input tensor per field, typed from the schema, and the output tensors."
+    cols = served.schema.columns if served.schema else {}
+    ins = [{'name': f.name, 'datatype': v2_datatype(f, cols.get(f.name) or {}), 'shape': [-1]} for f in served.fields]
+    outs = [{'name': 'prediction', 'datatype': 'FP64' if served.tf.task == 'regression' else 'BYTES', 'shape': [-1]}]
+    if served.tf.task != 'regression': outs.append({'name': 'probabilities', 'datatype': 'FP64', 'shape': [-1, len(served.classes)]})
+    return {'name': served.name, 'versions': [served.version], 'platform': 'mlpipeline_xgboost', 'inputs': ins, 'outputs': outs,
+            'parameters': {'task': served.tf.task, 'classes': list(served.tf.classes or [])}}
+
+# %% ../nbs/07_serve.ipynb #07v204
+def v2_bytes(raw:bytes) -> list[str]:
+    "The elements of a binary BYTES tensor: each a 4-byte little-endian length, then that many bytes of UTF-8."
+    out, i = [], 0
+    while i < len(raw):
+        n = int.from_bytes(raw[i:i + 4], 'little')
+        if i + 4 + n > len(raw): raise ApiError(400, 'binary BYTES tensor cut short: an element is longer than the data left')
+        out.append(raw[i + 4:i + 4 + n].decode('utf-8', 'backslashreplace'))
+        i += 4 + n
+    return out
+
+def v2_values(t:dict, binary:bytes|None=None) -> list:
+    "The values of request tensor `t`, row-major, from its JSON `data` or from its `binary` bytes."
+    name, dtype, shape = t.get('name'), t.get('datatype'), t.get('shape')
+    if dtype not in V2_NUMBERS and dtype != 'BYTES': raise ApiError(400, f"input {name!r}: datatype {dtype!r} is not BYTES or one of {', '.join(V2_NUMBERS)}")
+    if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ApiError(400, f"input {name!r}: 'shape' must be a list of sizes, got {shape!r}")
+    if binary is not None: vals = v2_bytes(binary) if dtype == 'BYTES' else np.frombuffer(binary, V2_NUMBERS[dtype]).tolist()
+    else:
+        try: vals = np.asarray(t.get('data'), dtype=object).ravel().tolist()  # nested lists flattened, row-major
+        except ValueError: raise ApiError(400, f"input {name!r}: 'data' is ragged: every row needs as many values") from None
+    if len(vals) != int(np.prod(shape)): raise ApiError(400, f"input {name!r}: shape {shape} holds {int(np.prod(shape))} values, 'data' has {len(vals)}")
+    return vals
+
+# %% ../nbs/07_serve.ipynb #07v207
+def parse_json(body:bytes):
+    "JSON text parsed; too deep a nesting is refused unparsed, malformed JSON with the parser's message."
+    if (depth := json_depth(body)) > MAX_DEPTH: raise ApiError(400, f'JSON nested more than {MAX_DEPTH} deep ({depth} levels)')
+    try: return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e: raise ApiError(400, f'malformed JSON: {e}') from None
+
+def v2_request(body:bytes, header_length:str|None, fields:list[Field], id_column:str|None, max_rows:int) -> tuple[dict, list]:
+    "The JSON part of a protocol request and its records, from its body (JSON, or JSON and binary tensors)."
+    n = int(header_length) if header_length and header_length.isdigit() else len(body)
+    head, rest = parse_json(body[:n]), body[n:]
+    if not isinstance(head, dict) or not isinstance(head.get('inputs'), list) or not head['inputs']:
+        raise ApiError(400, "expected a JSON object with a non-empty 'inputs' list of tensors")
+    cols = {}
+    for t in head['inputs']:
+        if not isinstance(t, dict) or not isinstance(t.get('name'), str): raise ApiError(400, "every input tensor needs a 'name'")
+        size = t['parameters'].get('binary_data_size') if isinstance(t.get('parameters'), dict) else None
+        if size is not None and (not isinstance(size, int) or size < 0 or size > len(rest)):
+            raise ApiError(400, f"input {t['name']!r}: binary_data_size {size!r} is not a size within the body")
+        if size is not None: binary, rest = rest[:size], rest[size:]
+        cols[t['name']] = (t, v2_values(t, binary if size is not None else None))
+    return head, v2_rows(cols, [f.name for f in fields], id_column, max_rows)
+
+def v2_rows(cols:dict, names:list, id_column:str|None, max_rows:int) -> list[dict]:
+    "Records from request tensors: one per field, or one row-major tensor of every field in `names`' order."
+    if len(cols) == 1 and (t := next(iter(cols.values()))[0])['name'] not in names and len(t['shape']) == 2 and t['shape'][1] == len(names):
+        vals = next(iter(cols.values()))[1]
+        rows = [dict(zip(names, vals[i:i + len(names)])) for i in range(0, len(vals), len(names))]
+    else:
+        if unknown := [k for k in cols if k not in names and k != id_column]:
+            raise ApiError(400, f"unknown input(s) {unknown}: the model's inputs are {names}")
+        if bad := [k for k, (t, _) in cols.items() if len(t['shape']) > 2 or (len(t['shape']) == 2 and t['shape'][1] != 1)]:
+            raise ApiError(400, f"input(s) {bad}: a field's tensor has shape [rows] or [rows, 1]")
+        if len(ns := {len(v) for _, v in cols.values()}) > 1: raise ApiError(400, f'the input tensors have different row counts {sorted(ns)}')
+        rows = [dict(zip(cols, r)) for r in zip(*(v for _, v in cols.values()))]
+    if not rows: raise ApiError(422, 'no rows: send at least one')
+    if len(rows) > max_rows: raise ApiError(413, f'{len(rows)} rows in one request; at most {max_rows} (serve.max_rows)')
+    return rows
+
+# %% ../nbs/07_serve.ipynb #07v210
+def v2_tensor(name:str, values, datatype:str, **parameters) -> dict:
+    "One output tensor, its data flat and row-major."
+    a = np.asarray(values, dtype=object if datatype == 'BYTES' else 'float64')
+    return {'name': name, 'datatype': datatype, 'shape': list(a.shape), 'data': a.ravel().tolist()} | ({'parameters': parameters} if parameters else {})
+
+def v2_outputs(rows:list[dict], served:Served) -> list[dict]:
+    "The output tensors of `/predict`-style answer rows (with an `explanation` each when asked for)."
+    if served.tf.task == 'regression': out = [v2_tensor('prediction', [r['prediction'] for r in rows], 'FP64')]
+    else:
+        labels = [str(r['prediction']) for r in rows]
+        proba = [[r[k] for k in served.outputs[1:]] for r in rows]
+        out = [v2_tensor('prediction', labels, 'BYTES'), v2_tensor('probabilities', proba, 'FP64', classes=list(served.tf.classes))]
+    if 'explanation' not in rows[0]: return out
+    per = [[r['explanation']['classes'][k] for k in served.tf.classes] if 'classes' in r['explanation'] else r['explanation'] for r in rows]
+    get = lambda e, key: [x[key] for x in e] if isinstance(e, list) else e[key]
+    feats = list((per[0][0] if isinstance(per[0], list) else per[0])['contributions'])
+    contribs = [[list(x['contributions'].values()) for x in e] if isinstance(e, list) else list(e['contributions'].values()) for e in per]
+    units = (per[0][0] if isinstance(per[0], list) else per[0])['units']
+    return out + [v2_tensor('contributions', contribs, 'FP64', features=feats, units=units), v2_tensor('base_value', [get(e, 'base_value') for e in per], 'FP64')]
+
+# %% ../nbs/07_serve.ipynb #07v213
+def explain_flag(value) -> bool:
+    "Whether an `explain` parameter asks for explanations: true/false, 1/0, yes/no (absent: no)."
+    if value is None or isinstance(value, bool): return bool(value)
+    v = str(value).strip().lower()
+    if v not in ('true', '1', 'yes', 'false', '0', 'no'): raise ApiError(400, f'explain={value!r}: use explain=true or explain=false')
+    return v in ('true', '1', 'yes')
+
+def explained(served:Served, cols:dict) -> list[dict]:
+    "The explanation of each checked row: TreeSHAP contributions of its raw inputs, from the booster."
+    from mlpipeline.explain import explanations
+    return explanations(served.tf, served.booster, served.encoder.matrix(cols))
+
+# %% ../nbs/07_serve.ipynb #07v216
+def v2_media(content_type:str|None) -> bool:
+    "Whether a protocol request's Content-Type is one it takes: JSON, binary tensors, or none (as `tritonclient` sends)."
+    return not content_type or json_media(content_type) or content_type.split(';')[0].strip().lower() == 'application/octet-stream'
+
+def v2_wanted(head:dict, served:Served, explain:bool) -> list|None:
+    "The output names a protocol request asks for (None: all), refused when the model has no such output."
+    if (want := head.get('outputs')) is None: return None
+    names = [o.get('name') for o in want if isinstance(o, dict)] if isinstance(want, list) else [want]
+    known = [o['name'] for o in v2_metadata(served)['outputs']] + (['contributions', 'base_value'] if explain else [])
+    if unknown := [n for n in names if n not in known]: raise ApiError(400, f'unknown output(s) {unknown}: this model gives {known}')
+    return names
+
+def v2_routes(app, svc, authorise, as_json, score, answered, counted):
+    "Add the Open Inference Protocol's endpoints to `app`, answering through the service's `score` and `answered`."
+    import mlpipeline
+    max_rows = int(get_key(svc.cfg, 'serve.max_rows'))
+    def model(name:str, version:str|None=None) -> Served:
+        s = svc.holder.current
+        if name != s.name: raise ApiError(404, f'no model {name!r} here: this service serves {s.name!r}')
+        if version is not None and version != s.version: raise ApiError(404, f'{name} version {version!r} is not served here: version {s.version} is')
+        return s
+
+    def infer_answer(name:str, version:str|None):
+        def answer(request, rid:str, body:bytes) -> dict:
+            s = model(name, version)
+            head, records = v2_request(body, request.headers.get(V2_HEADER), s.fields, s.schema.id_column if s.schema else None, max_rows)
+            explain = explain_flag((head.get('parameters') if isinstance(head.get('parameters'), dict) else {}).get('explain'))
+            wanted = v2_wanted(head, s, explain)
+            a = answered(request, rid, records, False, len(body), explain)
+            served = request.state.served  # the version that answered: an A/B arm, or the current one
+            outs = [o for o in v2_outputs(a['predictions'], served) if wanted is None or o['name'] in wanted]
+            params = {'request_id': rid} | ({'warnings': a['warnings']} if 'warnings' in a else {})
+            return {'model_name': served.name, 'model_version': served.version, 'id': str(head.get('id') or rid), 'parameters': params, 'outputs': outs}
+        return answer
+
+    async def infer(request: Request, name: str, version: str|None = None):
+        work = lambda r, rid: score(r, rid, infer_answer(name, version), v2_media)
+        return await counted(request, '/v2/infer', work, lambda e, rid: {'error': e.message})
+
+    async def model_metadata(request: Request, name: str, version: str|None = None):
+        try: return as_json((authorise(request), v2_metadata(model(name, version)))[1])
+        except ApiError as e: return as_json({'error': e.message}, e.status)
+
+    async def model_ready(request: Request, name: str, version: str|None = None):
+        try: return as_json({'name': model(name, version).name, 'ready': not draining.is_set()}, 503 if draining.is_set() else 200)
+        except ApiError as e: return as_json({'error': e.message}, e.status)
+
+    for base in ('/v2/models/{name}', '/v2/models/{name}/versions/{version}'):
+        app.post(base + '/infer')(infer)
+        app.get(base)(model_metadata)
+        app.get(base + '/ready')(model_ready)
+    app.get('/v2')(lambda: as_json({'name': 'mlpipeline', 'version': mlpipeline.__version__, 'extensions': ['binary_tensor_data']}))
+    app.get('/v2/health/live')(lambda: as_json({'live': True}))
+    app.get('/v2/health/ready')(lambda: as_json({'ready': not draining.is_set()}, 503 if draining.is_set() else 200))
+
 # %% ../nbs/07_serve.ipynb #070043
 @dataclass
 class Service:
@@ -650,17 +826,22 @@ def make_app(svc:Service):
         if svc.api_key and not hmac.compare_digest(request.headers.get('x-api-key', '').encode(), svc.api_key.encode()):
             raise ApiError(401, 'missing or wrong API key (send it in the X-API-Key header)')
 
-    async def score(request, rid:str) -> Response:
+    async def score(request, rid:str, answer=None, media=json_media) -> Response:
         authorise(request)
-        if not json_media(request.headers.get('content-type')):  # a cross-site form or text/plain post never gets in
+        if not media(request.headers.get('content-type')):  # a cross-site form or text/plain post never gets in
             raise ApiError(415, 'send the records as JSON, with Content-Type: application/json')
         body = await read_body(request, limit)
-        if len(body) <= INLINE_BYTES: return as_json(scored(request, rid, body))
-        return await run_in_threadpool(lambda: as_json(scored(request, rid, body)))  # the event loop stays free
+        answer = answer or scored
+        if len(body) <= INLINE_BYTES: return as_json(answer(request, rid, body))
+        return await run_in_threadpool(lambda: as_json(answer(request, rid, body)))  # the event loop stays free
 
     def scored(request, rid:str, body:bytes) -> dict:
-        "The answer to a request body: parsed, checked, scored, counted and queued for the capture."
+        "The answer to a `/predict` body: parsed, then answered as `answered` does."
         records, single = parse_payload(body, max_rows)
+        return answered(request, rid, records, single, len(body), explain_flag(request.query_params.get('explain')))
+
+    def answered(request, rid:str, records:list, single:bool, size:int, explain:bool=False) -> dict:
+        "The answer to records: checked, scored (and explained if asked), counted and queued for the capture."
         served, arm = svc.router.pick(request.headers, records, rid) if svc.router else (svc.holder.current, None)  # one version answers the whole request
         request.state.arm, request.state.served = arm, served
         cols, problems, warnings = check_records(records, served.fields, severity)
@@ -673,31 +854,36 @@ def make_app(svc:Service):
             for a, r in zip(answers, records):
                 if idc in r: a[idc] = r[idc]
         svc.metrics.observe(served, out, answers)
-        item = Captured(rid, time.time(), served, cols, answers, arm=arm, body_bytes=len(body))
+        item = Captured(rid, time.time(), served, cols, answers, arm=arm, body_bytes=size)
         if arm: svc.router.scored(arm, len(answers))
         if svc.shadow: svc.shadow.add(item)
         elif svc.capture: svc.capture.add(item)
         model = {'name': served.name, 'version': served.version, 'alias': served.alias} | ({'arm': arm} if arm else {})
         answer = {'request_id': rid, 'model': model}
+        if explain: answers = [a | {'explanation': e} for a, e in zip(answers, explained(served, cols))]  # the captured answers stay as they were
         answer |= {'prediction': answers[0]} if single else {'predictions': answers}
         return answer | ({'warnings': [problem_text(w) for w in warnings[:100]]} if warnings else {})
 
     @app.post('/predict')
     async def predict(request: Request):
+        return await counted(request, '/predict', score, lambda e, rid: {'error': e.message, 'request_id': rid} | ({'problems': e.problems} if e.problems else {}))
+
+    async def counted(request, path:str, work, refusal) -> Response:
+        "The response of `work`, or of `refusal` for a refused request, timed, counted and logged under `path`."
         t, rid = time.perf_counter(), request_id(request)
-        try: resp = await score(request, rid)
-        except ApiError as e: resp = as_json({'error': e.message, 'request_id': rid} | ({'problems': e.problems} if e.problems else {}), e.status)
+        try: resp = await work(request, rid)
+        except ApiError as e: resp = as_json(refusal(e, rid), e.status)
         except Exception:
             log.exception('request %s failed', rid)
             resp = as_json({'error': 'internal error while scoring; the server log has the details', 'request_id': rid}, 500)
         resp.headers['x-request-id'] = rid
         took = time.perf_counter() - t
-        svc.metrics.requests.labels('/predict', str(resp.status_code)).inc()
-        svc.metrics.latency.labels('/predict').observe(took)
+        svc.metrics.requests.labels(path, str(resp.status_code)).inc()
+        svc.metrics.latency.labels(path).observe(took)
         if svc.router: svc.router.observe(getattr(request.state, 'arm', None), resp.status_code, took)  # per arm; the canary judges it
         if log_requests:  # the version that answered (an A/B arm, or the one before a reload), else the current one
             s, arm = getattr(request.state, 'served', None) or svc.holder.current, getattr(request.state, 'arm', None)
-            log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': '/predict', 'status': resp.status_code, 'model': s.name,
+            log.info('request', extra={'fields': {'event': 'request', 'request_id': rid, 'path': path, 'status': resp.status_code, 'model': s.name,
                                                   'version': s.version, 'alias': s.alias, 'latency_ms': round(1e3 * took, 3)} | ({'arm': arm} if arm else {})
                                                  | ({'shadow': svc.holder.shadow.version} if svc.shadow and svc.holder.shadow else {})})
         return resp
@@ -720,6 +906,7 @@ def make_app(svc:Service):
         if guard: authorise(request)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
+    v2_routes(app, svc, authorise, as_json, score, answered, counted)
     guarded_docs(app, authorise if guard else lambda request: None)
     def openapi() -> dict:  # built per request for it: after a hot reload it describes the version now answering
         from fastapi.openapi.utils import get_openapi
