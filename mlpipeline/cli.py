@@ -173,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     pd_.add_argument('--input', required=True, help='a .csv or .parquet file of raw rows')
     pd_.add_argument('--output', required=True, help='.parquet or .csv')
     pd_.add_argument('--chunk-rows', type=int, help='rows per chunk (default: serve.batch_rows)')
+    pd_.add_argument('--explain', action='store_true', help='add each row\'s base value and per-input contributions (TreeSHAP) as columns')
     pd_.add_argument('--quiet', action='store_true')
     mo.add_argument('--data', required=True, help='a CSV or Parquet file, a folder of them, the capture folder (capture/<model>), or a profile.bin')
     mo.add_argument('--model', help='name@alias or name/version (default: monitor.model, else the champion)')
@@ -283,7 +284,8 @@ def run_command(argv:list[str]|None=None) -> int:
             from mlpipeline.serve import predict_file, predict_dask
             from mlpipeline.compute import is_dask
             cfg = load_config(args.config, args.param)
-            r = predict_dask(cfg, args.input, args.output, args.model) if is_dask(cfg) else predict_file(cfg, args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet)
+            if args.explain and is_dask(cfg): raise UsageError('--explain is not available on the Dask backend yet', 'score with compute.backend=local')
+            r = predict_dask(cfg, args.input, args.output, args.model) if is_dask(cfg) else predict_file(cfg, args.input, args.output, args.model, args.chunk_rows, progress=not args.quiet, explain=args.explain)
             print(f"{r['rows']} rows scored by {r['model']} version {r['version']} -> {r['output']} ({len(r['warnings'])} warning(s); details in {r['output']}.json)")
         elif args.command == 'monitor':
             from mlpipeline.monitor import monitor

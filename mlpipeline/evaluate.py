@@ -16,11 +16,12 @@ from .metrics import class_probabilities, classification_metrics, regression_met
 STAGE = stage_of('evaluate')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STAGE', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot', 'importance_plot',
-           'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'decide', 'champion_predictions',
-           'run_gate', 'leak_checks', 'with_leaks', 'split_metrics', 'baseline_predictions', 'baseline_metrics',
-           'advantage', 'kept_gain', 'cv_note', 'diagnose', 'learning_curve_plot', 'fit_section', 'fit_diagnosis',
-           'record_fit', 'run_evaluate']
+__all__ = ['STAGE', 'EXPLAIN_ROWS', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot',
+           'importance_plot', 'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page',
+           'sample_contributions', 'beeswarm_plot', 'dependence_plots', 'feature_file', 'explanation_section', 'decide',
+           'champion_predictions', 'run_gate', 'leak_checks', 'with_leaks', 'split_metrics', 'baseline_predictions',
+           'baseline_metrics', 'advantage', 'kept_gain', 'cv_note', 'diagnose', 'learning_curve_plot', 'fit_section',
+           'fit_diagnosis', 'record_fit', 'run_evaluate']
 
 # %% ../nbs/05_evaluate.ipynb #050005
 def confusion(tf:Transform, y:np.ndarray, proba:np.ndarray) -> dict:
@@ -154,6 +155,62 @@ def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str=
     numbers = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float))]
     return render_page('evaluate.html', title, metrics=numbers, gate=gate, extra=Markup(extra),
                        images={k: data_uri(p) for k, p in images.items()})
+
+# %% ../nbs/05_evaluate.ipynb #05x001
+EXPLAIN_ROWS = 2000  # TreeSHAP on at most this many test rows keeps the report quick
+
+def sample_contributions(booster, tf:Transform, test:pd.DataFrame, rows:int=EXPLAIN_ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Each raw input's contribution (margin units) on up to `rows` test rows, and those inputs' values as numbers."
+    from mlpipeline.explain import source_matrix, tree_contributions, raw_contributions
+    from mlpipeline.features import codes_matrix
+    df = test.sample(rows, random_state=0) if len(test) > rows else test
+    M, raw = source_matrix(tf)
+    r = raw_contributions(tree_contributions(booster, codes_matrix(tf.apply(df))), M)[..., :-1]
+    if r.ndim == 3: r = np.abs(r).sum(1)  # multiclass: how far each input moved the class margins
+    base = tf.base(df)
+    num = lambda c: (pd.Categorical(base[c], categories=tf.categories[c]).codes.astype(float) if c in tf.categories
+                     else pd.to_numeric(base[c], errors='coerce').to_numpy(float) if c in base else np.full(len(df), np.nan))
+    return pd.DataFrame(r, columns=raw), pd.DataFrame({c: num(c) for c in raw}).replace(-1.0, np.nan)
+
+# %% ../nbs/05_evaluate.ipynb #05x002
+def beeswarm_plot(contrib:pd.DataFrame, values:pd.DataFrame, out:Path, top:int=12) -> Path:
+    "Each row's contribution of the top inputs, coloured by the input's value (its rank: outliers do not flatten it)."
+    import matplotlib
+    order = contrib.abs().mean().sort_values().tail(top).index
+    fig, ax = _figure(f'Contributions of the top {len(order)} inputs')
+    cmap, rng = matplotlib.colormaps['coolwarm'].with_extremes(bad='#bbbbbb'), np.random.default_rng(0)
+    for i, c in enumerate(order):
+        ax.scatter(contrib[c], i + rng.uniform(-0.3, 0.3, len(contrib)), c=values[c].rank(pct=True), cmap=cmap, s=5, vmin=0, vmax=1, plotnonfinite=True)
+    ax.set_yticks(range(len(order)), order)
+    ax.axvline(0, c='grey', lw=0.5)
+    ax.set_xlabel('contribution (blue: low value, red: high)')
+    ax.tick_params(labelsize=7)
+    return _save(fig, out/'contributions.png')
+
+def dependence_plots(contrib:pd.DataFrame, values:pd.DataFrame, tf:Transform, out:Path, top:int=3) -> dict:
+    "For the top inputs: each row's contribution against the input's value (categories by label)."
+    paths = {}
+    for c in contrib.abs().mean().sort_values(ascending=False).index[:top]:
+        fig, ax = _figure(f'Dependence on {c}')
+        ax.scatter(values[c], contrib[c], s=6, alpha=0.5)
+        if c in tf.categories: ax.set_xticks(range(len(tf.categories[c])), [str(v)[:12] for v in tf.categories[c]], rotation=30)
+        ax.axhline(0, c='grey', lw=0.5)
+        ax.set_xlabel(c)
+        ax.set_ylabel('contribution')
+        ax.tick_params(labelsize=7)
+        paths[f'dependence_{c}'] = _save(fig, out/f'dependence_{feature_file(c)}.png')
+    return paths
+
+def feature_file(name:str) -> str:
+    "A file-name-safe spelling of an input's name."
+    return ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in str(name))[:60]
+
+def explanation_section(contrib:pd.DataFrame, top:int=20) -> str:
+    "The report's section: mean absolute contribution per raw input, as an inline SVG bar chart."
+    from mlpipeline.pages import svg_bars
+    m = contrib.abs().mean().sort_values(ascending=False).head(top)
+    return (f'<h2>Explanations</h2><p>Mean absolute TreeSHAP contribution per input on {len(contrib)} test rows '
+            f'(margin units: log-odds for classification).</p>' + str(svg_bars(list(m.index), {'mean |contribution|': m.tolist()})))
 
 # %% ../nbs/05_evaluate.ipynb #050016
 def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False,
@@ -359,8 +416,10 @@ def run_evaluate(run_dir:str|Path) -> dict:
         leak = json.loads(output_of(rd, 'leakage').read_text()) if 'leakage' in outs else None
         gate = with_leaks(run_gate(cfg, tf, test, metrics, proba, fair), leak)
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
+        contrib, values = sample_contributions(booster, tf, test)
+        images |= {'contributions': beeswarm_plot(contrib, values, rd/'artifacts/plots')} | dependence_plots(contrib, values, tf, rd/'artifacts/plots')
         diag, fit_html = record_fit(rd, cfg, booster, tf)
-        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + fit_html + fair_html))
+        with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + explanation_section(contrib) + fit_html + fair_html))
         write_json(metrics, rd/'artifacts/metrics.json')
         write_json(gate, rd/'artifacts/gate.json')
         preds = write_table(prediction_frame(tf, proba), rd/'data/test_predictions.parquet')

@@ -4,11 +4,12 @@
 
 # %% ../nbs/04e_explain.ipynb #04e003
 from __future__ import annotations
-import numpy as np
+import numpy as np, pandas as pd
 from .features import Transform, feature_name
 
 # %% auto #0
-__all__ = ['feature_sources', 'source_matrix', 'tree_contributions', 'raw_contributions', 'explanation', 'explanations']
+__all__ = ['feature_sources', 'source_matrix', 'tree_contributions', 'raw_contributions', 'explanation', 'explanations',
+           'explanation_frame']
 
 # %% ../nbs/04e_explain.ipynb #04e006
 def feature_sources(tf:Transform) -> dict[str, list[str]]:
@@ -64,3 +65,12 @@ def explanations(tf:Transform, booster, X:np.ndarray) -> list[dict]:
     p /= p.sum(1, keepdims=True)  # softmax of the class margins: the probabilities the model answers
     return [{'units': 'log-odds', 'classes': {k: explanation(row[j, -1], row[j, :-1], raw, 'log-odds', q[j])
              for j, k in enumerate(tf.classes)}} for row, q in zip(r, p)]
+
+# %% ../nbs/04e_explain.ipynb #04e021
+def explanation_frame(tf:Transform, booster, X:np.ndarray) -> pd.DataFrame:
+    "Explanations as columns: the base value and each raw input's contribution (per class for multiclass)."
+    M, raw = source_matrix(tf)
+    r = raw_contributions(tree_contributions(booster, X), M)
+    if r.ndim == 2: return pd.DataFrame(r, columns=[f'contribution_{c}' for c in raw] + ['base_value'])
+    parts = [pd.DataFrame(r[:, j], columns=[f'contribution_{k}_{c}' for c in raw] + [f'base_value_{k}']) for j, k in enumerate(tf.classes)]
+    return pd.concat(parts, axis=1)

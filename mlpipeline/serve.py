@@ -31,8 +31,8 @@ __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS',
            'example_record', 'error_schema', 'answer_schema', 'predict_openapi', 'v2_datatype', 'v2_metadata',
            'v2_bytes', 'v2_values', 'parse_json', 'v2_request', 'v2_rows', 'v2_tensor', 'v2_outputs', 'explain_flag',
            'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'open_service', 'make_app', 'port_free',
-           'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'predict_file', 'predict_dask',
-           'run_serve']
+           'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'explained_frame', 'predict_file',
+           'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -1001,9 +1001,18 @@ def missing_checks(schema:Schema, missing:dict, n:int, severity:dict) -> list:
     from mlpipeline.validate import missing_rule, apply_severity
     return apply_severity([v for c in schema.features for v in missing_rule(c, missing.get(c, 0), n, schema.columns[c])], severity)
 
+# %% ../nbs/07_serve.ipynb #07v219
+def explained_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:
+    "`score_frame`'s predictions for raw rows `df`, with each row's base value and contributions as columns."
+    from mlpipeline.explain import explanation_frame
+    from mlpipeline.features import codes_matrix
+    X = codes_matrix(served.tf.apply(df))
+    return pd.concat([score_frame(served, df), explanation_frame(served.tf, served.booster, X)], axis=1)
+
 # %% ../nbs/07_serve.ipynb #070049
-def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True) -> dict:
-    "Score a CSV or Parquet file in chunks into `output` (.parquet or .csv); a summary of what was written."
+def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None, rows:int|None=None, progress:bool=True,
+                 explain:bool=False) -> dict:
+    "Score a CSV or Parquet file in chunks into `output` (.parquet or .csv), with explanation columns if asked; a summary."
     from tqdm.auto import tqdm
     from mlpipeline.runfolder import mlflow_experiment, sha256_file
     src, out = Path(source), Path(output)
@@ -1019,7 +1028,7 @@ def predict_file(cfg:dict, source:str|Path, output:str|Path, model:str|None=None
                       if v['rule'] not in WHOLE_FILE] if served.schema else []
             if errs := errors_in(report): raise DataValidationError(errs, 'fix those rows, or set validation.severity for the rule')
             missing.update({c: int(df[c].isna().sum()) for c in df.columns})
-            sink.write(score_frame(served, df))
+            sink.write(explained_frame(served, df) if explain else score_frame(served, df))
             warnings += report
             done += len(df)
             bar.update(len(df))

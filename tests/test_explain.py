@@ -2,7 +2,7 @@
 are summed back to raw inputs without losing any of the total, and come back from `/predict?explain=true`."""
 import json
 import numpy as np, pandas as pd, pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, mlpipeline, only_run, client_for
 from test_serve import champion_service, records
 
 CASES = [('churn', 'binary', 'native'), ('churn', 'binary', 'onehot'), ('churn', 'binary', 'frequency'),
@@ -89,3 +89,32 @@ def test_predict_explains_when_asked(service):
     assert 'explanation' not in srv.http.post('/predict', json=rows[0]).json()['prediction']
     r = srv.http.post('/predict?explain=maybe', json=rows[0])
     assert r.status_code == 400 and 'explain=true' in r.json()['error']
+
+
+def test_predict_command_writes_explanations_as_columns(service, tmp_path):
+    "`mlpipeline predict --explain`: a base value and a contribution column per input, as the service explains them."
+    project, srv = service
+    pd.read_csv(SAMPLE).drop(columns=['churn']).to_csv(tmp_path/'in.csv', index=False)
+    r = mlpipeline('predict', '--input', str(tmp_path/'in.csv'), '--output', str(tmp_path/'out.parquet'), '--chunk-rows', '150',
+                   '--explain', '--quiet', cwd=project)
+    assert r.returncode == 0, r.stderr
+    out = pd.read_parquet(tmp_path/'out.parquet')
+    fields = list(srv.http.get('/metadata').json()['schema'])
+    assert list(out.filter(like='contribution_').columns) == [f'contribution_{f}' for f in fields] and len(out) == 400
+    m = out.filter(like='contribution_').sum(1) + out.base_value
+    assert np.abs(1 / (1 + np.exp(-m)) - out.proba_Yes).max() < 1e-5
+    got = srv.http.post('/predict?explain=true', json=records(3, 150)).json()['predictions']  # rows of the second chunk
+    assert all(abs(got[i]['explanation']['contributions'][f] - out[f'contribution_{f}'][150 + i]) < 1e-9 for i in range(3) for f in fields)
+
+
+def test_evaluation_report_has_the_global_view_logged_with_the_run(service):
+    "Mean |contribution| per input (inline SVG), the beeswarm and three dependence plots, in the page and in MLflow."
+    project, _ = service
+    page = (only_run(project)/'artifacts/evaluation.html').read_text()
+    section = page[page.index('<h2>Explanations</h2>'):]
+    assert '<svg class="chart"' in section[:300] and 'contract' in section[:5000]
+    assert 'alt="contributions" src="data:image/png;base64,' in page and page.count('alt="dependence_') == 3
+    client = client_for(project)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    logged = {f.path for r in runs for f in client.list_artifacts(r.info.run_id, 'plots')}
+    assert 'plots/contributions.png' in logged and sum(p.startswith('plots/dependence_') for p in logged) == 3
