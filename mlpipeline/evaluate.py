@@ -17,7 +17,7 @@ STAGE = stage_of('evaluate')  # this module's stage in the table
 
 # %% auto #0
 __all__ = ['STAGE', 'EXPLAIN_ROWS', 'confusion', 'latency', 'evaluate', 'curve_plots', 'confusion_plot', 'calibration_plot',
-           'importance_plot', 'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page',
+           'importance_plot', 'residual_plots', 'evaluation_plots', 'leakage_section', 'report_page', 'input_numbers',
            'sample_contributions', 'beeswarm_plot', 'dependence_plots', 'feature_file', 'explanation_section', 'decide',
            'champion_predictions', 'run_gate', 'leak_checks', 'with_leaks', 'split_metrics', 'baseline_predictions',
            'baseline_metrics', 'advantage', 'kept_gain', 'cv_note', 'diagnose', 'learning_curve_plot', 'fit_section',
@@ -159,7 +159,15 @@ def report_page(title:str, metrics:dict, gate:dict|None, images:dict, extra:str=
 # %% ../nbs/05_evaluate.ipynb #05x001
 EXPLAIN_ROWS = 2000  # TreeSHAP on at most this many test rows keeps the report quick
 
-def sample_contributions(booster, tf:Transform, test:pd.DataFrame, rows:int=EXPLAIN_ROWS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def input_numbers(tf:Transform, df:pd.DataFrame, cols:list) -> pd.DataFrame:
+    "The raw inputs `cols` of rows `df` as numbers: categories as their codes; text and dates as missing."
+    base = tf.base(df)
+    def num(c):
+        if c in tf.categories: return pd.Categorical(base[c], categories=tf.categories[c]).codes.astype(float)
+        return pd.to_numeric(base[c], errors='coerce').to_numpy(float) if c in base else np.full(len(df), np.nan)
+    return pd.DataFrame({c: num(c) for c in cols}).replace(-1.0, np.nan)
+
+def sample_contributions(booster, tf:Transform, test:pd.DataFrame, rows:int=EXPLAIN_ROWS) -> tuple:
     "Each raw input's contribution (margin units) on up to `rows` test rows, and those inputs' values as numbers."
     from mlpipeline.explain import source_matrix, tree_contributions, raw_contributions
     from mlpipeline.features import codes_matrix
@@ -167,10 +175,7 @@ def sample_contributions(booster, tf:Transform, test:pd.DataFrame, rows:int=EXPL
     M, raw = source_matrix(tf)
     r = raw_contributions(tree_contributions(booster, codes_matrix(tf.apply(df))), M)[..., :-1]
     if r.ndim == 3: r = np.abs(r).sum(1)  # multiclass: how far each input moved the class margins
-    base = tf.base(df)
-    num = lambda c: (pd.Categorical(base[c], categories=tf.categories[c]).codes.astype(float) if c in tf.categories
-                     else pd.to_numeric(base[c], errors='coerce').to_numpy(float) if c in base else np.full(len(df), np.nan))
-    return pd.DataFrame(r, columns=raw), pd.DataFrame({c: num(c) for c in raw}).replace(-1.0, np.nan)
+    return pd.DataFrame(r, columns=raw), input_numbers(tf, df, raw)
 
 # %% ../nbs/05_evaluate.ipynb #05x002
 def beeswarm_plot(contrib:pd.DataFrame, values:pd.DataFrame, out:Path, top:int=12) -> Path:
@@ -180,7 +185,8 @@ def beeswarm_plot(contrib:pd.DataFrame, values:pd.DataFrame, out:Path, top:int=1
     fig, ax = _figure(f'Contributions of the top {len(order)} inputs')
     cmap, rng = matplotlib.colormaps['coolwarm'].with_extremes(bad='#bbbbbb'), np.random.default_rng(0)
     for i, c in enumerate(order):
-        ax.scatter(contrib[c], i + rng.uniform(-0.3, 0.3, len(contrib)), c=values[c].rank(pct=True), cmap=cmap, s=5, vmin=0, vmax=1, plotnonfinite=True)
+        y = i + rng.uniform(-0.3, 0.3, len(contrib))
+        ax.scatter(contrib[c], y, c=values[c].rank(pct=True), cmap=cmap, s=5, vmin=0, vmax=1, plotnonfinite=True)
     ax.set_yticks(range(len(order)), order)
     ax.axvline(0, c='grey', lw=0.5)
     ax.set_xlabel('contribution (blue: low value, red: high)')
@@ -193,7 +199,8 @@ def dependence_plots(contrib:pd.DataFrame, values:pd.DataFrame, tf:Transform, ou
     for c in contrib.abs().mean().sort_values(ascending=False).index[:top]:
         fig, ax = _figure(f'Dependence on {c}')
         ax.scatter(values[c], contrib[c], s=6, alpha=0.5)
-        if c in tf.categories: ax.set_xticks(range(len(tf.categories[c])), [str(v)[:12] for v in tf.categories[c]], rotation=30)
+        if c in tf.categories:
+            ax.set_xticks(range(len(tf.categories[c])), [str(v)[:12] for v in tf.categories[c]], rotation=30)
         ax.axhline(0, c='grey', lw=0.5)
         ax.set_xlabel(c)
         ax.set_ylabel('contribution')
@@ -210,7 +217,8 @@ def explanation_section(contrib:pd.DataFrame, top:int=20) -> str:
     from mlpipeline.pages import svg_bars
     m = contrib.abs().mean().sort_values(ascending=False).head(top)
     return (f'<h2>Explanations</h2><p>Mean absolute TreeSHAP contribution per input on {len(contrib)} test rows '
-            f'(margin units: log-odds for classification).</p>' + str(svg_bars(list(m.index), {'mean |contribution|': m.tolist()})))
+            f'(margin units: log-odds for classification).</p>'
+            + str(svg_bars(list(m.index), {'mean |contribution|': m.tolist()})))
 
 # %% ../nbs/05_evaluate.ipynb #050016
 def decide(metrics:dict, thresholds:dict, comparison:dict|None, max_drop:float=0.0, relative:bool=False,
@@ -417,7 +425,8 @@ def run_evaluate(run_dir:str|Path) -> dict:
         gate = with_leaks(run_gate(cfg, tf, test, metrics, proba, fair), leak)
         images = evaluation_plots(booster, tf, tf.encode_target(test[tf.target]), proba, metrics, rd/'artifacts/plots')
         contrib, values = sample_contributions(booster, tf, test)
-        images |= {'contributions': beeswarm_plot(contrib, values, rd/'artifacts/plots')} | dependence_plots(contrib, values, tf, rd/'artifacts/plots')
+        images |= {'contributions': beeswarm_plot(contrib, values, rd/'artifacts/plots')}
+        images |= dependence_plots(contrib, values, tf, rd/'artifacts/plots')
         diag, fit_html = record_fit(rd, cfg, booster, tf)
         with atomic_path(rd/'artifacts/evaluation.html') as tmp: tmp.write_text(report_page(f'Evaluation of run {rd.name} ({tf.task}, {len(test)} test rows)', metrics, gate, images, leakage_section(leak) + explanation_section(contrib) + fit_html + fair_html))
         write_json(metrics, rd/'artifacts/metrics.json')

@@ -36,9 +36,10 @@ def source_matrix(tf:Transform) -> tuple[np.ndarray, list[str]]:
 
 # %% ../nbs/04e_explain.ipynb #04e012
 def tree_contributions(booster, X:np.ndarray) -> np.ndarray:
-    "Exact TreeSHAP contributions of each model column, base value last: (rows, columns + 1), or (rows, classes, columns + 1)."
+    "Exact TreeSHAP contributions per model column, base value last: (rows, columns + 1) or (rows, classes, columns + 1)."
     import xgboost as xgb
-    d = xgb.DMatrix(X, feature_names=booster.feature_names, feature_types=booster.feature_types, enable_categorical=True)
+    types = booster.feature_types  # native categorical columns are followed as in prediction
+    d = xgb.DMatrix(X, feature_names=booster.feature_names, feature_types=types, enable_categorical=True)
     return booster.predict(d, pred_contribs=True).astype('float64')
 
 def raw_contributions(contribs:np.ndarray, M:np.ndarray) -> np.ndarray:
@@ -72,5 +73,5 @@ def explanation_frame(tf:Transform, booster, X:np.ndarray) -> pd.DataFrame:
     M, raw = source_matrix(tf)
     r = raw_contributions(tree_contributions(booster, X), M)
     if r.ndim == 2: return pd.DataFrame(r, columns=[f'contribution_{c}' for c in raw] + ['base_value'])
-    parts = [pd.DataFrame(r[:, j], columns=[f'contribution_{k}_{c}' for c in raw] + [f'base_value_{k}']) for j, k in enumerate(tf.classes)]
-    return pd.concat(parts, axis=1)
+    names = lambda k: [f'contribution_{k}_{c}' for c in raw] + [f'base_value_{k}']
+    return pd.concat([pd.DataFrame(r[:, j], columns=names(k)) for j, k in enumerate(tf.classes)], axis=1)

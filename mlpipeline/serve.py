@@ -591,8 +591,9 @@ def predict_openapi(doc:dict, served:Served, severity:dict, max_rows:int, api_ke
     return doc
 
 # %% ../nbs/07_serve.ipynb #07v201
-V2_NUMBERS = {'BOOL': 'bool', 'UINT8': 'uint8', 'UINT16': 'uint16', 'UINT32': 'uint32', 'UINT64': 'uint64', 'INT8': 'int8',
-              'INT16': 'int16', 'INT32': 'int32', 'INT64': 'int64', 'FP16': 'float16', 'FP32': 'float32', 'FP64': 'float64'}
+V2_NUMBERS = {'BOOL': 'bool', 'UINT8': 'uint8', 'UINT16': 'uint16', 'UINT32': 'uint32', 'UINT64': 'uint64',
+              'INT8': 'int8', 'INT16': 'int16', 'INT32': 'int32', 'INT64': 'int64', 'FP16': 'float16',
+              'FP32': 'float32', 'FP64': 'float64'}
 V2_HEADER = 'inference-header-content-length'  # the binary extension: the JSON part's length; tensors' bytes follow it
 
 def v2_datatype(f:Field, spec:dict) -> str:
@@ -606,9 +607,10 @@ def v2_metadata(served:Served) -> dict:
     cols = served.schema.columns if served.schema else {}
     ins = [{'name': f.name, 'datatype': v2_datatype(f, cols.get(f.name) or {}), 'shape': [-1]} for f in served.fields]
     outs = [{'name': 'prediction', 'datatype': 'FP64' if served.tf.task == 'regression' else 'BYTES', 'shape': [-1]}]
-    if served.tf.task != 'regression': outs.append({'name': 'probabilities', 'datatype': 'FP64', 'shape': [-1, len(served.classes)]})
-    return {'name': served.name, 'versions': [served.version], 'platform': 'mlpipeline_xgboost', 'inputs': ins, 'outputs': outs,
-            'parameters': {'task': served.tf.task, 'classes': list(served.tf.classes or [])}}
+    if served.tf.task != 'regression':
+        outs.append({'name': 'probabilities', 'datatype': 'FP64', 'shape': [-1, len(served.classes)]})
+    return {'name': served.name, 'versions': [served.version], 'platform': 'mlpipeline_xgboost', 'inputs': ins,
+            'outputs': outs, 'parameters': {'task': served.tf.task, 'classes': list(served.tf.classes or [])}}
 
 # %% ../nbs/07_serve.ipynb #07v204
 def v2_bytes(raw:bytes) -> list[str]:
@@ -616,7 +618,7 @@ def v2_bytes(raw:bytes) -> list[str]:
     out, i = [], 0
     while i < len(raw):
         n = int.from_bytes(raw[i:i + 4], 'little')
-        if i + 4 + n > len(raw): raise ApiError(400, 'binary BYTES tensor cut short: an element is longer than the data left')
+        if i + 4 + n > len(raw): raise ApiError(400, 'binary BYTES tensor cut short: an element runs past the data')
         out.append(raw[i + 4:i + 4 + n].decode('utf-8', 'backslashreplace'))
         i += 4 + n
     return out
@@ -624,14 +626,16 @@ def v2_bytes(raw:bytes) -> list[str]:
 def v2_values(t:dict, binary:bytes|None=None) -> list:
     "The values of request tensor `t`, row-major, from its JSON `data` or from its `binary` bytes."
     name, dtype, shape = t.get('name'), t.get('datatype'), t.get('shape')
-    if dtype not in V2_NUMBERS and dtype != 'BYTES': raise ApiError(400, f"input {name!r}: datatype {dtype!r} is not BYTES or one of {', '.join(V2_NUMBERS)}")
+    if dtype not in V2_NUMBERS and dtype != 'BYTES':
+        raise ApiError(400, f"input {name!r}: datatype {dtype!r} is not BYTES or one of {', '.join(V2_NUMBERS)}")
     if not isinstance(shape, list) or not shape or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise ApiError(400, f"input {name!r}: 'shape' must be a list of sizes, got {shape!r}")
     if binary is not None: vals = v2_bytes(binary) if dtype == 'BYTES' else np.frombuffer(binary, V2_NUMBERS[dtype]).tolist()
     else:
         try: vals = np.asarray(t.get('data'), dtype=object).ravel().tolist()  # nested lists flattened, row-major
         except ValueError: raise ApiError(400, f"input {name!r}: 'data' is ragged: every row needs as many values") from None
-    if len(vals) != int(np.prod(shape)): raise ApiError(400, f"input {name!r}: shape {shape} holds {int(np.prod(shape))} values, 'data' has {len(vals)}")
+    if len(vals) != (n := int(np.prod(shape))):
+        raise ApiError(400, f"input {name!r}: shape {shape} holds {n} values, 'data' has {len(vals)}")
     return vals
 
 # %% ../nbs/07_serve.ipynb #07v207
@@ -641,7 +645,8 @@ def parse_json(body:bytes):
     try: return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e: raise ApiError(400, f'malformed JSON: {e}') from None
 
-def v2_request(body:bytes, header_length:str|None, fields:list[Field], id_column:str|None, max_rows:int) -> tuple[dict, list]:
+def v2_request(body:bytes, header_length:str|None, fields:list[Field], id_column:str|None,
+               max_rows:int) -> tuple[dict, list]:
     "The JSON part of a protocol request and its records, from its body (JSON, or JSON and binary tensors)."
     n = int(header_length) if header_length and header_length.isdigit() else len(body)
     head, rest = parse_json(body[:n]), body[n:]
@@ -649,7 +654,7 @@ def v2_request(body:bytes, header_length:str|None, fields:list[Field], id_column
         raise ApiError(400, "expected a JSON object with a non-empty 'inputs' list of tensors")
     cols = {}
     for t in head['inputs']:
-        if not isinstance(t, dict) or not isinstance(t.get('name'), str): raise ApiError(400, "every input tensor needs a 'name'")
+        if not isinstance(t, dict) or not isinstance(t.get('name'), str): raise ApiError(400, "every input needs a 'name'")
         size = t['parameters'].get('binary_data_size') if isinstance(t.get('parameters'), dict) else None
         if size is not None and (not isinstance(size, int) or size < 0 or size > len(rest)):
             raise ApiError(400, f"input {t['name']!r}: binary_data_size {size!r} is not a size within the body")
@@ -659,15 +664,16 @@ def v2_request(body:bytes, header_length:str|None, fields:list[Field], id_column
 
 def v2_rows(cols:dict, names:list, id_column:str|None, max_rows:int) -> list[dict]:
     "Records from request tensors: one per field, or one row-major tensor of every field in `names`' order."
-    if len(cols) == 1 and (t := next(iter(cols.values()))[0])['name'] not in names and len(t['shape']) == 2 and t['shape'][1] == len(names):
-        vals = next(iter(cols.values()))[1]
+    t, vals = next(iter(cols.values()))  # a single tensor may hold every field
+    if len(cols) == 1 and t['name'] not in names and len(t['shape']) == 2 and t['shape'][1] == len(names):
         rows = [dict(zip(names, vals[i:i + len(names)])) for i in range(0, len(vals), len(names))]
     else:
         if unknown := [k for k in cols if k not in names and k != id_column]:
             raise ApiError(400, f"unknown input(s) {unknown}: the model's inputs are {names}")
-        if bad := [k for k, (t, _) in cols.items() if len(t['shape']) > 2 or (len(t['shape']) == 2 and t['shape'][1] != 1)]:
+        if bad := [k for k, (t, _) in cols.items() if len(t['shape']) > 2 or t['shape'][1:] not in ([], [1])]:
             raise ApiError(400, f"input(s) {bad}: a field's tensor has shape [rows] or [rows, 1]")
-        if len(ns := {len(v) for _, v in cols.values()}) > 1: raise ApiError(400, f'the input tensors have different row counts {sorted(ns)}')
+        if len(ns := {len(v) for _, v in cols.values()}) > 1:
+            raise ApiError(400, f'the input tensors have different row counts {sorted(ns)}')
         rows = [dict(zip(cols, r)) for r in zip(*(v for _, v in cols.values()))]
     if not rows: raise ApiError(422, 'no rows: send at least one')
     if len(rows) > max_rows: raise ApiError(413, f'{len(rows)} rows in one request; at most {max_rows} (serve.max_rows)')
@@ -677,22 +683,25 @@ def v2_rows(cols:dict, names:list, id_column:str|None, max_rows:int) -> list[dic
 def v2_tensor(name:str, values, datatype:str, **parameters) -> dict:
     "One output tensor, its data flat and row-major."
     a = np.asarray(values, dtype=object if datatype == 'BYTES' else 'float64')
-    return {'name': name, 'datatype': datatype, 'shape': list(a.shape), 'data': a.ravel().tolist()} | ({'parameters': parameters} if parameters else {})
+    out = {'name': name, 'datatype': datatype, 'shape': list(a.shape), 'data': a.ravel().tolist()}
+    return out | ({'parameters': parameters} if parameters else {})
 
 def v2_outputs(rows:list[dict], served:Served) -> list[dict]:
     "The output tensors of `/predict`-style answer rows (with an `explanation` each when asked for)."
     if served.tf.task == 'regression': out = [v2_tensor('prediction', [r['prediction'] for r in rows], 'FP64')]
     else:
-        labels = [str(r['prediction']) for r in rows]
         proba = [[r[k] for k in served.outputs[1:]] for r in rows]
-        out = [v2_tensor('prediction', labels, 'BYTES'), v2_tensor('probabilities', proba, 'FP64', classes=list(served.tf.classes))]
+        out = [v2_tensor('prediction', [str(r['prediction']) for r in rows], 'BYTES'),
+               v2_tensor('probabilities', proba, 'FP64', classes=list(served.tf.classes))]
     if 'explanation' not in rows[0]: return out
-    per = [[r['explanation']['classes'][k] for k in served.tf.classes] if 'classes' in r['explanation'] else r['explanation'] for r in rows]
-    get = lambda e, key: [x[key] for x in e] if isinstance(e, list) else e[key]
-    feats = list((per[0][0] if isinstance(per[0], list) else per[0])['contributions'])
-    contribs = [[list(x['contributions'].values()) for x in e] if isinstance(e, list) else list(e['contributions'].values()) for e in per]
-    units = (per[0][0] if isinstance(per[0], list) else per[0])['units']
-    return out + [v2_tensor('contributions', contribs, 'FP64', features=feats, units=units), v2_tensor('base_value', [get(e, 'base_value') for e in per], 'FP64')]
+    multi = 'classes' in rows[0]['explanation']  # one explanation per class: tensors gain a class axis
+    per = [[r['explanation']['classes'][k] for k in served.tf.classes] if multi else [r['explanation']] for r in rows]
+    first = per[0][0]
+    contribs = [[list(x['contributions'].values()) for x in e] for e in per]
+    base = [[x['base_value'] for x in e] for e in per]
+    if not multi: contribs, base = [c[0] for c in contribs], [b[0] for b in base]
+    return out + [v2_tensor('contributions', contribs, 'FP64', features=list(first['contributions']), units=first['units']),
+                  v2_tensor('base_value', base, 'FP64')]
 
 # %% ../nbs/07_serve.ipynb #07v213
 def explain_flag(value) -> bool:
@@ -709,15 +718,16 @@ def explained(served:Served, cols:dict) -> list[dict]:
 
 # %% ../nbs/07_serve.ipynb #07v216
 def v2_media(content_type:str|None) -> bool:
-    "Whether a protocol request's Content-Type is one it takes: JSON, binary tensors, or none (as `tritonclient` sends)."
-    return not content_type or json_media(content_type) or content_type.split(';')[0].strip().lower() == 'application/octet-stream'
+    "Whether a protocol request's Content-Type is one it takes: JSON, binary tensors, or none (as tritonclient sends)."
+    octets = (content_type or '').split(';')[0].strip().lower() == 'application/octet-stream'
+    return not content_type or json_media(content_type) or octets
 
 def v2_wanted(head:dict, served:Served, explain:bool) -> list|None:
     "The output names a protocol request asks for (None: all), refused when the model has no such output."
     if (want := head.get('outputs')) is None: return None
     names = [o.get('name') for o in want if isinstance(o, dict)] if isinstance(want, list) else [want]
     known = [o['name'] for o in v2_metadata(served)['outputs']] + (['contributions', 'base_value'] if explain else [])
-    if unknown := [n for n in names if n not in known]: raise ApiError(400, f'unknown output(s) {unknown}: this model gives {known}')
+    if unknown := [n for n in names if n not in known]: raise ApiError(400, f'unknown output(s) {unknown}: it gives {known}')
     return names
 
 def v2_routes(app, svc, authorise, as_json, score, answered, counted):
@@ -727,20 +737,23 @@ def v2_routes(app, svc, authorise, as_json, score, answered, counted):
     def model(name:str, version:str|None=None) -> Served:
         s = svc.holder.current
         if name != s.name: raise ApiError(404, f'no model {name!r} here: this service serves {s.name!r}')
-        if version is not None and version != s.version: raise ApiError(404, f'{name} version {version!r} is not served here: version {s.version} is')
+        if version not in (None, s.version): raise ApiError(404, f'{name} version {version!r} is not served: {s.version} is')
         return s
 
     def infer_answer(name:str, version:str|None):
         def answer(request, rid:str, body:bytes) -> dict:
             s = model(name, version)
-            head, records = v2_request(body, request.headers.get(V2_HEADER), s.fields, s.schema.id_column if s.schema else None, max_rows)
-            explain = explain_flag((head.get('parameters') if isinstance(head.get('parameters'), dict) else {}).get('explain'))
+            idc = s.schema.id_column if s.schema else None
+            head, records = v2_request(body, request.headers.get(V2_HEADER), s.fields, idc, max_rows)
+            params = head.get('parameters') if isinstance(head.get('parameters'), dict) else {}
+            explain = explain_flag(params.get('explain'))
             wanted = v2_wanted(head, s, explain)
             a = answered(request, rid, records, False, len(body), explain)
             served = request.state.served  # the version that answered: an A/B arm, or the current one
             outs = [o for o in v2_outputs(a['predictions'], served) if wanted is None or o['name'] in wanted]
-            params = {'request_id': rid} | ({'warnings': a['warnings']} if 'warnings' in a else {})
-            return {'model_name': served.name, 'model_version': served.version, 'id': str(head.get('id') or rid), 'parameters': params, 'outputs': outs}
+            info = {'request_id': rid} | ({'warnings': a['warnings']} if 'warnings' in a else {})
+            return {'model_name': served.name, 'model_version': served.version, 'id': str(head.get('id') or rid),
+                    'parameters': info, 'outputs': outs}
         return answer
 
     async def infer(request: Request, name: str, version: str|None = None):
@@ -752,14 +765,16 @@ def v2_routes(app, svc, authorise, as_json, score, answered, counted):
         except ApiError as e: return as_json({'error': e.message}, e.status)
 
     async def model_ready(request: Request, name: str, version: str|None = None):
-        try: return as_json({'name': model(name, version).name, 'ready': not draining.is_set()}, 503 if draining.is_set() else 200)
+        try: ready = {'name': model(name, version).name, 'ready': not draining.is_set()}
         except ApiError as e: return as_json({'error': e.message}, e.status)
+        return as_json(ready, 503 if draining.is_set() else 200)
 
     for base in ('/v2/models/{name}', '/v2/models/{name}/versions/{version}'):
         app.post(base + '/infer')(infer)
         app.get(base)(model_metadata)
         app.get(base + '/ready')(model_ready)
-    app.get('/v2')(lambda: as_json({'name': 'mlpipeline', 'version': mlpipeline.__version__, 'extensions': ['binary_tensor_data']}))
+    about = {'name': 'mlpipeline', 'version': mlpipeline.__version__, 'extensions': ['binary_tensor_data']}
+    app.get('/v2')(lambda: as_json(about))
     app.get('/v2/health/live')(lambda: as_json({'live': True}))
     app.get('/v2/health/ready')(lambda: as_json({'ready': not draining.is_set()}, 503 if draining.is_set() else 200))
 
