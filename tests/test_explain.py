@@ -3,7 +3,7 @@ are summed back to raw inputs without losing any of the total, and come back fro
 import json
 import numpy as np, pandas as pd, pytest
 from conftest import SAMPLE, mlpipeline, only_run, client_for
-from test_serve import champion_service, records
+from test_serve import Server, champion_service, records
 
 CASES = [('churn', 'binary', 'native'), ('churn', 'binary', 'onehot'), ('churn', 'binary', 'frequency'),
          ('contract', 'multiclass', 'onehot'), ('monthly_charges', 'regression', 'onehot')]
@@ -118,3 +118,17 @@ def test_evaluation_report_has_the_global_view_logged_with_the_run(service):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     logged = {f.path for r in runs for f in client.list_artifacts(r.info.run_id, 'plots')}
     assert 'plots/contributions.png' in logged and sum(p.startswith('plots/dependence_') for p in logged) == 3
+
+
+def test_the_onnx_backend_explains_through_the_booster(service):
+    "Served by onnxruntime, the service still explains each row, from the booster it keeps: the same numbers."
+    project, srv = service
+    rows = records(5)
+    want = srv.http.post('/predict?explain=true', json=rows).json()['predictions']
+    onnx = Server(project, '--backend', 'onnx')
+    try:
+        assert onnx.http.get('/metadata').json()['backend'] == 'onnx'
+        got = onnx.http.post('/predict?explain=true', json=rows).json()['predictions']
+    finally: onnx.stop()
+    assert [g['explanation'] for g in got] == [w['explanation'] for w in want]
+    assert max(abs(g['proba_Yes'] - w['proba_Yes']) for g, w in zip(got, want)) < 1e-5
