@@ -123,6 +123,17 @@ def test_unknown_model_or_version_and_malformed_bodies_get_4xx(binary):
         assert r.status_code == 400 and set(r.json()) == {'error'}, (body, r.text)
 
 
+def test_infer_is_counted_in_the_services_metrics(binary):
+    "V2 requests go through the same counters as /predict, under their own endpoint label, refusals included."
+    srv, client = binary
+    infer(client, 'test-model', records(7))
+    with pytest.raises(InferenceServerException): client.infer('test-model', [])
+    text = srv.http.get('/metrics').text
+    assert 'mlpipeline_requests_total{code="200",endpoint="/v2/infer"}' in text
+    assert 'mlpipeline_requests_total{code="400",endpoint="/v2/infer"}' in text
+    assert 'mlpipeline_request_seconds_count{endpoint="/v2/infer"}' in text
+
+
 def test_explain_through_the_protocol(binary):
     "`parameters.explain`: contributions per raw input and the base value, adding up to the probability's log-odds."
     srv, client = binary
