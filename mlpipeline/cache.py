@@ -235,6 +235,7 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     src = Path(rec['run_dir'])
     for o in rec['entry'].get('outputs', {}).values(): link_or_copy(src/o['path'], run_dir/o['path'])
     link_or_copy(src/f'{stage}.ipynb', run_dir/f'{stage}.ipynb')
+    if (src/f'{stage}.html').exists(): link_or_copy(src/f'{stage}.html', run_dir/f'{stage}.html')  # its page: no render
     tags = {'mlpipeline.stage': stage, 'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name, 'mlpipeline.cache_hit': 'true',
             'mlpipeline.cached_from_run_dir': str(src), 'mlpipeline.cached_from_mlflow_run': rec['entry'].get('mlflow_run_id') or '', 'mlpipeline.cache_key': rec['key']}
     run = mlflow.MlflowClient().create_run(mlflow_experiment(cfg), run_name=f'{stage} (cached)',

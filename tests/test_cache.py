@@ -52,6 +52,20 @@ def test_an_unchanged_rerun_reuses_every_stage_and_says_so_in_mlflow(cached):
     assert set(kids['tags.mlflow.parentRunId']) == {m['mlflow_run_id']}
 
 
+
+def test_an_all_cached_run_starts_no_kernel_and_imports_no_notebook_machinery(cached):
+    "Deciding from the cache keys comes first: papermill, nbformat, nbconvert and Jupyter load only when a stage executes."
+    import subprocess, sys
+    project = cached[0]
+    code = ("import sys; from mlpipeline.pipeline import run_pipeline; run_pipeline(project=sys.argv[1], progress=False); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'papermill', 'nbformat', 'nbconvert', 'nbclient', 'jupyter_client'}))")
+    r = subprocess.run([sys.executable, '-c', code, str(project)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == '[]'
+    third = sorted((project/'runs').iterdir())[-1]
+    assert all(e.get('cached_from') for e in manifest(third)['stages'].values())  # every stage reused
+    assert all((third/f'{s}.html').stat().st_ino == (cached[1]/f'{s}.html').stat().st_ino for s in STAGES)  # its page too
+
 def test_each_kind_of_change_invalidates_exactly_the_stages_after_it(cached, tmp_path, monkeypatch):
     project, first, _ = cached
     assert all(v.startswith('cached') for v in plan(project).values())
