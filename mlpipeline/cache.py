@@ -238,7 +238,8 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     if (src/f'{stage}.html').exists(): link_or_copy(src/f'{stage}.html', run_dir/f'{stage}.html')  # its page: no render
     tags = {'mlpipeline.stage': stage, 'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name, 'mlpipeline.cache_hit': 'true',
             'mlpipeline.cached_from_run_dir': str(src), 'mlpipeline.cached_from_mlflow_run': rec['entry'].get('mlflow_run_id') or '', 'mlpipeline.cache_key': rec['key']}
-    run = mlflow.MlflowClient().create_run(mlflow_experiment(cfg), run_name=f'{stage} (cached)',
+    exp = read_manifest(run_dir).get('mlflow_experiment_id') or mlflow_experiment(cfg)  # the parent's: no look-up per stage
+    run = mlflow.MlflowClient().create_run(exp, run_name=f'{stage} (cached)',
                                            tags=tags | ({'mlflow.parentRunId': parent_run_id} if parent_run_id else {}))
     mlflow.MlflowClient().set_terminated(run.info.run_id, 'FINISHED')
     m = read_manifest(run_dir)
