@@ -14,7 +14,7 @@ from .stages import EVERY_STAGE, producer, stage as declared
 __all__ = ['PACKAGES', 'package_dir', 'module_imports', 'module_closure', 'package_versions', 'config_values', 'files_hash',
            'data_files', 'reference_schema_hash', 'external_inputs', 'champion_state', 'warm_start_state',
            'upstream_outputs', 'key_parts', 'cache_key', 'changes', 'registration_exists', 'cached_result', 'cache_dir',
-           'store', 'lookup', 'latest_parts', 'link_or_copy', 'reuse', 'plan_lines']
+           'store', 'lookup', 'latest_parts', 'own_schema_as_inferred', 'link_or_copy', 'reuse', 'plan_lines']
 
 # %% ../nbs/09b_cache.ipynb #090005
 PACKAGES = ['numpy', 'pandas', 'pyarrow', 'scikit-learn', 'xgboost', 'mlflow', 'whylogs', 'optuna', 'papermill', 'nbclient', 'fairlearn']
@@ -143,8 +143,9 @@ def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     if 'champion' in declared(stage).external: inputs['champion'] = champion_state(cfg, inputs.get(f"{producer('model').name}.model"))
     if 'warm_start' in declared(stage).external and get_key(cfg, 'warm_start.from'): inputs['warm_start'] = warm_start_state(cfg)
     mods = module_closure(declared(stage).module)
-    return {'notebook': notebook_hash(declared(stage).source()), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
-            'params': config_values(cfg, stage), 'inputs': inputs, 'packages': package_versions()}
+    parts = {'notebook': notebook_hash(declared(stage).source()), 'modules': {m: sha256_file(package_dir()/f'{m}.py') for m in mods},
+             'params': config_values(cfg, stage), 'inputs': inputs, 'packages': package_versions()}
+    return own_schema_as_inferred(cfg, stage, parts)
 
 def cache_key(parts:dict) -> str:
     "The sha256 of the parts."
@@ -207,6 +208,16 @@ def latest_parts(cfg:dict, stage:str) -> dict|None:
     p = cache_dir(cfg)/stage/'latest.json'
     return json.loads(p.read_text())['parts'] if p.exists() else None
 
+# %% ../nbs/09b_cache.ipynb #09b0own2
+def own_schema_as_inferred(cfg:dict, stage:str, parts:dict) -> dict:
+    "`parts` with the reference schema read as `none` when it is the schema this stage inferred from the same inputs."
+    ref = parts['inputs'].get('reference_schema')
+    if ref in (None, 'none', 'infer', 'missing') or get_key(cfg, 'validation.schema'): return parts  # a curated file
+    inferred = parts | {'inputs': parts['inputs'] | {'reference_schema': 'none'}}
+    rec = lookup(cfg, stage, cache_key(inferred))
+    wrote = rec['entry'].get('outputs', {}).get('schema', {}).get('sha256') if rec else None
+    return inferred if wrote == ref else parts
+
 # %% ../nbs/09b_cache.ipynb #090024
 def link_or_copy(src:Path, dest:Path):
     "Hard-link `src` at `dest` (a copy across file systems); a folder file by file."
@@ -224,9 +235,11 @@ def reuse(run_dir:Path, cfg:dict, stage:str, rec:dict, parent_run_id:str|None) -
     src = Path(rec['run_dir'])
     for o in rec['entry'].get('outputs', {}).values(): link_or_copy(src/o['path'], run_dir/o['path'])
     link_or_copy(src/f'{stage}.ipynb', run_dir/f'{stage}.ipynb')
+    if (src/f'{stage}.html').exists(): link_or_copy(src/f'{stage}.html', run_dir/f'{stage}.html')  # its page: no render
     tags = {'mlpipeline.stage': stage, 'mlpipeline.run_dir': str(run_dir), 'mlpipeline.run_id': run_dir.name, 'mlpipeline.cache_hit': 'true',
             'mlpipeline.cached_from_run_dir': str(src), 'mlpipeline.cached_from_mlflow_run': rec['entry'].get('mlflow_run_id') or '', 'mlpipeline.cache_key': rec['key']}
-    run = mlflow.MlflowClient().create_run(mlflow_experiment(cfg), run_name=f'{stage} (cached)',
+    exp = read_manifest(run_dir).get('mlflow_experiment_id') or mlflow_experiment(cfg)  # the parent's: no look-up per stage
+    run = mlflow.MlflowClient().create_run(exp, run_name=f'{stage} (cached)',
                                            tags=tags | ({'mlflow.parentRunId': parent_run_id} if parent_run_id else {}))
     mlflow.MlflowClient().set_terminated(run.info.run_id, 'FINISHED')
     m = read_manifest(run_dir)

@@ -16,14 +16,14 @@ from .runfolder import open_run, stage_run, finish_stage, write_table, write_jso
 STAGE = stage_of('ingest')  # this module's stage in the table
 
 # %% auto #0
-__all__ = ['STAGE', 'HTML_STARTS', 'STREAM_ID', 'KEY_COLUMN', 'UNFILED', 'register', 'get_source', 'source_kind',
+__all__ = ['STAGE', 'HTML_STARTS', 'STREAM_ID', 'KEY_COLUMN', 'SCHEMA_ROWS', 'UNFILED', 'register', 'get_source', 'source_kind',
            'repeated_names', 'check_names', 'sniff_csv', 'read_csv', 'read_parquet', 'folder_files', 'read_folder',
            'read_demo', 'read_sql', 'http_session', 'page_records', 'read_http', 'flatten', 'records_frame',
            'typed_like_csv', 'Batch', 'redis_client', 'stream_group', 'stream_entries', 'stream_spec',
            'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig', 'graphql_page', 'read_graphql',
-           'no_rows', 'read_source', 'load_data', 'describe_source', 'data_version', 'log_data', 'snapshot_wanted',
-           'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest', 'run_ingest_dask',
-           'commit_read']
+           'no_rows', 'read_source', 'load_data', 'describe_source', 'data_version', 'data_input', 'log_data',
+           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest',
+           'run_ingest_dask', 'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -446,11 +446,25 @@ def data_version(df:pd.DataFrame) -> dict:
     return {'sha256': h.hexdigest(), 'rows': len(df), 'columns': {str(c): str(t) for c, t in df.dtypes.items()}}
 
 # %% ../nbs/01_ingest.ipynb #010059
+SCHEMA_ROWS = 1000  # rows the dataset record's schema is inferred from
+
+def data_input(df:pd.DataFrame, version:dict, source:str, name:str='raw'):
+    "The MLflow dataset entity of `df`: the digest and size ingestion knows, the schema of its first rows."
+    import warnings, mlflow
+    with warnings.catch_warnings():  # hints about integer columns, meant for model signatures
+        warnings.simplefilter('ignore', UserWarning)
+        d = mlflow.data.from_pandas(df.head(SCHEMA_ROWS), source=source, name=name, digest=version['sha256'][:16]).to_dict()
+    profile = {'num_rows': len(df), 'num_elements': int(df.size)}  # of the whole table, not the sample
+    return mlflow.entities.Dataset(**d | {'profile': json.dumps(profile)})
+
 def log_data(df:pd.DataFrame|None, version:dict, source:str, name:str='raw'):
     "Log the data version to the active MLflow run: tags and, for a table in memory (not a Dask folder), the dataset input."
     import mlflow
     mlflow.set_tags({'data.sha256': version['sha256'], 'data.rows': version['rows'], 'data.source': source} | ({'data.files': len(version['files'])} if version.get('files') else {}))
-    if df is not None: mlflow.log_input(mlflow.data.from_pandas(df, source=source, name=name, digest=version['sha256'][:16]), context='training')
+    if df is None: return
+    from mlflow.entities import DatasetInput, InputTag
+    used = DatasetInput(data_input(df, version, source, name), [InputTag('mlflow.data.context', 'training')])
+    mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id, datasets=[used])
 
 # %% ../nbs/01_ingest.ipynb #010061
 UNFILED = ('sql', 'http', 'graphql', 'redis-stream', 'redis-keys')  # sources whose rows are not a file that stays

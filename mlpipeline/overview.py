@@ -72,10 +72,10 @@ def shows_image_files(nb) -> bool:
 
 def render_notebook(nb_path:Path) -> Path:
     "The executed notebook at `nb_path` as a self-contained HTML page beside it (again only if the notebook changed)."
-    import nbformat
     nb_path = Path(nb_path)
     out = nb_path.with_suffix('.html')
     if out.exists() and out.stat().st_mtime >= nb_path.stat().st_mtime: return out
+    import nbformat  # only when there is a page to make: a reused stage brings its own
     nb = nbformat.read(nb_path, as_version=4)
     body, _ = notebook_exporter(shows_image_files(nb)).from_notebook_node(nb, {'metadata': {'name': nb_path.stem}})
     with atomic_path(out) as tmp: tmp.write_text(body, encoding='utf-8')

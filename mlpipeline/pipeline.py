@@ -19,8 +19,8 @@ from .overview import write_overview, record_seconds, log_overview, NotebookPage
 __all__ = ['KERNEL', 'COMPARED', 'SPLIT_CONTEXTS', 'ensure_kernel', 'check_parameters', 'stage_notebook', 'execute_stage',
            'first_incomplete', 'find_run', 'open_parent_run', 'close_parent_run', 'parent_params', 'recorded',
            'gate_verdict', 'run_story', 'record_on_parent', 'mark_stale', 'io_error', 'check_raw', 'mark_failed', 'say',
-           'progress_bars', 'default_engine', 'forced_stages', 'run_stage', 'stages_to_run', 'execute_run',
-           'run_pipeline', 'reproduce']
+           'progress_bars', 'stop_warm_kernels', 'default_engine', 'forced_stages', 'run_stage', 'stages_to_run',
+           'execute_run', 'run_pipeline', 'reproduce']
 
 # %% ../nbs/09_pipeline.ipynb #090005
 KERNEL = 'mlpipeline'
@@ -214,6 +214,10 @@ def progress_bars() -> bool:
     return sys.stderr.isatty()
 
 # %% ../nbs/09_pipeline.ipynb #090019
+def stop_warm_kernels():
+    "Stop the warm kernels this process started; when it started none, without importing the engine (and papermill)."
+    if engine := sys.modules.get('mlpipeline.engine'): engine.shutdown_warm_kernels()
+
 def default_engine() -> str:
     "`warm` for a person at a terminal; `fresh` (papermill's own) for CI, scheduled and piped runs."
     return 'fresh' if os.environ.get('CI') or not sys.stdin.isatty() else 'warm'
@@ -232,7 +236,7 @@ def run_stage(rd:Path, cfg:dict, stage:str, plan:list, rid:str, kernel:str, prog
     key = cache_key(parts) if parts else None
     rec = cached_result(cfg, stage, key, rd)[0] if use_cache and key else None
     if rec: reuse(rd, cfg, stage, rec, rid); return f"cached (run {Path(rec['run_dir']).name})"
-    execute_stage(stage, rd, kernel, progress, engine)
+    execute_stage(stage, rd, ensure_kernel(kernel), progress, engine)
     if key: store(cfg, stage, key, parts, rd)
     return 'done'
 
@@ -245,9 +249,8 @@ def stages_to_run(plan:list, start:int, only:str|None=None, force:bool=False) ->
 
 def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, force:str|None=None, cache:bool=True, only:str|None=None) -> Path:
     "Execute the run folder's planned stages (or `only` one) from the first without complete outputs, under its lock, reusing cached stages."
-    from mlpipeline.engine import shutdown_warm_kernels
     plan, engine = read_manifest(rd).get('plan', STAGES), engine or default_engine()
-    kernel, forced = ensure_kernel(), forced_stages(plan, force)
+    kernel, forced = KERNEL, forced_stages(plan, force)  # registered when a stage executes: a cached run needs none
     with run_lock(rd):
         start = first_incomplete(rd, plan)
         todo = stages_to_run(plan, start, only, only in forced)
@@ -274,7 +277,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             pages.close()
             write_overview(rd)  # with the last notebook's page
         except BaseException as e:  # ours or not, or Ctrl-C (SIGINT) even between stages: the run is marked failed (resumable) and its MLflow run closed
-            shutdown_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us
+            stop_warm_kernels()  # first: a warm kernel still in the stage's first cells would write `running` after us
             stage = next((s for s in todo if not stage_complete(rd, s)), None)
             with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; the MLflow run still closes
                 if stage: mark_failed(rd, stage, e)
@@ -287,7 +290,7 @@ def execute_run(rd:Path, cfg:dict, progress:bool=True, engine:str|None=None, for
             if rid: close_parent_run(rd, rid, 'FAILED')
             if isinstance(e, OSError): raise io_error(stage, rd, e) from e
             raise
-        finally: shutdown_warm_kernels()
+        finally: stop_warm_kernels()
         if only and before and read_manifest(rd)['stages'][only]['outputs'] != before: mark_stale(rd, plan[plan.index(only) + 1:], only)
         if only and first_incomplete(rd, plan) < len(plan): return rd  # open for its next stage; a plain --resume closes it
         update_manifest(rd, status='complete', finished=dt.datetime.now().isoformat(timespec='seconds'))

@@ -17,9 +17,9 @@ STAGE = stage_of('validate')  # this module's stage in the table
 
 # %% auto #0
 __all__ = ['STAGE', 'RULES', 'RULE_HELP', 'MAX_GROUPS', 'REPORT_COLUMNS', 'CHECK_RULES', 'TASK_METRICS', 'as_numbers',
-           'column_kind', 'infer_task', 'norm_label', 'infer_column', 'Schema', 'min_rows_for_split', 'infer_schema',
-           'violation', 'missing_rule', 'truth_values', 'check_values', 'explain', 'check_target', 'check_table',
-           'validate', 'for_mode', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
+           'column_kind', 'infer_task', 'norm_label', 'known_label', 'infer_column', 'Schema', 'min_rows_for_split',
+           'infer_schema', 'violation', 'missing_rule', 'truth_values', 'check_values', 'explain', 'check_target',
+           'check_table', 'validate', 'for_mode', 'apply_severity', 'errors_in', 'champion_schema', 'reference_schema',
            'group_columns', 'group_labels', 'target_rates', 'group_stats', 'class_shares', 'check_balance',
            'check_representation', 'bias_checks', 'metric_key', 'bias_metrics', 'report_frame', 'report_rows',
            'column_facts', 'column_chart', 'expectations', 'column_docs', 'report_html', 'group_frame', 'bias_section',
@@ -55,6 +55,14 @@ def infer_task(y:pd.Series, task:str='auto') -> str:
 def norm_label(v) -> str:
     "A category label as compared: no surrounding spaces, case folded."
     return str(v).strip().casefold()
+
+# %% ../nbs/02_validate.ipynb #020009k2
+def known_label(present:pd.Series, known:set) -> pd.Series:
+    "Whether the normalised label of each value of `present` (no missing values) is in `known`."
+    if pd.api.types.infer_dtype(present, skipna=True) not in ('string', 'integer', 'boolean'):
+        return present.map(norm_label).isin(known)  # 1, 1.0 and True are equal but label differently: per value
+    codes, uniques = pd.factorize(present)
+    return pd.Series(np.array([norm_label(u) in known for u in uniques], dtype=bool)[codes], index=present.index)
 
 # %% ../nbs/02_validate.ipynb #020010
 def infer_column(s:pd.Series, tolerance:float=0.1, unique:bool=False) -> dict:
@@ -161,7 +169,7 @@ def check_values(s:pd.Series, spec:dict, name:str) -> list[dict]:
         out.append(violation(name, 'type_mismatch', 'dates', f'{len(bad)} unparseable values, e.g. {_examples(bad)}', len(bad), n))
     if 'domain' in spec:
         known = {norm_label(v) for v in spec['domain']}
-        new = present[~present.map(norm_label).isin(known)]
+        new = present[~known_label(present, known)]
         if len(new) > spec.get('max_unseen', 0) * n: out.append(violation(name, 'unseen_category', f"one of {len(known)} known values", f'{len(new)} values, e.g. {_examples(new)}', len(new), n))
     out += missing_rule(name, int(s.isna().sum()), n, spec)
     if spec.get('unique') and (d := int(present.duplicated().sum())): out.append(violation(name, 'duplicate_ids', 'unique values', f'{d} repeated, e.g. {_examples(present[present.duplicated()])}', d, n))
@@ -469,7 +477,7 @@ def expectations(s:pd.Series, spec:dict, findings:list[dict]) -> list[dict]:
         want = f"{fmt_number(spec['min'], 6)} to {fmt_number(spec['max'], 6)}, give or take {fmt_number(pad)}"
         rows.append(('range', want, facts.get('range', '—')))
     if 'domain' in spec:
-        new = int((~s.dropna().map(norm_label).isin({norm_label(v) for v in spec['domain']})).sum())
+        new = int((~known_label(s.dropna(), {norm_label(v) for v in spec['domain']})).sum())
         seen = f"{facts['distinct']} distinct, {new} rows unseen"
         rows.append(('values', f"one of {len(spec['domain'])} known values", seen))
     if spec.get('unique'): rows.append(('unique', 'a value per row', f"{n - int(s.dropna().nunique())} repeated"))

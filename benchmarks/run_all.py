@@ -1,0 +1,157 @@
+"""Issue 28's ratios in one sitting: prints the table (goal, measured, met / not met) and writes results/run_all.json.
+
+Usage: python benchmarks/run_all.py [--quick]
+
+--quick: small sizes and 3 repeats (a few minutes on 2 cores); without it 1M rows to score, 60k to train, 5 repeats.
+Every measure runs here, side by side with its baseline in interleaved pairs (medians), under the same load, which
+the table's header gives (`uptime`). The rows this script does not measure yet say which benchmark measures them
+(`not run`), so the table always has every row of the issue.
+"""
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLI = Path(sys.executable).parent/'mlpipeline'
+sys.path.insert(0, str(HERE.parent/'tests'))
+from conftest import SAMPLE, write_project  # noqa: E402  (the tests' project recipe: the same small real data)
+
+ELSEWHERE = [  # (measure, goal, the benchmark that measures it today)
+    ('warm engine / same stages in one process (demo)', '<= 1.3x', 'runner_bench.py'),
+    ('ONNX / XGBoost backend, 1000-row batches', '>= 1.0x', 'onnx_bench.py'),
+    ('1000-row request p50 vs `mlflow models serve`', '>= 3x faster', 'serve_bench.py'),
+    ('whole run at 704k rows / its training stage', '<= 2.5x', 'scale_bench.py'),
+    ('peak memory at 704k rows / the table in pandas', '<= 2x', 'scale_bench.py'),
+    ('1 row over HTTP, c=1: p50 and vs `mlflow models serve`', '<= 1 ms, >= 20x', 'serve_bench.py')]
+
+
+def env() -> dict:
+    "The environment of a user's shell: no tracking URI or experiment from outside, stdout to a pipe."
+    return {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
+
+
+def timed(*args, cwd:Path) -> float:
+    "Seconds `mlpipeline args` takes from start to exit; raises if it fails."
+    t = time.perf_counter()
+    subprocess.run([str(CLI), *args], cwd=cwd, check=True, capture_output=True, env=env())
+    return time.perf_counter() - t
+
+
+def rerun(project:Path, repeat:int) -> dict:
+    "A first `mlpipeline run` in a fresh project, then no-change re-runs, as typed (the CLI, to its exit)."
+    first = timed('run', '--quiet', cwd=project)
+    again = [timed('run', '--quiet', cwd=project) for _ in range(repeat)]
+    return {'first_s': first, 'rerun_s': again, 'ratio': statistics.median(again) / first}
+
+
+def read_only(project:Path, repeat:int) -> dict:
+    "Median seconds of `status`, `models list` and `models history`, interleaved."
+    cmds = {'status': ['status'], 'models list': ['models', 'list'], 'models history': ['models', 'history']}
+    times = {k: [] for k in cmds}
+    for _ in range(repeat):
+        for k, c in cmds.items(): times[k].append(timed(*c, cwd=project))
+    return {k: {'runs_s': v, 'median_s': statistics.median(v)} for k, v in times.items()}
+
+
+BASELINE = '''
+import sys, time, mlflow, pandas as pd
+t = time.perf_counter()
+mlflow.set_tracking_uri(sys.argv[3])
+m = mlflow.pyfunc.load_model('models:/test-model@champion').unwrap_python_model()
+df = pd.read_parquet(sys.argv[1])
+pd.DataFrame({'p': m.booster.inplace_predict(m.tf.apply(df))}).to_parquet(sys.argv[2])
+print(time.perf_counter() - t)
+'''
+
+
+def batch_rows(project:Path, rows:int) -> Path:
+    "`rows` rows of the sample (features only), resampled, as parquet."
+    import pandas as pd
+    df = pd.read_csv(SAMPLE).drop(columns=['churn'])
+    out = project/f'score_{rows}.parquet'
+    df.sample(rows, replace=True, random_state=0).reset_index(drop=True).to_parquet(out)
+    return out
+
+
+def batch_predict(project:Path, rows:int, repeat:int) -> dict:
+    "Rows/s of `mlpipeline predict` (validation on) against a plain script: model load, `tf.apply`, `inplace_predict`."
+    data, uri = batch_rows(project, rows), f'sqlite:///{project}/mlruns.db'
+    ours, plain = [], []
+    for _ in range(repeat):  # interleaved pairs: both see the same load
+        ours.append(timed('predict', '--input', str(data), '--output', str(project/'ours.parquet'), '--quiet', cwd=project))
+        t = time.perf_counter()
+        subprocess.run([sys.executable, '-c', BASELINE, str(data), str(project/'plain.parquet'), uri], check=True,
+                       capture_output=True, env=env(), cwd=project)
+        plain.append(time.perf_counter() - t)
+    return {'rows': rows, 'predict_s': ours, 'plain_s': plain, 'ratio': statistics.median(plain) / statistics.median(ours)}
+
+
+def training(project:Path, rows:int, repeat:int) -> dict:
+    "Seconds of `fit_booster` against plain `xgb.train` on the same prepared rows, params and threads (100 rounds)."
+    import pandas as pd, xgboost as xgb
+    from mlpipeline.train import fit_booster, load_transform, xgb_params
+    rd = sorted((project/'runs').iterdir())[0]
+    tf = load_transform(rd)
+    train = pd.read_parquet(rd/'data/train.parquet').sample(rows, replace=True, random_state=0)
+    valid = pd.read_parquet(rd/'data/valid.parquet')
+    model = {'n_estimators': 100, 'max_depth': 6, 'nthread': 2, 'early_stopping_rounds': None}
+    Xt, Xv = tf.apply(train), tf.apply(valid)
+    yt, yv = tf.encode_target(train[tf.target]), tf.encode_target(valid[tf.target])
+    ours, plain = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fit_booster(tf, train, valid, model, history={})
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        dt, dv = xgb.DMatrix(Xt, label=yt, enable_categorical=True), xgb.DMatrix(Xv, label=yv, enable_categorical=True)
+        xgb.train(xgb_params(model, tf, 42), dt, num_boost_round=100, evals=[(dv, 'valid')], verbose_eval=False)
+        plain.append(time.perf_counter() - t)
+    return {'rows': rows, 'fit_booster_s': ours, 'xgb_train_s': plain,
+            'ratio': statistics.median(plain) / statistics.median(ours)}
+
+
+def row(measure:str, goal:str, measured:str, met) -> dict:
+    return {'measure': measure, 'goal': goal, 'measured': measured, 'met': met}
+
+
+def table(res:dict) -> list[dict]:
+    "The issue's rows, from the results; those measured elsewhere say where."
+    ro = res['read_only']
+    out = [row('no-change re-run, the CLI as typed / fresh first run', '< 5%', f"{res['rerun']['ratio']:.1%} "
+               f"({statistics.median(res['rerun']['rerun_s']):.1f} s / {res['rerun']['first_s']:.1f} s)",
+               res['rerun']['ratio'] < 0.05)]
+    out += [row(f'`{k}`', '<= 1 s', f"{v['median_s']:.2f} s", v['median_s'] <= 1) for k, v in ro.items()]
+    out.append(row(f"`mlpipeline predict` rows/s / plain script ({res['predict']['rows']:,} rows)", '>= 0.9x',
+                   f"{res['predict']['ratio']:.2f}x", res['predict']['ratio'] >= 0.9))
+    out.append(row(f"training: fit_booster / xgb.train ({res['training']['rows']:,} rows)", '>= 0.9x',
+                   f"{res['training']['ratio']:.2f}x", res['training']['ratio'] >= 0.9))
+    out += [row(m, g, f'not run (see benchmarks/{b})', None) for m, g, b in ELSEWHERE]
+    return out
+
+
+def show(rows:list[dict], load:str):
+    print(f'load: {load}')
+    w = max(len(r['measure']) for r in rows)
+    for r in rows:
+        met = {True: 'met', False: 'not met', None: '-'}[r['met']]
+        print(f"{r['measure']:<{w}}  {r['goal']:<16} {r['measured']:<34} {met}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='small sizes, 3 repeats')
+    a = ap.parse_args()
+    repeat, score_rows, train_rows = (3, 100_000, 20_000) if a.quick else (5, 1_000_000, 60_000)
+    project = write_project(Path(tempfile.mkdtemp(prefix='run-all-'))/'project')
+    load = subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()
+    res = {'quick': a.quick, 'rerun': rerun(project, repeat)}
+    res['read_only'] = read_only(project, repeat)
+    res['predict'] = batch_predict(project, score_rows, repeat)
+    res['training'] = training(project, train_rows, repeat)
+    load_after = subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()
+    res |= {'load_before': load, 'load_after': load_after, 'table': table(res)}
+    (HERE/'results').mkdir(exist_ok=True)
+    (HERE/'results/run_all.json').write_text(json.dumps(res, indent=1) + '\n')
+    show(res['table'], f'{load} -> {load_after}')
+
+
+if __name__ == '__main__': main()
