@@ -1,0 +1,84 @@
+"""The feature store (Feast, in its own environment): point-in-time training sets, a run from them, a repository
+published from a run, predictions by entity id, and the online/offline consistency check."""
+from pathlib import Path
+import pandas as pd
+import pytest, yaml
+from conftest import SAMPLE, write_project, mlpipeline, only_run, client_for
+from mlpipeline.feature_store import (FEAST_VERSION, make_feast_venv, write_repo, apply_repo, historical_features,
+                                      training_set)
+
+T0, T_ASK, T_LATER = (pd.Timestamp(t, tz='UTC') for t in ('2026-01-01', '2026-02-01', '2026-03-01'))
+CHANGED = 5  # entities whose monthly_charges change at T_LATER (to 9999): a value no row asked before must see
+
+
+@pytest.fixture(scope='session')
+def feast_python():
+    "The Feast environment, made once and kept between sessions (keyed by the pinned version)."
+    return make_feast_venv(Path.home()/'.cache/mlpipeline'/f'feast-venv-{FEAST_VERSION}')
+
+
+def sample_features() -> pd.DataFrame:
+    "The sample's features as of T0, and a later value of monthly_charges for the first CHANGED customers."
+    now = pd.read_csv(SAMPLE).drop(columns=['churn']).assign(event_timestamp=T0)
+    later = now.head(CHANGED).assign(monthly_charges=9999.0, event_timestamp=T_LATER)
+    return pd.concat([now, later], ignore_index=True)
+
+
+@pytest.fixture(scope='module')
+def repo(tmp_path_factory, feast_python):
+    "An embedded Feast repository (file offline store, SQLite online store) of the sample, applied and materialized."
+    repo = write_repo(tmp_path_factory.mktemp('feast')/'features', sample_features(), 'rownames', 'customers', 'churn_model')
+    apply_repo(feast_python, repo, until=T_LATER + pd.Timedelta(days=1))
+    return repo
+
+
+def entities(at=T_ASK) -> pd.DataFrame:
+    return pd.read_csv(SAMPLE)[['rownames', 'churn']].assign(event_timestamp=at)
+
+
+def test_a_later_feature_value_never_leaks_into_an_earlier_row(repo, feast_python):
+    ents = pd.concat([entities(), entities(T_LATER + pd.Timedelta(hours=1)).head(CHANGED)], ignore_index=True)
+    got = historical_features(feast_python, repo, ents, {'service': 'churn_model'})
+    assert len(got) == len(ents) and list(got.rownames) == list(ents.rownames)  # the entity frame's order is kept
+    first = got.head(len(ents) - CHANGED)
+    expected = pd.read_csv(SAMPLE).monthly_charges
+    assert (first.monthly_charges.to_numpy() == expected.to_numpy()).all()  # asked at T_ASK: T0's values, never 9999
+    assert (got.tail(CHANGED).monthly_charges == 9999.0).all()  # asked after T_LATER: the later value
+    assert list(first.churn) == list(pd.read_csv(SAMPLE).churn)
+
+
+def test_the_training_set_drops_the_event_time_unless_it_is_the_time_column(repo, feast_python):
+    cfg = {'project': str(repo.parent), 'feature_store': {'repo': str(repo), 'python': str(feast_python),
+           'timestamp_column': 'event_timestamp', 'features': ['customers:tenure', 'customers:contract']},
+           'data': {'time_column': None}}
+    got = training_set(cfg, entities().head(3))
+    assert list(got.columns) == ['rownames', 'churn', 'tenure', 'contract']
+
+
+def feast_project(folder: Path, repo: Path, python: Path, **fs) -> Path:
+    folder.mkdir(parents=True)
+    entities().to_csv(folder/'entities.csv', index=False)
+    return write_project(folder, data={'source': 'feast', 'id_column': 'rownames'},
+                         feature_store={'repo': str(repo), 'python': str(python), 'entities': 'entities.csv',
+                                        'service': 'churn_model'} | fs)
+
+
+@pytest.mark.slow  # a whole run through the CLI: 1.5 minutes here
+@pytest.mark.slow  # a whole run: ~2 minutes on 2 shared cores
+def test_a_run_from_the_feature_store_trains_a_champion(tmp_path, repo, feast_python):
+    project = feast_project(tmp_path/'project', repo, feast_python)
+    r = mlpipeline('run', '--quiet', cwd=project)
+    assert r.returncode == 0, r.stderr
+    rd = only_run(project)
+    raw = pd.read_parquet(rd/'data/raw.parquet')
+    assert len(raw) == 400 and 'event_timestamp' not in raw.columns and (raw.monthly_charges < 9999).all()
+    version = yaml.safe_load((rd/'artifacts/data_version.json').read_text())
+    assert version['source'].startswith(f'feast {repo} service churn_model (definitions ')
+    assert client_for(project).get_model_version_by_alias('test-model', 'champion').version in (1, '1')
+
+
+def test_a_feast_source_without_entities_is_a_config_error(tmp_path, repo, feast_python):
+    project = feast_project(tmp_path/'project', repo, feast_python, entities=None)
+    r = mlpipeline('run', '--quiet', cwd=project)
+    assert r.returncode == 2, r.stderr
+    assert 'feature_store.entities' in r.stderr and 'no entity frame' in r.stderr
