@@ -17,8 +17,9 @@ from .runfolder import atomic_path, open_run, read_manifest
 __all__ = ['FEAST_VERSION', 'MARK', 'HELPER', 'ROW', 'FEAST_TYPES', 'venv_python', 'feast_version', 'make_feast_venv',
            'feast_python', 'feast_repo', 'FeastProcess', 'feature_refs', 'entity_times', 'historical_features',
            'training_set', 'definitions_sha256', 'feast_type', 'feast_name', 'definitions', 'store_yaml', 'write_repo',
-           'feast_cli', 'apply_repo', 'run_time', 'publish_names', 'publish_table', 'publish', 'online_features',
-           'missing_entities', 'same_value', 'check_store', 'check_lines', 'check_run']
+           'feast_cli', 'apply_repo', 'id_column', 'run_table', 'view_table', 'publish_names', 'publish',
+           'online_values', 'serving_refs', 'online_features', 'missing_entities', 'same', 'mismatches', 'check_run',
+           'check_lines']
 
 # %% ../nbs/01a_feature_store.ipynb #01a006
 FEAST_VERSION = '0.67.0'  # the Feast release HELPER is written against (it resolves pandas 2.3.3 beside it)
@@ -238,88 +239,106 @@ def apply_repo(python:str|Path, repo:str|Path, until:datetime|None=None) -> str:
     until = until or datetime.now(timezone.utc)
     return feast_cli(python, repo, 'apply') + feast_cli(python, repo, 'materialize-incremental', until.isoformat())
 
-# %% ../nbs/01a_feature_store.ipynb #01a041
-def run_time(rd:Path) -> pd.Timestamp:
-    "When the run read its data: 01_ingest's finish time (local, as the manifest keeps it) in UTC."
-    t = read_manifest(rd)['stages']['01_ingest']['finished']
-    return pd.Timestamp(datetime.fromisoformat(t).astimezone(timezone.utc))
+# %% ../nbs/01a_feature_store.ipynb #01a039
+def id_column(cfg:dict) -> str:
+    "The entity id column (`data.id_column`): features are kept per entity, so it must be set."
+    if not (c := get_key(cfg, 'data.id_column')):
+        raise ConfigError('data.id_column', 'features are kept per entity, and the run has no id column',
+                          'set data.id_column to the column that identifies an entity (a customer id)')
+    return c
+
+def run_table(run_dir:str|Path) -> tuple[pd.DataFrame, dict]:
+    "A run's ingested table, its columns those `schema.yaml` declares (and the id), with the run's config."
+    from mlpipeline.runfolder import output_of
+    rd, cfg = open_run(run_dir)
+    df = pd.read_parquet(output_of(rd, 'raw'))
+    declared = set((yaml.safe_load(output_of(rd, 'schema').read_text()) or {}).get('columns') or {})
+    return df[[c for c in df.columns if c in declared or c == id_column(cfg)]], cfg
+
+def view_table(df:pd.DataFrame, cfg:dict, at:datetime) -> pd.DataFrame:
+    "The feature view's table: the id column first, the features (no target), and `at` as every row's event time."
+    ids, ts = id_column(cfg), get_key(cfg, 'feature_store.timestamp_column')
+    feats = [c for c in df.columns if c not in (ids, cfg.get('target'), ts)]
+    return df[[ids, *feats]].assign(**{ts: pd.Timestamp(at)})
 
 def publish_names(cfg:dict) -> tuple[str, str]:
-    "The feature view and feature service a project publishes: named after its model."
-    m = feast_name(get_key(cfg, 'mlflow.model_name'))
-    return f'{m}_features', m
+    "The feature view's and the feature service's names, from `mlflow.model_name`."
+    model = feast_name(get_key(cfg, 'mlflow.model_name'))
+    return f'{model}_features', model
 
-def publish_table(rd:Path, cfg:dict, ts:str='event_timestamp') -> pd.DataFrame:
-    "A run's cleaned table as Feast keeps it: the id, the schema's feature columns, the event time."
-    if not (idc := get_key(cfg, 'data.id_column')):
-        raise ConfigError('data.id_column', 'publishing features needs an entity id column', 'set data.id_column')
-    t = pd.concat([pd.read_parquet(rd/f'data/{s}.parquet') for s in ('train', 'valid', 'test')], ignore_index=True)
-    schema = yaml.safe_load((rd/'artifacts/schema.yaml').read_text())['columns']
-    time_col = get_key(cfg, 'data.time_column')
-    cols = [c for c in schema if c in t.columns and c not in (idc, get_key(cfg, 'target'), time_col)]
-    when = pd.to_datetime(t[time_col], utc=True) if time_col else run_time(rd)
-    return t[[idc, *cols]].assign(**{ts: when})
+# %% ../nbs/01a_feature_store.ipynb #01a042
+def publish(run_dir:str|Path, repo:str|Path|None=None, say=print) -> dict:
+    "Write a run's features into a Feast repository (`repo`, else `feature_store.repo`, else `features/`), apply it, materialize it."
+    df, cfg = run_table(run_dir)
+    repo = project_path(cfg, repo or get_key(cfg, 'feature_store.repo') or 'features')
+    view, service = publish_names(cfg)
+    at = datetime.now(timezone.utc)
+    write_repo(repo, view_table(df, cfg, at), id_column(cfg), view, service,
+               get_key(cfg, 'feature_store.timestamp_column'), get_key(cfg, 'feature_store.online') or 'sqlite')
+    say(f'wrote {repo}: feature view {view} ({len(df)} rows), feature service {service}; applying and materializing')
+    apply_repo(feast_python(cfg, say=say), repo, at + pd.Timedelta(seconds=1))
+    return {'repo': str(repo), 'view': view, 'service': service, 'rows': len(df), 'at': at.isoformat(),
+            'check': check_run(run_dir, repo)}
 
 # %% ../nbs/01a_feature_store.ipynb #01a045
-def publish(rd:str|Path, repo:str|Path|None=None, python:str|Path|None=None, say=print) -> dict:
-    "Publish run `rd`'s features to the Feast repository `repo` (default feature_store.repo, else features/)."
-    rd, cfg = open_run(rd)
-    repo = project_path(cfg, repo or get_key(cfg, 'feature_store.repo') or 'features')
-    python = Path(python) if python else feast_python(cfg, say=say)
-    view, service = publish_names(cfg)
-    table = publish_table(rd, cfg)
-    write_repo(repo, table, get_key(cfg, 'data.id_column'), view, service,
-               online=str(get_key(cfg, 'feature_store.online') or 'sqlite'))
-    say(f'{len(table)} entities, {table.shape[1] - 2} features -> {repo} (feature view {view}, service {service})')
-    apply_repo(python, repo)
-    return {'repo': str(repo), 'view': view, 'service': service, 'rows': len(table),
-            'check': check_store(python, repo, table, get_key(cfg, 'data.id_column'), service,
-                                 int(get_key(cfg, 'feature_store.check_rows') or 50), int(get_key(cfg, 'seed') or 0))}
-
-# %% ../nbs/01a_feature_store.ipynb #01a047
-def online_features(fs:FeastProcess, ids:list, id_column:str, refs:dict) -> pd.DataFrame:
-    "The online features of entities `ids`, one row each in their order (nulls for an entity the store lacks)."
-    got = fs.ask('online', entities=[{id_column: i} for i in ids], **refs)
-    df = pd.DataFrame(got)
-    return df.drop(columns=[c for c in df.columns if c.endswith('__ts')])
-
-def missing_entities(df:pd.DataFrame, id_column:str) -> list:
-    "The ids whose every feature is null: entities the online store does not hold."
-    feats = df.drop(columns=[id_column])
-    return df.loc[feats.isna().all(axis=1), id_column].tolist()
+def online_values(answer:dict, id_col:str) -> dict:
+    "Feast's online answer as {id: {feature: value}}, leaving out ids no feature was found for."
+    feats = [k for k in answer if not k.endswith('__ts') and k != id_col]
+    out = {}
+    for i, ident in enumerate(answer[id_col]):
+        if any(answer[f'{f}__ts'][i] for f in feats): out[ident] = {f: answer[f][i] for f in feats}
+    return out
 
 # %% ../nbs/01a_feature_store.ipynb #01a048
-def same_value(a, b) -> bool:
-    "Equal, as numbers within a float's rounding or as text; two nulls are equal."
+def serving_refs(cfg:dict) -> dict:
+    "What a service or the check looks up: the configured service or features, else the feature service `publish` wrote."
+    try: return feature_refs(cfg)
+    except ConfigError: return {'service': publish_names(cfg)[1]}
+
+def online_features(fs:FeastProcess, ids:list, id_col:str, refs:dict) -> pd.DataFrame:
+    "The online store's values for `ids`, a row each in their order; the ids it does not hold in `attrs['missing']`."
+    found = online_values(fs.ask('online', entities=[{id_col: i} for i in ids], **refs), id_col)
+    rows = [{id_col: i} | found.get(i, {}) for i in ids]
+    df = pd.DataFrame(rows, columns=[id_col, *next(iter(found.values()), {})])
+    df.attrs['missing'] = [i for i in ids if i not in found]
+    return df
+
+def missing_entities(got:pd.DataFrame, id_col:str) -> list:
+    "The ids of an `online_features` answer the online store holds nothing for."
+    return list(got.attrs.get('missing', []))
+
+# %% ../nbs/01a_feature_store.ipynb #01a052
+def same(a, b) -> bool:
+    "Whether two feature values are equal, missing equal to missing and numbers within float precision."
     if pd.isna(a) and pd.isna(b): return True
     try: return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
-    except (TypeError, ValueError): return str(a) == str(b)
+    except (TypeError, ValueError): return a == b
 
-def check_store(python:str|Path, repo:str|Path, table:pd.DataFrame, id_column:str, service:str,
-                rows:int=50, seed:int=0) -> dict:
-    "Compare online and latest offline features of a sample of `table`'s entities; the mismatches, by id and feature."
-    ids = table[id_column].drop_duplicates().sample(min(rows, table[id_column].nunique()), random_state=seed).tolist()
-    now = pd.Timestamp(datetime.now(timezone.utc))
-    offline = historical_features(python, repo, pd.DataFrame({id_column: ids, 'event_timestamp': now}), {'service': service})
-    with FeastProcess(python, repo) as fs: online = online_features(fs, ids, id_column, {'service': service})
-    cols = [c for c in online.columns if c != id_column and c in offline.columns]
-    bad = [{'id': i, 'feature': c, 'online': on[c], 'offline': off[c]}
-           for i, on, off in zip(ids, online.to_dict('records'), offline.to_dict('records')) for c in cols
-           if not same_value(on[c], off[c])]
-    return {'entities': len(ids), 'features': len(cols), 'mismatches': bad}
+def mismatches(online:dict, offline:pd.DataFrame, id_col:str) -> list[dict]:
+    "Each (id, feature) whose online value differs from the offline one; an id missing online is one row too."
+    out = []
+    for row in offline.to_dict('records'):
+        got = online.get(row[id_col])
+        if got is None: out.append({id_col: row[id_col], 'feature': None, 'online': 'missing', 'offline': None})
+        else: out += [{id_col: row[id_col], 'feature': f, 'online': got[f], 'offline': row[f]}
+                      for f in got if f in row and not same(got[f], row[f])]
+    return out
 
-def check_lines(c:dict, shown:int=10) -> list[str]:
-    "What `features check` prints: the verdict, then the first mismatches."
-    head = f"{c['entities']} entities x {c['features']} features: "
-    if not c['mismatches']: return [head + 'online and offline agree']
-    return [head + f"{len(c['mismatches'])} mismatches"] + [
-        f"  {m['id']} {m['feature']}: online {m['online']!r}, offline {m['offline']!r}" for m in c['mismatches'][:shown]]
+# %% ../nbs/01a_feature_store.ipynb #01a054
+def check_run(run_dir:str|Path, repo:str|Path|None=None, rows:int|None=None) -> dict:
+    "Compare the online values of a sample of the run's entities with the offline store's latest ones."
+    df, cfg = run_table(run_dir)
+    repo, ids, refs = project_path(cfg, repo or get_key(cfg, 'feature_store.repo') or 'features'), id_column(cfg), serving_refs(cfg)
+    n = int(rows or get_key(cfg, 'feature_store.check_rows') or 50)
+    sample = df[[ids]].drop_duplicates().sample(min(n, df[ids].nunique()), random_state=0)
+    python = feast_python(cfg)
+    offline = historical_features(python, repo, sample.assign(event_timestamp=pd.Timestamp.now(tz='UTC')), refs)
+    with FeastProcess(python, repo) as fs:
+        online = online_values(fs.ask('online', entities=[{ids: i} for i in sample[ids].tolist()], **refs), ids)
+    found = mismatches(online, offline.drop(columns='event_timestamp'), ids)
+    return {'repo': str(repo), 'entities': len(sample), 'mismatches': found}
 
-# %% ../nbs/01a_feature_store.ipynb #01a051
-def check_run(rd:str|Path, repo:str|Path|None=None, python:str|Path|None=None, say=print) -> dict:
-    "`features check --run RUN`: the consistency check of the repository run `rd` published to."
-    rd, cfg = open_run(rd)
-    repo = project_path(cfg, repo or get_key(cfg, 'feature_store.repo') or 'features')
-    python = Path(python) if python else feast_python(cfg, say=say)
-    return check_store(python, repo, publish_table(rd, cfg), get_key(cfg, 'data.id_column'), publish_names(cfg)[1],
-                       int(get_key(cfg, 'feature_store.check_rows') or 50), int(get_key(cfg, 'seed') or 0))
+def check_lines(c:dict, shown:int=20) -> list[str]:
+    "The check's result in lines: how many entities, then each mismatch."
+    head = f"checked {c['entities']} entities in {c['repo']}: {len(c['mismatches'])} mismatch(es) between online and offline"
+    return [head] + [f"  {m}" for m in c['mismatches'][:shown]] + (['  ...'] if len(c['mismatches']) > shown else [])

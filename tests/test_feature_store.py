@@ -1,9 +1,11 @@
 """The feature store (Feast, in its own environment): point-in-time training sets, a run from them, a repository
 published from a run, predictions by entity id, and the online/offline consistency check."""
+import json, shutil
 from pathlib import Path
 import pandas as pd
 import pytest, yaml
-from conftest import SAMPLE, write_project, mlpipeline, only_run, client_for
+from conftest import SAMPLE, write_project, mlpipeline, only_run, client_for, run_in_process
+from test_serve import Server, SERVE
 from mlpipeline.feature_store import (FEAST_VERSION, make_feast_venv, write_repo, apply_repo, historical_features,
                                       training_set)
 
@@ -82,3 +84,65 @@ def test_a_feast_source_without_entities_is_a_config_error(tmp_path, repo, feast
     r = mlpipeline('run', '--quiet', cwd=project)
     assert r.returncode == 2, r.stderr
     assert 'feature_store.entities' in r.stderr and 'no entity frame' in r.stderr
+
+
+@pytest.fixture(scope='module')
+def published(tmp_path_factory, feast_python):
+    "A champion trained on the sample (id column rownames), its run published to the project's Feast repository."
+    from conftest import run_in_process
+    project = write_project(tmp_path_factory.mktemp('publish')/'project', serve=SERVE | {'feature_store': True},
+                            feature_store={'python': str(feast_python), 'repo': 'features', 'check_rows': 400})
+    rd = run_in_process(project)
+    r = mlpipeline('features', 'publish', '--run', rd.name, cwd=project)
+    assert r.returncode == 0, r.stderr
+    return project, rd, r
+
+
+def test_publish_writes_a_repository_materializes_it_and_checks_it(published):
+    project, rd, r = published
+    repo = project/'features'
+    assert {p.name for p in repo.iterdir()} >= {'feature_store.yaml', 'features.py', '.gitignore', 'data'}
+    assert (repo/'.gitignore').read_text() == 'data/\n'  # tables, registry and online store are built, not kept
+    assert "FeatureService(name='test_model'" in (repo/'features.py').read_text()
+    view = pd.read_parquet(repo/'data/test_model_features.parquet')
+    assert len(view) == 400 and 'churn' not in view.columns and view.rownames.is_unique
+    assert f'published run {rd.name} to {repo}' in r.stdout
+    assert 'checked 400 entities' in r.stdout and ': 0 mismatch(es)' in r.stdout
+
+
+def sample_records(n: int) -> list:
+    return json.loads(pd.read_csv(SAMPLE).drop(columns=['churn']).head(n).to_json(orient='records'))
+
+
+def test_predict_by_entity_id_matches_the_full_record_and_an_unknown_id_is_404(published):
+    project, rd, _ = published
+    srv = Server(project)
+    try:
+        full = sample_records(3)
+        by_id = srv.http.post('/predict', json=[{'rownames': r['rownames']} for r in full], headers={'X-Request-ID': 'by-id'})
+        assert by_id.status_code == 200, by_id.text
+        whole = srv.http.post('/predict', json=full)
+        assert by_id.json()['predictions'] == whole.json()['predictions']
+        override = srv.http.post('/predict', json={'rownames': full[0]['rownames'], 'contract': 'Month-to-month'})
+        assert override.json()['prediction'] != by_id.json()['predictions'][0]  # the record's own value wins
+        unknown = srv.http.post('/predict', json=[{'rownames': full[0]['rownames']}, {'rownames': 987654}])
+        assert unknown.status_code == 404 and 'rownames 987654' in unknown.json()['error'], unknown.text
+    finally: srv.stop()
+    got = pd.read_parquet(project/'capture/test-model')
+    mine = got[got.request_id == 'by-id']
+    assert mine.monthly_charges.tolist() == [r['monthly_charges'] for r in full]  # the capture holds what the model saw
+
+
+def test_the_check_reports_a_planted_mismatch(published, tmp_path):
+    project, rd, _ = published
+    repo = shutil.copytree(project/'features', tmp_path/'features')
+    table = pd.read_parquet(repo/'data/test_model_features.parquet')
+    later = table.head(1).assign(monthly_charges=1.5, event_timestamp=pd.Timestamp.now(tz='UTC'))
+    pd.concat([table, later]).to_parquet(repo/'data/test_model_features.parquet')  # offline changed, not materialized
+    from mlpipeline.feature_store import check_run
+    c = check_run(rd, repo)  # every entity: feature_store.check_rows is 400 here
+    assert c['mismatches'] == [{'rownames': int(later.rownames.iloc[0]), 'feature': 'monthly_charges',
+                                'online': float(table.monthly_charges.iloc[0]), 'offline': 1.5}]
+    r = mlpipeline('features', 'check', '--run', rd.name, '--repo', str(repo), cwd=project)
+    assert r.returncode == 1 and '1 mismatch(es)' in r.stdout and 'monthly_charges' in r.stdout, r.stdout + r.stderr
+
