@@ -6,6 +6,7 @@ import pandas as pd
 import pytest, yaml
 from conftest import SAMPLE, write_project, mlpipeline, only_run, client_for, run_in_process
 from test_serve import Server, SERVE
+from test_sources import redis_server  # noqa: F401 (the fixture)
 from mlpipeline.feature_store import (FEAST_VERSION, make_feast_venv, write_repo, apply_repo, historical_features,
                                       training_set)
 
@@ -146,3 +147,20 @@ def test_the_check_reports_a_planted_mismatch(published, tmp_path):
     r = mlpipeline('features', 'check', '--run', rd.name, '--repo', str(repo), cwd=project)
     assert r.returncode == 1 and '1 mismatch(es)' in r.stdout and 'monthly_charges' in r.stdout, r.stdout + r.stderr
 
+
+
+@pytest.mark.slow  # a Redis server, feast apply and materialize: half a minute
+def test_the_redis_online_store_serves_the_same_values(tmp_path, feast_python, redis_server):
+    from mlpipeline.feature_store import FeastProcess, online_features, missing_entities
+    url, r = redis_server
+    r.flushdb()
+    repo = write_repo(tmp_path/'features', sample_features(), 'rownames', 'customers', 'churn_model', online=url)
+    assert yaml.safe_load((repo/'feature_store.yaml').read_text())['online_store']['type'] == 'redis'
+    apply_repo(feast_python, repo, until=T_LATER + pd.Timedelta(days=1))
+    ids = pd.read_csv(SAMPLE).rownames.head(CHANGED + 2).tolist() + [987654]
+    with FeastProcess(feast_python, repo) as fs: got = online_features(fs, ids, 'rownames', {'service': 'churn_model'})
+    assert missing_entities(got, 'rownames') == [987654]
+    assert got.monthly_charges.head(CHANGED).tolist() == [9999.0] * CHANGED  # the latest value of each entity
+    unchanged = pd.read_csv(SAMPLE).monthly_charges.iloc[CHANGED:CHANGED + 2]
+    assert got.monthly_charges.iloc[CHANGED:CHANGED + 2].tolist() == unchanged.tolist()
+    assert r.dbsize() > 0  # the values are in Redis, not in a SQLite file
