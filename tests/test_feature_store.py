@@ -30,7 +30,8 @@ def sample_features() -> pd.DataFrame:
 @pytest.fixture(scope='module')
 def repo(tmp_path_factory, feast_python):
     "An embedded Feast repository (file offline store, SQLite online store) of the sample, applied and materialized."
-    repo = write_repo(tmp_path_factory.mktemp('feast')/'features', sample_features(), 'rownames', 'customers', 'churn_model')
+    folder = tmp_path_factory.mktemp('feast')/'features'
+    repo = write_repo(folder, sample_features(), 'rownames', 'customers', 'churn_model')
     apply_repo(feast_python, repo, until=T_LATER + pd.Timedelta(days=1))
     return repo
 
@@ -120,7 +121,8 @@ def test_predict_by_entity_id_matches_the_full_record_and_an_unknown_id_is_404(p
     srv = Server(project)
     try:
         full = sample_records(3)
-        by_id = srv.http.post('/predict', json=[{'rownames': r['rownames']} for r in full], headers={'X-Request-ID': 'by-id'})
+        ids = [{'rownames': r['rownames']} for r in full]
+        by_id = srv.http.post('/predict', json=ids, headers={'X-Request-ID': 'by-id'})
         assert by_id.status_code == 200, by_id.text
         whole = srv.http.post('/predict', json=full)
         assert by_id.json()['predictions'] == whole.json()['predictions']
