@@ -15,8 +15,8 @@ from .pipeline import find_run, run_pipeline, execute_run, reproduce
 
 # %% auto #0
 __all__ = ['champion_line', 'ui_page', 'summary', 'status_records', 'status_lines', 'latest_run', 'table_text', 'version_line',
-           'models_text', 'quiet_stdout', 'parser', 'monitor_lines', 'registry_command', 'terminate', 'main',
-           'run_command']
+           'models_text', 'quiet_stdout', 'features_parser', 'features_command', 'parser', 'monitor_lines',
+           'registry_command', 'terminate', 'main', 'run_command']
 
 # %% ../nbs/09c_cli.ipynb #09c025
 def champion_line(reg:dict|None) -> str:
@@ -107,6 +107,34 @@ def quiet_stdout():
     "Point stdout at /dev/null: its reader has gone, and the interpreter's last flush must not fail loudly."
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+# %% ../nbs/09c_cli.ipynb #09cfs1
+def features_parser(sub):
+    "The `features` subcommand's arguments."
+    f = sub.add_parser('features', help='the Feast feature store: make its environment, publish a run, check online against offline')
+    f.add_argument('what', choices=['setup', 'publish', 'check'])
+    f.add_argument('--run', help='publish, check: the run id (or folder) whose features to publish or check')
+    f.add_argument('--repo', help='the Feast repository folder (default: feature_store.repo, else features/)')
+    f.add_argument('--config')
+    return f
+
+def features_command(args) -> int:
+    "Run `features setup|publish|check`; its exit code (1 when online and offline disagree)."
+    from mlpipeline.feature_store import feast_python, feast_version, publish, check_run, check_lines
+    cfg = load_config(args.config)
+    if args.what == 'setup':
+        py = feast_python(cfg)
+        print(f'feast {feast_version(py)} at {py}')
+        return 0
+    if not args.run: raise UsageError(f'`features {args.what}` needs --run RUN', 'list runs with `mlpipeline status`')
+    rd = find_run(args.run, cfg)
+    if args.what == 'publish':
+        r = publish(rd, args.repo)
+        print(f"published run {rd.name} to {r['repo']}: feature view {r['view']}, service {r['service']}, {r['rows']} entities")
+        c = r['check']
+    else: c = check_run(rd, args.repo)
+    print('\n'.join(check_lines(c)))
+    return 1 if c['mismatches'] else 0
 
 # %% ../nbs/09c_cli.ipynb #09c026
 def parser() -> argparse.ArgumentParser:
@@ -208,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)')
     ex.add_argument('--config')
     ex.add_argument('--model', help='onnx: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
+    features_parser(sub)
     return p
 
 def monitor_lines(s:dict) -> list[str]:
@@ -277,6 +306,7 @@ def run_command(argv:list[str]|None=None) -> int:
             print(page, flush=True)  # before a text browser takes the terminal
             show_page(page)
         elif args.command in ('models', 'promote', 'rollback'): print(registry_command(args))
+        elif args.command == 'features': return features_command(args)
         elif args.command == 'serve':
             from mlpipeline.serve import serve
             serve(args.config, args.param + ([f'serve.backend={args.backend}'] if args.backend else []), args.model, args.host, args.port, args.workers)

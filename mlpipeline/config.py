@@ -13,16 +13,16 @@ from .errors import ConfigError, USERINFO, NAMED_SECRET, SECRET_KEY, mask_secret
 # %% auto #0
 __all__ = ['DEFAULTS', 'OPEN_SECTIONS', 'REPLACED', 'CHOICES', 'LIST_OR_NAME', 'COLUMN_KEYS', 'WHAT', 'ENV_REF', 'get_key',
            'flat', 'parse_model_ref', 'is_open', 'set_key', 'as_number', 'parse_override', 'merge', 'key_type',
-           'section_model', 'config_model', 'yaml_text', 'error_key', 'check_types', 'check_config', 'load_config',
-           'demo_keys', 'with_demo_keys', 'config_sources', 'show_lines', 'project_path', 'tracking_uri',
-           'artifact_root', 'save_config', 'read_config', 'expand_env', 'secret_name', 'secret_ref', 'secret_refs',
-           'restore_secrets']
+           'section_model', 'config_model', 'yaml_text', 'error_key', 'check_types', 'check_config',
+           'check_feature_store', 'load_config', 'demo_keys', 'with_demo_keys', 'config_sources', 'show_lines',
+           'project_path', 'tracking_uri', 'artifact_root', 'save_config', 'read_config', 'expand_env', 'secret_name',
+           'secret_ref', 'secret_refs', 'restore_secrets']
 
 # %% ../nbs/00_config.ipynb #000005
 DEFAULTS = yaml.safe_load("""
 data:
   path: demo://telco_churn   # file, folder or glob (CSV, Parquet), demo://name, http(s):// URL, a SQLAlchemy URL, or redis://
-  source: auto               # auto | csv | parquet | folder | sql | http | demo | graphql | redis-stream | redis-keys
+  source: auto               # auto | csv | parquet | folder | sql | http | demo | graphql | redis-stream | redis-keys | feast
   query: null                # SQL for source sql
   url: null                  # SQLAlchemy URL for source sql (else data.path)
   id_column: null            # never a feature; optional (a demo:// table declares its own)
@@ -78,6 +78,7 @@ serve:
   host: 127.0.0.1            # bound to this machine unless told otherwise
   port: 8000
   workers: 1                 # uvicorn worker processes
+  feature_store: false       # true: records may carry only data.id_column; the rest is read from feature_store.repo's online store
   backend: xgboost           # what scores requests: xgboost | onnx (onnxruntime, converted at load) | auto (onnx when it converts and matches, else xgboost)
   reload_s: 5                # how often the registry is asked whether the alias moved (0: never)
   shadow: false              # the challenger also scores every request, off the response path
@@ -222,6 +223,17 @@ features:
   interactions: []           # pairs of numeric columns, each pair's product becomes a feature
   aggregates: []             # group statistics fitted on train, e.g. [{by: contract, column: monthly_charges, stats: [mean, count]}]; unseen group: the training-wide value (count 0)
   select: {max_correlation: null, mutual_info: false}  # drop one of each pair of numeric model columns correlated beyond this; drop columns with zero mutual information with the target
+feature_store:               # Feast, in its own virtual environment (it holds pandas below 3): see nbs/01a_feature_store
+  repo: null                 # the Feast repository folder (feature_store.yaml and the definitions), relative to the project
+  python: null               # the python of an environment with feast; null: .mlpipeline/feast-venv, made on first use
+  entities: null             # data.source feast: the entity frame (ids, event times, target), a CSV or Parquet file ...
+  entities_query: null       # ... or a SQL query on entities_url (a SQLAlchemy URL)
+  entities_url: null
+  timestamp_column: event_timestamp   # the entity frame's event times (each row sees feature values up to its time)
+  features: []               # feature references to retrieve, e.g. [customers:tenure] ...
+  service: null              # ... or the name of a feature service (wins over features)
+  online: sqlite             # `features publish`: the online store, sqlite (in the repository) or a Redis URL redis://host:port
+  check_rows: 50             # `features check`: entities sampled to compare the online values with the offline ones
 runs_dir: runs
 """)
 
@@ -234,7 +246,7 @@ CHOICES = {'task': ['auto', 'binary', 'multiclass', 'regression'],
            'reproducibility.snapshot': ['auto', True, False],
            'serve.log.format': ['json', 'text'],
            'serve.backend': ['auto', 'xgboost', 'onnx'],
-           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo', 'graphql', 'redis-stream', 'redis-keys'],
+           'data.source': ['auto', 'csv', 'parquet', 'folder', 'sql', 'http', 'demo', 'graphql', 'redis-stream', 'redis-keys', 'feast'],
            'data.value': ['hash', 'json'],
            'features.normalise.case': ['lower', 'none'],
            'features.impute.numeric': ['none', 'median', 'mean', 'constant', 'iterative'],
@@ -401,6 +413,21 @@ def check_config(cfg:dict) -> dict:
     if wait <= stale:  # a shorter wait fails on a dead holder's lock before it may be broken
         raise ConfigError('mlflow.lock_timeout_s', f'{wait!r} is not above mlflow.lock_stale_s ({stale!r})',
                           f'set -p mlflow.lock_timeout_s={stale + 60}')
+    return check_feature_store(cfg)
+
+# %% ../nbs/00_config.ipynb #00fs01
+def check_feature_store(cfg:dict) -> dict:
+    "Refuse a `data.source: feast` config without a repository, an entity frame, or features to retrieve."
+    if get_key(cfg, 'data.source') != 'feast': return cfg
+    fs = cfg.get('feature_store') or {}
+    if not fs.get('repo'): raise ConfigError('feature_store.repo', 'no Feast repository is set for data.source feast',
+                                             'set it to the folder holding feature_store.yaml')
+    if not (fs.get('entities') or fs.get('entities_query')):
+        raise ConfigError('feature_store.entities', 'no entity frame is set for data.source feast',
+                          'set it to a CSV or Parquet file of ids, event times and the target, or set entities_query')
+    if not (fs.get('features') or fs.get('service')):
+        raise ConfigError('feature_store.features', 'no feature references and no feature service are set',
+                          "set feature_store.features (e.g. ['customers:tenure']) or feature_store.service")
     return cfg
 
 # %% ../nbs/00_config.ipynb #000023

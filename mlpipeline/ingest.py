@@ -21,9 +21,9 @@ __all__ = ['STAGE', 'HTML_STARTS', 'STREAM_ID', 'KEY_COLUMN', 'SCHEMA_ROWS', 'UN
            'read_demo', 'read_sql', 'http_session', 'page_records', 'read_http', 'flatten', 'records_frame',
            'typed_like_csv', 'Batch', 'redis_client', 'stream_group', 'stream_entries', 'stream_spec',
            'read_redis_stream', 'natural_key', 'key_values', 'read_redis_keys', 'dig', 'graphql_page', 'read_graphql',
-           'no_rows', 'read_source', 'load_data', 'describe_source', 'data_version', 'data_input', 'log_data',
-           'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask', 'file_head', 'data_head', 'run_ingest',
-           'run_ingest_dask', 'commit_read']
+           'entity_frame', 'read_feast', 'feast_source', 'no_rows', 'read_source', 'load_data', 'describe_source',
+           'data_version', 'data_input', 'log_data', 'snapshot_wanted', 'run_consumer', 'source_files', 'ingest_dask',
+           'file_head', 'data_head', 'run_ingest', 'run_ingest_dask', 'commit_read']
 
 # %% ../nbs/01_ingest.ipynb #010006
 _SOURCES: dict = {}
@@ -407,6 +407,32 @@ def read_graphql(spec:dict) -> pd.DataFrame:
 
 register('graphql', read_graphql)
 
+# %% ../nbs/01_ingest.ipynb #01fs01
+def entity_frame(cfg:dict) -> pd.DataFrame:
+    "The entity frame of a Feast source: a CSV or Parquet file, or a SQL query."
+    fs = expand_env(cfg.get('feature_store') or {}, 'feature_store')
+    if fs.get('entities_query'): return read_sql({'url': fs.get('entities_url'), 'query': fs['entities_query']})
+    if not fs.get('entities'):
+        raise ConfigError('feature_store.entities', 'no entity frame is set for data.source feast',
+                          'set it to a CSV or Parquet file of ids, event times and the target, or set entities_query')
+    spec = {'path': str(project_path(cfg, fs['entities']))}
+    return get_source(source_kind(spec))(spec)
+
+def read_feast(spec:dict) -> pd.DataFrame:
+    "The point-in-time correct training table Feast joins to the entity frame."
+    from mlpipeline.feature_store import training_set
+    return training_set(spec['config'], entity_frame(spec['config']))
+
+def feast_source(cfg:dict) -> str:
+    "A Feast source in words: the repository, what it retrieves, and the version of its definitions."
+    from mlpipeline.feature_store import definitions_sha256
+    fs = cfg.get('feature_store') or {}
+    repo = project_path(cfg, fs.get('repo') or '.')
+    what = f"service {fs['service']}" if fs.get('service') else f"{len(fs.get('features') or [])} features"
+    return f"feast {repo} {what} (definitions {definitions_sha256(repo)[:12]})"
+
+register('feast', read_feast)
+
 # %% ../nbs/01_ingest.ipynb #010054
 def no_rows(source:str, columns:list) -> Exception:
     "The refusal of a source that holds a header but no row."
@@ -417,6 +443,7 @@ def read_source(cfg:dict) -> Batch:
     "Read the configured source: its rows and the commit to call once they are kept."
     spec = expand_env(dict(cfg['data']))  # `${VAR}` references: the secrets stay in the environment, never in a record
     if spec.get('path') and '://' not in str(spec['path']): spec['path'] = str(project_path(cfg, spec['path']))  # a file, folder or glob
+    if source_kind(spec) == 'feast': spec['config'] = cfg  # Feast's reader needs the feature_store section too
     got = get_source(source_kind(spec))(spec)
     batch = got if isinstance(got, Batch) else Batch(got)
     check_names(list(batch.df.columns), describe_source(cfg))  # a query can name a column twice too
@@ -434,6 +461,7 @@ def describe_source(cfg:dict) -> str:
     if kind == 'sql': return f"sql {mask_text(spec.get('url') or str(spec.get('path')))}"
     if kind == 'redis-stream': return f"redis-stream {mask_text(str(spec.get('path')))} {(spec.get('stream') or {}).get('name')}"
     if kind == 'redis-keys': return f"redis-keys {mask_text(str(spec.get('path')))} {spec.get('keys')}"
+    if kind == 'feast': return feast_source(cfg)
     return f"{kind} {mask_text(str(spec.get('path')))}"
 
 # %% ../nbs/01_ingest.ipynb #010056

@@ -30,9 +30,9 @@ __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS',
            'GuardedFiles', 'guarded_docs', 'metadata', 'field_schema', 'record_schema', 'example_value',
            'example_record', 'error_schema', 'answer_schema', 'predict_openapi', 'v2_datatype', 'v2_metadata',
            'v2_bytes', 'v2_values', 'parse_json', 'v2_request', 'v2_rows', 'v2_tensor', 'v2_outputs', 'explain_flag',
-           'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'open_service', 'make_app', 'port_free',
-           'app_from_env', 'serve', 'read_chunks', 'TableSink', 'missing_checks', 'explained_frame', 'predict_file',
-           'predict_dask', 'run_serve']
+           'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'open_service', 'FeatureLookup',
+           'stored_records', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
+           'missing_checks', 'explained_frame', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
@@ -809,6 +809,45 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
 
+# %% ../nbs/07_serve.ipynb #07fs01
+class FeatureLookup:
+    "Online features by entity id from the Feast repository of `cfg`, through a long-lived Feast process."
+    def __init__(self, cfg:dict):
+        from mlpipeline.feature_store import FeastProcess, feast_python, feast_repo, publish_names
+        self.id_column = get_key(cfg, 'data.id_column')
+        if not self.id_column: raise UsageError('serve.feature_store needs data.id_column, the entity id requests carry')
+        fs = get_key(cfg, 'feature_store') or {}
+        self.refs = ({'service': fs['service']} if fs.get('service') else {'features': list(fs['features'])} if fs.get('features')
+                     else {'service': publish_names(cfg)[1]})  # default: what `features publish` wrote for this model
+        self.process = FeastProcess(feast_python(cfg), feast_repo(cfg))
+    def fill(self, records:list) -> list:
+        "`records` with the stored features of their entities added (a record's own values win); 404 for an unknown id."
+        from mlpipeline.feature_store import online_features, missing_entities
+        keyed = [k for k, r in enumerate(records) if isinstance(r, dict) and self.id_column in r]
+        ids = [records[k][self.id_column] for k in keyed]
+        if bad := [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, str))]:
+            raise ApiError(422, f'{self.id_column} must be a number or text to look up features, got {bad[0]!r}')
+        if not ids: return records
+        got = online_features(self.process, ids, self.id_column, self.refs)
+        if gone := missing_entities(got, self.id_column):
+            raise ApiError(404, f"{len(gone)} entit{'y' if len(gone) == 1 else 'ies'} not in the feature store: "
+                                f"{self.id_column} {', '.join(map(repr, gone[:10]))}")
+        out = list(records)
+        for k, stored in zip(keyed, got.drop(columns=[self.id_column]).to_dict('records')):
+            out[k] = stored | records[k]
+        return out
+    def close(self): self.process.close()
+
+def stored_records(svc, records:list) -> list:
+    "The request's records, completed from the feature store when `serve.feature_store` is on (opened on first use)."
+    if not get_key(svc.cfg, 'serve.feature_store'): return records
+    if getattr(svc, 'features', None) is None:
+        with _LOOKUP_LOCK:
+            if getattr(svc, 'features', None) is None: svc.features = FeatureLookup(svc.cfg)
+    return svc.features.fill(records)
+
+_LOOKUP_LOCK = threading.Lock()  # one Feast process per service, even when the first requests arrive together
+
 # %% ../nbs/07_serve.ipynb #070044
 def make_app(svc:Service):
     "The FastAPI application of a service: /predict, /health, /metadata, /metrics."
@@ -853,6 +892,7 @@ def make_app(svc:Service):
     def scored(request, rid:str, body:bytes) -> dict:
         "The answer to a `/predict` body: parsed, then answered as `answered` does."
         records, single = parse_payload(body, max_rows)
+        records = stored_records(svc, records)  # ids completed from the feature store, when it is on
         return answered(request, rid, records, single, len(body), explain_flag(request.query_params.get('explain')))
 
     def answered(request, rid:str, records:list, single:bool, size:int, explain:bool=False) -> dict:

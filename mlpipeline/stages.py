@@ -50,7 +50,7 @@ class Stage:
 
 # %% ../nbs/00d_stages.ipynb #00d009
 TABLE = (
-    Stage('01_ingest', 'ingest', 'run_ingest', ('data', 'reproducibility', 'compute.backend'),
+    Stage('01_ingest', 'ingest', 'run_ingest', ('data', 'feature_store', 'reproducibility', 'compute.backend'),
           (), ('raw', 'data_version'), ('data',)),
     Stage('02_validate', 'validate', 'run_validate',
           ('compute.backend', 'compute.eval_rows', 'seed', 'data.id_column', 'data.time_column', 'target', 'task', 'split',

@@ -54,8 +54,9 @@ def test_the_package_has_no_import_cycle():
 
 def test_stages_and_the_scoring_core_never_import_the_runner():
     g = graph()
-    core = {'scoring', 'explain', 'pyfunc_model', 'stages', 'config', 'errors', 'runfolder', 'compute', 'metrics', 'pages', 'registry_read'}
-    lower = {s.module for s in TABLE} | core
+    core = {'scoring', 'explain', 'pyfunc_model', 'stages', 'config', 'errors', 'runfolder', 'compute', 'metrics', 'pages',
+            'registry_read'}
+    lower = {s.module for s in TABLE} | core | {'feature_store'}  # feature_store: a stage-layer helper of ingest, serve
     bad = {m: sorted(g[m] & RUNNER) for m in lower if g[m] & RUNNER}
     assert not bad, bad
 
