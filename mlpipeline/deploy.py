@@ -10,12 +10,12 @@ from .config import get_key, parse_model_ref
 from .errors import UsageError, MlpipelineError
 
 # %% auto #0
-__all__ = ['ENGINES', 'PODMAN_CONF', 'BASE_IMAGE', 'BASE_PACKAGES', 'SERVE_REQUIREMENTS', 'MODEL_DIR', 'CAPTURE_DIR', 'USER_ID',
-           'PORT', 'CONTAINERFILE', 'RESOURCES', 'COLOURS', 'container_engine', 'engine_env', 'engine_run',
-           'image_exists', 'apt_mirror', 'make_base', 'pinned', 'source_root', 'make_wheels', 'image_labels',
-           'containerfile', 'image_tag', 'build_context', 'build_image', 'k8s_name', 'probe', 'deployment', 'service',
-           'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests', 'version_info', 'export_k8s',
-           'live_colour', 'switch', 'release_commands', 'release']
+__all__ = ['ENGINES', 'PODMAN_CONF', 'BASE_IMAGE', 'BASE_PACKAGES', 'SERVE_REQUIREMENTS', 'IMAGE_DISTS', 'MODEL_DIR',
+           'CAPTURE_DIR', 'USER_ID', 'PORT', 'CONTAINERFILE', 'RESOURCES', 'COLOURS', 'container_engine', 'engine_env',
+           'engine_run', 'image_exists', 'apt_mirror', 'make_base', 'pinned', 'source_root', 'make_wheels',
+           'wheels_key', 'image_labels', 'containerfile', 'image_tag', 'build_context', 'build_image', 'k8s_name',
+           'probe', 'deployment', 'service', 'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests',
+           'version_info', 'export_k8s', 'live_colour', 'switch', 'release_commands', 'release']
 
 # %% ../nbs/14_deploy.ipynb #140006
 ENGINES = ('podman', 'docker')
@@ -88,10 +88,12 @@ SERVE_REQUIREMENTS = (
     'requests rich scikit-learn scipy six sniffio sqlparse starlette threadpoolctl tqdm typing-inspection '
     'typing_extensions urllib3 uvicorn uvloop wsproto xgboost zipp').split()
 
+IMAGE_DISTS = {'xgboost': 'xgboost-cpu'}  # the same version without the GPU build: a 6 MB wheel instead of 131 MB
+
 def pinned(names:list[str]) -> list[str]:
-    "`name==version` of each installed distribution in `names`; a missing one raises."
+    "`name==version` of each installed distribution in `names` (as the image installs it); a missing one raises."
     from importlib.metadata import version, PackageNotFoundError
-    try: return [f'{n}=={version(n)}' for n in names]
+    try: return [f'{IMAGE_DISTS.get(n, n)}=={version(n)}' for n in names]
     except PackageNotFoundError as e: raise UsageError(f'{e} is not installed here: the image installs what is installed beside mlpipeline') from None
 
 # %% ../nbs/14_deploy.ipynb #140017
@@ -103,14 +105,22 @@ def source_root() -> Path:
     return root
 
 def make_wheels(folder:Path) -> Path:
-    "The package and its pinned serving dependencies as wheels in `folder/wheels`, pip's own in `folder/tools`."
-    (folder/'wheels').mkdir(parents=True, exist_ok=True)
+    "Wheels: the pinned serving dependencies in `folder/wheels`, the package in `folder/package`, pip in `folder/tools`."
     pip = [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--disable-pip-version-check']
+    env = os.environ | {'SOURCE_DATE_EPOCH': '315532800'}  # the package's wheel: fixed dates inside, the same bytes
     for args in ([*pip, '-w', folder/'wheels', *pinned(SERVE_REQUIREMENTS)], [*pip, '-w', folder/'tools', *pinned(['pip'])],
-                 [*pip, '--no-build-isolation', '-w', folder/'wheels', source_root()]):
-        r = subprocess.run(list(map(str, args)), capture_output=True, text=True)
+                 [*pip, '--no-build-isolation', '-w', folder/'package', source_root()]):
+        r = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=env)
         if r.returncode: raise MlpipelineError(f'pip wheel failed: {r.stderr.strip()[-2000:]}')
-    return folder/'wheels'
+    return folder
+
+def wheels_key(folder:Path) -> str:
+    "A digest of what the wheels in `folder` install: the RECORD of each (every file it installs, with its hash)."
+    import hashlib, zipfile
+    h = hashlib.sha256()
+    for w in sorted(folder.glob('*.whl')):
+        with zipfile.ZipFile(w) as z: h.update(z.read(next(n for n in z.namelist() if n.endswith('.dist-info/RECORD'))))
+    return h.hexdigest()[:16]
 
 # %% ../nbs/14_deploy.ipynb #140019
 MODEL_DIR = '/opt/mlpipeline/model'           # the baked version, `serve.model_dir` in the image
@@ -119,10 +129,15 @@ USER_ID = 10001
 PORT = 8000
 CONTAINERFILE = '''FROM {{ base }}
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels --mount=type=bind,source=tools,target=/tmp/tools \\
-    python3 /tmp/tools/{{ pip }}/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
+    : dependencies {{ keys.wheels }} \\
+ && python3 /tmp/tools/{{ pip }}/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
       --target /opt/mlpipeline/lib /tmp/wheels/*.whl \\
  && useradd --uid {{ uid }} --no-create-home --home-dir /srv --shell /usr/sbin/nologin mlpipeline \\
  && mkdir -p /srv {{ capture }} && chown {{ uid }}:{{ uid }} {{ capture }}
+RUN --mount=type=bind,source=package,target=/tmp/package --mount=type=bind,source=tools,target=/tmp/tools \\
+    : package {{ keys.package }} \\
+ && python3 /tmp/tools/{{ pip }}/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
+      --target /opt/mlpipeline/lib /tmp/package/*.whl
 COPY model {{ model_dir }}
 ENV PYTHONPATH=/opt/mlpipeline/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \\
     MLPIPELINE_SERVE_MODEL_DIR={{ model_dir }} MLPIPELINE_SERVE_HOST=0.0.0.0 MLPIPELINE_SERVE_PORT={{ port }} \\
@@ -132,8 +147,8 @@ USER {{ uid }}
 EXPOSE {{ port }}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \\
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ port }}/health', timeout=2)"]
-{% for k, v in labels.items() %}LABEL {{ k }}={{ v | tojson }}
-{% endfor %}ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve import serve; serve()"]
+LABEL{% for k, v in labels.items() %} {{ k }}={{ v | tojson }}{% endfor %}
+ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve import serve; serve()"]
 '''
 
 def image_labels(info:dict) -> dict:
@@ -144,11 +159,11 @@ def image_labels(info:dict) -> dict:
             'io.mlpipeline.model.version': info['version'], 'io.mlpipeline.model.alias': info.get('alias') or '',
             'io.mlpipeline.data.version': t.get('data_sha256') or '', 'io.mlpipeline.git.commit': t.get('git_commit') or ''}
 
-def containerfile(base:str, labels:dict, pip_wheel:str) -> str:
+def containerfile(base:str, labels:dict, pip_wheel:str, keys:dict) -> str:
     "The Containerfile of an image that serves the version in `model/` of its build context."
     from jinja2 import Environment
     return Environment(keep_trailing_newline=True).from_string(CONTAINERFILE).render(
-        base=base, labels=labels, pip=pip_wheel, uid=USER_ID, capture=CAPTURE_DIR, model_dir=MODEL_DIR, port=PORT)
+        base=base, labels=labels, pip=pip_wheel, keys=keys, uid=USER_ID, capture=CAPTURE_DIR, model_dir=MODEL_DIR, port=PORT)
 
 # %% ../nbs/14_deploy.ipynb #140023
 def image_tag(info:dict) -> str:
@@ -163,7 +178,8 @@ def build_context(cfg:dict, ref:str|None, folder:Path, base:str=BASE_IMAGE) -> d
     info = save_version(*parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')), folder/'model')
     make_wheels(folder)
     pip = next((folder/'tools').glob('pip-*.whl')).name
-    (folder/'Containerfile').write_text(containerfile(base, image_labels(info), pip))
+    keys = {'wheels': wheels_key(folder/'wheels'), 'package': wheels_key(folder/'package')}
+    (folder/'Containerfile').write_text(containerfile(base, image_labels(info), pip, keys))
     return info
 
 def build_image(cfg:dict, ref:str|None=None, tag:str|None=None, base:str|None=None) -> dict:

@@ -7,7 +7,7 @@ import httpx, pytest, yaml
 from conftest import CLI, write_project, run_in_process, client_for, mlpipeline
 from test_serve import Server, free_port, records
 from mlpipeline.deploy import (k8s_manifests, write_manifests, switch, live_colour, container_engine, engine_env,
-                               PORT, USER_ID)
+                               BASE_IMAGE, PORT, USER_ID)
 from mlpipeline.config import load_config
 
 K8S_VERSIONS = ('1.33.0', '1.34.0', '1.35.0', '1.36.0', '1.37.0')  # the supported Kubernetes versions
@@ -93,3 +93,131 @@ def test_a_saved_version_is_served_with_no_tracking_store(champion, tmp_path):
     try: want = local.http.post('/predict', json=records(20)).json()['predictions']
     finally: local.stop()
     assert got == want
+
+
+# --- the image, run with the container engine (slow: builds images) ---
+
+def engine(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
+    "Run the container engine `build image` uses, as it runs it."
+    e = container_engine()
+    r = subprocess.run([e, *map(str, args)], env=engine_env(e), capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0 or not check, (args, r.stderr)
+    return r
+
+
+def wait_health(url: str, timeout: float = 90) -> float:
+    "Seconds until `url`/health answers 200."
+    t = time.perf_counter()
+    while time.perf_counter() - t < timeout:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url + '/health', timeout=2).status_code == 200: return time.perf_counter() - t
+        time.sleep(0.2)
+    raise TimeoutError(f'{url} did not answer')
+
+
+@contextlib.contextmanager
+def container(image: str):
+    "`image` running detached with its port on 127.0.0.1; removed after."
+    port = free_port()
+    cid = engine('run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', image).stdout.strip().splitlines()[-1]
+    try:
+        url = f'http://127.0.0.1:{port}'
+        wait_health(url)
+        yield cid, url
+    finally: engine('rm', '-f', cid, check=False)
+
+
+@pytest.fixture(scope='module')
+def images(champion):
+    "The champion's image (version 1) and version 2's, built with the CLI; removed after."
+    repo, made = f'localhost/mlpipeline-test-{uuid.uuid4().hex[:8]}', []
+    before = set(engine('images', '-a', '-q', '--no-trunc').stdout.split())
+    try:
+        for v, extra in (('1', []), ('2', ['--model', 'test-model/2'])):
+            r = mlpipeline('build', 'image', '--tag', f'{repo}:{v}', *extra, cwd=champion, timeout=900)
+            assert r.returncode == 0, r.stderr
+            made.append(f'{repo}:{v}')
+        yield dict(zip(('1', '2'), made))
+    finally:
+        for i in made: engine('rmi', '-f', i, check=False)
+        base = engine('image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE, check=False).stdout.strip()
+        left = set(engine('images', '-a', '-q', '--no-trunc').stdout.split()) - before - {base}  # the build's cached layers
+        for i in left: engine('rmi', '-f', i, check=False)  # the base image stays: podman's storage caches it between runs
+
+
+@pytest.mark.slow
+def test_the_champion_image_serves_as_the_local_service_does_and_stops_on_sigterm(champion, images):
+    tags = client_for(champion).get_model_version('test-model', '1').tags
+    labels = json.loads(engine('image', 'inspect', images['1']).stdout)[0]
+    labels = labels.get('Labels') or labels['Config']['Labels']
+    assert (labels['io.mlpipeline.model.version'], labels['io.mlpipeline.data.version']) == ('1', tags['data_sha256'])
+    assert labels['org.opencontainers.image.revision'] == tags['git_commit'] == labels['io.mlpipeline.git.commit']
+    assert engine('image', 'inspect', '--format', '{{.Config.User}}', images['1']).stdout.strip() == str(USER_ID)
+    local = Server(champion)
+    try: want = local.http.post('/predict', json=records(20)).json()['predictions']
+    finally: local.stop()
+    with container(images['1']) as (cid, url):
+        assert engine('exec', cid, 'id', '-u').stdout.strip() == str(USER_ID)
+        meta = httpx.get(url + '/metadata').json()
+        assert (meta['name'], meta['version'], meta['alias']) == ('test-model', '1', 'champion')
+        assert (meta['data_version'], meta['git_commit']) == (tags['data_sha256'], tags['git_commit'])
+        assert httpx.post(url + '/predict', json=records(20)).json()['predictions'] == want
+        assert httpx.post(url + '/predict', json={'tenure': 'many'}).status_code == 422  # bad input: refused, not 5xx
+        if container_engine() == 'podman': engine('healthcheck', 'run', cid)  # the image's HEALTHCHECK passes
+        t = time.perf_counter()
+        engine('stop', '-t', '10', cid)  # SIGTERM, then SIGKILL after 10 s
+        took = time.perf_counter() - t
+    assert took < 3, f'the container took {took:.1f}s to stop on SIGTERM'
+
+
+def play_file(manifest: Path, out: Path, port: int) -> Path:
+    "A copy of a Deployment manifest for `podman kube play`: one replica, its port on 127.0.0.1:`port`."
+    d = yaml.safe_load(manifest.read_text())
+    d['spec']['replicas'] = 1
+    d['spec']['template']['spec']['containers'][0]['ports'][0] |= {'hostPort': port, 'hostIP': '127.0.0.1'}
+    out.write_text(yaml.safe_dump(d))
+    return out
+
+
+@contextlib.contextmanager
+def played(*files: Path):
+    "The Deployments in `files` running as pods with `podman kube play`; taken down after."
+    try:
+        for f in files: engine('kube', 'play', f)
+        yield
+    finally:
+        for f in files: engine('kube', 'down', f, check=False)
+
+
+@pytest.mark.slow
+def test_the_exported_deployment_runs_with_podman_kube_play(champion, images, tmp_path):
+    r = mlpipeline('export', 'k8s', '--image', images['1'], '--out', str(tmp_path/'k8s'), cwd=champion)
+    assert r.returncode == 0, r.stderr
+    assert validate(*(f for f in (tmp_path/'k8s').glob('*.yaml') if f.name != 'kustomization.yaml')).returncode == 0
+    port = free_port()
+    with played(play_file(tmp_path/'k8s/deployment.yaml', tmp_path/'play.yaml', port)):
+        url = f'http://127.0.0.1:{port}'
+        wait_health(url)
+        assert httpx.get(url + '/metadata').json()['version'] == '1'
+        assert httpx.post(url + '/predict', json=records(1)[0]).status_code == 200
+
+
+@pytest.mark.slow
+def test_blue_green_runs_both_colours_and_the_switch_selects_the_new_one(champion, images, tmp_path):
+    r = mlpipeline('export', 'k8s', '--strategy', 'blue-green', '--image', images['1'], '--out', str(tmp_path/'k8s'), cwd=champion)
+    assert r.returncode == 0, r.stderr
+    green = yaml.safe_load((tmp_path/'k8s/deployment-green.yaml').read_text())
+    green['spec']['template']['spec']['containers'][0]['image'] = images['2']  # what `kubectl set image` does
+    green['spec']['template']['metadata']['labels']['model-version'] = '2'
+    (tmp_path/'k8s/deployment-green.yaml').write_text(yaml.safe_dump(green))
+    ports = {'blue': free_port(), 'green': free_port()}
+    files = [play_file(tmp_path/f'k8s/deployment-{c}.yaml', tmp_path/f'play-{c}.yaml', p) for c, p in ports.items()]
+    with played(*files):
+        for c, v in (('blue', '1'), ('green', '2')):
+            url = f'http://127.0.0.1:{ports[c]}'
+            wait_health(url)
+            assert httpx.get(url + '/metadata').json()['version'] == v, c
+    svc = yaml.safe_load((tmp_path/'k8s/service.yaml').read_text())
+    pods = {c: yaml.safe_load(f.read_text())['spec']['template']['metadata']['labels'] for c, f in zip(ports, files)}
+    selected = lambda s: [c for c, l in pods.items() if s['spec']['selector'].items() <= l.items()]
+    assert selected(svc) == ['blue'] and selected(switch(svc, 'green')) == ['green']
