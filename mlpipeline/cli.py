@@ -192,16 +192,18 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument('--promote', action='store_true', help="when the recommendation is promote, make the challenger's version champion (audited)")
     ab.add_argument('--config')
     ab.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), a registered model as ONNX (onnx), '
-                                       'or Kubernetes manifests of its image (k8s)')
-    bi = sub.add_parser('build', help="build a container image that serves a registered model with no tracking store (podman or docker)")
+    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), a registered model '
+                                       'as ONNX (onnx), or Kubernetes manifests of its image (k8s)')
+    bi = sub.add_parser('build', help='build a container image that serves a registered model with no tracking store '
+                                      '(podman or docker)')
     bi.add_argument('what', choices=['image'])
-    bi.add_argument('--model', help='name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
+    bi.add_argument('--model', help='name@alias or name/version (default: serve.model, else the champion)')
     bi.add_argument('--tag', help='the image name (default: localhost/<model>:<version>)')
-    bi.add_argument('--base', help='a base image with python3.11 and /usr/bin/tini (default: one made here with debootstrap)')
+    bi.add_argument('--base', help='a base image with python3.11 and /usr/bin/tini (default: made here with debootstrap)')
     bi.add_argument('--config')
     bi.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    rl = sub.add_parser('release', help='blue-green release on a Kubernetes cluster (kubectl): roll the idle colour, wait, switch the Service')
+    rl = sub.add_parser('release', help='blue-green release on a Kubernetes cluster (kubectl): roll the idle colour, '
+                                        'wait for it, switch the Service')
     rl.add_argument('what', choices=['blue-green'])
     rl.add_argument('--to', required=True, choices=['blue', 'green'], help='the colour to make live')
     rl.add_argument('--image', help='roll this colour to this image first (default: keep its image)')
@@ -222,9 +224,10 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument('what', choices=['airflow', 'onnx', 'k8s'])
     ex.add_argument('--out', help='the folder to write into (default: dags, onnx or k8s)')
     ex.add_argument('--config')
-    ex.add_argument('--model', help='onnx, k8s: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
+    ex.add_argument('--model', help='onnx, k8s: name@alias or name/version (default: serve.model, else the champion)')
     ex.add_argument('--image', help='k8s: the image the Deployment runs (as `build image` tagged it)')
-    ex.add_argument('--strategy', choices=['rolling', 'blue-green'], default='rolling', help='k8s: one Deployment, or a blue and a green one')
+    ex.add_argument('--strategy', choices=['rolling', 'blue-green'], default='rolling',
+                    help='k8s: one Deployment, or a blue and a green one')
     return p
 
 def monitor_lines(s:dict) -> list[str]:
@@ -327,7 +330,8 @@ def run_command(argv:list[str]|None=None) -> int:
                   f"(parity gap {max(v for k, v in m['parity'].items() if k in ('boundary_rows', 'test_split')):.2g}, tolerance {m['parity']['tolerance']:g})")
         elif args.command == 'export' and args.what == 'k8s':
             from mlpipeline.deploy import export_k8s
-            if not args.image: raise UsageError('export k8s needs --image', 'pass the image `mlpipeline build image` printed')
+            if not args.image:
+                raise UsageError('export k8s needs --image', 'pass the image `mlpipeline build image` printed')
             files = export_k8s(load_config(args.config), args.model, args.image, args.out or 'k8s', args.strategy)
             print('\n'.join(map(str, files)))
         elif args.command == 'build':

@@ -29,7 +29,8 @@ runtime = "runc"
 def container_engine() -> str:
     "The container engine on PATH: podman, else docker."
     found = [e for e in ENGINES if shutil.which(e)]
-    if not found: raise UsageError('neither podman nor docker is on PATH', 'install one, e.g. `apt-get install -y podman runc`')
+    if not found:
+        raise UsageError('neither podman nor docker is on PATH', 'install one, e.g. `apt-get install -y podman runc`')
     return found[0]
 
 def engine_env(engine:str, folder:Path|None=None) -> dict:
@@ -46,7 +47,8 @@ def engine_run(engine:str, *args, input=None, check:bool=True) -> subprocess.Com
     "Run `engine args...`; a failure raises with the engine's own message."
     r = subprocess.run([engine, *map(str, args)], env=engine_env(engine), input=input, capture_output=True)
     if check and r.returncode:
-        raise MlpipelineError(f"`{engine} {' '.join(map(str, args[:2]))}` failed: {r.stderr.decode(errors='replace').strip()[-2000:]}")
+        err = r.stderr.decode(errors='replace').strip()[-2000:]
+        raise MlpipelineError(f"`{engine} {' '.join(map(str, args[:2]))}` failed: {err}")
     return r
 
 def image_exists(engine:str, image:str) -> bool:
@@ -61,28 +63,32 @@ def apt_mirror(etc:Path=Path('/etc/apt')) -> str:
     "The Debian mirror apt uses here (not its security suite)."
     for f in sorted(etc.glob('sources.list.d/*.sources')) + [etc/'sources.list']:
         text = f.read_text() if f.exists() else ''
-        urls = re.findall(r'^URIs:\s*(\S+)', text, re.M) + re.findall(r'^deb\s+(?:\[[^]]*\]\s+)?(\S+)', text, re.M)
+        urls = re.findall(r'^URIs:\s*(\S+)', text, re.M)  # deb822
+        urls += re.findall(r'^deb\s+(?:\[[^]]*\]\s+)?(\S+)', text, re.M)  # one-line
         if urls := [u for u in urls if 'security' not in u]: return urls[0]
     return 'http://deb.debian.org/debian'
 
 def make_base(engine:str, image:str=BASE_IMAGE) -> str:
     "Make the base image with debootstrap from apt's mirror (needs root and debootstrap); its name."
     if not shutil.which('debootstrap'):
-        raise UsageError('making the base image needs debootstrap', 'apt-get install -y debootstrap, or pass --base IMAGE')
+        raise UsageError('making the base image needs debootstrap',
+                         'apt-get install -y debootstrap, or pass --base IMAGE')
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)/'rootfs'
-        subprocess.run(['debootstrap', '--variant=minbase', f'--include={BASE_PACKAGES}', 'bookworm', root, apt_mirror()],
-                       check=True, capture_output=True)
+        subprocess.run(['debootstrap', '--variant=minbase', f'--include={BASE_PACKAGES}', 'bookworm', root,
+                        apt_mirror()], check=True, capture_output=True)
         for p in ('usr/share/doc', 'usr/share/man', 'usr/share/info', 'var/lib/apt/lists', 'var/cache/apt'):
             shutil.rmtree(root/p, ignore_errors=True)
-        tar = subprocess.run(['tar', '-C', root, '--sort=name', '--numeric-owner', '-c', '.'], check=True, capture_output=True)
+        tar = subprocess.run(['tar', '-C', root, '--sort=name', '--numeric-owner', '-c', '.'],
+                             check=True, capture_output=True)
         engine_run(engine, 'import', '-', image, input=tar.stdout)
     return image
 
 # %% ../nbs/14_deploy.ipynb #140015
 SERVE_REQUIREMENTS = (
-    'annotated-doc annotated-types anyio cachetools certifi charset-normalizer click cloudpickle databricks-sdk fastapi '
-    'fastapi-offline filelock google-auth h11 httptools idna importlib_metadata joblib mlflow-skinny mlflow-tracing '
+    'annotated-doc annotated-types anyio cachetools certifi charset-normalizer click cloudpickle databricks-sdk '
+    'fastapi fastapi-offline filelock google-auth h11 httptools idna importlib_metadata joblib mlflow-skinny '
+    'mlflow-tracing '
     'narwhals numpy opentelemetry-api opentelemetry-proto opentelemetry-sdk opentelemetry-semantic-conventions '
     'packaging pandas prometheus_client protobuf psutil pyarrow pydantic pydantic_core PySocks python-dateutil PyYAML '
     'requests rich scikit-learn scipy six sniffio sqlparse starlette threadpoolctl tqdm typing-inspection '
@@ -94,21 +100,24 @@ def pinned(names:list[str]) -> list[str]:
     "`name==version` of each installed distribution in `names` (as the image installs it); a missing one raises."
     from importlib.metadata import version, PackageNotFoundError
     try: return [f'{IMAGE_DISTS.get(n, n)}=={version(n)}' for n in names]
-    except PackageNotFoundError as e: raise UsageError(f'{e} is not installed here: the image installs what is installed beside mlpipeline') from None
+    except PackageNotFoundError as e:
+        raise UsageError(f'{e} is not installed here: the image installs what is installed beside mlpipeline') from None
 
 # %% ../nbs/14_deploy.ipynb #140017
 def source_root() -> Path:
     "The checkout the installed package comes from (the image gets a wheel built from it)."
     import mlpipeline
     root = Path(mlpipeline.__file__).resolve().parents[1]
-    if not (root/'setup.py').exists(): raise UsageError(f'building an image needs the source checkout of mlpipeline; {root} has no setup.py')
+    if not (root/'setup.py').exists():
+        raise UsageError(f'building an image needs the source checkout of mlpipeline; {root} has no setup.py')
     return root
 
 def make_wheels(folder:Path) -> Path:
-    "Wheels: the pinned serving dependencies in `folder/wheels`, the package in `folder/package`, pip in `folder/tools`."
+    "Wheels of the pinned serving dependencies (`folder/wheels`), the package (`folder/package`) and pip (`tools`)."
     pip = [sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--disable-pip-version-check']
     env = os.environ | {'SOURCE_DATE_EPOCH': '315532800'}  # the package's wheel: fixed dates inside, the same bytes
-    for args in ([*pip, '-w', folder/'wheels', *pinned(SERVE_REQUIREMENTS)], [*pip, '-w', folder/'tools', *pinned(['pip'])],
+    for args in ([*pip, '-w', folder/'wheels', *pinned(SERVE_REQUIREMENTS)],
+                 [*pip, '-w', folder/'tools', *pinned(['pip'])],
                  [*pip, '--no-build-isolation', '-w', folder/'package', source_root()]):
         r = subprocess.run(list(map(str, args)), capture_output=True, text=True, env=env)
         if r.returncode: raise MlpipelineError(f'pip wheel failed: {r.stderr.strip()[-2000:]}')
@@ -146,7 +155,7 @@ WORKDIR /srv
 USER {{ uid }}
 EXPOSE {{ port }}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \\
-  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:{{ port }}/health', timeout=2)"]
+  CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:{{ port }}/health', timeout=2)"]
 LABEL{% for k, v in labels.items() %} {{ k }}={{ v | tojson }}{% endfor %}
 ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve import serve; serve()"]
 '''
@@ -154,16 +163,19 @@ ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve impor
 def image_labels(info:dict) -> dict:
     "The image's labels for a saved version's `served.json` content `info`: OCI annotations and the model's lineage."
     t = info.get('tags') or {}
-    return {'org.opencontainers.image.title': f"{info['name']} model service", 'org.opencontainers.image.version': info['version'],
-            'org.opencontainers.image.revision': t.get('git_commit') or '', 'io.mlpipeline.model.name': info['name'],
-            'io.mlpipeline.model.version': info['version'], 'io.mlpipeline.model.alias': info.get('alias') or '',
-            'io.mlpipeline.data.version': t.get('data_sha256') or '', 'io.mlpipeline.git.commit': t.get('git_commit') or ''}
+    commit = t.get('git_commit') or ''
+    return {'org.opencontainers.image.title': f"{info['name']} model service",
+            'org.opencontainers.image.version': info['version'], 'org.opencontainers.image.revision': commit,
+            'io.mlpipeline.model.name': info['name'], 'io.mlpipeline.model.version': info['version'],
+            'io.mlpipeline.model.alias': info.get('alias') or '',
+            'io.mlpipeline.data.version': t.get('data_sha256') or '', 'io.mlpipeline.git.commit': commit}
 
 def containerfile(base:str, labels:dict, pip_wheel:str, keys:dict) -> str:
     "The Containerfile of an image that serves the version in `model/` of its build context."
     from jinja2 import Environment
     return Environment(keep_trailing_newline=True).from_string(CONTAINERFILE).render(
-        base=base, labels=labels, pip=pip_wheel, keys=keys, uid=USER_ID, capture=CAPTURE_DIR, model_dir=MODEL_DIR, port=PORT)
+        base=base, labels=labels, pip=pip_wheel, keys=keys, uid=USER_ID, capture=CAPTURE_DIR, model_dir=MODEL_DIR,
+        port=PORT)
 
 # %% ../nbs/14_deploy.ipynb #140023
 def image_tag(info:dict) -> str:
@@ -175,7 +187,8 @@ def build_context(cfg:dict, ref:str|None, folder:Path, base:str=BASE_IMAGE) -> d
     from mlpipeline.runfolder import mlflow_experiment
     from mlpipeline.scoring import save_version
     mlflow_experiment(cfg)
-    info = save_version(*parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name')), folder/'model')
+    name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
+    info = save_version(name, which, folder/'model')
     make_wheels(folder)
     pip = next((folder/'tools').glob('pip-*.whl')).name
     keys = {'wheels': wheels_key(folder/'wheels'), 'package': wheels_key(folder/'package')}
@@ -203,17 +216,19 @@ def k8s_name(name:str) -> str:
 
 def probe(path:str, period:int, failures:int) -> dict:
     "An HTTP probe of the service's port."
-    return {'httpGet': {'path': path, 'port': 'http'}, 'periodSeconds': period, 'failureThreshold': failures, 'timeoutSeconds': 2}
+    return {'httpGet': {'path': path, 'port': 'http'}, 'periodSeconds': period, 'failureThreshold': failures,
+            'timeoutSeconds': 2}
 
 # %% ../nbs/14_deploy.ipynb #140027
 def deployment(app:str, image:str, info:dict, cfg:dict, colour:str|None=None, replicas:int=2) -> dict:
     "The Deployment that runs `image` for model app `app` (one colour of a blue-green pair when `colour` is given)."
     name, labels = f'{app}-{colour}' if colour else app, {'app': app} | ({'colour': colour} if colour else {})
     drain, stop = float(get_key(cfg, 'serve.drain_s') or 0), float(get_key(cfg, 'serve.shutdown_timeout_s') or 0)
-    env = [{'name': 'MLPIPELINE_SERVE_DRAIN_S', 'value': f'{drain:g}'}, {'name': 'MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S', 'value': f'{stop:g}'}]
+    env = [{'name': 'MLPIPELINE_SERVE_DRAIN_S', 'value': f'{drain:g}'},
+           {'name': 'MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S', 'value': f'{stop:g}'}]
     container = {'name': 'service', 'image': image, 'ports': [{'name': 'http', 'containerPort': PORT}], 'env': env,
-                 'resources': RESOURCES, 'readinessProbe': probe('/health', 5, 2), 'livenessProbe': probe('/health', 10, 3),
-                 'startupProbe': probe('/health', 2, 30),
+                 'resources': RESOURCES, 'readinessProbe': probe('/health', 5, 2),
+                 'livenessProbe': probe('/health', 10, 3), 'startupProbe': probe('/health', 2, 30),
                  'securityContext': {'runAsNonRoot': True, 'runAsUser': USER_ID, 'allowPrivilegeEscalation': False,
                                      'readOnlyRootFilesystem': True, 'capabilities': {'drop': ['ALL']}},
                  'volumeMounts': [{'name': 'capture', 'mountPath': CAPTURE_DIR}, {'name': 'tmp', 'mountPath': '/tmp'}]}
@@ -233,10 +248,11 @@ def service(app:str, colour:str|None=None) -> dict:
 
 def autoscaler(app:str, target:str) -> dict:
     "A HorizontalPodAutoscaler of Deployment `target` on CPU use."
+    cpu = {'type': 'Utilization', 'averageUtilization': 70}
     return {'apiVersion': 'autoscaling/v2', 'kind': 'HorizontalPodAutoscaler', 'metadata': {'name': target},
             'spec': {'scaleTargetRef': {'apiVersion': 'apps/v1', 'kind': 'Deployment', 'name': target},
                      'minReplicas': 2, 'maxReplicas': 10,
-                     'metrics': [{'type': 'Resource', 'resource': {'name': 'cpu', 'target': {'type': 'Utilization', 'averageUtilization': 70}}}]}}
+                     'metrics': [{'type': 'Resource', 'resource': {'name': 'cpu', 'target': cpu}}]}}
 
 def disruption_budget(app:str, labels:dict, name:str) -> dict:
     "A PodDisruptionBudget keeping one pod of `labels` up through node drains."
@@ -251,11 +267,14 @@ def k8s_manifests(cfg:dict, info:dict, image:str, strategy:str='rolling', live:s
         docs = {'deployment.yaml': deployment(app, image, info, cfg), 'service.yaml': service(app),
                 'hpa.yaml': autoscaler(app, app), 'pdb.yaml': disruption_budget(app, {'app': app}, app)}
     elif strategy == 'blue-green':
-        docs = {f'deployment-{c}.yaml': deployment(app, image, info, cfg, c) for c in COLOURS} | {'service.yaml': service(app, live)}
+        docs = {f'deployment-{c}.yaml': deployment(app, image, info, cfg, c) for c in COLOURS}
+        docs |= {'service.yaml': service(app, live)}
         docs |= {f'hpa-{c}.yaml': autoscaler(app, f'{app}-{c}') for c in COLOURS}
         docs |= {f'pdb-{c}.yaml': disruption_budget(app, {'app': app, 'colour': c}, f'{app}-{c}') for c in COLOURS}
     else: raise UsageError(f'no strategy {strategy!r}; known: rolling, blue-green')
-    return docs | {'kustomization.yaml': {'apiVersion': 'kustomize.config.k8s.io/v1beta1', 'kind': 'Kustomization', 'resources': sorted(docs)}}
+    kustomization = {'apiVersion': 'kustomize.config.k8s.io/v1beta1', 'kind': 'Kustomization',
+                     'resources': sorted(docs)}
+    return docs | {'kustomization.yaml': kustomization}
 
 def write_manifests(docs:dict, out:str|Path) -> list[Path]:
     "Write the manifests as YAML files into `out`; their paths."
@@ -274,7 +293,8 @@ def version_info(cfg:dict, ref:str|None=None) -> dict:
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
     try: mv = model_version(which, name)
     except mlflow.exceptions.MlflowException as e:
-        raise UsageError(f'no model {name}@{which}: {e.message.splitlines()[0]}', 'list them with `mlpipeline models list`') from None
+        raise UsageError(f'no model {name}@{which}: {e.message.splitlines()[0]}',
+                         'list them with `mlpipeline models list`') from None
     return {'name': name, 'version': str(mv.version), 'alias': None if which.isdigit() else which}
 
 def export_k8s(cfg:dict, ref:str|None, image:str, out:str|Path, strategy:str='rolling') -> list[Path]:
@@ -285,7 +305,8 @@ def export_k8s(cfg:dict, ref:str|None, image:str, out:str|Path, strategy:str='ro
 def live_colour(svc:dict) -> str:
     "The colour the Service sends traffic to."
     c = svc['spec']['selector'].get('colour')
-    if c not in COLOURS: raise UsageError(f"the Service {svc['metadata']['name']} selects no colour (not a blue-green export)")
+    if c not in COLOURS:
+        raise UsageError(f"the Service {svc['metadata']['name']} selects no colour (not a blue-green export)")
     return c
 
 def switch(svc:dict, to:str) -> dict:
@@ -293,7 +314,8 @@ def switch(svc:dict, to:str) -> dict:
     if to not in COLOURS: raise UsageError(f'no colour {to!r}; known: blue, green')
     return svc | {'spec': svc['spec'] | {'selector': svc['spec']['selector'] | {'colour': to}}}
 
-def release_commands(app:str, to:str, image:str|None=None, namespace:str|None=None, timeout_s:int=300) -> list[list[str]]:
+def release_commands(app:str, to:str, image:str|None=None, namespace:str|None=None,
+                     timeout_s:int=300) -> list[list[str]]:
     "The `kubectl` commands of a release to colour `to`: set its image (when given), wait for it, switch the Service."
     ns = ['--namespace', namespace] if namespace else []
     patch = json.dumps({'spec': {'selector': {'app': app, 'colour': to}}})
@@ -308,8 +330,11 @@ def release(app:str, to:str, image:str|None=None, namespace:str|None=None, dry_r
     cmds = release_commands(app, to, image, namespace)
     lines = [shlex.join(c) for c in cmds]
     if dry_run: return lines
-    if not shutil.which('kubectl'): raise UsageError('a release needs kubectl on PATH, pointed at the cluster', 'see the commands with --dry-run')
+    if not shutil.which('kubectl'):
+        raise UsageError('a release needs kubectl on PATH, pointed at the cluster', 'see the commands with --dry-run')
     for c in cmds:
         r = subprocess.run(c, capture_output=True, text=True)
-        if r.returncode: raise MlpipelineError(f'`{shlex.join(c)}` failed: {r.stderr.strip()}; the Service still selects the old colour')
+        if r.returncode:
+            raise MlpipelineError(f'`{shlex.join(c)}` failed: {r.stderr.strip()}; '
+                                  'the Service still selects the old colour')
     return lines

@@ -234,7 +234,7 @@ def served_folder(local:Path, name:str, version:str, alias:str|None=None, tags:d
 SERVED_FILE = 'served.json'  # in a saved model folder: the name, version, alias and tags of the version it holds
 
 def save_version(name:str, ref:str, dest:str|Path) -> dict:
-    "Write version or alias `ref` of registered model `name` into folder `dest` with its `served.json`; that file's content."
+    "Write version or alias `ref` of model `name` into folder `dest` with its `served.json`; that file's content."
     import shutil
     try: mv = model_version(ref, name)
     except mlflow.exceptions.MlflowException as e:

@@ -243,8 +243,8 @@ def capture_table(items:list[Captured]):
 # %% ../nbs/07_serve.ipynb #070029
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
-    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None, backend:str='xgboost',
-                 folder:str|None=None):
+    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5,
+                 metrics:ServiceMetrics|None=None, backend:str='xgboost', folder:str|None=None):
         self.name, self.ref, self.reload_s, self.metrics, self.backend = name, ref, reload_s, metrics, backend
         self.current = load_served(name, ref, backend, folder)
         self.reload_s = 0 if folder else reload_s  # a saved folder holds one version: no registry to watch
@@ -612,7 +612,8 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
     from mlpipeline.ab import traffic_split_on, traffic_split
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
-    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost', folder)
+    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0),
+                         metrics, get_key(cfg, 'serve.backend') or 'xgboost', folder)
     c = get_key(cfg, 'serve.capture') or {}
     capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
                       metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))

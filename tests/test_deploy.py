@@ -16,17 +16,21 @@ INFO = {'name': 'test-model', 'version': '1', 'alias': 'champion'}
 
 
 def validate(*files, version='1.37.0') -> subprocess.CompletedProcess:
-    return subprocess.run([str(VALIDATE), '--strict', '--quiet', '-k', version, *map(str, files)], capture_output=True, text=True)
+    cmd = [str(VALIDATE), '--strict', '--quiet', '-k', version, *map(str, files)]
+    return subprocess.run(cmd, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize('strategy', ['rolling', 'blue-green'])
 def test_manifests_pass_kubernetes_validate_strict(tmp_path, strategy):
-    files = write_manifests(k8s_manifests(load_config(project=tmp_path), INFO, 'localhost/test-model:1', strategy), tmp_path/'k8s')
+    docs = k8s_manifests(load_config(project=tmp_path), INFO, 'localhost/test-model:1', strategy)
+    files = write_manifests(docs, tmp_path/'k8s')
     kinds = sorted(yaml.safe_load(f.read_text())['kind'] for f in files)
     want = ['Deployment', 'HorizontalPodAutoscaler', 'Kustomization', 'PodDisruptionBudget', 'Service']
-    assert kinds == (want if strategy == 'rolling' else sorted(want + ['Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget']))
+    per_colour = ['Deployment', 'HorizontalPodAutoscaler', 'PodDisruptionBudget']
+    assert kinds == (want if strategy == 'rolling' else sorted(want + per_colour))
     resources = [f for f in files if f.name != 'kustomization.yaml']
-    assert yaml.safe_load((tmp_path/'k8s/kustomization.yaml').read_text())['resources'] == sorted(f.name for f in resources)
+    kustomization = yaml.safe_load((tmp_path/'k8s/kustomization.yaml').read_text())
+    assert kustomization['resources'] == sorted(f.name for f in resources)
     for v in K8S_VERSIONS:
         r = validate(*resources, version=v)
         assert r.returncode == 0, (v, r.stdout, r.stderr)
@@ -43,18 +47,21 @@ def test_blue_green_switch_moves_only_the_selector(tmp_path):
     assert live_colour(svc) == 'blue'
     green = switch(svc, 'green')
     assert green['spec']['selector'] == {'app': 'test-model', 'colour': 'green'} and live_colour(svc) == 'blue'
-    assert {k: v for k, v in green['spec'].items() if k != 'selector'} == {k: v for k, v in svc['spec'].items() if k != 'selector'}
+    rest = lambda s: {k: v for k, v in s['spec'].items() if k != 'selector'}
+    assert rest(green) == rest(svc)
     labels = [docs[f'deployment-{c}.yaml']['spec']['template']['metadata']['labels'] for c in ('blue', 'green')]
     assert [green['spec']['selector'].items() <= l.items() for l in labels] == [False, True]
 
 
 def test_release_dry_run_prints_the_kubectl_commands_and_a_live_release_needs_kubectl(tmp_path):
-    r = mlpipeline('release', 'blue-green', '--to', 'green', '--image', 'localhost/test-model:2', '--dry-run', cwd=write_project(tmp_path/'p'))
+    r = mlpipeline('release', 'blue-green', '--to', 'green', '--image', 'localhost/test-model:2', '--dry-run',
+                   cwd=write_project(tmp_path/'p'))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         'kubectl set image deployment/test-model-green service=localhost/test-model:2',
         'kubectl rollout status deployment/test-model-green --timeout=300s',
-        'kubectl patch service test-model --type=merge -p \'{"spec": {"selector": {"app": "test-model", "colour": "green"}}}\'']
+        'kubectl patch service test-model --type=merge -p '
+        '\'{"spec": {"selector": {"app": "test-model", "colour": "green"}}}\'']
     env = {'PATH': str(Path(CLI).parent) + ':/usr/bin:/bin'} if not shutil.which('kubectl') else None
     if env:
         r = mlpipeline('release', 'blue-green', '--to', 'green', cwd=tmp_path/'p', env_extra=env)
@@ -82,7 +89,8 @@ def test_a_saved_version_is_served_with_no_tracking_store(champion, tmp_path):
     assert info['version'] == '1' and info['alias'] == 'champion' and 'data_sha256' in info['tags']
     empty = tmp_path/'elsewhere'  # no pipeline.yaml, no mlruns.db: the folder is all the service has
     empty.mkdir()
-    srv = Server(empty, env={'MLPIPELINE_SERVE_MODEL_DIR': str(tmp_path/'model'), 'MLPIPELINE_SERVE_CAPTURE__ENABLED': 'false'})
+    env = {'MLPIPELINE_SERVE_MODEL_DIR': str(tmp_path/'model'), 'MLPIPELINE_SERVE_CAPTURE__ENABLED': 'false'}
+    srv = Server(empty, env=env)
     try:
         meta = srv.http.get('/metadata').json()
         got = srv.http.post('/predict', json=records(20)).json()['predictions']
@@ -141,8 +149,9 @@ def images(champion):
     finally:
         for i in made: engine('rmi', '-f', i, check=False)
         base = engine('image', 'inspect', '--format', '{{.Id}}', BASE_IMAGE, check=False).stdout.strip()
-        left = set(engine('images', '-a', '-q', '--no-trunc').stdout.split()) - before - {base}  # the build's cached layers
-        for i in left: engine('rmi', '-f', i, check=False)  # the base image stays: podman's storage caches it between runs
+        # the build's cached layers go too; the base image stays: the engine's storage caches it between runs
+        left = set(engine('images', '-a', '-q', '--no-trunc').stdout.split()) - before - {base}
+        for i in left: engine('rmi', '-f', i, check=False)
 
 
 @pytest.mark.slow
@@ -204,7 +213,8 @@ def test_the_exported_deployment_runs_with_podman_kube_play(champion, images, tm
 
 @pytest.mark.slow
 def test_blue_green_runs_both_colours_and_the_switch_selects_the_new_one(champion, images, tmp_path):
-    r = mlpipeline('export', 'k8s', '--strategy', 'blue-green', '--image', images['1'], '--out', str(tmp_path/'k8s'), cwd=champion)
+    r = mlpipeline('export', 'k8s', '--strategy', 'blue-green', '--image', images['1'], '--out', str(tmp_path/'k8s'),
+                   cwd=champion)
     assert r.returncode == 0, r.stderr
     green = yaml.safe_load((tmp_path/'k8s/deployment-green.yaml').read_text())
     green['spec']['template']['spec']['containers'][0]['image'] = images['2']  # what `kubectl set image` does
