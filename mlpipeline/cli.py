@@ -221,7 +221,25 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument('--promote', action='store_true', help="when the recommendation is promote, make the challenger's version champion (audited)")
     ab.add_argument('--config')
     ab.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), or a registered model as ONNX (onnx)')
+    ex = sub.add_parser('export', help='write the pipeline for another system: airflow (a DAG file), a registered model '
+                                       'as ONNX (onnx), or Kubernetes manifests of its image (k8s)')
+    bi = sub.add_parser('build', help='build a container image that serves a registered model with no tracking store '
+                                      '(podman or docker)')
+    bi.add_argument('what', choices=['image'])
+    bi.add_argument('--model', help='name@alias or name/version (default: serve.model, else the champion)')
+    bi.add_argument('--tag', help='the image name (default: localhost/<model>:<version>)')
+    bi.add_argument('--base', help='a base image with python3.11 and /usr/bin/tini (default: made here with debootstrap)')
+    bi.add_argument('--config')
+    bi.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
+    rl = sub.add_parser('release', help='blue-green release on a Kubernetes cluster (kubectl): roll the idle colour, '
+                                        'wait for it, switch the Service')
+    rl.add_argument('what', choices=['blue-green'])
+    rl.add_argument('--to', required=True, choices=['blue', 'green'], help='the colour to make live')
+    rl.add_argument('--image', help='roll this colour to this image first (default: keep its image)')
+    rl.add_argument('--app', help='the app name of the export (default: from mlflow.model_name)')
+    rl.add_argument('--namespace')
+    rl.add_argument('--dry-run', action='store_true', help='print the kubectl commands instead of running them')
+    rl.add_argument('--config')
     sc = sub.add_parser('schedule', help='run the train and monitor jobs on the cron schedules of schedule.* (foreground), or list them')
     sc.add_argument('--list', action='store_true', help="each job's schedule, next run and last result (read-only; works beside a running scheduler)")
     sc.add_argument('--once', choices=['train', 'monitor'], help='run this job now, through the same code path, and record it')
@@ -232,10 +250,13 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument('--port', type=int, help='default: server.port, 5000')
     ts.add_argument('--config')
     ts.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
-    ex.add_argument('what', choices=['airflow', 'onnx'])
-    ex.add_argument('--out', help='the folder to write into (default: dags, or onnx)')
+    ex.add_argument('what', choices=['airflow', 'onnx', 'k8s'])
+    ex.add_argument('--out', help='the folder to write into (default: dags, onnx or k8s)')
     ex.add_argument('--config')
-    ex.add_argument('--model', help='onnx: name@alias or name/version (default: serve.model, else mlflow.model_name@champion)')
+    ex.add_argument('--model', help='onnx, k8s: name@alias or name/version (default: serve.model, else the champion)')
+    ex.add_argument('--image', help='k8s: the image the Deployment runs (as `build image` tagged it)')
+    ex.add_argument('--strategy', choices=['rolling', 'blue-green'], default='rolling',
+                    help='k8s: one Deployment, or a blue and a green one')
     features_parser(sub)
     return p
 
@@ -339,6 +360,21 @@ def run_command(argv:list[str]|None=None) -> int:
             m = export_onnx(load_config(args.config), args.model, args.out or 'onnx')
             print(f"{m['model']} version {m['version']} -> {m['out']}/model.onnx, transform.json, model.json "
                   f"(parity gap {max(v for k, v in m['parity'].items() if k in ('boundary_rows', 'test_split')):.2g}, tolerance {m['parity']['tolerance']:g})")
+        elif args.command == 'export' and args.what == 'k8s':
+            from mlpipeline.deploy import export_k8s
+            if not args.image:
+                raise UsageError('export k8s needs --image', 'pass the image `mlpipeline build image` printed')
+            files = export_k8s(load_config(args.config), args.model, args.image, args.out or 'k8s', args.strategy)
+            print('\n'.join(map(str, files)))
+        elif args.command == 'build':
+            from mlpipeline.deploy import build_image
+            b = build_image(load_config(args.config, args.param), args.model, args.tag, args.base)
+            print(f"{b['name']} version {b['version']} -> {b['image']} ({b['engine']}); "
+                  f"run it: {b['engine']} run -d -p 127.0.0.1:8000:8000 {b['image']}")
+        elif args.command == 'release':
+            from mlpipeline.deploy import k8s_name, release
+            app = args.app or k8s_name(get_key(load_config(args.config), 'mlflow.model_name'))
+            print('\n'.join(release(app, args.to, args.image, args.namespace, args.dry_run)))
         elif args.command == 'export':
             from mlpipeline.airflow import export_airflow
             print(export_airflow(args.config, args.out or 'dags'))

@@ -75,6 +75,7 @@ mlflow:
   lock_stale_s: 300          # a registry lock older than this is broken (its holder died); a move holds it for seconds
 serve:
   model: null                # name@alias or name/version; default: mlflow.model_name@champion
+  model_dir: null            # a version saved as a folder (a container image's): served with no tracking store
   host: 127.0.0.1            # bound to this machine unless told otherwise
   port: 8000
   workers: 1                 # uvicorn worker processes

@@ -17,9 +17,10 @@ from .metrics import class_probabilities
 from .runfolder import model_version
 
 # %% auto #0
-__all__ = ['prediction_frame', 'prediction_output', 'PipelineModel', 'model_uri', 'model_artifacts', 'model_folder', 'FilesModel',
-           'load_model', 'conform', 'prediction_gap', 'predict_records', 'Field', 'request_fields', 'severities',
-           'check_records', 'Served', 'served_from', 'load_version', 'score_frame']
+__all__ = ['SERVED_FILE', 'prediction_frame', 'prediction_output', 'PipelineModel', 'model_uri', 'model_artifacts',
+           'model_folder', 'FilesModel', 'load_model', 'conform', 'prediction_gap', 'predict_records', 'Field',
+           'request_fields', 'severities', 'check_records', 'Served', 'served_from', 'load_version', 'served_folder',
+           'save_version', 'load_saved', 'score_frame']
 
 # %% ../nbs/04c_scoring.ipynb #04c006
 def prediction_frame(tf:Transform, proba:np.ndarray) -> pd.DataFrame:
@@ -220,10 +221,40 @@ def load_version(name:str, ref:str='champion') -> Served:
     except mlflow.exceptions.MlflowException as e:
         raise UsageError(f'no model {name}@{ref} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}',
                          'list them with `mlpipeline models list`, or train one with `mlpipeline run`') from None
+    return served_folder(local, name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags))
+
+def served_folder(local:Path, name:str, version:str, alias:str|None=None, tags:dict|None=None) -> Served:
+    "A `Served` from a model's local folder, with the schema and training summary it bundles."
     arts = model_artifacts(local)
     schema = Schema.from_yaml(arts['schema'].read_text()) if 'schema' in arts else None
     reference = json.loads(arts['reference_summary'].read_text()) if 'reference_summary' in arts else {}
-    return served_from(load_model(str(local)), name, mv.version, None if str(ref).isdigit() else ref, dict(mv.tags), schema, reference)
+    return served_from(load_model(str(local)), name, version, alias, tags, schema, reference)
+
+# %% ../nbs/04c_scoring.ipynb #04c127
+SERVED_FILE = 'served.json'  # in a saved model folder: the name, version, alias and tags of the version it holds
+
+def save_version(name:str, ref:str, dest:str|Path) -> dict:
+    "Write version or alias `ref` of model `name` into folder `dest` with its `served.json`; that file's content."
+    import shutil
+    try: mv = model_version(ref, name)
+    except mlflow.exceptions.MlflowException as e:
+        raise UsageError(f'no model {name}@{ref} in {mlflow.get_tracking_uri()}: {e.message.splitlines()[0]}',
+                         'list them with `mlpipeline models list`, or train one with `mlpipeline run`') from None
+    dest = Path(dest)
+    shutil.copytree(model_folder(model_uri(name, mv.version)), dest, dirs_exist_ok=True)
+    info = {'name': name, 'version': str(mv.version), 'alias': None if str(ref).isdigit() else ref,
+            'tags': dict(sorted(mv.tags.items()))}
+    (dest/SERVED_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + '\n')
+    return info
+
+def load_saved(folder:str|Path) -> Served:
+    "The version saved in `folder` by `save_version`, loaded for serving with no tracking store."
+    folder = Path(folder)
+    if not (folder/SERVED_FILE).is_file():
+        raise UsageError(f'{folder} holds no saved model version (no {SERVED_FILE})',
+                         'build the image with `mlpipeline build image`, or unset serve.model_dir')
+    info = json.loads((folder/SERVED_FILE).read_text())
+    return served_folder(folder, info['name'], info['version'], info.get('alias'), info.get('tags') or {})
 
 # %% ../nbs/04c_scoring.ipynb #04c051
 def score_frame(served:Served, df:pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from .validate import Schema, validate, errors_in
 from .stages import stage_of
 from .runfolder import open_run, stage_run, output_of, finish_stage, write_json
 from .scoring import (model_uri, load_model, prediction_gap, predict_records, severities, check_records, Served,
-                                Field, served_from, load_version, score_frame)
+                                Field, served_from, load_version, load_saved, score_frame)
 STAGE = stage_of('serve')  # this module's stage in the table
 
 log = logging.getLogger('mlpipeline.serve')
@@ -35,9 +35,9 @@ __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS',
            'missing_checks', 'explained_frame', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
-def load_served(name:str, ref:str='champion', backend:str='xgboost') -> Served:
-    "Load version or alias `ref` of registered model `name` for serving, scored by `backend`."
-    served = load_version(name, ref)
+def load_served(name:str, ref:str='champion', backend:str='xgboost', folder:str|None=None) -> Served:
+    "Load version or alias `ref` of registered model `name` (or the version saved in `folder`), scored by `backend`."
+    served = load_saved(folder) if folder else load_version(name, ref)
     if backend != 'xgboost':
         from mlpipeline.onnx_export import use_backend
         use_backend(served, backend)
@@ -246,10 +246,12 @@ def capture_table(items:list[Captured]):
 # %% ../nbs/07_serve.ipynb #070029
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
-    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5, metrics:ServiceMetrics|None=None, backend:str='xgboost'):
+    def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5,
+                 metrics:ServiceMetrics|None=None, backend:str='xgboost', folder:str|None=None):
         self.name, self.ref, self.reload_s, self.metrics, self.backend = name, ref, reload_s, metrics, backend
-        self.current = load_served(name, ref, backend)
-        self.shadow_alias = 'challenger' if shadow and not ref.isdigit() else None
+        self.current = load_served(name, ref, backend, folder)
+        self.reload_s = 0 if folder else reload_s  # a saved folder holds one version: no registry to watch
+        self.shadow_alias = 'challenger' if shadow and not ref.isdigit() and not folder else None
         self.shadow = self._load_shadow()
         self.stop, self.thread = threading.Event(), None
         self._gauge()
@@ -796,11 +798,13 @@ INLINE_BYTES = 32_768  # a larger request body is parsed, checked and scored in 
 def open_service(cfg:dict, ref:str|None=None) -> Service:
     "Load the model named by `ref` (default `serve.model`, else the champion) and set up metrics and capture."
     from mlpipeline.runfolder import mlflow_experiment
-    mlflow_experiment(cfg)
+    folder = get_key(cfg, 'serve.model_dir')  # a saved version (a container image's): no tracking store is opened
+    if not folder: mlflow_experiment(cfg)
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
     from mlpipeline.ab import traffic_split_on, traffic_split
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
-    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0), metrics, get_key(cfg, 'serve.backend') or 'xgboost')
+    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0),
+                         metrics, get_key(cfg, 'serve.backend') or 'xgboost', folder)
     c = get_key(cfg, 'serve.capture') or {}
     capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
                       metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))

@@ -6,7 +6,7 @@ from conftest import REPO
 from mlpipeline.stages import TABLE
 
 PKG = REPO/'mlpipeline'
-RUNNER = {'cli', 'pipeline', 'engine', 'cache', 'airflow', 'schedule', 'server', 'scaffold', 'overview'}  # the CLI, the runner, the tools above the stages
+RUNNER = {'cli', 'pipeline', 'engine', 'cache', 'airflow', 'schedule', 'server', 'scaffold', 'overview', 'deploy'}  # the CLI, the runner, the tools above the stages
 
 
 def imports(path: Path, mods: set) -> set:
