@@ -67,8 +67,7 @@ def feast_project(folder: Path, repo: Path, python: Path, **fs) -> Path:
                                         'service': 'churn_model'} | fs)
 
 
-@pytest.mark.slow  # a whole run through the CLI: 1.5 minutes here
-@pytest.mark.slow  # a whole run: ~2 minutes on 2 shared cores
+@pytest.mark.slow  # a whole run through the CLI: 1.5-2 minutes on 2 shared cores
 def test_a_run_from_the_feature_store_trains_a_champion(tmp_path, repo, feast_python):
     project = feast_project(tmp_path/'project', repo, feast_python)
     r = mlpipeline('run', '--quiet', cwd=project)
@@ -100,6 +99,7 @@ def published(tmp_path_factory, feast_python):
     return project, rd, r
 
 
+@pytest.mark.slow  # with the module's published champion: ~70 s in all on 2 cores
 def test_publish_writes_a_repository_materializes_it_and_checks_it(published):
     project, rd, r = published
     repo = project/'features'
@@ -116,6 +116,7 @@ def sample_records(n: int) -> list:
     return json.loads(pd.read_csv(SAMPLE).drop(columns=['churn']).head(n).to_json(orient='records'))
 
 
+@pytest.mark.slow  # with the module's published champion: ~70 s in all on 2 cores
 def test_predict_by_entity_id_matches_the_full_record_and_an_unknown_id_is_404(published):
     project, rd, _ = published
     srv = Server(project)
@@ -136,6 +137,7 @@ def test_predict_by_entity_id_matches_the_full_record_and_an_unknown_id_is_404(p
     assert mine.monthly_charges.tolist() == [r['monthly_charges'] for r in full]  # the capture holds what the model saw
 
 
+@pytest.mark.slow  # with the module's published champion: ~70 s in all on 2 cores
 def test_the_check_reports_a_planted_mismatch(published, tmp_path):
     project, rd, _ = published
     repo = shutil.copytree(project/'features', tmp_path/'features')
