@@ -36,7 +36,9 @@ def test_a_tuned_run_registers_a_champion_with_full_lineage(project):
     trials = client.search_runs([client.get_run(train_run).info.experiment_id], f"tags.mlflow.parentRunId = '{train_run}'")
     assert len(trials) == 6 and all('max_depth' in r.data.params for r in trials)
     page = (rd/'artifacts/evaluation.html').read_text()
-    assert page.count('data:image/png;base64,') == 6 and 'Gate: passed' in page  # five evaluation plots and the learning curve
+    # five evaluation plots, the learning curve, the contributions beeswarm and the top three features' dependence plots
+    assert page.count('data:image/png;base64,') == 10 and 'Gate: passed' in page
+    assert page.count('<figcaption>dependence_') == 3 and '<figcaption>contributions</figcaption>' in page
     arts = {a.path for a in client.list_artifacts(json.loads((rd/'manifest.json').read_text())['stages']['05_evaluate']['mlflow_run_id'], 'plots')}
     assert {'plots/roc.png', 'plots/calibration.png', 'plots/importance.png'} <= arts
 
