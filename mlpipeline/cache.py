@@ -7,7 +7,8 @@ from __future__ import annotations
 import ast, datetime as dt, functools, hashlib, json, os, shutil, sys
 from pathlib import Path
 from .config import get_key, project_path, flat
-from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version
+from .runfolder import read_manifest, write_json, sha256_file, mlflow_experiment, model_version, notebook_hash
+from .registry_read import version_tags, version_file
 from .stages import EVERY_STAGE, producer, stage as declared
 
 # %% auto #0
@@ -91,13 +92,12 @@ def data_files(cfg:dict) -> list|None:
 
 def reference_schema_hash(cfg:dict) -> str:
     "What 02_validate validates against: a curated schema file, `infer`, or the champion's schema (its content)."
-    from mlpipeline.validate import champion_schema
     os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one small file: no bar
     s = get_key(cfg, 'validation.schema')
     if s == 'infer': return 'infer'
     if s: return sha256_file(project_path(cfg, s)) if project_path(cfg, s).exists() else 'missing'
-    champ = champion_schema(cfg)
-    return hashlib.sha256(champ.to_yaml().encode()).hexdigest() if champ else 'none'
+    champ = version_file(cfg, 'schema_uri')  # the file's bytes: what 02_validate wrote when it inferred it
+    return sha256_file(champ[1]) if champ else 'none'
 
 def external_inputs(cfg:dict, stage:str) -> dict|None:
     "sha256 of the files `stage` reads from outside the run folder; None when one cannot be hashed."
@@ -113,12 +113,10 @@ def external_inputs(cfg:dict, stage:str) -> dict|None:
 # %% ../nbs/09b_cache.ipynb #090014
 def champion_state(cfg:dict, model_sha:str|None) -> str:
     "`self`, or the sha256 of the champion's model when it is another model."
-    import mlflow
-    mlflow_experiment(cfg)
-    try: mv = mlflow.MlflowClient().get_model_version_by_alias(get_key(cfg, 'mlflow.model_name'), 'champion')
-    except mlflow.exceptions.MlflowException: return 'self'
-    sha = mv.tags.get('model_sha256')
-    return 'self' if sha and sha == model_sha else f'{sha or "version " + str(mv.version)}'
+    found = version_tags(cfg, alias='champion')
+    if found is None: return 'self'
+    sha = found[1].get('model_sha256')
+    return 'self' if sha and sha == model_sha else f'{sha or "version " + str(found[0])}'
 
 def warm_start_state(cfg:dict) -> str:
     "The model sha256 of the version `warm_start.from` names now (an alias may have moved)."
@@ -136,7 +134,6 @@ def upstream_outputs(entries:dict, stage:str, plan:list) -> dict:
 # %% ../nbs/09b_cache.ipynb #090015
 def key_parts(entries:dict, cfg:dict, stage:str, plan:list) -> dict|None:
     "Everything the cache key of `stage` covers, by part, given the upstream manifest `entries`; None when it cannot be cached."
-    from mlpipeline.registry import notebook_hash
     ext = external_inputs(cfg, stage)
     if ext is None: return None
     inputs = upstream_outputs(entries, stage, plan) | ext
@@ -164,13 +161,11 @@ def changes(parts:dict, before:dict|None) -> list[str]:
 # %% ../nbs/09b_cache.ipynb #090020
 def registration_exists(cfg:dict, rec:dict) -> bool:
     "Whether the version a cached 06_register execution registered is still in the registry, with the same model."
-    import mlflow
     src = Path(rec['run_dir'])/rec['entry']['outputs']['registered']['path']
     reg = json.loads(src.read_text())
-    mlflow_experiment(cfg)
-    try: mv = mlflow.MlflowClient().get_model_version(reg['name'], str(reg['version']))
-    except mlflow.exceptions.MlflowException: return False
-    return mv.tags.get('model_sha256') == rec['parts']['inputs'].get(f"{producer('model').name}.model")
+    found = version_tags(cfg, version=reg['version'], name=reg['name'])
+    model = rec['parts']['inputs'].get(f"{producer('model').name}.model")
+    return found is not None and found[1].get('model_sha256') == model
 
 # %% ../nbs/09b_cache.ipynb #090021
 def cached_result(cfg:dict, stage:str, key:str, run_dir:Path|None=None) -> tuple[dict|None, str]:

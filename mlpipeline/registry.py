@@ -14,6 +14,7 @@ from .features import Transform
 from .train import load_transform
 from .scoring import prediction_output, PipelineModel, conform, prediction_gap, load_model
 from .runfolder import open_run, stage_run, output_of, record_of, finish_stage, write_json, read_manifest, git_facts, mlflow_experiment, experiment_id
+from .runfolder import notebook_hash  # core: the cache keys stages by it without importing this module
 from .runfolder import split_dataset
 from .metrics import headline_metrics
 from .reproducibility import check_strict
@@ -24,9 +25,9 @@ STAGE = stage_of('registry')  # this module's stage in the table
 __all__ = ['STAGE', 'LOCK_SUFFIX', 'BUILD_TAGS', 'signature_frame', 'signature', 'registry_client', 'who', 'alias_version',
            'audit_experiment', 'audit_event', 'audit_log', 'lock_name', 'lock_holder', 'try_lock', 'release_lock',
            'holder_gone', 'stale_reason', 'break_if_stale', 'acquire_lock', 'registry_lock', 'move_alias',
-           'notebook_hash', 'config_digest', 'lineage_tags', 'promote', 'rollback', 'reference_summary',
-           'log_pipeline_model', 'test_metric_tags', 'same_build', 'registered_before', 'still_valid',
-           'check_reproduces', 'log_model_metrics', 'run_register']
+           'config_digest', 'lineage_tags', 'promote', 'rollback', 'reference_summary', 'log_pipeline_model',
+           'test_metric_tags', 'same_build', 'registered_before', 'still_valid', 'check_reproduces',
+           'log_model_metrics', 'run_register']
 
 # %% ../nbs/06_register.ipynb #060009
 def signature_frame(rows:pd.DataFrame) -> pd.DataFrame:
@@ -177,11 +178,6 @@ def move_alias(cfg:dict, alias:str, version:int|str, why:str) -> dict:
         return audit_event(cfg, alias, before, version, why)
 
 # %% ../nbs/06_register.ipynb #060022
-def notebook_hash(path:Path) -> str:
-    "sha256 of a notebook's code cells only: outputs and metadata do not change it."
-    cells = json.loads(Path(path).read_text())['cells']
-    return hashlib.sha256('\n\0'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code').encode()).hexdigest()
-
 def config_digest(cfg:dict) -> str:
     "A short sha256 of the resolved config (the project folder aside): equal configs, equal digests."
     text = json.dumps({k: v for k, v in cfg.items() if k != 'project'}, sort_keys=True, default=str)

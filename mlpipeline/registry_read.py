@@ -4,14 +4,15 @@
 
 # %% ../nbs/00f_registry_read.ipynb #00f003
 from __future__ import annotations
-import contextlib, datetime as dt, sqlite3
+import contextlib, datetime as dt, sqlite3, urllib.parse
 from collections import defaultdict
 from pathlib import Path
 from .config import get_key, tracking_uri
 
 # %% auto #0
 __all__ = ['AUDIT_FIELDS', 'sqlite_file', 'read_only', 'headline_metric', 'version_record', 'sqlite_versions', 'client_versions',
-           'registry_versions', 'sqlite_audit', 'client_audit', 'alias_history']
+           'version_rows', 'registry_versions', 'version_tags', 'local_artifact', 'version_file', 'sqlite_audit',
+           'client_audit', 'alias_history']
 
 # %% ../nbs/00f_registry_read.ipynb #00f006
 def sqlite_file(uri:str) -> Path|None:
@@ -62,15 +63,52 @@ def client_versions(uri:str, name:str) -> list[tuple]:
     return [(int(mv.version), mv.creation_timestamp, dict(mv.tags), by_version[int(mv.version)]) for mv in mvs]
 
 # %% ../nbs/00f_registry_read.ipynb #00f016
-def registry_versions(cfg:dict) -> list[dict]:
-    "Every live version of the config's model, newest first, as `version_record`s."
-    uri, name = tracking_uri(cfg), get_key(cfg, 'mlflow.model_name')
+def version_rows(cfg:dict, name:str|None=None) -> list[tuple]:
+    "`sqlite_versions` of model `name` (default: the config's) in the config's store, or the client's answer."
+    uri, name = tracking_uri(cfg), name or get_key(cfg, 'mlflow.model_name')
     db = sqlite_file(uri)
     if db and not db.exists(): return []
-    try: rows = sqlite_versions(db, name) if db else client_versions(uri, name)
-    except sqlite3.Error: rows = client_versions(uri, name)  # tables not as expected: MLflow knows its own
-    records = [version_record(*r, metric=headline_metric(cfg, r[2].get('task', ''))) for r in rows]
+    try: return sqlite_versions(db, name) if db else client_versions(uri, name)
+    except sqlite3.Error: return client_versions(uri, name)  # tables not as expected: MLflow knows its own
+
+def registry_versions(cfg:dict) -> list[dict]:
+    "Every live version of the config's model, newest first, as `version_record`s."
+    records = [version_record(*r, metric=headline_metric(cfg, r[2].get('task', ''))) for r in version_rows(cfg)]
     return sorted(records, key=lambda r: -r['version'])
+
+# %% ../nbs/00f_registry_read.ipynb #20ed8c42
+def version_tags(cfg:dict, version:int|str|None=None, alias:str|None=None, name:str|None=None) -> tuple[int, dict]|None:
+    "(version, tags) of model `name`'s version `version`, or of the one `alias` names; None when there is none."
+    for v, _, tags, aliases in version_rows(cfg, name):
+        if (alias in aliases) if alias else int(v) == int(version): return int(v), tags
+    return None
+
+def local_artifact(cfg:dict, uri:str) -> Path|None:
+    "The file a `runs:/<run id>/<path>` URI names when the store is a SQLite file with local artifacts; else None."
+    db = sqlite_file(tracking_uri(cfg))
+    if not (db and db.exists() and uri.startswith('runs:/')): return None
+    run_id, _, path = uri.removeprefix('runs:/').partition('/')
+    try:
+        with contextlib.closing(read_only(db)) as con:
+            row = con.execute('SELECT artifact_uri FROM runs WHERE run_uuid = ?', (run_id,)).fetchone()
+    except sqlite3.Error: return None
+    root = row[0] if row else ''
+    if root.startswith('file://'): root = urllib.parse.unquote(urllib.parse.urlparse(root).path)
+    if not Path(root).is_absolute(): return None  # a server's artifacts (or a relative root): MLflow downloads them
+    p = Path(root)/path
+    return p if p.is_file() else None
+
+def version_file(cfg:dict, tag:str, alias:str='champion') -> tuple[int, Path]|None:
+    "The version `alias` names and the file its tag `tag` points at (e.g. the champion's `schema_uri`); None if none."
+    found = version_tags(cfg, alias=alias)
+    if found is None or tag not in found[1]: return None
+    path = local_artifact(cfg, found[1][tag])
+    if path is None:  # a server's artifact store
+        import mlflow
+        from mlpipeline.runfolder import mlflow_experiment
+        mlflow_experiment(cfg)
+        path = Path(mlflow.artifacts.download_artifacts(found[1][tag]))
+    return found[0], path
 
 # %% ../nbs/00f_registry_read.ipynb #00f020
 AUDIT_FIELDS = ['when', 'alias', 'from_version', 'to_version', 'who', 'why']

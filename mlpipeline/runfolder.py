@@ -15,9 +15,9 @@ from .stages import producer
 # %% auto #0
 __all__ = ['KIND', 'ML_KIND', 'new_run_id', 'atomic_path', 'files_sha256', 'sha256_file', 'write_json', 'read_table',
            'write_table', 'read_manifest', 'update_manifest', 'output_entry', 'stage_started', 'stage_finished',
-           'stage_complete', 'stage_output', 'output_of', 'record_of', 'run_lock', 'lock_holder', 'open_run',
-           'find_run_folder', 'create_run', 'experiment_id', 'mlflow_experiment', 'scratch_store', 'model_version',
-           'split_dataset', 'git_facts', 'stage_run', 'finish_stage']
+           'stage_complete', 'stage_output', 'output_of', 'record_of', 'notebook_hash', 'run_lock', 'lock_holder',
+           'open_run', 'find_run_folder', 'create_run', 'experiment_id', 'mlflow_experiment', 'scratch_store',
+           'model_version', 'split_dataset', 'git_facts', 'stage_run', 'finish_stage']
 
 # %% ../nbs/00b_runfolder.ipynb #000005
 def new_run_id() -> str:
@@ -125,6 +125,13 @@ def output_of(run_dir:str|Path, name:str) -> Path:
 def record_of(run_dir:str|Path, name:str) -> dict:
     "The manifest's record (outputs, timings, facts) of the stage that writes output `name`; empty before it ran."
     return read_manifest(run_dir)['stages'].get(producer(name).name, {})
+
+# %% ../nbs/00b_runfolder.ipynb #d00d67c2
+def notebook_hash(path:Path) -> str:
+    "sha256 of a notebook's code cells only: outputs and metadata do not change it."
+    cells = json.loads(Path(path).read_text())['cells']
+    return hashlib.sha256('\n\0'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'code').encode()).hexdigest()
+
 
 # %% ../nbs/00b_runfolder.ipynb #000019
 @contextlib.contextmanager

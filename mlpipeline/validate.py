@@ -306,14 +306,12 @@ def errors_in(report:list[dict]) -> list[dict]:
 # %% ../nbs/02_validate.ipynb #020027
 def champion_schema(cfg:dict) -> Schema|None:
     "The schema the current champion was trained with, if there is a champion."
-    import mlflow
-    from mlpipeline.runfolder import mlflow_experiment
-    mlflow_experiment(cfg)
-    try: mv = mlflow.MlflowClient().get_model_version_by_alias(get_key(cfg, 'mlflow.model_name'), 'champion')
-    except mlflow.exceptions.MlflowException: return None
-    if 'schema_uri' not in mv.tags: return None
-    s = Schema.from_yaml(Path(mlflow.artifacts.download_artifacts(mv.tags['schema_uri'])).read_text())
-    s.source = f"champion {get_key(cfg, 'mlflow.model_name')} version {mv.version}"
+    from mlpipeline.registry_read import version_file
+    found = version_file(cfg, 'schema_uri')  # the default SQLite store is read without importing MLflow
+    if found is None: return None
+    version, path = found
+    s = Schema.from_yaml(path.read_text())
+    s.source = f"champion {get_key(cfg, 'mlflow.model_name')} version {version}"
     return s
 
 def reference_schema(cfg:dict) -> Schema|None:
