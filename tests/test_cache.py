@@ -154,7 +154,7 @@ def test_a_failed_notebook_leaves_the_warm_kernel_usable(tmp_path):
     finally: shutdown_warm_kernels()
 
 
-def test_a_registration_gone_from_the_registry_is_made_again(tmp_path):
+def test_a_registration_gone_from_the_registry_is_made_again_and_status_sees_registry_changes_without_mlflow(tmp_path):
     project = write_project(tmp_path/'project')
     run(project, engine='warm')
     client = client_for(project)
@@ -164,13 +164,8 @@ def test_a_registration_gone_from_the_registry_is_made_again(tmp_path):
     rd = run(project, engine='warm')
     reg = json.loads((rd/'artifacts/registered.json').read_text())
     assert reg['version'] == 2 and str(client.get_model_version_by_alias('test-model', 'champion').version) == '2'
-
-
-def test_status_reads_the_registry_without_mlflow_and_sees_a_champion_moved_outside_the_cli(tmp_path):
-    "The plan reads the SQLite store's own tables each time: no MLflow import, and no copy that could go stale."
+    # `status` reads the SQLite store's own tables each time: no MLflow import, and no copy that could go stale
     import subprocess, sys
-    project = write_project(tmp_path/'project')
-    run(project, engine='warm')
     code = "import sys; from mlpipeline.cli import main; main(); print('mlflow imported:', 'mlflow' in sys.modules)"
     status = lambda: subprocess.run([sys.executable, '-c', code, 'status'], cwd=project, capture_output=True, text=True,
                                     timeout=300)
@@ -179,10 +174,10 @@ def test_status_reads_the_registry_without_mlflow_and_sees_a_champion_moved_outs
     lines = r.stdout.splitlines()
     assert lines[-1] == 'mlflow imported: False'
     assert sum(' cached (run ' in l for l in lines) == len(STAGES)  # the whole plan, champion schema included
-    client = client_for(project)  # as the MLflow UI would: a second version made champion
-    v1 = client.get_model_version('test-model', '1')
-    client.create_model_version('test-model', v1.source, tags=v1.tags | {'model_sha256': 'another model'})
-    client.set_registered_model_alias('test-model', 'champion', '2')
+    v2 = client.get_model_version('test-model', '2')  # as the MLflow UI would: another version made champion
+    client.create_model_version('test-model', v2.source, tags=v2.tags | {'model_sha256': 'another model'})
+    client.set_registered_model_alias('test-model', 'champion', '3')
     lines = status().stdout.splitlines()
     p = {l.split()[0]: l.split(None, 1)[1] for l in lines[lines.index('next `mlpipeline run` with this config:') + 1:-1]}
     assert [s for s, v in p.items() if v.startswith('cached')] == STAGES[:4] and 'input champion changed' in p['05_evaluate']
+
