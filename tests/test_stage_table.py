@@ -22,13 +22,21 @@ def docstrings(tree: ast.AST) -> set:
     return {id(b[0].value) for b in bodies if b and isinstance(b[0], ast.Expr) and isinstance(b[0].value, ast.Constant)}
 
 
+def parsed(source: str, tries: int = 3) -> ast.AST:
+    "`ast.parse`, tried again on CPython 3.11.7's SystemError when another thread of the worker builds an AST too."
+    for i in range(tries):  # python/cpython#106905, fixed in 3.11.8: "AST constructor recursion depth mismatch"
+        try: return ast.parse(source)
+        except SystemError:
+            if i == tries - 1: raise
+
+
 def test_stage_names_appear_in_the_table_alone():
     "No code outside the table names a stage: not in a list, a key, a comparison, an f-string or `stage.output`."
     pattern = __import__('re').compile(r'\b(' + '|'.join(STAGES) + r')\b')
     found = []
     for f in sorted((REPO/'mlpipeline').glob('*.py')):
         if f.name in ('stages.py', '_modidx.py'): continue
-        tree = ast.parse(f.read_text())
+        tree = parsed(f.read_text())
         prose = docstrings(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
