@@ -23,8 +23,8 @@ def docstrings(tree: ast.AST) -> set:
 
 
 def parsed(source: str, tries: int = 3) -> ast.AST:
-    "`ast.parse`, tried again on CPython 3.11.7's SystemError when another thread of the worker builds an AST too."
-    for i in range(tries):  # python/cpython#106905, fixed in 3.11.8: "AST constructor recursion depth mismatch"
+    "`ast.parse`, tried again on CPython 3.11's SystemError when another thread of the worker builds an AST too."
+    for i in range(tries):  # "AST constructor recursion depth mismatch": CPython keeps that depth per interpreter
         try: return ast.parse(source)
         except SystemError:
             if i == tries - 1: raise
