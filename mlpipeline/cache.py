@@ -92,7 +92,6 @@ def data_files(cfg:dict) -> list|None:
 
 def reference_schema_hash(cfg:dict) -> str:
     "What 02_validate validates against: a curated schema file, `infer`, or the champion's schema (its content)."
-    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one small file: no bar
     s = get_key(cfg, 'validation.schema')
     if s == 'infer': return 'infer'
     if s: return sha256_file(project_path(cfg, s)) if project_path(cfg, s).exists() else 'missing'

@@ -104,8 +104,9 @@ def version_file(cfg:dict, tag:str, alias:str='champion') -> tuple[int, Path]|No
     if found is None or tag not in found[1]: return None
     path = local_artifact(cfg, found[1][tag])
     if path is None:  # a server's artifact store
-        import mlflow
+        import mlflow, os
         from mlpipeline.runfolder import mlflow_experiment
+        os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # one small file: no bar
         mlflow_experiment(cfg)
         path = Path(mlflow.artifacts.download_artifacts(found[1][tag]))
     return found[0], path
