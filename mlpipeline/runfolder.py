@@ -222,12 +222,19 @@ def mlflow_experiment(cfg:dict) -> str:
 def scratch_store():
     "A throw-away MLflow store for an example: MLflow points there inside the block, and back after (environment too)."
     import mlflow, tempfile
+    from mlflow.tracking import fluent
     saved, before = {k: os.environ.get(k) for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}, mlflow.get_tracking_uri()
+    # MLflow keeps the active experiment per process, not per store: one set earlier (by a stage, or by another notebook
+    # nbdev_test ran in the same worker) names an id the scratch store lacks
+    active = fluent._active_experiment_id
     with tempfile.TemporaryDirectory() as d:
         mlflow.set_tracking_uri(f'sqlite:///{d}/mlruns.db')
+        fluent._active_experiment_id = None
+        os.environ.pop('MLFLOW_EXPERIMENT_ID', None)
         try: yield d
         finally:
             mlflow.set_tracking_uri(before)
+            fluent._active_experiment_id = active
             for k, v in saved.items():
                 if v is None: os.environ.pop(k, None)
                 else: os.environ[k] = v
