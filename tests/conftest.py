@@ -47,11 +47,16 @@ def manifest(run_dir: Path) -> dict:
     return json.loads((run_dir/'manifest.json').read_text())
 
 
+def forget_exported_tracking():
+    "Drop the store and experiment an earlier test's MLflow exported; module fixtures run before the autouse cleanup."
+    for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)
+
+
 def client_for(project: Path):
     "An MLflow client on the project's own SQLite store."
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{project/'mlruns.db'}")
-    for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)  # MLflow exports them; the next project must not inherit them
+    forget_exported_tracking()  # MLflow exports them; the next project must not inherit them
     return mlflow.MlflowClient()
 
 
@@ -74,9 +79,7 @@ def run_in_process(project: Path, *overrides) -> Path:
     from mlpipeline.runfolder import create_run
     from mlpipeline.pipeline import open_parent_run, close_parent_run
     from mlpipeline.stages import TABLE
-    # a module-scoped fixture runs before the autouse cleanup: a variable an earlier test's MLflow exported must not
-    # point this project at that test's (deleted) store
-    for k in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID'): os.environ.pop(k, None)
+    forget_exported_tracking()  # else an earlier test's (deleted) store could be this project's
     cfg = load_config(project=project, overrides=list(overrides))
     rd = create_run(cfg)
     rid = open_parent_run(rd, cfg)
