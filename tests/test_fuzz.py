@@ -58,11 +58,11 @@ def test_the_schema_describes_the_records(service):
 
 
 def test_fuzzing_finds_no_server_error(service):
-    "2,000 generated requests, valid and invalid: no 5xx, no traceback (about 80 s on 2 idle cores; printed with -s)."
-    f = fuzz_figures(service.url, 2000)
+    "1,000 generated requests, valid and invalid: no 5xx, no traceback (the slow test sends 6,000; printed with -s)."
+    f = fuzz_figures(service.url, 1000)
     print(f'fuzz: {f["cases"]} cases, status counts {f["status"]}, {f["server_errors"]} 5xx, {f["seconds"]} s')
-    assert f['cases'] >= 1900 and f['bad'] == [], f['bad'][:5]
-    assert f['status'].get(200, 0) > 100 and f['status'].get(422, 0) > 100, f['status']  # both kinds of body were sent
+    assert f['cases'] >= 950 and f['bad'] == [], f['bad'][:5]
+    assert f['status'].get(200, 0) > 50 and f['status'].get(422, 0) > 50, f['status']  # both kinds of body were sent
 
 
 @pytest.mark.slow
