@@ -12,19 +12,20 @@ process from start to exit, as a user runs it:
 5. `mlpipeline run -p model.max_depth=5` (a parameter only training reads): which stages ran and which were reused.
 Writes benchmarks/results/runner_bench.json.
 """
-import argparse, json, subprocess, sys, tempfile, time
+import argparse, json, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 IN_PROCESS = '''
-import importlib
 from mlpipeline.config import load_config
 from mlpipeline.runfolder import create_run
 from mlpipeline.pipeline import open_parent_run, close_parent_run
-cfg = load_config(project={project!r}); rd = create_run(cfg); rid = open_parent_run(rd, cfg)
-for f in ['ingest.run_ingest', 'validate.run_validate', 'features.run_features', 'train.run_train', 'evaluate.run_evaluate',
-          'registry.run_register', 'serve.run_serve', 'monitor.run_monitor']:
-    mod, fn = f.split('.'); getattr(importlib.import_module(f'mlpipeline.{{mod}}'), fn)(rd)
+from mlpipeline.stages import TABLE
+cfg = load_config(project={project!r})
+rd = create_run(cfg)
+rid = open_parent_run(rd, cfg)
+for s in TABLE: s.runner()(rd)  # each stage's function, as the stage table declares it
 close_parent_run(rd, rid, 'FINISHED')
 '''
 
@@ -34,6 +35,26 @@ def timed(cmd: list, cwd: Path) -> tuple[float, str]:
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if r.returncode: raise RuntimeError(f'{cmd} failed: {r.stderr[-3000:]}')
     return time.perf_counter() - t, r.stderr
+
+
+def demo_project(path: Path, fast: bool = False) -> Path:
+    "`path` as a project running the bundled demo with the repository's pipeline.yaml (`fast`: no tuning, no CV)."
+    import yaml
+    cfg = yaml.safe_load((REPO/'pipeline.yaml').read_text())
+    if fast: cfg |= {'tuning': {'method': 'none'}, 'cv': {'folds': 0}}
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path/'pipeline.yaml').exists(): (path/'pipeline.yaml').write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def warm_vs_in_process(project: Path, repeat: int = 3, say=print) -> dict:
+    "`mlpipeline run --engine warm --force` against the same stage functions in one plain process, interleaved pairs."
+    warm, plain = [], []
+    for i in range(repeat):
+        warm.append(timed([str(BIN/'mlpipeline'), 'run', '--engine', 'warm', '--force', '--quiet'], project)[0])
+        plain.append(timed([sys.executable, '-c', IN_PROCESS.format(project=str(project))], project)[0])
+        say(f'  pair {i + 1}/{repeat}: warm engine {warm[-1]:.1f} s, in process {plain[-1]:.1f} s')
+    return {'warm_s': warm, 'in_process_s': plain, 'ratio': statistics.median(warm) / statistics.median(plain)}
 
 
 def stage_lines(log: str) -> dict:
@@ -48,7 +69,7 @@ def stage_lines(log: str) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0]); ap.add_argument('--project')
     a = ap.parse_args()
-    project = Path(a.project or tempfile.mkdtemp(prefix='runner-bench-')); project.mkdir(parents=True, exist_ok=True)
+    project = demo_project(Path(a.project or tempfile.mkdtemp(prefix='runner-bench-')))
     cli = str(BIN/'mlpipeline')
     fresh, _ = timed([cli, 'run', '--engine', 'fresh', '--force'], project); print(f'fresh engine     {fresh:6.1f} s', flush=True)
     warm, _ = timed([cli, 'run', '--engine', 'warm', '--force'], project); print(f'warm engine      {warm:6.1f} s', flush=True)

@@ -84,12 +84,8 @@ def stop(proc):
     except subprocess.TimeoutExpired: proc.kill(); proc.wait()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--project', default='.'); ap.add_argument('--seconds', type=float, default=10)
-    ap.add_argument('--concurrency', type=int, default=4); ap.add_argument('--batches', type=int, default=20)
-    a = ap.parse_args()
-    project = Path(a.project).resolve()
+def measure(project: Path, seconds: float = 10, concurrency: int = 4, n_batches: int = 20, say=print) -> dict:
+    "Each server started on the project's champion and driven with the same load; per-server figures and the ratios."
     from mlpipeline.config import load_config, get_key, tracking_uri
     from mlpipeline.runfolder import mlflow_experiment
     from mlpipeline.serve import load_served
@@ -103,41 +99,69 @@ def main():
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_EXPERIMENT_ID'} | {'MLFLOW_TRACKING_URI': tracking_uri(cfg)}
     env['PATH'] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts `uvicorn` from the PATH
-    print(f'model {uri} ({served.booster.num_boosted_rounds()} trees, {len(served.tf.outputs)} features); '
-          f'{a.concurrency} clients x {a.seconds:g}s of single rows, then {a.batches} batches of 1000 rows; {os.cpu_count()} cores')
+    say(f'model {uri} ({served.booster.num_boosted_rounds()} trees, {len(served.tf.outputs)} features); '
+        f'{concurrency} clients x {seconds:g}s of single rows, then {n_batches} batches of 1000 rows; {os.cpu_count()} cores')
     capdir = Path(tempfile.mkdtemp())
+    ref = f'{served.name}/{served.version}'
+    ours = [str(bindir/'mlpipeline'), 'serve', '--model', ref]
     servers = {
-        'mlpipeline (no capture)': lambda p: ([str(bindir/'mlpipeline'), 'serve', '--model', f'{served.name}/{served.version}', '--port', str(p), '-p', 'serve.capture.enabled=false'], '/health', '/predict', lambda r: r),
-        'mlpipeline serve': lambda p: ([str(bindir/'mlpipeline'), 'serve', '--model', f'{served.name}/{served.version}', '--port', str(p), '-p', f'serve.capture.dir={capdir}'], '/health', '/predict', lambda r: r),
-        'mlflow models serve': lambda p: ([str(bindir/'mlflow'), 'models', 'serve', '-m', uri, '--env-manager', 'local', '-h', '127.0.0.1', '-p', str(p)], '/ping', '/invocations', lambda r: {'dataframe_records': r if isinstance(r, list) else [r]}),
+        'mlpipeline (no capture)': lambda p: (ours + ['--port', str(p), '-p', 'serve.capture.enabled=false'],
+                                              '/health', '/predict', lambda r: r),
+        'mlpipeline serve': lambda p: (ours + ['--port', str(p), '-p', f'serve.capture.dir={capdir}'],
+                                       '/health', '/predict', lambda r: r),
+        'mlflow models serve': lambda p: ([str(bindir/'mlflow'), 'models', 'serve', '-m', uri, '--env-manager', 'local',
+                                           '-h', '127.0.0.1', '-p', str(p)], '/ping', '/invocations',
+                                          lambda r: {'dataframe_records': r if isinstance(r, list) else [r]}),
     }
     results = {}
     for name, make in servers.items():
-        port = free_port(); cmd, ready, path, wrap = make(port)
+        port = free_port()
+        cmd, ready, path, wrap = make(port)
         proc = start(cmd, env, project)
         try:
             up = wait_ready(port, ready, proc)
             one, many = json.dumps(wrap(recs[0])).encode(), json.dumps(wrap(recs)).encode()
             client_loop_n(port, path, one, 300)  # warm up (the first server measured otherwise pays for a cold machine)
-            one_client = {f'c1_{k}': v for k, v in load(port, path, one, a.seconds, 1).items()}
-            results[name] = {'start_s': up} | one_client | load(port, path, one, a.seconds, a.concurrency) | batches(port, path, many, a.batches, len(recs))
+            one_client = {f'c1_{k}': v for k, v in load(port, path, one, seconds, 1).items()}
+            results[name] = ({'start_s': up} | one_client | load(port, path, one, seconds, concurrency)
+                             | batches(port, path, many, n_batches, len(recs)))
         finally: stop(proc)
         r = results[name]
-        print(f"  {name:<24} started in {r['start_s']:.1f}s: 1 client {r['c1_rps']:.0f} req/s, p50 {r['c1_p50_ms']:.2f} ms; {a.concurrency} clients {r['rps']:.0f} req/s, "
-              f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['errors'] + r['c1_errors']} errors; 1000 rows p50 {r['batch_p50_ms']:.1f} ms", flush=True)
+        say(f"  {name:<24} started in {r['start_s']:.1f}s: 1 client {r['c1_rps']:.0f} req/s, p50 {r['c1_p50_ms']:.2f} ms; "
+            f"{concurrency} clients {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"{r['errors'] + r['c1_errors']} errors; 1000 rows p50 {r['batch_p50_ms']:.1f} ms")
     shutil.rmtree(capdir, ignore_errors=True)
+    o, t = results['mlpipeline serve'], results['mlflow models serve']
+    results['ratios'] = {'rps': o['rps'] / t['rps'], 'c1_rps': o['c1_rps'] / t['c1_rps'],
+                         'c1_p50': t['c1_p50_ms'] / o['c1_p50_ms'], 'batch_p50': t['batch_p50_ms'] / o['batch_p50_ms']}
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--project', default='.')
+    ap.add_argument('--seconds', type=float, default=10)
+    ap.add_argument('--concurrency', type=int, default=4)
+    ap.add_argument('--batches', type=int, default=20)
+    a = ap.parse_args()
+    project = Path(a.project).resolve()
+    results = measure(project, a.seconds, a.concurrency, a.batches)
     ours, theirs, nocap = results['mlpipeline serve'], results['mlflow models serve'], results['mlpipeline (no capture)']
-    table = pd.DataFrame(results).T[['c1_rps', 'c1_p50_ms', 'c1_p99_ms', 'rps', 'p50_ms', 'p99_ms', 'errors', 'batch_p50_ms', 'batch_errors']].astype(float).round(2)
-    table.columns = ['1 client req/s', 'p50 ms', 'p99 ms', f'{a.concurrency} clients req/s', 'p50 ms ', 'p99 ms ', 'errors', '1000 rows p50 ms', 'batch errors']
+    cols = ['c1_rps', 'c1_p50_ms', 'c1_p99_ms', 'rps', 'p50_ms', 'p99_ms', 'errors', 'batch_p50_ms', 'batch_errors']
+    table = pd.DataFrame({k: v for k, v in results.items() if k != 'ratios'}).T[cols].astype(float).round(2)
+    table.columns = ['1 client req/s', 'p50 ms', 'p99 ms', f'{a.concurrency} clients req/s', 'p50 ms ', 'p99 ms ',
+                     'errors', '1000 rows p50 ms', 'batch errors']
     print('\n' + table.to_string())
-    print(f"\nours/mlflow: single-row throughput {ours['rps'] / theirs['rps']:.1f}x ({a.concurrency} clients), {ours['c1_rps'] / theirs['c1_rps']:.1f}x (1 client); "
-          f"p50 {theirs['c1_p50_ms'] / ours['c1_p50_ms']:.1f}x lower (1 client), "
-          f"1000-row batch {theirs['batch_p50_ms'] / ours['batch_p50_ms']:.1f}x faster")
-    print(f"capture on vs off: throughput {100 * (ours['rps'] / nocap['rps'] - 1):+.1f}% ({a.concurrency} clients), {100 * (ours['c1_rps'] / nocap['c1_rps'] - 1):+.1f}% (1 client); "
+    r = results['ratios']
+    print(f"\nours/mlflow: single-row throughput {r['rps']:.1f}x ({a.concurrency} clients), {r['c1_rps']:.1f}x (1 client); "
+          f"p50 {r['c1_p50']:.1f}x lower (1 client), 1000-row batch {r['batch_p50']:.1f}x faster")
+    print(f"capture on vs off: throughput {100 * (ours['rps'] / nocap['rps'] - 1):+.1f}% ({a.concurrency} clients), "
+          f"{100 * (ours['c1_rps'] / nocap['c1_rps'] - 1):+.1f}% (1 client); "
           f"p50 {ours['c1_p50_ms']:.2f} vs {nocap['c1_p50_ms']:.2f} ms (1 client)")
     goal = ours['rps'] >= 3 * theirs['rps'] and ours['c1_p50_ms'] <= 2.0
     print(f"goal (>= 3x mlflow's single-row throughput, p50 <= 2 ms for one client): {'met' if goal else 'NOT met'}")
-    out = project/'benchmarks/results'; out.mkdir(parents=True, exist_ok=True)
+    out = project/'benchmarks/results'
+    out.mkdir(parents=True, exist_ok=True)
     (out/'serve_bench.json').write_text(json.dumps(results, indent=1))
 
 
