@@ -162,7 +162,7 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
 
-# %% ../nbs/03_features.ipynb #803a1904
+# %% ../nbs/03_features.ipynb #b8572272
 def coded(s:pd.Series, cats:list) -> pd.Categorical:
     "Labels `s` as a Categorical over `cats`; a label outside them, like a missing one, is missing."
     codes, uniq = pd.factorize(s)
