@@ -19,13 +19,13 @@ log = logging.getLogger('mlpipeline.features')
 # %% auto #0
 __all__ = ['STAGE', 'log', 'SPLITS', 'TOKEN', 'AGG_STATS', 'random_split', 'time_split', 'group_split', 'split_frame',
            'split_labels', 'time_labels', 'group_labels_hashed', 'split_codes', 'split_parts', 'write_splits',
-           'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'feature_name',
-           'date_like', 'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative', 'impute_iterative',
-           'group_key', 'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps', 'log_columns', 'fit_fill',
-           'fit_scale', 'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops', 'fit_cleaning', 'fit_aggregates',
-           'correlated_columns', 'uninformative_columns', 'select_columns', 'fit_transform', 'RowEncoder',
-           'codes_matrix', 'records_columns', 'check_leakage', 'declared_after_outcome', 'log_leakage', 'log_dropped',
-           'split_on_dask', 'run_features']
+           'read_holdout', 'with_holdout', 'drop_duplicates', 'fold', 'folded', 'labels', 'date_parts', 'coded',
+           'feature_name', 'date_like', 'is_free_text', 'fit_tfidf', 'is_missing', 'tfidf_matrix', 'fit_iterative',
+           'impute_iterative', 'group_key', 'fit_aggregate', 'aggregate_columns', 'Transform', 'fit_caps',
+           'log_columns', 'fit_fill', 'fit_scale', 'input_kinds', 'missing_inputs', 'text_inputs', 'text_drops',
+           'fit_cleaning', 'fit_aggregates', 'correlated_columns', 'uninformative_columns', 'select_columns',
+           'fit_transform', 'RowEncoder', 'codes_matrix', 'records_columns', 'check_leakage', 'declared_after_outcome',
+           'log_leakage', 'log_dropped', 'split_on_dask', 'run_features']
 
 # %% ../nbs/03_features.ipynb #030009
 def random_split(df:pd.DataFrame, target:str, task:str, valid:float, test:float, seed:int) -> dict[str, pd.DataFrame]:
@@ -161,6 +161,13 @@ def date_parts(s:pd.Series, parts:list, name:str) -> dict:
     if getattr(t.dt, 'tz', None) is not None: t = t.dt.tz_convert('UTC').dt.tz_localize(None)
     get = {'year': t.dt.year, 'month': t.dt.month, 'day': t.dt.day, 'weekday': t.dt.day_of_week, 'hour': t.dt.hour}
     return {f'{name}_{p}': get[p].astype('float64') for p in parts}
+
+# %% ../nbs/03_features.ipynb #b8572272
+def coded(s:pd.Series, cats:list) -> pd.Categorical:
+    "Labels `s` as a Categorical over `cats`; a label outside them, like a missing one, is missing."
+    codes, uniq = pd.factorize(s)
+    lut = np.append(pd.Index(cats).get_indexer(uniq), -1)  # code -1 (missing) picks the appended -1
+    return pd.Categorical.from_codes(lut[codes], categories=cats)
 
 # %% ../nbs/03_features.ipynb #030030
 def feature_name(name) -> str:
@@ -311,7 +318,7 @@ class Transform:
         for c, cats in self.categories.items():
             if self.encoding == 'onehot': out |= {f'{c}={v}': b[c].eq(v).astype('float64') for v in cats}
             elif self.encoding == 'frequency': out[c] = b[c].map(self.frequencies[c]).astype('float64').fillna(0.0)
-            else: out[c] = pd.Categorical(b[c], categories=cats)
+            else: out[c] = coded(b[c], cats)
         for c, (center, scale) in self.scale.items(): out[c] = (out[c] - center) / scale
         for a, z in self.interactions: out[f'{a}*{z}'] = out[a] * out[z]
         return pd.DataFrame(out | aggs, index=df.index).rename(columns=feature_name)
