@@ -10,7 +10,7 @@ from papermill.utils import merge_kwargs, remove_args
 from papermill.log import logger
 
 # %% auto #0
-__all__ = ['RESET', 'warm_kernel', 'reset_kernel', 'shutdown_warm_kernels', 'WarmEngine']
+__all__ = ['RESET', 'SAVE_EVERY', 'warm_kernel', 'reset_kernel', 'shutdown_warm_kernels', 'now_and_then', 'WarmEngine']
 
 # %% ../nbs/09a_engine.ipynb #090004
 RESET = '''
@@ -54,6 +54,20 @@ def shutdown_warm_kernels():
         try: km.shutdown_kernel(now=True)
         except RuntimeError: pass  # already gone
 
+# %% ../nbs/09a_engine.ipynb #090004b
+SAVE_EVERY = 1.0  # seconds between the writes of a running stage's notebook
+
+def now_and_then(save, every:float):
+    "`save`, skipped when the last call that saved was under `every` seconds ago."
+    import time
+    last = [float('-inf')]
+    def maybe(**kwargs):
+        if time.monotonic() - last[0] < every: return
+        last[0] = time.monotonic()
+        save(**kwargs)
+    return maybe
+
+
 # %% ../nbs/09a_engine.ipynb #090005
 class WarmEngine(NBClientEngine):
     "papermill's nbclient engine on a kernel that outlives the notebook: imports are paid once."
@@ -63,6 +77,7 @@ class WarmEngine(NBClientEngine):
         from papermill.clientwrap import PapermillNotebookClient
         km = warm_kernel(kernel_name, start_timeout)
         reset_kernel(km, os.getcwd())  # papermill has moved into the notebook's cwd for this execution
+        nb_man.save = now_and_then(nb_man.save, SAVE_EVERY)
         kwargs = remove_args(['input_path', 'timeout', 'startup_timeout'], **kwargs)
         final = merge_kwargs(kwargs, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
                              log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
