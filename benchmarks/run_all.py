@@ -20,6 +20,9 @@ from conftest import SAMPLE, write_project  # noqa: E402  (the tests' project re
 import onnx_bench, runner_bench, scale_bench, serve_bench  # noqa: E402
 
 
+GOAL_ROWS = 704_000  # the issue's size for the whole-run and memory goals
+
+
 def say(msg:str):
     "Progress on stderr, stamped: the whole run takes minutes."
     print(f'[{time.strftime("%H:%M:%S")}] {msg}', file=sys.stderr, flush=True)
@@ -161,12 +164,13 @@ def table(res:dict) -> list[dict]:
     out.append(row('1000-row request p50 vs `mlflow models serve`', '>= 3x faster',
                    f"{sv['batch_p50']:.2f}x ({ours['batch_p50_ms']:.1f} ms)", sv['batch_p50'] >= 3))
     sc = res['scale']
+    judged = sc['rows'] == GOAL_ROWS  # the goals are set at 704k rows; at 70k fixed costs dominate both ratios
     out.append(row(f"whole run at {sc['rows']:,} rows / its training stage", '<= 2.5x',
                    f"{sc['run_over_train']:.1f}x ({sc['wall_s']:.0f} s / {sc['stages_s']['04_train']:.0f} s)",
-                   sc['run_over_train'] <= 2.5))
+                   sc['run_over_train'] <= 2.5 if judged else None))
     out.append(row(f"peak memory at {sc['rows']:,} rows / the table in pandas", '<= 2x',
                    f"{sc['memory_over_table']:.1f}x ({sc['driver_peak_rss_mb']} / {sc['table_in_memory_mb']} MB)",
-                   sc['memory_over_table'] <= 2))
+                   sc['memory_over_table'] <= 2 if judged else None))
     out.append(row('1 row over HTTP, c=1: p50, and vs `mlflow models serve`', '<= 1 ms, >= 20x',
                    f"{ours['c1_p50_ms']:.2f} ms, {sv['c1_p50']:.1f}x", ours['c1_p50_ms'] <= 1 and sv['c1_p50'] >= 20))
     return out
@@ -176,7 +180,7 @@ def show(rows:list[dict], load:str):
     print(f'load: {load}')
     w = max(len(r['measure']) for r in rows)
     for r in rows:
-        met = {True: 'met', False: 'not met', None: '-'}[r['met']]
+        met = {True: 'met', False: 'not met', None: '- (not judged)'}[r['met']]
         print(f"{r['measure']:<{w}}  {r['goal']:<16} {r['measured']:<34} {met}")
 
 
@@ -184,7 +188,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='small sizes, 3 repeats')
     a = ap.parse_args()
-    repeat, score_rows, train_rows, big = (3, 100_000, 20_000, 70_000) if a.quick else (5, 1_000_000, 60_000, 704_000)
+    repeat, score_rows, train_rows, big = (3, 100_000, 20_000, 70_000) if a.quick else (5, 1_000_000, 60_000, GOAL_ROWS)
     root = Path(tempfile.mkdtemp(prefix='run-all-'))
     project = write_project(root/'project')
     load = subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()
