@@ -33,9 +33,13 @@ def ensure_kernel(name:str=KERNEL) -> str:
     # the kernel binds 127.0.0.1 only; its start-up notice about unencrypted TCP would repeat on every stage
     extra = ['--IPKernelApp.log_level=CRITICAL']
     from filelock import FileLock
+    want = get_kernel_dict(extra)['argv']
+    def same(argv:list) -> bool:  # .venv/bin/python and python3.11 are one interpreter: no re-install for the other name
+        here, there = Path(want[0]), Path(argv[0])
+        return there.parent == here.parent and there.exists() and os.path.samefile(there, here) and argv[1:] == want[1:]
     def registered() -> bool:
-        try: return KernelSpecManager().get_kernel_spec(name).argv == get_kernel_dict(extra)['argv']
-        except NoSuchKernel: return False
+        try: return same(KernelSpecManager().get_kernel_spec(name).argv)
+        except (NoSuchKernel, ValueError): return False  # ValueError: a kernel.json that is being written
     if registered(): return name
     lock = Path(sys.prefix)/'share'/'jupyter'/f'.{name}-kernel.lock'
     lock.parent.mkdir(parents=True, exist_ok=True)
