@@ -100,7 +100,8 @@ def measure(project: Path, seconds: float = 10, concurrency: int = 4, n_batches:
     env = {k: v for k, v in os.environ.items() if k != 'MLFLOW_EXPERIMENT_ID'} | {'MLFLOW_TRACKING_URI': tracking_uri(cfg)}
     env['PATH'] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"  # mlflow starts `uvicorn` from the PATH
     say(f'model {uri} ({served.booster.num_boosted_rounds()} trees, {len(served.tf.outputs)} features); '
-        f'{concurrency} clients x {seconds:g}s of single rows, then {n_batches} batches of 1000 rows; {os.cpu_count()} cores')
+        f'{concurrency} clients x {seconds:g}s of single rows, then {n_batches} batches of 1000 rows; '
+        f'{os.cpu_count()} cores')
     capdir = Path(tempfile.mkdtemp())
     ref = f'{served.name}/{served.version}'
     ours = [str(bindir/'mlpipeline'), 'serve', '--model', ref]
@@ -127,7 +128,8 @@ def measure(project: Path, seconds: float = 10, concurrency: int = 4, n_batches:
                              | batches(port, path, many, n_batches, len(recs)))
         finally: stop(proc)
         r = results[name]
-        say(f"  {name:<24} started in {r['start_s']:.1f}s: 1 client {r['c1_rps']:.0f} req/s, p50 {r['c1_p50_ms']:.2f} ms; "
+        say(f"  {name:<24} started in {r['start_s']:.1f}s: 1 client {r['c1_rps']:.0f} req/s, "
+            f"p50 {r['c1_p50_ms']:.2f} ms; "
             f"{concurrency} clients {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
             f"{r['errors'] + r['c1_errors']} errors; 1000 rows p50 {r['batch_p50_ms']:.1f} ms")
     shutil.rmtree(capdir, ignore_errors=True)
@@ -153,7 +155,8 @@ def main():
                      'errors', '1000 rows p50 ms', 'batch errors']
     print('\n' + table.to_string())
     r = results['ratios']
-    print(f"\nours/mlflow: single-row throughput {r['rps']:.1f}x ({a.concurrency} clients), {r['c1_rps']:.1f}x (1 client); "
+    print(f"\nours/mlflow: single-row throughput {r['rps']:.1f}x ({a.concurrency} clients), "
+          f"{r['c1_rps']:.1f}x (1 client); "
           f"p50 {r['c1_p50']:.1f}x lower (1 client), 1000-row batch {r['batch_p50']:.1f}x faster")
     print(f"capture on vs off: throughput {100 * (ours['rps'] / nocap['rps'] - 1):+.1f}% ({a.concurrency} clients), "
           f"{100 * (ours['c1_rps'] / nocap['c1_rps'] - 1):+.1f}% (1 client); "

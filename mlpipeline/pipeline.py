@@ -34,7 +34,7 @@ def ensure_kernel(name:str=KERNEL) -> str:
     extra = ['--IPKernelApp.log_level=CRITICAL']
     from filelock import FileLock
     want = get_kernel_dict(extra)['argv']
-    def same(argv:list) -> bool:  # .venv/bin/python and python3.11 are one interpreter: no re-install for the other name
+    def same(argv:list) -> bool:  # .venv/bin/python and python3.11 are one interpreter: not installed again
         here, there = Path(want[0]), Path(argv[0])
         return there.parent == here.parent and there.exists() and os.path.samefile(there, here) and argv[1:] == want[1:]
     def registered() -> bool:
