@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import get_key, project_path
 from .errors import ConfigError
-from .validate import column_kind, as_numbers, infer_task
+from .validate import column_kind, as_numbers, infer_task, text_values
 from .stages import stage_of
 from .runfolder import open_run, stage_run, output_of, finish_stage, write_table, read_table, write_json, output_entry, sha256_file
 STAGE = stage_of('features')  # this module's stage in the table
@@ -479,7 +479,7 @@ def fit_transform(train:pd.DataFrame, target:str, task:str, opts:dict|None=None,
                    normalise=dict(o.get('normalise', {'strip': True, 'case': 'lower'})), time_column=time_column,
                    ffill=bool(get_key(o, 'impute.ffill', False)) and time_column is not None, encoding=o.get('encoding', 'native'),
                    text={c: fit_tfidf(train[c], t.get('max_features', 50)) for c in texts if c not in dropped}, dropped=dropped)
-    tf.classes = sorted({str(v) for v in train[target].dropna()}) if task != 'regression' else None
+    tf.classes = sorted(text_values(train[target].dropna())) if task != 'regression' else None
     base = tf.base(train)
     numeric_cols = [c for c in base if c not in tf.categories]
     tf.aggregates = fit_aggregates(base, tf, o.get('aggregates') or [])

@@ -15,6 +15,12 @@ def _no_outside_tracking(monkeypatch):
     monkeypatch.delenv('MLFLOW_EXPERIMENT_ID', raising=False)
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _no_exported_tracking_per_module():
+    "Module fixtures run before the per-test cleanup: they too start without an earlier module's MLflow variables."
+    forget_exported_tracking()
+
+
 def write_project(path: Path, **overrides) -> Path:
     "A project folder whose pipeline.yaml runs the test sample with a small model."
     cfg = {'data': {'path': str(SAMPLE), 'id_column': 'rownames'}, 'target': 'churn',

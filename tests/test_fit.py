@@ -7,13 +7,12 @@ from mlpipeline.features import split_frame, fit_transform
 from mlpipeline.runfolder import create_run, read_manifest, new_run_id
 from mlpipeline.pipeline import open_parent_run, close_parent_run
 from mlpipeline import ingest, validate, features, train, evaluate
-from conftest import write_project, client_for, SAMPLE, forget_exported_tracking
+from conftest import write_project, client_for, SAMPLE
 
 
 @pytest.fixture(scope='module')
 def featured(tmp_path_factory):
     "A run of the sample through 01_ingest, 02_validate and 03_features, done once for this file."
-    forget_exported_tracking()
     project = write_project(tmp_path_factory.mktemp('fit')/'p')
     cfg = load_config(project=project)
     rd = create_run(cfg)

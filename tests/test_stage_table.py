@@ -2,7 +2,7 @@
 import ast, copy, json
 from pathlib import Path
 import pytest
-from conftest import REPO, write_project, mlpipeline, only_run, manifest, forget_exported_tracking
+from conftest import REPO, write_project, mlpipeline, only_run, manifest
 from mlpipeline.stages import TABLE, STAGES, EVERY_STAGE
 
 
@@ -63,7 +63,6 @@ def cached(tmp_path_factory):
     "A project run once, whose next run with the same config would reuse every stage (validation against `infer`)."
     from mlpipeline.config import load_config
     from mlpipeline.cache import plan_lines
-    forget_exported_tracking()  # else the plan below compares against an earlier test's store
     project = write_project(tmp_path_factory.mktemp('table')/'project', validation={'schema': 'infer'})
     r = mlpipeline('run', '--quiet', '--engine', 'warm', cwd=project)
     assert r.returncode == 0, r.stderr
