@@ -166,7 +166,9 @@ def canary_actions(cfg:dict, champion_version):
         from mlpipeline.registry import promote, audit_event
         try:
             if e['event'] == 'canary_rolled_back':
-                audit_event(cfg, 'canary', e['challenger_version'], champion_version(), f"canary rolled back at {e['at_weight_pct']:g}%: {e['why']}")
+                if not get_key(cfg, 'serve.model_dir'):  # a saved folder's service has no registry: log, alert
+                    audit_event(cfg, 'canary', e['challenger_version'], champion_version(),
+                                f"canary rolled back at {e['at_weight_pct']:g}%: {e['why']}")
                 if url := webhook_url(cfg):
                     status = post_alert(url, {'alert': True, 'alert_text': f"canary of version {e['challenger_version']} rolled back: {e['why']}"} | e, get_key(cfg, 'monitor.alerts.timeout_s'))
                     log.info('canary alert', extra={'fields': {'event': 'canary_alert', 'webhook': status}})

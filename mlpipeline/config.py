@@ -76,6 +76,7 @@ mlflow:
 serve:
   model: null                # name@alias or name/version; default: mlflow.model_name@champion
   model_dir: null            # a version saved as a folder (a container image's): served with no tracking store
+  challenger_dir: null       # with model_dir: a second saved version, the challenger of shadow mode, A/B tests and canaries
   host: 127.0.0.1            # bound to this machine unless told otherwise
   port: 8000
   workers: 1                 # uvicorn worker processes

@@ -4,14 +4,14 @@
 
 # %% ../nbs/07_serve.ipynb #070003
 from __future__ import annotations
-import collections, datetime as dt, hmac, json, logging, os, re, threading, time, uuid
+import collections, datetime as dt, hmac, json, logging, os, re, sys, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' string annotations here
 from starlette.staticfiles import StaticFiles  # here too: `GuardedFiles` subclasses it
 from .config import get_key, parse_model_ref  # here too: callers take it from the service's module
-from .errors import UsageError, DataValidationError
+from .errors import UsageError, DataValidationError, ConfigError, MlpipelineError
 from .validate import Schema, validate, errors_in
 from .stages import stage_of
 from .runfolder import open_run, stage_run, output_of, finish_stage, write_json
@@ -30,9 +30,9 @@ __all__ = ['STAGE', 'log', 'draining', 'ENV_PREFIX', 'MAX_DEPTH', 'DOCS_ASSETS',
            'GuardedFiles', 'guarded_docs', 'metadata', 'field_schema', 'record_schema', 'example_value',
            'example_record', 'error_schema', 'answer_schema', 'predict_openapi', 'v2_datatype', 'v2_metadata',
            'v2_bytes', 'v2_values', 'parse_json', 'v2_request', 'v2_rows', 'v2_tensor', 'v2_outputs', 'explain_flag',
-           'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'open_service', 'FeatureLookup',
-           'stored_records', 'make_app', 'port_free', 'app_from_env', 'serve', 'read_chunks', 'TableSink',
-           'missing_checks', 'explained_frame', 'predict_file', 'predict_dask', 'run_serve']
+           'explained', 'v2_media', 'v2_wanted', 'v2_routes', 'Service', 'saved_challenger', 'open_service',
+           'FeatureLookup', 'stored_records', 'make_app', 'port_free', 'app_from_env', 'serve', 'serve_main',
+           'read_chunks', 'TableSink', 'missing_checks', 'explained_frame', 'predict_file', 'predict_dask', 'run_serve']
 
 # %% ../nbs/07_serve.ipynb #070006
 def load_served(name:str, ref:str='champion', backend:str='xgboost', folder:str|None=None) -> Served:
@@ -247,19 +247,27 @@ def capture_table(items:list[Captured]):
 class ModelHolder:
     "The served model and the shadow model, swapped atomically when their aliases move in the registry."
     def __init__(self, name:str, ref:str='champion', shadow:bool=False, reload_s:float=5,
-                 metrics:ServiceMetrics|None=None, backend:str='xgboost', folder:str|None=None):
+                 metrics:ServiceMetrics|None=None, backend:str='xgboost', folder:str|None=None,
+                 challenger_folder:str|None=None):
         self.name, self.ref, self.reload_s, self.metrics, self.backend = name, ref, reload_s, metrics, backend
         self.current = load_served(name, ref, backend, folder)
         self.reload_s = 0 if folder else reload_s  # a saved folder holds one version: no registry to watch
         self.shadow_alias = 'challenger' if shadow and not ref.isdigit() and not folder else None
+        self.challenger_folder = challenger_folder if shadow and folder else None  # the challenger saved beside it
         self.shadow = self._load_shadow()
         self.stop, self.thread = threading.Event(), None
         self._gauge()
 
     def _load_shadow(self) -> Served|None:
-        if not self.shadow_alias: return None
-        try: s = load_served(self.name, self.shadow_alias, self.backend)
-        except UsageError: return None
+        if self.challenger_folder:
+            s = load_served(self.name, 'challenger', self.backend, self.challenger_folder)
+            if s.name != self.current.name:
+                raise ConfigError('serve.challenger_dir', f'{self.challenger_folder} holds model {s.name}, not '
+                                  f'{self.current.name}: a challenger is another version of the served model')
+        elif not self.shadow_alias: return None
+        else:
+            try: s = load_served(self.name, self.shadow_alias, self.backend)
+            except UsageError: return None
         return s if s.version != self.current.version else None
 
     def _gauge(self):
@@ -795,6 +803,19 @@ class Service:
 
 INLINE_BYTES = 32_768  # a larger request body is parsed, checked and scored in a worker thread, off the event loop
 
+def saved_challenger(cfg:dict, needed:bool) -> str|None:
+    "The challenger's folder of a service from a saved folder; refuses what needs the registry it does not have."
+    folder = get_key(cfg, 'serve.challenger_dir')
+    if needed and not folder:
+        raise ConfigError('serve.challenger_dir', 'shadow mode, A/B tests and canaries need a challenger, and a '
+                          'service from a saved folder (serve.model_dir) has no registry to find one in',
+                          'build the image with `--challenger NAME@ALIAS` (or set serve.challenger_dir)')
+    if get_key(cfg, 'serve.canary.enabled') and get_key(cfg, 'serve.canary.promote'):
+        raise ConfigError('serve.canary.promote', 'a service from a saved folder (serve.model_dir) cannot promote: '
+                          'it has no registry', 'set serve.canary.promote=false and promote with `mlpipeline promote` '
+                          'where the registry is')
+    return folder
+
 def open_service(cfg:dict, ref:str|None=None) -> Service:
     "Load the model named by `ref` (default `serve.model`, else the champion) and set up metrics and capture."
     from mlpipeline.runfolder import mlflow_experiment
@@ -803,13 +824,16 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
     from mlpipeline.ab import traffic_split_on, traffic_split
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
-    holder = ModelHolder(name, which, split or bool(get_key(cfg, 'serve.shadow')), float(get_key(cfg, 'serve.reload_s') or 0),
-                         metrics, get_key(cfg, 'serve.backend') or 'xgboost', folder)
+    shadow_on = split or bool(get_key(cfg, 'serve.shadow'))
+    if folder: saved_challenger(cfg, shadow_on)
+    holder = ModelHolder(name, which, shadow_on, float(get_key(cfg, 'serve.reload_s') or 0), metrics,
+                         get_key(cfg, 'serve.backend') or 'xgboost', folder, get_key(cfg, 'serve.challenger_dir'))
     c = get_key(cfg, 'serve.capture') or {}
     capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
                       metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))
     capture = capture if c.get('enabled', True) else None
-    shadow = ShadowScorer(holder, capture, metrics) if holder.shadow_alias and not split else None
+    shadowed = holder.shadow_alias or holder.challenger_folder
+    shadow = ShadowScorer(holder, capture, metrics) if shadowed and not split else None
     key_env = get_key(cfg, 'serve.api_key_env')
     return Service(cfg, holder, metrics, capture, shadow, os.environ.get(key_env) if key_env else None, router=traffic_split(cfg, holder, metrics.registry))
 
@@ -1018,6 +1042,13 @@ def serve(config:str|None=None, overrides:list[str]=(), model:str|None=None, hos
     if workers == 1: return uvicorn.run(make_app(svc), **opts)
     os.environ['MLPIPELINE_SERVE'] = json.dumps({'config': config, 'overrides': list(overrides), 'model': model})
     uvicorn.run('mlpipeline.serve:app_from_env', factory=True, workers=workers, **opts)
+
+def serve_main():
+    "A container's entry point: `serve()`, its errors as the `mlpipeline` command gives them (a paragraph, the exit code)."
+    try: serve()
+    except MlpipelineError as e:
+        print(f'mlpipeline: {e}', file=sys.stderr, flush=True)
+        raise SystemExit(e.exit_code) from None
 
 # %% ../nbs/07_serve.ipynb #070048
 def read_chunks(path:Path, rows:int):
