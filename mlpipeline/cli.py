@@ -229,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     bi.add_argument('--model', help='name@alias or name/version (default: serve.model, else the champion)')
     bi.add_argument('--tag', help='the image name (default: localhost/<model>:<version>)')
     bi.add_argument('--base', help='a base image with python3.11 and /usr/bin/tini (default: made here with debootstrap)')
+    bi.add_argument('--no-cache', action='store_true', help='build every layer anew (the result is the same image)')
+    bi.add_argument('--challenger', help='also bake this version (name@alias or name/version) for shadow mode, A/B '
+                                         'tests and canaries in the container (serve.challenger_dir)')
     bi.add_argument('--config')
     bi.add_argument('-p', '--param', action='append', default=[], metavar='KEY=VALUE', help='override a config key')
     rl = sub.add_parser('release', help='blue-green release on a Kubernetes cluster (kubectl): roll the idle colour, '
@@ -368,8 +371,10 @@ def run_command(argv:list[str]|None=None) -> int:
             print('\n'.join(map(str, files)))
         elif args.command == 'build':
             from mlpipeline.deploy import build_image
-            b = build_image(load_config(args.config, args.param), args.model, args.tag, args.base)
-            print(f"{b['name']} version {b['version']} -> {b['image']} ({b['engine']}); "
+            b = build_image(load_config(args.config, args.param), args.model, args.tag, args.base, not args.no_cache,
+                            args.challenger)
+            also = f" (challenger version {b['challenger']})" if 'challenger' in b else ''
+            print(f"{b['name']} version {b['version']}{also} -> {b['image']} ({b['engine']}); "
                   f"run it: {b['engine']} run -d -p 127.0.0.1:8000:8000 {b['image']}")
         elif args.command == 'release':
             from mlpipeline.deploy import k8s_name, release

@@ -11,11 +11,12 @@ from .errors import UsageError, MlpipelineError
 
 # %% auto #0
 __all__ = ['ENGINES', 'PODMAN_CONF', 'BASE_IMAGE', 'BASE_PACKAGES', 'SERVE_REQUIREMENTS', 'IMAGE_DISTS', 'MODEL_DIR',
-           'CAPTURE_DIR', 'USER_ID', 'PORT', 'CONTAINERFILE', 'RESOURCES', 'COLOURS', 'container_engine', 'engine_env',
-           'engine_run', 'image_exists', 'apt_mirror', 'make_base', 'pinned', 'source_root', 'make_wheels',
-           'wheels_key', 'image_labels', 'containerfile', 'image_tag', 'build_context', 'build_image', 'k8s_name',
-           'probe', 'deployment', 'service', 'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests',
-           'version_info', 'export_k8s', 'live_colour', 'switch', 'release_commands', 'release']
+           'CHALLENGER_DIR', 'CAPTURE_DIR', 'USER_ID', 'PORT', 'CONTAINERFILE', 'PIP_ARGS', 'COMPILE_ARGS', 'RESOURCES',
+           'COLOURS', 'container_engine', 'engine_env', 'engine_run', 'image_exists', 'apt_mirror', 'make_base',
+           'pinned', 'source_root', 'make_wheels', 'wheels_key', 'image_labels', 'containerfile', 'image_tag',
+           'build_context', 'build_image', 'k8s_name', 'probe', 'deployment', 'service', 'autoscaler',
+           'disruption_budget', 'k8s_manifests', 'write_manifests', 'version_info', 'export_k8s', 'live_colour',
+           'switch', 'release_commands', 'release']
 
 # %% ../nbs/14_deploy.ipynb #140006
 ENGINES = ('podman', 'docker')
@@ -133,77 +134,97 @@ def wheels_key(folder:Path) -> str:
 
 # %% ../nbs/14_deploy.ipynb #140019
 MODEL_DIR = '/opt/mlpipeline/model'           # the baked version, `serve.model_dir` in the image
+CHALLENGER_DIR = '/opt/mlpipeline/challenger' # `--challenger`'s version, `serve.challenger_dir` (shadow, A/B, canary)
 CAPTURE_DIR = '/var/lib/mlpipeline/capture'   # the request capture: the one place the service writes
 USER_ID = 10001
 PORT = 8000
 CONTAINERFILE = '''FROM {{ base }}
 RUN --mount=type=bind,source=wheels,target=/tmp/wheels --mount=type=bind,source=tools,target=/tmp/tools \\
     : dependencies {{ keys.wheels }} \\
- && python3 /tmp/tools/{{ pip }}/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-      --target /opt/mlpipeline/lib /tmp/wheels/*.whl \\
- && useradd --uid {{ uid }} --no-create-home --home-dir /srv --shell /usr/sbin/nologin mlpipeline \\
+ && python3 /tmp/tools/{{ pip }}/pip install {{ pip_args }} /tmp/wheels/*.whl \\
+ && PYTHONHASHSEED=0 python3 -m compileall {{ compile_args }} /opt/mlpipeline/lib \\
+ && echo 'mlpipeline:x:{{ uid }}:{{ uid }}::/srv:/usr/sbin/nologin' >> /etc/passwd \\
+ && echo 'mlpipeline:x:{{ uid }}:' >> /etc/group \\
  && mkdir -p /srv {{ capture }} && chown {{ uid }}:{{ uid }} {{ capture }}
 RUN --mount=type=bind,source=package,target=/tmp/package --mount=type=bind,source=tools,target=/tmp/tools \\
     : package {{ keys.package }} \\
- && python3 /tmp/tools/{{ pip }}/pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check \\
-      --target /opt/mlpipeline/lib /tmp/package/*.whl
+ && python3 /tmp/tools/{{ pip }}/pip install {{ pip_args }} /tmp/package/*.whl \\
+ && PYTHONHASHSEED=0 python3 -m compileall {{ compile_args }} /opt/mlpipeline/lib/mlpipeline
 COPY model {{ model_dir }}
-ENV PYTHONPATH=/opt/mlpipeline/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \\
+{% if challenger %}COPY challenger {{ challenger_dir }}
+{% endif %}ENV PYTHONPATH=/opt/mlpipeline/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \\
     MLPIPELINE_SERVE_MODEL_DIR={{ model_dir }} MLPIPELINE_SERVE_HOST=0.0.0.0 MLPIPELINE_SERVE_PORT={{ port }} \\
-    MLPIPELINE_SERVE_CAPTURE__DIR={{ capture }} MLPIPELINE_SERVE_DRAIN_S=1 MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S=10
+{% if challenger %}    MLPIPELINE_SERVE_CHALLENGER_DIR={{ challenger_dir }} \\
+{% endif %}    MLPIPELINE_SERVE_CAPTURE__DIR={{ capture }} MLPIPELINE_SERVE_DRAIN_S=1 MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S=10
 WORKDIR /srv
 USER {{ uid }}
 EXPOSE {{ port }}
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \\
   CMD ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:{{ port }}/health', timeout=2)"]
 LABEL{% for k, v in labels.items() %} {{ k }}={{ v | tojson }}{% endfor %}
-ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve import serve; serve()"]
+ENTRYPOINT ["/usr/bin/tini", "--", "python3", "-c", "from mlpipeline.serve import serve_main; serve_main()"]
 '''
 
-def image_labels(info:dict) -> dict:
+def image_labels(info:dict, challenger:dict|None=None) -> dict:
     "The image's labels for a saved version's `served.json` content `info`: OCI annotations and the model's lineage."
     t = info.get('tags') or {}
     commit = t.get('git_commit') or ''
-    return {'org.opencontainers.image.title': f"{info['name']} model service",
+    other = {'io.mlpipeline.challenger.version': challenger['version']} if challenger else {}
+    return other | {
+            'org.opencontainers.image.title': f"{info['name']} model service",
             'org.opencontainers.image.version': info['version'], 'org.opencontainers.image.revision': commit,
             'io.mlpipeline.model.name': info['name'], 'io.mlpipeline.model.version': info['version'],
             'io.mlpipeline.model.alias': info.get('alias') or '',
             'io.mlpipeline.data.version': t.get('data_sha256') or '', 'io.mlpipeline.git.commit': commit}
 
-def containerfile(base:str, labels:dict, pip_wheel:str, keys:dict) -> str:
-    "The Containerfile of an image that serves the version in `model/` of its build context."
+# pip compiles in a temporary folder (its path lands in each .pyc) with the files' dates: compiled after, in place,
+# one process (marshal's output depends on what was compiled before), fixed hash seed, checked by hash, not date
+PIP_ARGS = ('--no-index --no-deps --no-cache-dir --no-compile --disable-pip-version-check '
+            '--target /opt/mlpipeline/lib')
+COMPILE_ARGS = '-q --invalidation-mode unchecked-hash'
+
+def containerfile(base:str, labels:dict, pip_wheel:str, keys:dict, challenger:bool=False) -> str:
+    "The Containerfile of an image that serves the version in `model/` of its build context (and `challenger/`)."
     from jinja2 import Environment
     return Environment(keep_trailing_newline=True).from_string(CONTAINERFILE).render(
         base=base, labels=labels, pip=pip_wheel, keys=keys, uid=USER_ID, capture=CAPTURE_DIR, model_dir=MODEL_DIR,
-        port=PORT)
+        port=PORT, pip_args=PIP_ARGS, compile_args=COMPILE_ARGS, challenger=challenger, challenger_dir=CHALLENGER_DIR)
 
 # %% ../nbs/14_deploy.ipynb #140023
 def image_tag(info:dict) -> str:
     "The default tag of a version's image: `localhost/<name>:<version>`."
     return f"localhost/{k8s_name(info['name'])}:{info['version']}"
 
-def build_context(cfg:dict, ref:str|None, folder:Path, base:str=BASE_IMAGE) -> dict:
+def build_context(cfg:dict, ref:str|None, folder:Path, base:str=BASE_IMAGE, challenger:str|None=None) -> dict:
     "Write the build context of the image of model `ref` (name@alias or name/version) into `folder`; its `served.json`."
     from mlpipeline.runfolder import mlflow_experiment
     from mlpipeline.scoring import save_version
     mlflow_experiment(cfg)
     name, which = parse_model_ref(ref or get_key(cfg, 'serve.model'), get_key(cfg, 'mlflow.model_name'))
-    info = save_version(name, which, folder/'model')
+    info, other = save_version(name, which, folder/'model'), None
+    if challenger:
+        c_name, c_which = parse_model_ref(challenger, name)
+        if c_name != name:
+            raise UsageError(f'--challenger {challenger} is a version of {c_name}, not of {name}',
+                             f'name a version of {name}, e.g. {name}@challenger')
+        other = save_version(c_name, c_which, folder/'challenger')
     make_wheels(folder)
     pip = next((folder/'tools').glob('pip-*.whl')).name
     keys = {'wheels': wheels_key(folder/'wheels'), 'package': wheels_key(folder/'package')}
-    (folder/'Containerfile').write_text(containerfile(base, image_labels(info), pip, keys))
-    return info
+    (folder/'Containerfile').write_text(containerfile(base, image_labels(info, other), pip, keys, bool(other)))
+    return info | ({'challenger': other['version']} if other else {})
 
-def build_image(cfg:dict, ref:str|None=None, tag:str|None=None, base:str|None=None) -> dict:
-    "Build the image that serves model `ref` (default: the champion); what was built."
+def build_image(cfg:dict, ref:str|None=None, tag:str|None=None, base:str|None=None, cache:bool=True,
+                challenger:str|None=None) -> dict:
+    "Build the image that serves model `ref` (default: the champion); `cache=False`: every layer anew. What was built."
     engine = container_engine()
     if base is None and not image_exists(engine, BASE_IMAGE): make_base(engine)
     with tempfile.TemporaryDirectory(prefix='mlpipeline-image-') as d:
-        info = build_context(cfg, ref, Path(d), base or BASE_IMAGE)
+        info = build_context(cfg, ref, Path(d), base or BASE_IMAGE, challenger)
         tag = tag or image_tag(info)
         fmt = ['--format', 'docker', '--timestamp', '0'] if engine == 'podman' else []
-        engine_run(engine, 'build', *fmt, '-f', Path(d)/'Containerfile', '-t', tag, d)
+        no_cache = [] if cache else ['--no-cache']
+        engine_run(engine, 'build', *fmt, *no_cache, '-f', Path(d)/'Containerfile', '-t', tag, d)
     return info | {'image': tag, 'engine': engine}
 
 # %% ../nbs/14_deploy.ipynb #140025

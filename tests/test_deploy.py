@@ -103,6 +103,40 @@ def test_a_saved_version_is_served_with_no_tracking_store(champion, tmp_path):
     assert got == want
 
 
+
+def test_a_saved_challenger_answers_its_arm_of_an_ab_test_and_scores_in_shadow_with_no_tracking_store(champion,
+                                                                                                    tmp_path):
+    from mlpipeline.scoring import save_version
+    client_for(champion)
+    save_version('test-model', 'champion', tmp_path/'model')
+    save_version('test-model', '2', tmp_path/'challenger')
+    empty = tmp_path/'elsewhere'
+    empty.mkdir()
+    saved = {'MLPIPELINE_SERVE_MODEL_DIR': str(tmp_path/'model'), 'MLPIPELINE_SERVE_CAPTURE__ENABLED': 'false'}
+    ab = {'MLPIPELINE_SERVE_AB__ENABLED': 'true'}
+    r = mlpipeline('serve', '--port', str(free_port()), cwd=empty, env_extra=saved | ab, timeout=120)
+    assert r.returncode == 2 and "'serve.challenger_dir'" in r.stderr and '--challenger' in r.stderr, r.stderr
+    both = saved | {'MLPIPELINE_SERVE_CHALLENGER_DIR': str(tmp_path/'challenger')}
+    canary = {'MLPIPELINE_SERVE_CANARY__ENABLED': 'true', 'MLPIPELINE_SERVE_CANARY__PROMOTE': 'true'}
+    r = mlpipeline('serve', '--port', str(free_port()), cwd=empty, env_extra=both | canary, timeout=120)
+    assert r.returncode == 2 and 'cannot promote' in r.stderr, r.stderr
+    srv = Server(empty, env=both | ab)
+    try: answers = [srv.http.post('/predict', json=records(1, i)[0]).json()['model'] for i in range(60)]
+    finally: srv.stop()
+    assert {(a['arm'], a['version']) for a in answers} == {('champion', '1'), ('challenger', '2')}
+    srv = Server(empty, env=both | {'MLPIPELINE_SERVE_SHADOW': 'true'})
+    try:
+        assert all(srv.http.post('/predict', json=records(5, i)).status_code == 200 for i in range(0, 50, 5))
+        shadowed = lambda text: sum(float(l.split()[-1]) for l in text.splitlines()
+                                    if l.startswith('mlpipeline_shadow_rows_total'))
+        metrics, t = '', time.time()
+        while shadowed(metrics) < 50 and time.time() - t < 30:  # scored off the response path
+            metrics = srv.http.get('/metrics').text
+            time.sleep(0.2)
+    finally: srv.stop()
+    assert shadowed(metrics) == 50 and 'mlpipeline_model_version{role="shadow"} 2.0' in metrics, metrics
+    assert not (empty/'mlruns.db').exists() and not (empty/'mlruns').exists()
+
 # --- the image, run with the container engine (slow: builds images) ---
 
 def engine(*args, check=True, timeout=300) -> subprocess.CompletedProcess:
@@ -124,10 +158,10 @@ def wait_health(url: str, timeout: float = 90) -> float:
 
 
 @contextlib.contextmanager
-def container(image: str):
-    "`image` running detached with its port on 127.0.0.1; removed after."
+def container(image: str, *options: str):
+    "`image` running detached with its port on 127.0.0.1 (and the `run` options given); removed after."
     port = free_port()
-    cid = engine('run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', image).stdout.strip().splitlines()[-1]
+    cid = engine('run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', *options, image).stdout.strip().splitlines()[-1]
     try:
         url = f'http://127.0.0.1:{port}'
         wait_health(url)
@@ -137,11 +171,12 @@ def container(image: str):
 
 @pytest.fixture(scope='module')
 def images(champion):
-    "The champion's image (version 1) and version 2's, built with the CLI; removed after."
+    "The champion's image (version 1, with version 2 as its challenger) and version 2's, built anew (`--no-cache`),"
+    " with the CLI; removed after."
     repo, made = f'localhost/mlpipeline-test-{uuid.uuid4().hex[:8]}', []
     before = set(engine('images', '-a', '-q', '--no-trunc').stdout.split())
     try:
-        for v, extra in (('1', []), ('2', ['--model', 'test-model/2'])):
+        for v, extra in (('1', ['--challenger', 'test-model/2']), ('2', ['--model', 'test-model/2', '--no-cache'])):
             r = mlpipeline('build', 'image', '--tag', f'{repo}:{v}', *extra, cwd=champion, timeout=900)
             assert r.returncode == 0, r.stderr
             made.append(f'{repo}:{v}')
@@ -177,6 +212,49 @@ def test_the_champion_image_serves_as_the_local_service_does_and_stops_on_sigter
         engine('stop', '-t', '10', cid)  # SIGTERM, then SIGKILL after 10 s
         took = time.perf_counter() - t
     assert took < 3, f'the container took {took:.1f}s to stop on SIGTERM'
+
+
+def layers(image: str) -> list:
+    return json.loads(engine('image', 'inspect', '--format', '{{json .RootFS.Layers}}', image).stdout)
+
+
+@pytest.mark.slow
+def test_the_same_base_dependencies_and_package_give_the_same_layers_when_built_anew(champion, images, tmp_path):
+    one, two, base = layers(images['1']), layers(images['2']), layers(BASE_IMAGE)
+    # base, dependencies, package, model (and image 1's challenger); version 2's image was built with --no-cache
+    assert (len(one), len(two)) == (len(base) + 4, len(base) + 3)
+    assert one[:len(base) + 2] == two[:len(base) + 2] and one[len(base) + 2] != two[len(base) + 2]
+    # the model's layer copies the saved version, whose files are the same bytes each time it is saved
+    from mlpipeline.scoring import save_version
+    client_for(champion)
+    for d in ('a', 'b'): save_version('test-model', '2', tmp_path/d)
+    files = lambda d: {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob('*')) if p.is_file()}
+    assert files(tmp_path/'a') == files(tmp_path/'b')
+
+
+@pytest.mark.slow
+def test_ab_canary_and_shadow_run_inside_the_container_from_variables_or_a_mounted_file(images, tmp_path):
+    labels = json.loads(engine('image', 'inspect', '--format', '{{json .Config.Labels}}', images['1']).stdout)
+    assert labels['io.mlpipeline.challenger.version'] == '2'
+    with container(images['1'], '-e', 'MLPIPELINE_SERVE_AB__ENABLED=true') as (cid, url):
+        arms = {(a['arm'], a['version']) for a in
+                (httpx.post(url + '/predict', json=records(1, i)[0]).json()['model'] for i in range(60))}
+    assert arms == {('champion', '1'), ('challenger', '2')}
+    (tmp_path/'pipeline.yaml').write_text(yaml.safe_dump({'serve': {'canary': {'enabled': True, 'steps': [30, 100]}}}))
+    with container(images['1'], '-v', f"{tmp_path/'pipeline.yaml'}:/srv/pipeline.yaml:ro") as (cid, url):
+        versions = {httpx.post(url + '/predict', json=records(1, i)[0]).json()['model']['version'] for i in range(60)}
+        metrics = httpx.get(url + '/metrics').text
+    assert versions == {'1', '2'} and 'mlpipeline_canary_weight 30.0' in metrics, metrics
+    with container(images['1'], '-e', 'MLPIPELINE_SERVE_SHADOW=true') as (cid, url):
+        assert httpx.post(url + '/predict', json=records(20)).json()['model']['version'] == '1'
+        t, metrics = time.time(), ''
+        while 'mlpipeline_shadow_rows_total' not in metrics and time.time() - t < 30:  # scored off the response path
+            metrics = httpx.get(url + '/metrics').text
+            time.sleep(0.2)
+    assert 'mlpipeline_model_version{role="shadow"} 2.0' in metrics and 'mlpipeline_shadow_rows_total' in metrics
+    # an image without a challenger refuses an A/B test at start, as `mlpipeline serve` does: exit 2, the key named
+    r = engine('run', '--rm', '-e', 'MLPIPELINE_SERVE_AB__ENABLED=true', images['2'], check=False, timeout=120)
+    assert r.returncode == 2 and "'serve.challenger_dir'" in r.stderr and 'Traceback' not in r.stderr, r.stderr
 
 
 def play_file(manifest: Path, out: Path, port: int) -> Path:
