@@ -1,11 +1,14 @@
 """The champion's container image against the local service, side by side on 127.0.0.1.
 
-Usage: python benchmarks/deploy_bench.py [--project .] [--requests 500]
+Usage: python benchmarks/deploy_bench.py [--project .] [--requests 1000] [--cold]
 
 Needs a champion in the project's registry (`mlpipeline run` first) and podman or docker. Measures: the image build
-cold (no base image, no cached layers: `--cold` removes them first), and warm (right after, every layer cached); the image size; the start-up time from `run` to the first answered `/health`; and the single-row
-`/predict` latency (p50, p99 over `--requests` sequential requests on one keep-alive connection) of the container
-and of `mlpipeline serve` on the same version. Writes benchmarks/results/deploy_bench.json with `uptime`'s load.
+cold (`--cold`: no base image, no cached layers, removed first) or first, and warm (right after, every layer cached);
+the image size; then `measure_image` (mlpipeline/deploy.py), what `export k8s --measure` sizes pods from: the
+start-up time from `run` to the first answered `/health`, single-row `/predict` latency (p50, p99 over `--requests`
+sequential requests on one keep-alive connection), CPU per request and cores kept busy, and the peak memory at
+full batches; and the same single-row latency of `mlpipeline serve` on the same version. Prints the pod sizing
+those figures give. Writes benchmarks/results/deploy_bench.json with `uptime`'s load.
 """
 import argparse, http.client, json, os, socket, subprocess, sys, time
 from pathlib import Path
@@ -17,18 +20,6 @@ CLI = Path(sys.executable).parent/'mlpipeline'
 
 def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-def first_answer(port: int, t0: float, timeout: float = 120) -> float:
-    "Seconds from `t0` until /health answers 200."
-    while time.perf_counter() - t0 < timeout:
-        try:
-            c = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
-            c.request('GET', '/health')
-            if c.getresponse().status == 200: return time.perf_counter() - t0
-        except OSError: pass
-        time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def latencies(port: int, body: bytes, n: int) -> dict:
@@ -54,11 +45,11 @@ def timed_build(project: Path, tag: str) -> float:
 def main():
     a = argparse.ArgumentParser()
     a.add_argument('--project', default='.')
-    a.add_argument('--requests', type=int, default=500)
+    a.add_argument('--requests', type=int, default=1000)
     a.add_argument('--cold', action='store_true', help='remove the base image and cached layers first')
     args = a.parse_args()
     sys.path.insert(0, str(REPO))
-    from mlpipeline.deploy import container_engine, engine_env, BASE_IMAGE, PORT
+    from mlpipeline.deploy import container_engine, engine_env, BASE_IMAGE, first_answer, measure_image, sized_resources
     engine, project = container_engine(), Path(args.project).resolve()
     env = engine_env(engine)
     run = lambda *c, **kw: subprocess.run([engine, *c], env=env, capture_output=True, text=True, **kw)
@@ -71,15 +62,10 @@ def main():
     res['build_warm_s'] = timed_build(project, tag + '-warm')  # every layer cached by the build before
     run('rmi', '-f', tag + '-warm')
     res['image_mb'] = round(int(run('image', 'inspect', '--format', '{{.Size}}', tag).stdout) / 1e6)
+    res['container'] = measure_image(tag, args.requests)
+    res['sized'] = sized_resources(res['container'])
     row = pd.read_csv(REPO/'tests/data/telco_sample.csv').drop(columns=['churn']).head(1)
     body = json.dumps(json.loads(row.to_json(orient='records'))[0]).encode()
-    port = free_port()
-    t0 = time.perf_counter()
-    cid = run('run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', tag, check=True).stdout.strip().splitlines()[-1]
-    try:
-        res['container_first_answer_s'] = round(first_answer(port, t0), 2)
-        res['container'] = latencies(port, body, args.requests)
-    finally: run('rm', '-f', cid)
     port = free_port()
     e = {k: v for k, v in os.environ.items() if k not in ('MLFLOW_TRACKING_URI', 'MLFLOW_EXPERIMENT_ID')}
     t0 = time.perf_counter()

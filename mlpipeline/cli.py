@@ -260,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument('--image', help='k8s: the image the Deployment runs (as `build image` tagged it)')
     ex.add_argument('--strategy', choices=['rolling', 'blue-green'], default='rolling',
                     help='k8s: one Deployment, or a blue and a green one')
+    ex.add_argument('--measure', action='store_true',
+                    help='k8s: size requests and limits from running --image here (else from the demo image measured)')
     features_parser(sub)
     return p
 
@@ -367,7 +369,17 @@ def run_command(argv:list[str]|None=None) -> int:
             from mlpipeline.deploy import export_k8s
             if not args.image:
                 raise UsageError('export k8s needs --image', 'pass the image `mlpipeline build image` printed')
-            files = export_k8s(load_config(args.config), args.model, args.image, args.out or 'k8s', args.strategy)
+            sized = None
+            if args.measure:
+                from mlpipeline.deploy import measure_image, sized_resources
+                m = measure_image(args.image)
+                sized = sized_resources(m)
+                print(f"measured {args.image}: first answer {m['first_answer_s']} s, one row p50 {m['p50_ms']} ms, "
+                      f"{m['cpu_ms_per_request']} ms CPU a request, {m['busy_cores']} cores busy back to back, peak "
+                      f"{m['peak_mib']} MiB at {m['batch_rows']} rows -> requests {sized['requests']}, "
+                      f"limits {sized['limits']}", file=sys.stderr)
+            files = export_k8s(load_config(args.config), args.model, args.image, args.out or 'k8s', args.strategy,
+                               sized)
             print('\n'.join(map(str, files)))
         elif args.command == 'build':
             from mlpipeline.deploy import build_image
@@ -375,7 +387,7 @@ def run_command(argv:list[str]|None=None) -> int:
                             args.challenger)
             also = f" (challenger version {b['challenger']})" if 'challenger' in b else ''
             print(f"{b['name']} version {b['version']}{also} -> {b['image']} ({b['engine']}); "
-                  f"run it: {b['engine']} run -d -p 127.0.0.1:8000:8000 {b['image']}")
+                  f"run it: {b['run']}")
         elif args.command == 'release':
             from mlpipeline.deploy import k8s_name, release
             app = args.app or k8s_name(get_key(load_config(args.config), 'mlflow.model_name'))

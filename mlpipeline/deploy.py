@@ -11,12 +11,13 @@ from .errors import UsageError, MlpipelineError
 
 # %% auto #0
 __all__ = ['ENGINES', 'PODMAN_CONF', 'BASE_IMAGE', 'BASE_PACKAGES', 'SERVE_REQUIREMENTS', 'IMAGE_DISTS', 'MODEL_DIR',
-           'CHALLENGER_DIR', 'CAPTURE_DIR', 'USER_ID', 'PORT', 'CONTAINERFILE', 'PIP_ARGS', 'COMPILE_ARGS', 'RESOURCES',
-           'COLOURS', 'container_engine', 'engine_env', 'engine_run', 'image_exists', 'apt_mirror', 'make_base',
-           'pinned', 'source_root', 'make_wheels', 'wheels_key', 'image_labels', 'containerfile', 'image_tag',
-           'build_context', 'build_image', 'k8s_name', 'probe', 'deployment', 'service', 'autoscaler',
-           'disruption_budget', 'k8s_manifests', 'write_manifests', 'version_info', 'export_k8s', 'live_colour',
-           'switch', 'release_commands', 'release']
+           'CHALLENGER_DIR', 'CAPTURE_DIR', 'USER_ID', 'PORT', 'CONTAINERFILE', 'PIP_ARGS', 'COMPILE_ARGS', 'USAGE',
+           'MEASURED', 'RESOURCES', 'COLOURS', 'container_engine', 'engine_env', 'engine_run', 'image_exists',
+           'apt_mirror', 'make_base', 'pinned', 'source_root', 'make_wheels', 'wheels_key', 'image_labels',
+           'containerfile', 'image_tag', 'build_context', 'build_image', 'run_line', 'container_usage', 'first_answer',
+           'answered', 'predict_example', 'measure_image', 'sized_resources', 'k8s_name', 'probe', 'deployment',
+           'service', 'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests', 'version_info',
+           'export_k8s', 'live_colour', 'switch', 'release_commands', 'release']
 
 # %% ../nbs/14_deploy.ipynb #140006
 ENGINES = ('podman', 'docker')
@@ -155,7 +156,8 @@ COPY model {{ model_dir }}
 {% endif %}ENV PYTHONPATH=/opt/mlpipeline/lib PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \\
     MLPIPELINE_SERVE_MODEL_DIR={{ model_dir }} MLPIPELINE_SERVE_HOST=0.0.0.0 MLPIPELINE_SERVE_PORT={{ port }} \\
 {% if challenger %}    MLPIPELINE_SERVE_CHALLENGER_DIR={{ challenger_dir }} \\
-{% endif %}    MLPIPELINE_SERVE_CAPTURE__DIR={{ capture }} MLPIPELINE_SERVE_DRAIN_S=1 MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S=10
+{% endif %}    MLPIPELINE_SERVE_CAPTURE__DIR={{ capture }} MLPIPELINE_SERVE_DRAIN_S=1 \\
+    MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S=10
 WORKDIR /srv
 USER {{ uid }}
 EXPOSE {{ port }}
@@ -225,10 +227,105 @@ def build_image(cfg:dict, ref:str|None=None, tag:str|None=None, base:str|None=No
         fmt = ['--format', 'docker', '--timestamp', '0'] if engine == 'podman' else []
         no_cache = [] if cache else ['--no-cache']
         engine_run(engine, 'build', *fmt, *no_cache, '-f', Path(d)/'Containerfile', '-t', tag, d)
-    return info | {'image': tag, 'engine': engine}
+    return info | {'image': tag, 'engine': engine, 'run': run_line(engine, tag)}
+
+def run_line(engine:str, image:str) -> str:
+    "The shell command that runs `image` on 127.0.0.1:8000 with the engine's settings the build used."
+    import shlex
+    conf = engine_env(engine).get('CONTAINERS_CONF')
+    prefix = f'CONTAINERS_CONF={shlex.quote(conf)} ' if conf and conf != os.environ.get('CONTAINERS_CONF') else ''
+    return f'{prefix}{engine} run -d -p 127.0.0.1:{PORT}:{PORT} {image}'
+
+# %% ../nbs/14_deploy.ipynb #140m01
+USAGE = """import json, os
+me, peak, cpu = os.getpid(), 0, 0.0
+for p in (p for p in os.listdir('/proc') if p.isdigit() and int(p) != me):
+    try:
+        status = open(f'/proc/{p}/status').read()
+        stat = open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()
+    except OSError: continue
+    peak += next((int(l.split()[1]) for l in status.splitlines() if l.startswith('VmHWM:')), 0)
+    cpu += (int(stat[11]) + int(stat[12])) / os.sysconf('SC_CLK_TCK')
+print(json.dumps({'peak_mib': peak / 1024, 'cpu_s': cpu}))
+"""
+
+def container_usage(engine:str, cid:str) -> dict:
+    "Peak resident memory (MiB, summed over its processes) and CPU seconds used so far by running container `cid`."
+    return json.loads(engine_run(engine, 'exec', cid, 'python3', '-c', USAGE).stdout)
+
+# %% ../nbs/14_deploy.ipynb #140m04
+def first_answer(port:int, t0:float, timeout:float=120) -> float:
+    "Seconds from `t0` (a `time.perf_counter()`) until the service on 127.0.0.1:`port` answers `/health` with 200."
+    import http.client, time
+    while time.perf_counter() - t0 < timeout:
+        try:
+            c = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
+            c.request('GET', '/health')
+            if c.getresponse().status == 200: return time.perf_counter() - t0
+        except OSError: pass
+        time.sleep(0.05)
+    raise MlpipelineError(f'the service on 127.0.0.1:{port} did not answer /health within {timeout:g} s')
+
+def answered(conn, method:str, path:str, body:bytes|None=None) -> bytes:
+    "The body of a 200 answer to `method path` on keep-alive connection `conn`; anything else raises."
+    conn.request(method, path, body, {'Content-Type': 'application/json'} if body else {})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200: raise MlpipelineError(f'{method} {path} answered {r.status}: {data[:300]!r}')
+    return data
+
+def predict_example(conn) -> tuple[dict, int]:
+    "The example record of the service's `/predict` and the most records it takes in one request (its OpenAPI)."
+    op = json.loads(answered(conn, 'GET', '/openapi.json'))['paths']['/predict']['post']['requestBody']
+    body = op['content']['application/json']
+    return body['examples']['record']['value'], body['schema']['oneOf'][1]['maxItems']
+
+# %% ../nbs/14_deploy.ipynb #140m05
+def measure_image(image:str, requests:int=1000, batches:int=3) -> dict:
+    "Run `image` on 127.0.0.1 and measure its start-up, single-row latency and CPU, and peak memory at full batches."
+    import http.client, socket, time
+    import numpy as np
+    engine = container_engine()
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    cid = engine_run(engine, 'run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', image).stdout.decode().split()[-1]
+    try:
+        m = {'image': image, 'first_answer_s': round(first_answer(port, t0), 2)}
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=120)
+        record, most = predict_example(conn)
+        one, took = json.dumps(record).encode(), []
+        idle, t0 = container_usage(engine, cid), time.perf_counter()
+        for _ in range(requests):
+            t = time.perf_counter()
+            answered(conn, 'POST', '/predict', one)
+            took.append(time.perf_counter() - t)
+        busy, elapsed = container_usage(engine, cid), time.perf_counter() - t0
+        full, t0 = json.dumps([record] * most).encode(), time.perf_counter()
+        for _ in range(batches): answered(conn, 'POST', '/predict', full)
+        batch_s, peak = (time.perf_counter() - t0) / batches, container_usage(engine, cid)
+    finally: engine_run(engine, 'rm', '-f', cid, check=False)
+    ms, cpu = np.array(took[requests // 10:]) * 1e3, busy['cpu_s'] - idle['cpu_s']  # the first tenth warms up
+    return m | {'p50_ms': round(float(np.percentile(ms, 50)), 2), 'p99_ms': round(float(np.percentile(ms, 99)), 2),
+                'rps': round(requests / elapsed), 'cpu_ms_per_request': round(cpu / requests * 1e3, 3),
+                'busy_cores': round(cpu / elapsed, 2), 'idle_mib': round(idle['peak_mib']),
+                'batch_rows': most, 'batch_s': round(batch_s, 2), 'peak_mib': round(peak['peak_mib'])}
+
+# %% ../nbs/14_deploy.ipynb #140m07
+def sized_resources(m:dict) -> dict:
+    "Requests and limits of a pod from `measure_image`'s figures `m`."
+    import math
+    mem, cpu = math.ceil(m['peak_mib'] * 1.25 / 64) * 64, max(100, math.ceil(m['busy_cores'] * 10) * 100)
+    return {'requests': {'cpu': f'{cpu}m', 'memory': f'{mem}Mi'},
+            'limits': {'cpu': f'{max(1000, 2 * cpu)}m', 'memory': f'{2 * mem}Mi'}}
+
+# the demo champion's image, by benchmarks/deploy_bench.py on 2026-12-06 (2 cores, load 0.3-1.2)
+MEASURED = {'first_answer_s': 3.13, 'p50_ms': 1.27, 'p99_ms': 2.6, 'rps': 586, 'cpu_ms_per_request': 1.23,
+            'busy_cores': 0.72, 'idle_mib': 253, 'batch_rows': 10000, 'batch_s': 0.4, 'peak_mib': 380}
+RESOURCES = sized_resources(MEASURED)
 
 # %% ../nbs/14_deploy.ipynb #140025
-RESOURCES = {'requests': {'cpu': '250m', 'memory': '384Mi'}, 'limits': {'cpu': '1', 'memory': '768Mi'}}
 COLOURS = ('blue', 'green')
 
 def k8s_name(name:str) -> str:
@@ -241,14 +338,15 @@ def probe(path:str, period:int, failures:int) -> dict:
             'timeoutSeconds': 2}
 
 # %% ../nbs/14_deploy.ipynb #140027
-def deployment(app:str, image:str, info:dict, cfg:dict, colour:str|None=None, replicas:int=2) -> dict:
+def deployment(app:str, image:str, info:dict, cfg:dict, colour:str|None=None, replicas:int=2,
+               resources:dict|None=None) -> dict:
     "The Deployment that runs `image` for model app `app` (one colour of a blue-green pair when `colour` is given)."
     name, labels = f'{app}-{colour}' if colour else app, {'app': app} | ({'colour': colour} if colour else {})
     drain, stop = float(get_key(cfg, 'serve.drain_s') or 0), float(get_key(cfg, 'serve.shutdown_timeout_s') or 0)
     env = [{'name': 'MLPIPELINE_SERVE_DRAIN_S', 'value': f'{drain:g}'},
            {'name': 'MLPIPELINE_SERVE_SHUTDOWN_TIMEOUT_S', 'value': f'{stop:g}'}]
     container = {'name': 'service', 'image': image, 'ports': [{'name': 'http', 'containerPort': PORT}], 'env': env,
-                 'resources': RESOURCES, 'readinessProbe': probe('/health', 5, 2),
+                 'resources': resources or RESOURCES, 'readinessProbe': probe('/health', 5, 2),
                  'livenessProbe': probe('/health', 10, 3), 'startupProbe': probe('/health', 2, 30),
                  'securityContext': {'runAsNonRoot': True, 'runAsUser': USER_ID, 'allowPrivilegeEscalation': False,
                                      'readOnlyRootFilesystem': True, 'capabilities': {'drop': ['ALL']}},
@@ -281,14 +379,16 @@ def disruption_budget(app:str, labels:dict, name:str) -> dict:
             'spec': {'minAvailable': 1, 'selector': {'matchLabels': labels}}}
 
 # %% ../nbs/14_deploy.ipynb #140029
-def k8s_manifests(cfg:dict, info:dict, image:str, strategy:str='rolling', live:str='blue') -> dict:
+def k8s_manifests(cfg:dict, info:dict, image:str, strategy:str='rolling', live:str='blue',
+                  resources:dict|None=None) -> dict:
     "The manifests of the app serving `image` (a saved version's `info`), by file name, with their kustomization."
     app = k8s_name(info['name'])
     if strategy == 'rolling':
-        docs = {'deployment.yaml': deployment(app, image, info, cfg), 'service.yaml': service(app),
-                'hpa.yaml': autoscaler(app, app), 'pdb.yaml': disruption_budget(app, {'app': app}, app)}
+        docs = {'deployment.yaml': deployment(app, image, info, cfg, resources=resources),
+                'service.yaml': service(app), 'hpa.yaml': autoscaler(app, app),
+                'pdb.yaml': disruption_budget(app, {'app': app}, app)}
     elif strategy == 'blue-green':
-        docs = {f'deployment-{c}.yaml': deployment(app, image, info, cfg, c) for c in COLOURS}
+        docs = {f'deployment-{c}.yaml': deployment(app, image, info, cfg, c, resources=resources) for c in COLOURS}
         docs |= {'service.yaml': service(app, live)}
         docs |= {f'hpa-{c}.yaml': autoscaler(app, f'{app}-{c}') for c in COLOURS}
         docs |= {f'pdb-{c}.yaml': disruption_budget(app, {'app': app, 'colour': c}, f'{app}-{c}') for c in COLOURS}
@@ -318,9 +418,11 @@ def version_info(cfg:dict, ref:str|None=None) -> dict:
                          'list them with `mlpipeline models list`') from None
     return {'name': name, 'version': str(mv.version), 'alias': None if which.isdigit() else which}
 
-def export_k8s(cfg:dict, ref:str|None, image:str, out:str|Path, strategy:str='rolling') -> list[Path]:
-    "Write the manifests that run `image`, the image of model `ref`, into folder `out`; their paths."
-    return write_manifests(k8s_manifests(cfg, version_info(cfg, ref), image, strategy), out)
+def export_k8s(cfg:dict, ref:str|None, image:str, out:str|Path, strategy:str='rolling',
+               resources:dict|None=None) -> list[Path]:
+    "Write the manifests that run `image`, the image of model `ref`, into folder `out` (`resources`: measured); paths."
+    docs = k8s_manifests(cfg, version_info(cfg, ref), image, strategy, resources=resources)
+    return write_manifests(docs, out)
 
 # %% ../nbs/14_deploy.ipynb #140034
 def live_colour(svc:dict) -> str:

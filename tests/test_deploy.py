@@ -1,10 +1,10 @@
 """Deployment: a version served from a saved folder with no tracking store, the champion's container image run on
 127.0.0.1 with podman, the Kubernetes manifests under `kubernetes-validate --strict` and `podman kube play`, and the
 blue-green pair and its release commands."""
-import contextlib, json, os, shutil, subprocess, time, uuid
+import contextlib, json, os, re, shutil, subprocess, time, uuid
 from pathlib import Path
 import httpx, pytest, yaml
-from conftest import CLI, write_project, run_in_process, client_for, mlpipeline
+from conftest import REPO, CLI, write_project, run_in_process, client_for, mlpipeline
 from test_serve import Server, free_port, records
 from mlpipeline.deploy import (k8s_manifests, write_manifests, switch, live_colour, container_engine, engine_env,
                                BASE_IMAGE, PORT, USER_ID)
@@ -176,7 +176,8 @@ def images(champion):
     repo, made = f'localhost/mlpipeline-test-{uuid.uuid4().hex[:8]}', []
     before = set(engine('images', '-a', '-q', '--no-trunc').stdout.split())
     try:
-        for v, extra in (('1', ['--challenger', 'test-model/2']), ('2', ['--model', 'test-model/2', '--no-cache'])):
+        builds = (('1', ['--challenger', 'test-model@challenger']), ('2', ['--model', 'test-model/2', '--no-cache']))
+        for v, extra in builds:
             r = mlpipeline('build', 'image', '--tag', f'{repo}:{v}', *extra, cwd=champion, timeout=900)
             assert r.returncode == 0, r.stderr
             made.append(f'{repo}:{v}')
@@ -212,6 +213,27 @@ def test_the_champion_image_serves_as_the_local_service_does_and_stops_on_sigter
         engine('stop', '-t', '10', cid)  # SIGTERM, then SIGKILL after 10 s
         took = time.perf_counter() - t
     assert took < 3, f'the container took {took:.1f}s to stop on SIGTERM'
+
+
+README_BUILD = next(l for l in (REPO/'README.md').read_text().splitlines()
+                    if l.startswith('.venv/bin/mlpipeline build image'))
+
+
+@pytest.mark.slow
+def test_the_readmes_build_prints_the_command_that_runs_the_champion_on_port_8000(champion, images):
+    args = README_BUILD.split()  # `.venv/bin/mlpipeline` is this venv's
+    tag = args[args.index('--tag') + 1]
+    try:
+        r = mlpipeline(*args[1:], cwd=champion, timeout=900)
+        assert r.returncode == 0, r.stderr
+        line = r.stdout.split('run it: ', 1)[1].strip()
+        run = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=120)  # exactly as printed
+        assert run.returncode == 0, f'{line}: {run.stderr}'
+        try:
+            wait_health('http://127.0.0.1:8000')
+            assert httpx.get('http://127.0.0.1:8000/metadata').json()['version'] == '1'
+        finally: engine('rm', '-f', run.stdout.split()[-1], check=False)
+    finally: engine('rmi', '-f', tag, check=False)
 
 
 def layers(image: str) -> list:
@@ -277,9 +299,15 @@ def played(*files: Path):
 
 
 @pytest.mark.slow
-def test_the_exported_deployment_runs_with_podman_kube_play(champion, images, tmp_path):
-    r = mlpipeline('export', 'k8s', '--image', images['1'], '--out', str(tmp_path/'k8s'), cwd=champion)
+def test_the_exported_deployment_is_sized_from_its_image_and_runs_with_podman_kube_play(champion, images, tmp_path):
+    from mlpipeline.deploy import sized_resources
+    r = mlpipeline('export', 'k8s', '--image', images['1'], '--measure', '--out', str(tmp_path/'k8s'), cwd=champion)
     assert r.returncode == 0, r.stderr
+    peak, busy = re.search(r'peak (\d+) MiB', r.stderr), re.search(r'([\d.]+) cores busy', r.stderr)
+    assert peak and busy and 50 < int(peak[1]) < 2000 and 0 < float(busy[1]) <= 2, r.stderr
+    pod = yaml.safe_load((tmp_path/'k8s/deployment.yaml').read_text())['spec']['template']['spec']
+    measured = {'peak_mib': int(peak[1]), 'busy_cores': float(busy[1])}
+    assert pod['containers'][0]['resources'] == sized_resources(measured)
     assert validate(*(f for f in (tmp_path/'k8s').glob('*.yaml') if f.name != 'kustomization.yaml')).returncode == 0
     port = free_port()
     with played(play_file(tmp_path/'k8s/deployment.yaml', tmp_path/'play.yaml', port)):
