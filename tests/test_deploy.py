@@ -315,6 +315,13 @@ def test_the_exported_deployment_is_sized_from_its_image_and_runs_with_podman_ku
         wait_health(url)
         assert httpx.get(url + '/metadata').json()['version'] == '1'
         assert httpx.post(url + '/predict', json=records(1)[0]).status_code == 200
+        # podman applies the limits: the pod answered within the memory and CPU the measure sized
+        names = [n for n in engine('ps', '--format', '{{.Names}}').stdout.split()
+                 if n.startswith('test-model') and n.endswith('-service')]
+        got = engine('inspect', '--format', '{{.HostConfig.Memory}} {{.HostConfig.CpuQuota}}', names[0]).stdout.split()
+    limits = sized_resources(measured)['limits']
+    mib, millicores = int(limits['memory'].removesuffix('Mi')), int(limits['cpu'].removesuffix('m'))
+    assert got == [str(mib * 2**20), str(millicores * 100)]  # CPU quota per 100 ms period
 
 
 @pytest.mark.slow
