@@ -154,7 +154,7 @@ def test_a_failed_notebook_leaves_the_warm_kernel_usable(tmp_path):
     finally: shutdown_warm_kernels()
 
 
-@pytest.mark.slow  # 30-70 s on 2 cores: the everyday run stays under 10 minutes; CI runs it
+@pytest.mark.slow  # 25-70 s on 2 cores: kept out of the everyday run; CI runs it
 def test_a_registration_gone_from_the_registry_is_made_again_and_status_sees_registry_changes_without_mlflow(tmp_path):
     project = write_project(tmp_path/'project')
     run(project, engine='warm')

@@ -41,7 +41,7 @@ def serving(url: str) -> bool:
     except OSError: return False
 
 
-@pytest.mark.slow  # 30-70 s on 2 cores: the everyday run stays under 10 minutes; CI runs it
+@pytest.mark.slow  # 25-70 s on 2 cores: kept out of the everyday run; CI runs it
 def test_models_through_a_tracking_server_equal_the_sqlite_read(finished, tmp_path):
     "A server goes through MlflowClient: a real `mlflow server` on a copy of the project's store answers the same."
     project, _, _ = finished

@@ -58,11 +58,11 @@ def test_the_schema_describes_the_records(service):
 
 
 def test_fuzzing_finds_no_server_error(service):
-    "1,000 generated requests, valid and invalid: no 5xx, no traceback (the slow test sends 6,000; printed with -s)."
-    f = fuzz_figures(service.url, 1000)
+    "400 generated requests, valid and invalid: no 5xx, no traceback (the slow test sends 6,000; printed with -s)."
+    f = fuzz_figures(service.url, 400)
     print(f'fuzz: {f["cases"]} cases, status counts {f["status"]}, {f["server_errors"]} 5xx, {f["seconds"]} s')
-    assert f['cases'] >= 950 and f['bad'] == [], f['bad'][:5]
-    assert f['status'].get(200, 0) > 50 and f['status'].get(422, 0) > 50, f['status']  # both kinds of body were sent
+    assert f['cases'] >= 380 and f['bad'] == [], f['bad'][:5]
+    assert f['status'].get(200, 0) > 20 and f['status'].get(422, 0) > 20, f['status']  # both kinds of body were sent
 
 
 @pytest.mark.slow

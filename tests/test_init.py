@@ -41,7 +41,7 @@ def init_then_run(tmp_path, kind, fmt, target, *run_args):
     return cfg, reg, metrics, r.stdout
 
 
-@pytest.mark.slow  # 30-70 s on 2 cores: the everyday run stays under 10 minutes; CI runs it
+@pytest.mark.slow  # 25-70 s on 2 cores: kept out of the everyday run; CI runs it
 def test_init_then_run_on_a_binary_csv_with_text_dates_and_missing_values(tmp_path):
     cfg, reg, metrics, out = init_then_run(tmp_path, 'binary', 'csv', 'defaulted')  # docs/your-own-data.md's two commands, as printed
     assert (cfg['task'], cfg['data']['id_column'], cfg['mlflow']['model_name']) == ('binary', 'customer_no', 'loans')

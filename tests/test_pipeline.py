@@ -53,6 +53,7 @@ def test_champion_loads_in_a_fresh_process_and_predicts_as_evaluated(finished):
     assert set(got.prediction) <= {'No', 'Yes'}
 
 
+@pytest.mark.slow  # 25-70 s on 2 cores: kept out of the everyday run; CI runs it
 def test_refused_data_stops_before_training_with_exit_code_3(tmp_path):
     df = pd.read_csv(SAMPLE).assign(churn='No')  # a target with one class
     df.to_csv(tmp_path/'one_class.csv', index=False)

@@ -71,7 +71,7 @@ def test_promote_and_rollback_are_in_the_audit_log(project):
     assert listing[1].split()[:2] == ['2', 'challenger'] and listing[2].split()[:2] == ['1', 'champion']
 
 
-@pytest.mark.slow  # 30-70 s on 2 cores: the everyday run stays under 10 minutes; CI runs it
+@pytest.mark.slow  # 25-70 s on 2 cores: kept out of the everyday run; CI runs it
 def test_reproduce_reports_a_match_and_refuses_a_changed_snapshot(project):
     p, rd = project
     r = mlpipeline('reproduce', 'champion', '--quiet', '--engine', 'warm', cwd=p)
