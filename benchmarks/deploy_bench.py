@@ -10,30 +10,12 @@ sequential requests on one keep-alive connection), CPU per request and cores kep
 full batches; and the same single-row latency of `mlpipeline serve` on the same version. Prints the pod sizing
 those figures give. Writes benchmarks/results/deploy_bench.json with `uptime`'s load.
 """
-import argparse, http.client, json, os, socket, subprocess, sys, time
+import argparse, http.client, json, os, subprocess, sys, time
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent/'mlpipeline'
-
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-def latencies(port: int, body: bytes, n: int) -> dict:
-    "p50 and p99 (ms) of `n` single-row requests, one after the other on one connection."
-    conn, out = http.client.HTTPConnection('127.0.0.1', port, timeout=30), []
-    for _ in range(n):
-        t = time.perf_counter()
-        conn.request('POST', '/predict', body, {'Content-Type': 'application/json'})
-        r = conn.getresponse()
-        r.read()
-        assert r.status == 200, r.status
-        out.append(time.perf_counter() - t)
-    ms = np.array(out[n // 10:]) * 1e3  # the first tenth warms up
-    return {'p50_ms': round(float(np.percentile(ms, 50)), 3), 'p99_ms': round(float(np.percentile(ms, 99)), 3)}
 
 
 def timed_build(project: Path, tag: str) -> float:
@@ -49,7 +31,9 @@ def main():
     a.add_argument('--cold', action='store_true', help='remove the base image and cached layers first')
     args = a.parse_args()
     sys.path.insert(0, str(REPO))
-    from mlpipeline.deploy import container_engine, engine_env, BASE_IMAGE, first_answer, measure_image, sized_resources
+    from mlpipeline.deploy import (container_engine, engine_env, BASE_IMAGE, first_answer, measure_image,
+                                   one_row_latency, sized_resources)
+    from mlpipeline.server import free_port
     engine, project = container_engine(), Path(args.project).resolve()
     env = engine_env(engine)
     run = lambda *c, **kw: subprocess.run([engine, *c], env=env, capture_output=True, text=True, **kw)
@@ -73,7 +57,8 @@ def main():
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         res['local_first_answer_s'] = round(first_answer(port, t0), 2)
-        res['local'] = latencies(port, body, args.requests)
+        res['local'] = one_row_latency(http.client.HTTPConnection('127.0.0.1', port, timeout=30), body, args.requests)
+        del res['local']['seconds']
     finally:
         local.terminate()
         local.wait(30)

@@ -15,9 +15,9 @@ __all__ = ['ENGINES', 'PODMAN_CONF', 'BASE_IMAGE', 'BASE_PACKAGES', 'SERVE_REQUI
            'MEASURED', 'RESOURCES', 'COLOURS', 'container_engine', 'engine_env', 'engine_run', 'image_exists',
            'apt_mirror', 'make_base', 'pinned', 'source_root', 'make_wheels', 'wheels_key', 'image_labels',
            'containerfile', 'image_tag', 'build_context', 'build_image', 'run_line', 'container_usage', 'first_answer',
-           'answered', 'predict_example', 'measure_image', 'sized_resources', 'k8s_name', 'probe', 'deployment',
-           'service', 'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests', 'version_info',
-           'export_k8s', 'live_colour', 'switch', 'release_commands', 'release']
+           'answered', 'one_row_latency', 'predict_example', 'measure_image', 'sized_resources', 'k8s_name', 'probe',
+           'deployment', 'service', 'autoscaler', 'disruption_budget', 'k8s_manifests', 'write_manifests',
+           'version_info', 'export_k8s', 'live_colour', 'switch', 'release_commands', 'release']
 
 # %% ../nbs/14_deploy.ipynb #140006
 ENGINES = ('podman', 'docker')
@@ -274,6 +274,19 @@ def answered(conn, method:str, path:str, body:bytes|None=None) -> bytes:
     if r.status != 200: raise MlpipelineError(f'{method} {path} answered {r.status}: {data[:300]!r}')
     return data
 
+def one_row_latency(conn, body:bytes, requests:int) -> dict:
+    "p50 and p99 (ms) of `requests` one-row `/predict` calls back to back on `conn` (the first tenth warms up); seconds."
+    import time
+    import numpy as np
+    took, t0 = [], time.perf_counter()
+    for _ in range(requests):
+        t = time.perf_counter()
+        answered(conn, 'POST', '/predict', body)
+        took.append(time.perf_counter() - t)
+    ms = np.array(took[requests // 10:]) * 1e3
+    return {'p50_ms': round(float(np.percentile(ms, 50)), 2), 'p99_ms': round(float(np.percentile(ms, 99)), 2),
+            'seconds': time.perf_counter() - t0}
+
 def predict_example(conn) -> tuple[dict, int]:
     "The example record of the service's `/predict` and the most records it takes in one request (its OpenAPI)."
     op = json.loads(answered(conn, 'GET', '/openapi.json'))['paths']['/predict']['post']['requestBody']
@@ -283,32 +296,24 @@ def predict_example(conn) -> tuple[dict, int]:
 # %% ../nbs/14_deploy.ipynb #140m05
 def measure_image(image:str, requests:int=1000, batches:int=3) -> dict:
     "Run `image` on 127.0.0.1 and measure its start-up, single-row latency and CPU, and peak memory at full batches."
-    import http.client, socket, time
-    import numpy as np
-    engine = container_engine()
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    import http.client, time
+    from mlpipeline.server import free_port
+    engine, port = container_engine(), free_port()
     t0 = time.perf_counter()
     cid = engine_run(engine, 'run', '-d', '-p', f'127.0.0.1:{port}:{PORT}', image).stdout.decode().split()[-1]
     try:
         m = {'image': image, 'first_answer_s': round(first_answer(port, t0), 2)}
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=120)
         record, most = predict_example(conn)
-        one, took = json.dumps(record).encode(), []
-        idle, t0 = container_usage(engine, cid), time.perf_counter()
-        for _ in range(requests):
-            t = time.perf_counter()
-            answered(conn, 'POST', '/predict', one)
-            took.append(time.perf_counter() - t)
-        busy, elapsed = container_usage(engine, cid), time.perf_counter() - t0
+        idle = container_usage(engine, cid)
+        lat = one_row_latency(conn, json.dumps(record).encode(), requests)
+        busy, elapsed = container_usage(engine, cid), lat.pop('seconds')
         full, t0 = json.dumps([record] * most).encode(), time.perf_counter()
         for _ in range(batches): answered(conn, 'POST', '/predict', full)
         batch_s, peak = (time.perf_counter() - t0) / batches, container_usage(engine, cid)
     finally: engine_run(engine, 'rm', '-f', cid, check=False)
-    ms, cpu = np.array(took[requests // 10:]) * 1e3, busy['cpu_s'] - idle['cpu_s']  # the first tenth warms up
-    return m | {'p50_ms': round(float(np.percentile(ms, 50)), 2), 'p99_ms': round(float(np.percentile(ms, 99)), 2),
-                'rps': round(requests / elapsed), 'cpu_ms_per_request': round(cpu / requests * 1e3, 3),
+    cpu = busy['cpu_s'] - idle['cpu_s']
+    return m | lat | {'rps': round(requests / elapsed), 'cpu_ms_per_request': round(cpu / requests * 1e3, 3),
                 'busy_cores': round(cpu / elapsed, 2), 'idle_mib': round(idle['peak_mib']),
                 'batch_rows': most, 'batch_s': round(batch_s, 2), 'peak_mib': round(peak['peak_mib'])}
 

@@ -825,9 +825,9 @@ def open_service(cfg:dict, ref:str|None=None) -> Service:
     from mlpipeline.ab import traffic_split_on, traffic_split
     metrics, split = ServiceMetrics(), traffic_split_on(cfg)  # A/B and canary load the challenger as shadow mode does
     shadow_on = split or bool(get_key(cfg, 'serve.shadow'))
-    if folder: saved_challenger(cfg, shadow_on)
+    challenger = saved_challenger(cfg, shadow_on) if folder else None
     holder = ModelHolder(name, which, shadow_on, float(get_key(cfg, 'serve.reload_s') or 0), metrics,
-                         get_key(cfg, 'serve.backend') or 'xgboost', folder, get_key(cfg, 'serve.challenger_dir'))
+                         get_key(cfg, 'serve.backend') or 'xgboost', folder, challenger)
     c = get_key(cfg, 'serve.capture') or {}
     capture = Capture(Path(cfg['project'])/c.get('dir', 'capture'), c.get('flush_s', 10), c.get('flush_rows', 20000),
                       metrics=metrics, max_bytes=int(float(c.get('max_mb', 256)) * 2**20))
